@@ -5,3 +5,11 @@ pub mod csi {
     #![allow(clippy::all)]
     tonic::include_proto!("csi.v1");
 }
+
+pub mod config;
+pub mod controller;
+pub mod identity;
+pub mod inflight;
+pub mod pve;
+pub mod server;
+pub mod volume_id;

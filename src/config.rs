@@ -1,0 +1,128 @@
+//! The driver's configuration file: which Proxmox clusters to talk to.
+//!
+//! ```yaml
+//! clusters:
+//!   - region: pve-a                 # topology.kubernetes.io/region of this cluster's nodes
+//!     url: https://pve-a.example:8006/api2/json
+//!     token_id: "kubernetes-csi@pve!csi"
+//!     token_secret: "..."           # or username/password for ticket auth
+//!     ca_file: /etc/proxmox-csi/ca.pem   # optional; insecure: true skips verification
+//! ```
+
+use crate::pve::{Credentials, PveEndpoint};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub clusters: Vec<ClusterConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub region: String,
+    pub url: String,
+    #[serde(default)]
+    pub token_id: Option<String>,
+    #[serde(default)]
+    pub token_secret: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Seconds one HTTP request may take.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> anyhow::Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<ConfigFile> {
+        let cfg: ConfigFile = serde_yaml::from_str(text)?;
+        if cfg.clusters.is_empty() {
+            anyhow::bail!("clusters: at least one cluster is required");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &cfg.clusters {
+            if c.region.is_empty() || c.region.contains('/') {
+                anyhow::bail!("clusters[].region {:?}: must be non-empty and contain no '/'", c.region);
+            }
+            if !seen.insert(c.region.clone()) {
+                anyhow::bail!("clusters[].region {:?} appears twice", c.region);
+            }
+            c.endpoint()?;
+        }
+        Ok(cfg)
+    }
+}
+
+impl ClusterConfig {
+    pub fn endpoint(&self) -> anyhow::Result<PveEndpoint> {
+        let credentials = match (&self.token_id, &self.token_secret, &self.username, &self.password) {
+            (Some(id), Some(secret), None, None) => {
+                if !id.contains('!') || !id.contains('@') {
+                    anyhow::bail!("clusters[{}].token_id {id:?}: expected USER@REALM!TOKENID", self.region);
+                }
+                Credentials::Token { id: id.clone(), secret: secret.clone() }
+            }
+            (None, None, Some(u), Some(p)) => Credentials::Password { username: u.clone(), password: p.clone() },
+            _ => anyhow::bail!(
+                "clusters[{}]: give either token_id + token_secret or username + password",
+                self.region
+            ),
+        };
+        Ok(PveEndpoint {
+            url: self.url.clone(),
+            credentials,
+            insecure: self.insecure,
+            ca_file: self.ca_file.clone(),
+            timeout: Duration::from_secs(self.timeout_seconds),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_token_cluster() {
+        let c = ConfigFile::parse(
+            "clusters:\n  - region: a\n    url: https://h:8006/api2/json\n    token_id: u@pve!t\n    token_secret: s\n",
+        )
+        .unwrap();
+        assert_eq!(c.clusters[0].region, "a");
+        assert!(!c.clusters[0].insecure);
+    }
+
+    #[test]
+    fn rejects_mixed_or_missing_credentials() {
+        let base = "clusters:\n  - region: a\n    url: https://h/api2/json\n";
+        assert!(ConfigFile::parse(base).is_err());
+        assert!(ConfigFile::parse(&format!("{base}    token_id: u@pve!t\n    token_secret: s\n    password: p\n")).is_err());
+        assert!(ConfigFile::parse(&format!("{base}    token_id: nobang\n    token_secret: s\n")).is_err());
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_duplicates() {
+        assert!(ConfigFile::parse("clusters:\n  - region: a\n    url: https://h\n    token_id: u@p!t\n    token_secret: s\n    tokn: x\n").is_err());
+        let one = "  - region: a\n    url: https://h\n    token_id: u@p!t\n    token_secret: s\n";
+        assert!(ConfigFile::parse(&format!("clusters:\n{one}{one}")).is_err());
+    }
+}

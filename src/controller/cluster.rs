@@ -1,0 +1,86 @@
+//! One Proxmox cluster as the controller sees it: its client, where its
+//! storages are, which VM is which Kubernetes node, and a lock per VM so
+//! this controller never races itself on a VM config.
+
+use super::error::{ControllerError, PveContext, Result};
+use crate::pve::types::{StorageResource, VmConfig, VmResource};
+use crate::pve::PveClient;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub struct Cluster {
+    pub region: String,
+    pub client: PveClient,
+    vm_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A disk slot of a VM that holds a given volume.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub vm: VmResource,
+    pub slot: String,
+    pub drive: crate::pve::drive::Drive,
+}
+
+impl Cluster {
+    pub fn new(region: String, client: PveClient) -> Cluster {
+        Cluster { region, client, vm_locks: Mutex::new(HashMap::new()) }
+    }
+
+    /// Serialize this controller's config edits of one VM. Other writers
+    /// (people, other tools) are caught by PVE's digest check instead.
+    pub async fn lock_vm(&self, vmid: u64) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.vm_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(vmid).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    /// The VM running the Kubernetes node `node_id` (its PVE VM name).
+    pub async fn find_vm(&self, node_id: &str) -> Result<Option<VmResource>> {
+        let vms = self.client.vms().await.ctx(|| format!("listing VMs of cluster {}", self.region))?;
+        let mut matches: Vec<VmResource> =
+            vms.into_iter().filter(|v| !v.template && v.name.as_deref() == Some(node_id)).collect();
+        if matches.len() > 1 {
+            let ids: Vec<String> = matches.iter().map(|v| v.vmid.to_string()).collect();
+            return Err(ControllerError::FailedPrecondition(format!(
+                "node_id {node_id:?}: several VMs of cluster {} carry that name ({}); VM names of Kubernetes nodes must be unique",
+                self.region,
+                ids.join(", ")
+            )));
+        }
+        Ok(matches.pop())
+    }
+
+    /// Storages with disk images, one entry per (node, storage).
+    pub async fn image_storages(&self) -> Result<Vec<StorageResource>> {
+        let all = self.client.storages().await.ctx(|| format!("listing storages of cluster {}", self.region))?;
+        Ok(all.into_iter().filter(|s| s.holds_images()).collect())
+    }
+
+    /// Every slot of every VM that holds `volid`, pending changes included:
+    /// a disk waiting to be hot-plugged is as good as attached.
+    pub async fn attachments_of(&self, volids: &[String]) -> Result<Vec<(String, Attachment)>> {
+        let vms = self.client.vms().await.ctx(|| format!("listing VMs of cluster {}", self.region))?;
+        let configs = futures::future::join_all(vms.iter().map(|vm| async move {
+            (vm.clone(), self.client.vm_config(&vm.node, vm.vmid, false).await)
+        }))
+        .await;
+        let mut out = Vec::new();
+        for (vm, cfg) in configs {
+            let cfg: VmConfig = match cfg {
+                Ok(c) => c,
+                // A VM deleted between the list and the read holds nothing.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(ControllerError::Pve { context: format!("reading config of VM {}", vm.vmid), source: e }),
+            };
+            for (slot, drive) in cfg.drives() {
+                if volids.iter().any(|v| v == &drive.volume) {
+                    out.push((drive.volume.clone(), Attachment { vm: vm.clone(), slot: slot.to_string(), drive }));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

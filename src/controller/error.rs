@@ -1,0 +1,113 @@
+//! The controller's error type and its one mapping to gRPC status codes.
+
+use crate::pve::PveError;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    /// Another operation on the same volume/VM is in progress; retry later.
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{context}: {source}")]
+    Pve {
+        context: String,
+        #[source]
+        source: PveError,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, ControllerError>;
+
+/// Adds what the driver was doing to a PVE error.
+pub trait PveContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> PveContext<T> for std::result::Result<T, PveError> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| ControllerError::Pve { context: context(), source })
+    }
+}
+
+fn pve_code(e: &PveError) -> Code {
+    if e.is_contention() {
+        Code::Aborted
+    } else if e.is_unavailable() {
+        Code::Unavailable
+    } else if e.is_permission() {
+        Code::PermissionDenied
+    } else if e.is_not_found() {
+        Code::NotFound
+    } else if matches!(e.status(), Some(400)) {
+        Code::InvalidArgument
+    } else {
+        Code::Internal
+    }
+}
+
+impl From<ControllerError> for Status {
+    fn from(e: ControllerError) -> Status {
+        let code = match &e {
+            ControllerError::InvalidArgument(_) => Code::InvalidArgument,
+            ControllerError::NotFound(_) => Code::NotFound,
+            ControllerError::AlreadyExists(_) => Code::AlreadyExists,
+            ControllerError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ControllerError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ControllerError::OutOfRange(_) => Code::OutOfRange,
+            ControllerError::Aborted(_) => Code::Aborted,
+            ControllerError::Unavailable(_) => Code::Unavailable,
+            ControllerError::Pve { source, .. } => pve_code(source),
+            ControllerError::Internal(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn api(status: u16, message: &str) -> PveError {
+        PveError::Api { method: "POST".into(), path: "/x".into(), status, message: message.into(), param_errors: BTreeMap::new() }
+    }
+
+    #[test]
+    fn lock_timeouts_are_aborted() {
+        let e = ControllerError::Pve {
+            context: "attach".into(),
+            source: api(500, "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout"),
+        };
+        let s: Status = e.into();
+        assert_eq!(s.code(), Code::Aborted);
+        assert!(s.message().contains("attach") && s.message().contains("lock-101"));
+        let s: Status = ControllerError::Pve { context: "x".into(), source: api(500, "VM is locked (backup)") }.into();
+        assert_eq!(s.code(), Code::Aborted);
+    }
+
+    #[test]
+    fn permission_and_bad_params() {
+        let s: Status = ControllerError::Pve { context: "x".into(), source: api(403, "Permission check failed (/storage/local, Datastore.AllocateSpace)") }.into();
+        assert_eq!(s.code(), Code::PermissionDenied);
+        let s: Status = ControllerError::Pve { context: "x".into(), source: api(400, "Parameter verification failed.") }.into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let s: Status = ControllerError::Pve { context: "x".into(), source: api(502, "Bad Gateway") }.into();
+        assert_eq!(s.code(), Code::Unavailable);
+    }
+}

@@ -1,0 +1,144 @@
+//! ListVolumes and GetCapacity: what the driver has on Proxmox, and how much room is left.
+
+use super::error::{ControllerError, PveContext, Result};
+use super::Controller;
+use crate::csi::*;
+use crate::volume_id::{disk_prefix, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
+use std::collections::{BTreeMap, HashMap};
+
+/// One volume of this driver found on a storage.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub id: VolumeId,
+    pub size: u64,
+    pub shared: bool,
+    pub published_to: Vec<String>,
+}
+
+impl Controller {
+    /// Every volume of this driver in every cluster, sorted by id, with the
+    /// nodes (VM names) it is attached to.
+    pub async fn all_volumes(&self) -> Result<Vec<Found>> {
+        let prefix = disk_prefix(self.opts.owner_vmid);
+        let mut out: BTreeMap<String, Found> = BTreeMap::new();
+        for cluster in self.clusters() {
+            let storages = cluster.image_storages().await?;
+            let mut seen_shared = std::collections::HashSet::new();
+            let mut volids = Vec::new();
+            for s in storages.iter().filter(|s| s.is_available()) {
+                if s.shared && !seen_shared.insert(s.storage.clone()) {
+                    continue;
+                }
+                let items = cluster
+                    .client
+                    .storage_content(&s.node, &s.storage, Some(self.opts.owner_vmid))
+                    .await
+                    .ctx(|| format!("listing {} on {}", s.storage, s.node))?;
+                for item in items.into_iter().filter(|i| i.volid.contains(&prefix)) {
+                    let Some(id) = VolumeId::from_volid(&cluster.region, &s.node, &item.volid) else { continue };
+                    volids.push(item.volid.clone());
+                    out.insert(
+                        item.volid.clone() + "\0" + &cluster.region,
+                        Found { id, size: item.size.unwrap_or(0), shared: s.shared, published_to: vec![] },
+                    );
+                }
+            }
+            for (volid, a) in cluster.attachments_of(&volids).await? {
+                if let Some(f) = out.get_mut(&(volid + "\0" + &cluster.region)) {
+                    if let Some(name) = a.vm.name.clone() {
+                        if !f.published_to.contains(&name) {
+                            f.published_to.push(name);
+                        }
+                    }
+                }
+            }
+        }
+        let mut v: Vec<Found> = out.into_values().collect();
+        v.sort_by_key(|f| f.id.to_string());
+        Ok(v)
+    }
+
+    pub async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse> {
+        if req.max_entries < 0 {
+            return Err(ControllerError::InvalidArgument("max_entries: must not be negative".into()));
+        }
+        let start: usize = if req.starting_token.is_empty() {
+            0
+        } else {
+            req.starting_token
+                .parse()
+                .map_err(|_| ControllerError::Aborted(format!("starting_token {:?}: not a token this driver issued", req.starting_token)))?
+        };
+        let all = self.all_volumes().await?;
+        if start > all.len() {
+            return Err(ControllerError::Aborted(format!(
+                "starting_token {start}: past the end of the volume list ({} volumes)",
+                all.len()
+            )));
+        }
+        let take = if req.max_entries == 0 { usize::MAX } else { req.max_entries as usize };
+        let end = start.saturating_add(take).min(all.len());
+        let entries = all[start..end]
+            .iter()
+            .map(|f| {
+                let mut segments = HashMap::from([(TOPOLOGY_REGION.to_string(), f.id.region.clone())]);
+                if !f.shared {
+                    segments.insert(TOPOLOGY_ZONE.to_string(), f.id.zone.clone());
+                }
+                list_volumes_response::Entry {
+                    volume: Some(Volume {
+                        capacity_bytes: f.size as i64,
+                        volume_id: f.id.to_string(),
+                        volume_context: HashMap::from([("storage".to_string(), f.id.storage.clone())]),
+                        content_source: None,
+                        accessible_topology: vec![Topology { segments }],
+                    }),
+                    status: Some(list_volumes_response::VolumeStatus { published_node_ids: f.published_to.clone(), volume_condition: None }),
+                }
+            })
+            .collect();
+        let next_token = if end < all.len() { end.to_string() } else { String::new() };
+        Ok(ListVolumesResponse { entries, next_token })
+    }
+
+    /// Free space for new volumes: the storage named in `parameters.storage`
+    /// (or the default) on the nodes that match `accessible_topology`.
+    pub async fn get_capacity(&self, req: GetCapacityRequest) -> Result<GetCapacityResponse> {
+        if let Some(cap) = &req.volume_capabilities.first() {
+            super::params::check_capabilities(std::slice::from_ref(cap))?;
+        }
+        let storage = match req.parameters.get("storage").cloned().or_else(|| self.opts.default_storage.clone()) {
+            Some(s) => s,
+            None => return Ok(GetCapacityResponse::default()),
+        };
+        let segments = req.accessible_topology.as_ref().map(|t| t.segments.clone()).unwrap_or_default();
+        let mut total: u64 = 0;
+        let mut largest: u64 = 0;
+        for cluster in self.clusters() {
+            if segments.get(TOPOLOGY_REGION).is_some_and(|r| r != &cluster.region) {
+                continue;
+            }
+            let mut seen_shared = std::collections::HashSet::new();
+            for s in cluster.image_storages().await? {
+                if s.storage != storage || !s.is_available() {
+                    continue;
+                }
+                if segments.get(TOPOLOGY_ZONE).is_some_and(|z| z != &s.node) {
+                    continue;
+                }
+                if s.shared && !seen_shared.insert(s.storage.clone()) {
+                    continue;
+                }
+                let st = cluster.client.storage_status(&s.node, &s.storage).await.ctx(|| format!("status of {} on {}", s.storage, s.node))?;
+                let avail = st.avail.unwrap_or(0);
+                total = total.saturating_add(avail);
+                largest = largest.max(avail);
+            }
+        }
+        Ok(GetCapacityResponse {
+            available_capacity: total.min(i64::MAX as u64) as i64,
+            maximum_volume_size: Some(largest.min(i64::MAX as u64) as i64),
+            minimum_volume_size: None,
+        })
+    }
+}

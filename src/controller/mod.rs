@@ -1,0 +1,99 @@
+//! CSI Controller: allocate and free disks on Proxmox storage, hot-plug them
+//! into worker VMs, and report on them. The logic lives in plain async
+//! functions on [`Controller`]; `service.rs` only adapts them to gRPC.
+
+pub mod attach;
+pub mod cluster;
+pub mod error;
+pub mod inventory;
+pub mod params;
+pub mod service;
+pub mod volumes;
+
+use crate::config::ConfigFile;
+use crate::inflight::{InFlight, InFlightGuard};
+use crate::pve::PveClient;
+use cluster::Cluster;
+use error::{ControllerError, Result};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// VM id that owns every disk the driver allocates (`vm-<id>-csi-*`).
+    /// No VM needs to exist with this id; it must not be used by a real VM,
+    /// because destroying that VM would free the disks it owns.
+    pub owner_vmid: u64,
+    /// Storage used when a StorageClass gives none.
+    pub default_storage: Option<String>,
+    /// How long to wait for a PVE worker task.
+    pub task_timeout: Duration,
+    /// How many driver volumes one VM may have attached (the node reports the same).
+    pub max_volumes_per_vm: u32,
+    /// Attempts for a VM config edit that meets a lock or a concurrent change.
+    pub config_attempts: u32,
+    /// Pause between those attempts.
+    pub config_retry_delay: Duration,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            owner_vmid: 9999,
+            default_storage: None,
+            task_timeout: Duration::from_secs(120),
+            max_volumes_per_vm: 24,
+            config_attempts: 5,
+            config_retry_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+pub struct Controller {
+    clusters: BTreeMap<String, Arc<Cluster>>,
+    pub opts: ControllerOptions,
+    inflight: InFlight,
+}
+
+impl Controller {
+    pub fn new(config: &ConfigFile, opts: ControllerOptions) -> anyhow::Result<Controller> {
+        let mut clusters = BTreeMap::new();
+        for c in &config.clusters {
+            let client = PveClient::new(&c.endpoint()?)?;
+            clusters.insert(c.region.clone(), Arc::new(Cluster::new(c.region.clone(), client)));
+        }
+        Ok(Controller { clusters, opts, inflight: InFlight::default() })
+    }
+
+    pub fn cluster(&self, region: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.get(region)
+    }
+
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.values()
+    }
+
+    /// One operation per volume (or volume name) at a time; others get Aborted.
+    fn begin(&self, key: &str) -> Result<InFlightGuard> {
+        self.inflight
+            .try_acquire(key)
+            .ok_or_else(|| ControllerError::Aborted(format!("an operation on volume {key:?} is already in progress")))
+    }
+
+    /// Connectivity check used by Probe: every cluster answers /version.
+    pub async fn probe(&self) -> Result<()> {
+        for c in self.clusters.values() {
+            c.client.version().await.map_err(|e| ControllerError::Unavailable(format!("cluster {}: {e}", c.region)))?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn required<'a>(value: &'a str, field: &str) -> Result<&'a str> {
+    if value.is_empty() {
+        Err(ControllerError::InvalidArgument(format!("{field}: required")))
+    } else {
+        Ok(value)
+    }
+}

@@ -1,0 +1,230 @@
+//! Validation of what a CreateVolume / Publish request asks for: StorageClass
+//! parameters, capabilities, sizes. Every error names the field at fault.
+
+use super::error::{ControllerError, Result};
+use crate::csi::{volume_capability, volume_capability::access_mode::Mode, CapacityRange, VolumeCapability};
+use std::collections::HashMap;
+
+/// Parameters a StorageClass may set, after validation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VolumeParams {
+    /// PVE storage id the disk is allocated on.
+    pub storage: String,
+    /// Drive cache mode (`none`, `writethrough`, `writeback`, `directsync`, `unsafe`).
+    pub cache: Option<String>,
+    /// Report the disk as an SSD to the guest.
+    pub ssd: bool,
+    /// Pass discard/TRIM from the guest to the storage.
+    pub discard: bool,
+    /// Include the disk in PVE VM backups (off: volumes have their own lifecycle).
+    pub backup: bool,
+}
+
+const CACHE_MODES: &[&str] = &["none", "writethrough", "writeback", "unsafe", "directsync"];
+
+/// Keys the Kubernetes provisioner adds itself; not ours to judge.
+const K8S_PREFIX: &str = "csi.storage.k8s.io/";
+
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ControllerError::InvalidArgument(format!("parameters.{key}: {v:?} is not a boolean (true/false)"))),
+    }
+}
+
+pub fn parse_volume_params(params: &HashMap<String, String>, default_storage: Option<&str>) -> Result<VolumeParams> {
+    let mut out = VolumeParams { discard: true, ..Default::default() };
+    let mut storage = default_storage.map(str::to_string);
+    let mut keys: Vec<_> = params.keys().collect();
+    keys.sort();
+    for key in keys {
+        let v = params[key].trim();
+        match key.as_str() {
+            "storage" => storage = Some(v.to_string()),
+            "cache" => {
+                if !CACHE_MODES.contains(&v) {
+                    return Err(ControllerError::InvalidArgument(format!(
+                        "parameters.cache: {v:?} is not one of {}",
+                        CACHE_MODES.join(", ")
+                    )));
+                }
+                out.cache = Some(v.to_string());
+            }
+            "ssd" => out.ssd = parse_bool(key, v)?,
+            "discard" => out.discard = parse_bool(key, v)?,
+            "backup" => out.backup = parse_bool(key, v)?,
+            // The filesystem is chosen by the node from the volume capability.
+            "fsType" | "fstype" => {}
+            k if k.starts_with(K8S_PREFIX) => {}
+            k => {
+                return Err(ControllerError::InvalidArgument(format!(
+                    "parameters.{k}: unknown parameter (known: storage, cache, ssd, discard, backup)"
+                )))
+            }
+        }
+    }
+    out.storage = match storage {
+        Some(s) if !s.is_empty() => s,
+        _ => return Err(ControllerError::InvalidArgument("parameters.storage: required (the Proxmox storage id to allocate disks on)".into())),
+    };
+    if !out.storage.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(ControllerError::InvalidArgument(format!("parameters.storage: {:?} is not a valid storage id", out.storage)));
+    }
+    Ok(out)
+}
+
+pub const FS_TYPES: &[&str] = &["ext4", "xfs"];
+
+/// A Proxmox disk attaches to one VM at a time, so only single-node modes.
+fn mode_supported(mode: Mode) -> bool {
+    matches!(
+        mode,
+        Mode::SingleNodeWriter | Mode::SingleNodeReaderOnly | Mode::SingleNodeSingleWriter | Mode::SingleNodeMultiWriter
+    )
+}
+
+/// Check one capability; `field` is the name to report (e.g. `volume_capabilities[1]`).
+pub fn check_capability(cap: &VolumeCapability, field: &str) -> Result<()> {
+    let mode = cap
+        .access_mode
+        .as_ref()
+        .ok_or_else(|| ControllerError::InvalidArgument(format!("{field}.access_mode: required")))?;
+    let mode = Mode::try_from(mode.mode).unwrap_or(Mode::Unknown);
+    if mode == Mode::Unknown {
+        return Err(ControllerError::InvalidArgument(format!("{field}.access_mode.mode: required")));
+    }
+    if !mode_supported(mode) {
+        return Err(ControllerError::InvalidArgument(format!(
+            "{field}.access_mode.mode: {} is not supported: a Proxmox disk attaches to one VM at a time",
+            mode.as_str_name()
+        )));
+    }
+    match &cap.access_type {
+        None => Err(ControllerError::InvalidArgument(format!("{field}.access_type: block or mount is required"))),
+        Some(volume_capability::AccessType::Block(_)) => Ok(()),
+        Some(volume_capability::AccessType::Mount(m)) => {
+            if !m.fs_type.is_empty() && !FS_TYPES.contains(&m.fs_type.as_str()) {
+                return Err(ControllerError::InvalidArgument(format!(
+                    "{field}.mount.fs_type: {:?} is not supported (supported: {})",
+                    m.fs_type,
+                    FS_TYPES.join(", ")
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn check_capabilities(caps: &[VolumeCapability]) -> Result<()> {
+    if caps.is_empty() {
+        return Err(ControllerError::InvalidArgument("volume_capabilities: at least one is required".into()));
+    }
+    for (i, c) in caps.iter().enumerate() {
+        check_capability(c, &format!("volume_capabilities[{i}]"))?;
+    }
+    Ok(())
+}
+
+pub const MIB: u64 = 1 << 20;
+pub const GIB: u64 = 1 << 30;
+/// Size when the request gives none.
+pub const DEFAULT_SIZE: u64 = GIB;
+
+/// The size to allocate: the required size rounded up to whole MiB (every
+/// PVE storage type can allocate that exactly), within the limit.
+pub fn size_for(range: Option<&CapacityRange>) -> Result<u64> {
+    let (required, limit) = range.map(|r| (r.required_bytes, r.limit_bytes)).unwrap_or((0, 0));
+    if required < 0 || limit < 0 {
+        return Err(ControllerError::InvalidArgument("capacity_range: sizes must not be negative".into()));
+    }
+    let (required, limit) = (required as u64, limit as u64);
+    if limit > 0 && required > limit {
+        return Err(ControllerError::InvalidArgument(format!(
+            "capacity_range: required_bytes {required} exceeds limit_bytes {limit}"
+        )));
+    }
+    let size = if required == 0 {
+        if limit > 0 && limit < DEFAULT_SIZE {
+            limit / MIB * MIB
+        } else {
+            DEFAULT_SIZE
+        }
+    } else {
+        required.div_ceil(MIB) * MIB
+    };
+    if size == 0 || (limit > 0 && size > limit) {
+        return Err(ControllerError::OutOfRange(format!(
+            "capacity_range: no whole-MiB size fits between required_bytes {required} and limit_bytes {limit}"
+        )));
+    }
+    Ok(size)
+}
+
+/// Whether an existing disk of `size` satisfies the range (idempotent create).
+pub fn size_fits(size: u64, range: Option<&CapacityRange>) -> bool {
+    let (required, limit) = range.map(|r| (r.required_bytes.max(0) as u64, r.limit_bytes.max(0) as u64)).unwrap_or((0, 0));
+    size >= required && (limit == 0 || size <= limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
+
+    fn cap(mode: Mode, fs: Option<&str>) -> VolumeCapability {
+        VolumeCapability {
+            access_mode: Some(AccessMode { mode: mode as i32 }),
+            access_type: Some(match fs {
+                Some(f) => AccessType::Mount(MountVolume { fs_type: f.into(), ..Default::default() }),
+                None => AccessType::Block(BlockVolume {}),
+            }),
+        }
+    }
+
+    #[test]
+    fn params_need_storage_and_reject_unknown_keys() {
+        let mut p = HashMap::new();
+        let e = parse_volume_params(&p, None).unwrap_err();
+        assert!(e.to_string().contains("parameters.storage"));
+        assert_eq!(parse_volume_params(&p, Some("local")).unwrap().storage, "local");
+        p.insert("storage".into(), "shared".into());
+        p.insert("csi.storage.k8s.io/pvc/name".into(), "x".into());
+        p.insert("cache".into(), "writeback".into());
+        let v = parse_volume_params(&p, Some("local")).unwrap();
+        assert_eq!(v.storage, "shared");
+        assert_eq!(v.cache.as_deref(), Some("writeback"));
+        p.insert("stroage".into(), "x".into());
+        assert!(parse_volume_params(&p, None).unwrap_err().to_string().contains("parameters.stroage"));
+        let mut p = HashMap::new();
+        p.insert("storage".into(), "a".into());
+        p.insert("ssd".into(), "maybe".into());
+        assert!(parse_volume_params(&p, None).unwrap_err().to_string().contains("parameters.ssd"));
+    }
+
+    #[test]
+    fn capabilities() {
+        assert!(check_capabilities(&[]).is_err());
+        assert!(check_capabilities(&[cap(Mode::SingleNodeWriter, Some("ext4")), cap(Mode::SingleNodeReaderOnly, None)]).is_ok());
+        let e = check_capabilities(&[cap(Mode::MultiNodeMultiWriter, None)]).unwrap_err();
+        assert!(e.to_string().contains("volume_capabilities[0].access_mode.mode"));
+        let e = check_capabilities(&[cap(Mode::SingleNodeWriter, Some("btrfs"))]).unwrap_err();
+        assert!(e.to_string().contains("fs_type"));
+        let no_type = VolumeCapability { access_mode: Some(AccessMode { mode: Mode::SingleNodeWriter as i32 }), access_type: None };
+        assert!(check_capabilities(&[no_type]).unwrap_err().to_string().contains("access_type"));
+    }
+
+    #[test]
+    fn sizes() {
+        let r = |req: i64, lim: i64| Some(CapacityRange { required_bytes: req, limit_bytes: lim });
+        assert_eq!(size_for(None).unwrap(), GIB);
+        assert_eq!(size_for(r(GIB as i64, 0).as_ref()).unwrap(), GIB);
+        assert_eq!(size_for(r(1, 0).as_ref()).unwrap(), MIB);
+        assert_eq!(size_for(r(0, 100 * MIB as i64).as_ref()).unwrap(), 100 * MIB);
+        assert!(matches!(size_for(r(5, 10).as_ref()), Err(ControllerError::OutOfRange(_))));
+        assert!(matches!(size_for(r(10, 5).as_ref()), Err(ControllerError::InvalidArgument(_))));
+        assert!(size_fits(GIB, r(GIB as i64, 0).as_ref()));
+        assert!(!size_fits(GIB, r(2 * GIB as i64, 0).as_ref()));
+        assert!(!size_fits(2 * GIB, r(0, GIB as i64).as_ref()));
+    }
+}

@@ -1,0 +1,52 @@
+//! CSI Identity service: who we are, what we offer, and whether we are ready.
+
+use crate::controller::Controller;
+use crate::csi::identity_server::Identity;
+use crate::csi::plugin_capability::service::Type as ServiceType;
+use crate::csi::*;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub const DRIVER_NAME: &str = "csi.proxmox-csi.dev";
+
+#[derive(Clone)]
+pub struct IdentityService {
+    pub driver_name: String,
+    /// Present when this process serves the Controller: Probe checks PVE.
+    pub controller: Option<Arc<Controller>>,
+}
+
+#[tonic::async_trait]
+impl Identity for IdentityService {
+    async fn get_plugin_info(&self, _r: Request<GetPluginInfoRequest>) -> Result<Response<GetPluginInfoResponse>, Status> {
+        Ok(Response::new(GetPluginInfoResponse {
+            name: self.driver_name.clone(),
+            vendor_version: env!("CARGO_PKG_VERSION").to_string(),
+            manifest: Default::default(),
+        }))
+    }
+
+    async fn get_plugin_capabilities(
+        &self,
+        _r: Request<GetPluginCapabilitiesRequest>,
+    ) -> Result<Response<GetPluginCapabilitiesResponse>, Status> {
+        let mut types = vec![ServiceType::VolumeAccessibilityConstraints];
+        if self.controller.is_some() {
+            types.push(ServiceType::ControllerService);
+        }
+        let capabilities = types
+            .into_iter()
+            .map(|t| PluginCapability {
+                r#type: Some(plugin_capability::Type::Service(plugin_capability::Service { r#type: t as i32 })),
+            })
+            .collect();
+        Ok(Response::new(GetPluginCapabilitiesResponse { capabilities }))
+    }
+
+    async fn probe(&self, _r: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
+        if let Some(c) = &self.controller {
+            c.probe().await?;
+        }
+        Ok(Response::new(ProbeResponse { ready: Some(true) }))
+    }
+}

@@ -1,0 +1,381 @@
+//! HTTP client for one Proxmox VE cluster.
+
+use super::error::PveError;
+use super::types::*;
+use super::upid::{exitstatus_is_ok, Upid};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// How the driver proves who it is to PVE.
+#[derive(Clone)]
+pub enum Credentials {
+    /// API token: `user@realm!tokenid` and its secret. No CSRF token needed.
+    Token { id: String, secret: String },
+    /// User and password: a ticket from /access/ticket, renewed before its 2 h lifetime ends.
+    Password { username: String, password: String },
+}
+
+impl std::fmt::Debug for Credentials {
+    // Never print secrets, even in debug logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Token { id, .. } => write!(f, "Token({id})"),
+            Credentials::Password { username, .. } => write!(f, "Password({username})"),
+        }
+    }
+}
+
+/// Where and how to reach one cluster.
+#[derive(Debug, Clone)]
+pub struct PveEndpoint {
+    /// Base URL up to and including `/api2/json`.
+    pub url: String,
+    pub credentials: Credentials,
+    /// Skip TLS verification. Off by default; only for lab clusters.
+    pub insecure: bool,
+    /// PEM file with the CA that signed the PVE certificate.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+struct Ticket {
+    cookie: String,
+    csrf: String,
+    issued: Instant,
+}
+
+/// Tickets live 2 h; renew well before so a long task poll never hits expiry.
+const TICKET_RENEW_AFTER: Duration = Duration::from_secs(90 * 60);
+
+pub struct PveClient {
+    http: reqwest::Client,
+    base: String,
+    credentials: Credentials,
+    ticket: Mutex<Option<Ticket>>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: T,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    errors: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+pub type Params = Vec<(String, String)>;
+
+/// Builds a parameter list: `params![("vmid", 101), ("size", "1G")]`.
+#[macro_export]
+macro_rules! params {
+    ($(($k:expr, $v:expr)),* $(,)?) => {
+        vec![$(($k.to_string(), $v.to_string())),*]
+    };
+}
+
+impl PveClient {
+    pub fn new(endpoint: &PveEndpoint) -> Result<PveClient, PveError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(endpoint.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .danger_accept_invalid_certs(endpoint.insecure)
+            .user_agent(concat!("proxmox-csi/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &endpoint.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| PveError::Config(format!("cannot read CA file {}: {e}", ca.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| PveError::Config(format!("CA file {} is not PEM: {e}", ca.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| PveError::Config(format!("HTTP client: {e}")))?;
+        let base = endpoint.url.trim_end_matches('/').to_string();
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(PveError::Config(format!("url {base:?} must start with https:// (or http://)")));
+        }
+        Ok(PveClient { http, base, credentials: endpoint.credentials.clone(), ticket: Mutex::new(None) })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn ticket(&self, force_new: bool) -> Result<(String, String), PveError> {
+        let Credentials::Password { username, password } = &self.credentials else {
+            return Err(PveError::Config("ticket requested for token credentials".into()));
+        };
+        let mut guard = self.ticket.lock().await;
+        if let Some(t) = guard.as_ref() {
+            if !force_new && t.issued.elapsed() < TICKET_RENEW_AFTER {
+                return Ok((t.cookie.clone(), t.csrf.clone()));
+            }
+        }
+        #[derive(Deserialize)]
+        struct TicketData {
+            ticket: String,
+            #[serde(rename = "CSRFPreventionToken")]
+            csrf: String,
+        }
+        let path = "/access/ticket";
+        let resp = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .form(&[("username", username.as_str()), ("password", password.as_str())])
+            .send()
+            .await
+            .map_err(|source| PveError::Transport { method: "POST".into(), path: path.into(), source })?;
+        let data: TicketData = Self::decode("POST", path, resp).await?;
+        *guard = Some(Ticket { cookie: data.ticket.clone(), csrf: data.csrf.clone(), issued: Instant::now() });
+        Ok((data.ticket, data.csrf))
+    }
+
+    async fn decode<T: DeserializeOwned>(method: &str, path: &str, resp: reqwest::Response) -> Result<T, PveError> {
+        let status = resp.status();
+        // PVE puts its error text in the HTTP reason phrase; hyper keeps a
+        // non-standard phrase as a response extension.
+        let reason = resp
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .map(|r| String::from_utf8_lossy(r.as_bytes()).to_string())
+            .or_else(|| status.canonical_reason().map(str::to_string))
+            .unwrap_or_default();
+        let bytes = resp.bytes().await.map_err(|source| PveError::Transport {
+            method: method.into(),
+            path: path.into(),
+            source,
+        })?;
+        if !status.is_success() {
+            let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
+            let message = body.message.map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).unwrap_or(reason);
+            let param_errors = body
+                .errors
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().map(|s| s.trim().to_string()).unwrap_or_else(|| v.to_string())))
+                .collect();
+            return Err(PveError::Api { method: method.into(), path: path.into(), status: status.as_u16(), message, param_errors });
+        }
+        let env: Envelope<T> = serde_json::from_slice(&bytes).map_err(|e| PveError::Decode {
+            method: method.into(),
+            path: path.into(),
+            detail: format!("{e}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)])),
+        })?;
+        Ok(env.data)
+    }
+
+    /// One API call. GET/DELETE carry parameters in the query, POST/PUT as a form.
+    pub async fn call<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, params: &Params) -> Result<T, PveError> {
+        let mut retried_auth = false;
+        loop {
+            let url = format!("{}{}", self.base, path);
+            let mut req = self.http.request(method.clone(), &url);
+            req = if method == reqwest::Method::GET || method == reqwest::Method::DELETE {
+                req.query(params)
+            } else {
+                req.form(params)
+            };
+            match &self.credentials {
+                Credentials::Token { id, secret } => {
+                    req = req.header("Authorization", format!("PVEAPIToken={id}={secret}"));
+                }
+                Credentials::Password { .. } => {
+                    let (cookie, csrf) = self.ticket(retried_auth).await?;
+                    req = req.header("Cookie", format!("PVEAuthCookie={cookie}"));
+                    if method != reqwest::Method::GET {
+                        req = req.header("CSRFPreventionToken", csrf);
+                    }
+                }
+            }
+            let resp = req.send().await.map_err(|source| PveError::Transport {
+                method: method.to_string(),
+                path: path.into(),
+                source,
+            })?;
+            // A ticket can be invalidated early (PVE key rotation): get a new one once.
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+                && matches!(self.credentials, Credentials::Password { .. })
+                && !retried_auth
+            {
+                retried_auth = true;
+                continue;
+            }
+            return Self::decode(method.as_str(), path, resp).await;
+        }
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, params: &Params) -> Result<T, PveError> {
+        self.call(reqwest::Method::GET, path, params).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, params: &Params) -> Result<T, PveError> {
+        self.call(reqwest::Method::POST, path, params).await
+    }
+
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, params: &Params) -> Result<T, PveError> {
+        self.call(reqwest::Method::PUT, path, params).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str, params: &Params) -> Result<T, PveError> {
+        self.call(reqwest::Method::DELETE, path, params).await
+    }
+
+    /// Wait for a worker task to stop; a failed task is an error carrying PVE's text.
+    pub async fn wait_task(&self, upid: &str, timeout: Duration) -> Result<(), PveError> {
+        let parsed = Upid::parse(upid).ok_or_else(|| PveError::Decode {
+            method: "GET".into(),
+            path: "tasks".into(),
+            detail: format!("not a UPID: {upid:?}"),
+        })?;
+        let path = format!("/nodes/{}/tasks/{}/status", parsed.node, encode_segment(upid));
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let st: TaskStatus = self.get(&path, &vec![]).await?;
+            if st.status == "stopped" {
+                let exit = st.exitstatus.unwrap_or_default();
+                return if exitstatus_is_ok(&exit) {
+                    Ok(())
+                } else {
+                    Err(PveError::TaskFailed { upid: upid.to_string(), exitstatus: exit })
+                };
+            }
+            if start.elapsed() >= timeout {
+                return Err(PveError::TaskTimeout { upid: upid.to_string(), waited_secs: start.elapsed().as_secs() });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    // ---- typed calls -------------------------------------------------------
+
+    pub async fn version(&self) -> Result<serde_json::Value, PveError> {
+        self.get("/version", &vec![]).await
+    }
+
+    pub async fn vms(&self) -> Result<Vec<VmResource>, PveError> {
+        let all: Vec<VmResource> = self.get("/cluster/resources", &params![("type", "vm")]).await?;
+        Ok(all.into_iter().filter(|v| v.kind == "qemu").collect())
+    }
+
+    pub async fn storages(&self) -> Result<Vec<StorageResource>, PveError> {
+        self.get("/cluster/resources", &params![("type", "storage")]).await
+    }
+
+    pub async fn storage_status(&self, node: &str, storage: &str) -> Result<StorageStatus, PveError> {
+        self.get(&format!("/nodes/{node}/storage/{storage}/status"), &vec![]).await
+    }
+
+    pub async fn storage_content(&self, node: &str, storage: &str, vmid: Option<u64>) -> Result<Vec<ContentItem>, PveError> {
+        let mut p = params![("content", "images")];
+        if let Some(vmid) = vmid {
+            p.push(("vmid".into(), vmid.to_string()));
+        }
+        self.get(&format!("/nodes/{node}/storage/{storage}/content"), &p).await
+    }
+
+    /// Allocate a disk; `size_kib` is sent bare, which PVE reads as KiB.
+    pub async fn alloc_disk(&self, node: &str, storage: &str, vmid: u64, filename: &str, size_kib: u64, format: &str) -> Result<String, PveError> {
+        let p = params![("vmid", vmid), ("filename", filename), ("size", size_kib), ("format", format)];
+        self.post(&format!("/nodes/{node}/storage/{storage}/content"), &p).await
+    }
+
+    /// `Ok(None)` when PVE says the volume does not exist.
+    pub async fn volume_info(&self, node: &str, storage: &str, volid: &str) -> Result<Option<VolumeInfo>, PveError> {
+        match self.get(&format!("/nodes/{node}/storage/{storage}/content/{}", encode_segment(volid)), &vec![]).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Free a volume and wait for the `imgdel` task.
+    pub async fn free_volume(&self, node: &str, storage: &str, volid: &str, timeout: Duration) -> Result<(), PveError> {
+        let upid: Option<String> = self
+            .delete(&format!("/nodes/{node}/storage/{storage}/content/{}", encode_segment(volid)), &vec![])
+            .await?;
+        match upid {
+            Some(u) if u.starts_with("UPID:") => self.wait_task(&u, timeout).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// VM config. `current = true` shows only what is applied to the running
+    /// VM; the default view also merges pending (not yet hot-plugged) changes.
+    pub async fn vm_config(&self, node: &str, vmid: u64, current: bool) -> Result<VmConfig, PveError> {
+        let p = if current { params![("current", 1)] } else { vec![] };
+        let path = format!("/nodes/{node}/qemu/{vmid}/config");
+        let v: serde_json::Value = self.get(&path, &p).await?;
+        VmConfig::from_json(v).ok_or_else(|| PveError::Decode { method: "GET".into(), path, detail: "config is not an object".into() })
+    }
+
+    /// Asynchronous config update (POST); waits for the `qmconfig` task.
+    pub async fn update_vm_config(&self, node: &str, vmid: u64, params: &Params, timeout: Duration) -> Result<(), PveError> {
+        let upid: Option<String> = self.post(&format!("/nodes/{node}/qemu/{vmid}/config"), params).await?;
+        match upid {
+            Some(u) if u.starts_with("UPID:") => self.wait_task(&u, timeout).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Remove disks from a VM config without freeing volumes it does not own.
+    pub async fn unlink(&self, node: &str, vmid: u64, slots: &[String]) -> Result<(), PveError> {
+        let _: serde_json::Value = self
+            .put(&format!("/nodes/{node}/qemu/{vmid}/unlink"), &params![("idlist", slots.join(","))])
+            .await?;
+        Ok(())
+    }
+
+    /// Grow an attached disk to `size_bytes` (absolute; bare number = bytes).
+    pub async fn resize(&self, node: &str, vmid: u64, slot: &str, size_bytes: u64, timeout: Duration) -> Result<(), PveError> {
+        let upid: Option<String> = self
+            .put(&format!("/nodes/{node}/qemu/{vmid}/resize"), &params![("disk", slot), ("size", size_bytes)])
+            .await?;
+        match upid {
+            Some(u) if u.starts_with("UPID:") => self.wait_task(&u, timeout).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Percent-encode one path segment (volume ids contain ':' and '/').
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_volume_ids() {
+        assert_eq!(encode_segment("local:9999/vm-9999-csi-a.raw"), "local%3A9999%2Fvm-9999-csi-a.raw");
+        assert_eq!(encode_segment("UPID:pve1:00:01:qm:101:a@b!c:"), "UPID%3Apve1%3A00%3A01%3Aqm%3A101%3Aa%40b%21c%3A");
+    }
+
+    #[test]
+    fn rejects_non_http_urls() {
+        let ep = PveEndpoint {
+            url: "pve.example:8006".into(),
+            credentials: Credentials::Token { id: "a@pve!b".into(), secret: "s".into() },
+            insecure: false,
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+        };
+        assert!(matches!(PveClient::new(&ep), Err(PveError::Config(_))));
+    }
+}
