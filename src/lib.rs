@@ -1,5 +1,7 @@
 //! proxmox-csi: a CSI driver for Proxmox VE, and the Proxmox VE API simulator it is tested against.
 
+pub mod node;
+
 /// Generated CSI v1 wire types and gRPC service traits.
 pub mod csi {
     #![allow(clippy::all)]

@@ -1,0 +1,61 @@
+//! Running the external filesystem tools (blkid, mkfs, resize).
+
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use super::error::NodeError;
+
+/// What a finished tool run produced.
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Converts a failed run into an error carrying the tool's own words,
+    /// which are usually the most useful thing to show an operator.
+    pub fn into_error(self, tool: &str) -> NodeError {
+        let status = match self.code {
+            Some(c) => format!("exit code {c}"),
+            None => "killed by signal".to_string(),
+        };
+        let mut output = self.stderr.trim().to_string();
+        if output.is_empty() {
+            output = self.stdout.trim().to_string();
+        }
+        NodeError::Tool { tool: tool.to_string(), status, output }
+    }
+}
+
+/// Runs `tool args...` with stdin closed so nothing can ever wait for an
+/// interactive confirmation.
+pub async fn run(tool: &str, args: &[&str]) -> Result<Output, NodeError> {
+    tracing::debug!(tool, ?args, "running");
+    let out = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| NodeError::io(format!("starting {tool}"), e))?;
+    Ok(Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Runs a tool and treats any non-zero exit as an error.
+pub async fn run_ok(tool: &str, args: &[&str]) -> Result<Output, NodeError> {
+    let out = run(tool, args).await?;
+    if out.success() {
+        Ok(out)
+    } else {
+        Err(out.into_error(tool))
+    }
+}

@@ -1,0 +1,117 @@
+//! NodeExpandVolume: after the controller grew the disk, make the guest see
+//! the new size and grow the filesystem on it.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::cmd;
+use super::config::NodeConfig;
+use super::device;
+use super::error::NodeError;
+use super::mountinfo::{self, MountEntry};
+
+const SIZE_POLL: Duration = Duration::from_millis(200);
+
+/// Grows whatever is at `volume_path` (a mount of the volume or a raw
+/// device bind) and returns the device's size in bytes. `required_bytes`
+/// (0 = unknown) is the size the controller gave the disk; the guest may
+/// need a moment to notice it.
+pub async fn expand(
+    cfg: &NodeConfig,
+    volume_path: &Path,
+    staging_path: Option<&Path>,
+    required_bytes: u64,
+) -> Result<u64, NodeError> {
+    let meta = match std::fs::metadata(volume_path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(NodeError::PathNotFound(volume_path.to_path_buf()))
+        }
+        Err(e) => return Err(NodeError::io(format!("stat {}", volume_path.display()), e)),
+    };
+    if meta.file_type().is_block_device() {
+        // Raw block: the consumer owns the contents; only the size changes.
+        let (maj, min) = device::split_dev(meta.rdev());
+        let dev = device_node(maj, min)?;
+        refresh_size(cfg, &dev, required_bytes).await?;
+        return device::block_size(&dev);
+    }
+    let mount = writable_mount(volume_path, staging_path)?;
+    let dev = device_node(mount.major, mount.minor)?;
+    refresh_size(cfg, &dev, required_bytes).await?;
+    grow_filesystem(&mount, &dev).await?;
+    device::block_size(&dev)
+}
+
+/// Picks the mount to grow through. xfs_growfs needs a writable mount, and
+/// a read-only publication may sit at volume_path, so the staging mount is
+/// preferred when given.
+fn writable_mount(volume_path: &Path, staging_path: Option<&Path>) -> Result<MountEntry, NodeError> {
+    if let Some(staging) = staging_path {
+        if let Some(m) = mountinfo::mount_at(staging)?.filter(|m| !m.is_readonly()) {
+            return Ok(m);
+        }
+    }
+    mountinfo::mount_at(volume_path)?.ok_or_else(|| {
+        NodeError::Precondition(format!("{} is not a mount point; is the volume published?", volume_path.display()))
+    })
+}
+
+fn device_node(major: u64, minor: u64) -> Result<PathBuf, NodeError> {
+    let name = device::kernel_name(major, minor)?;
+    let node = PathBuf::from("/dev").join(&name);
+    device::ensure_block_device(&node)?;
+    Ok(node)
+}
+
+/// Asks the SCSI layer to re-read the disk's capacity (QEMU does not always
+/// signal a resize), then waits for the kernel to report the new size.
+async fn refresh_size(cfg: &NodeConfig, dev: &Path, required_bytes: u64) -> Result<(), NodeError> {
+    let name = dev.file_name().expect("device node has a name");
+    let rescan = cfg.sys_block_dir.join(name).join("device").join("rescan");
+    if rescan.exists() {
+        std::fs::write(&rescan, "1").map_err(|e| NodeError::io(format!("writing {}", rescan.display()), e))?;
+    }
+    let deadline = Instant::now() + cfg.device_wait;
+    loop {
+        let size = device::block_size(dev)?;
+        if size >= required_bytes {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(NodeError::Precondition(format!(
+                "{} is {size} bytes, still below the requested {required_bytes} after {:?}",
+                dev.display(),
+                cfg.device_wait
+            )));
+        }
+        tokio::time::sleep(SIZE_POLL).await;
+    }
+}
+
+async fn grow_filesystem(mount: &MountEntry, dev: &Path) -> Result<(), NodeError> {
+    match mount.fs_type.as_str() {
+        "ext4" | "ext3" | "ext2" => {
+            let out = cmd::run("resize2fs", &[&dev.to_string_lossy()]).await?;
+            if !out.success() {
+                let err = out.into_error("resize2fs");
+                return Err(NodeError::Precondition(format!(
+                    "online grow of the ext4 filesystem on {} failed: {err}",
+                    dev.display()
+                )));
+            }
+        }
+        "xfs" => {
+            cmd::run_ok("xfs_growfs", &[&mount.mount_point.to_string_lossy()]).await?;
+        }
+        other => {
+            return Err(NodeError::Precondition(format!(
+                "cannot grow a {other} filesystem at {}",
+                mount.mount_point.display()
+            )))
+        }
+    }
+    tracing::info!(device = %dev.display(), fs = %mount.fs_type, "filesystem grown");
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! The gRPC face of the node plugin: parse, guard, call, convert. No logic
+//! of its own beyond choosing which plain function to call.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::csi;
+use crate::csi::node_server::Node;
+use csi::node_service_capability::rpc::Type as RpcType;
+
+use super::config::NodeConfig;
+use super::error::NodeError;
+use super::inflight::InFlight;
+use super::request::{self, PublishRequest, StageRequest};
+use super::{expand, publish, stage, stats};
+
+#[derive(Debug, Clone)]
+pub struct NodeService {
+    cfg: Arc<NodeConfig>,
+    inflight: InFlight,
+}
+
+impl NodeService {
+    pub fn new(cfg: NodeConfig) -> Self {
+        NodeService { cfg: Arc::new(cfg), inflight: InFlight::new() }
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    /// The per-volume guard, shared with every clone of this service.
+    pub fn inflight(&self) -> &InFlight {
+        &self.inflight
+    }
+}
+
+/// Capabilities this node plugin implements.
+pub const CAPABILITIES: [RpcType; 5] = [
+    RpcType::StageUnstageVolume,
+    RpcType::GetVolumeStats,
+    RpcType::ExpandVolume,
+    RpcType::VolumeCondition,
+    RpcType::SingleNodeMultiWriter,
+];
+
+fn optional_path(field: &str, value: &str) -> Result<Option<std::path::PathBuf>, NodeError> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        request::path(field, value).map(Some)
+    }
+}
+
+fn condition(abnormal: Option<String>) -> csi::VolumeCondition {
+    match abnormal {
+        Some(message) => csi::VolumeCondition { abnormal: true, message },
+        None => csi::VolumeCondition { abnormal: false, message: "volume is mounted and healthy".into() },
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn node_stage_volume(
+        &self,
+        req: Request<csi::NodeStageVolumeRequest>,
+    ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
+        let req = StageRequest::from_csi(req.get_ref())?;
+        let _guard = self.inflight.begin(&req.volume_id)?;
+        stage::stage(&self.cfg, &req).await?;
+        Ok(Response::new(csi::NodeStageVolumeResponse {}))
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        req: Request<csi::NodeUnstageVolumeRequest>,
+    ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
+        let req = req.get_ref();
+        let volume_id = request::volume_id(&req.volume_id)?;
+        let staging = request::path("staging_target_path", &req.staging_target_path)?;
+        let _guard = self.inflight.begin(&volume_id)?;
+        stage::unstage(&staging)?;
+        Ok(Response::new(csi::NodeUnstageVolumeResponse {}))
+    }
+
+    async fn node_publish_volume(
+        &self,
+        req: Request<csi::NodePublishVolumeRequest>,
+    ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
+        let req = PublishRequest::from_csi(req.get_ref())?;
+        let _guard = self.inflight.begin(&req.volume_id)?;
+        publish::publish(&self.cfg, &req).await?;
+        Ok(Response::new(csi::NodePublishVolumeResponse {}))
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        req: Request<csi::NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
+        let req = req.get_ref();
+        let volume_id = request::volume_id(&req.volume_id)?;
+        let target = request::path("target_path", &req.target_path)?;
+        let _guard = self.inflight.begin(&volume_id)?;
+        publish::unpublish(&target)?;
+        Ok(Response::new(csi::NodeUnpublishVolumeResponse {}))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        req: Request<csi::NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
+        let req = req.get_ref();
+        request::volume_id(&req.volume_id)?;
+        let path = request::path("volume_path", &req.volume_path)?;
+        // Read-only and frequent: deliberately not behind the in-flight guard.
+        let st = stats::stats(&path)?;
+        let unit = |u: stats::Usage, unit: csi::volume_usage::Unit| csi::VolumeUsage {
+            available: u.available,
+            total: u.total,
+            used: u.used,
+            unit: unit as i32,
+        };
+        let mut usage = Vec::new();
+        if let Some(b) = st.bytes {
+            usage.push(unit(b, csi::volume_usage::Unit::Bytes));
+        }
+        if let Some(i) = st.inodes {
+            usage.push(unit(i, csi::volume_usage::Unit::Inodes));
+        }
+        Ok(Response::new(csi::NodeGetVolumeStatsResponse { usage, volume_condition: Some(condition(st.abnormal)) }))
+    }
+
+    async fn node_expand_volume(
+        &self,
+        req: Request<csi::NodeExpandVolumeRequest>,
+    ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
+        let req = req.get_ref();
+        let volume_id = request::volume_id(&req.volume_id)?;
+        let path = request::path("volume_path", &req.volume_path)?;
+        let staging = optional_path("staging_target_path", &req.staging_target_path)?;
+        let required = req.capacity_range.as_ref().map(|c| c.required_bytes.max(0) as u64).unwrap_or(0);
+        let _guard = self.inflight.begin(&volume_id)?;
+        let size = expand::expand(&self.cfg, &path, staging.as_deref().map(Path::new), required).await?;
+        Ok(Response::new(csi::NodeExpandVolumeResponse { capacity_bytes: size as i64 }))
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _req: Request<csi::NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
+        let capabilities = CAPABILITIES
+            .iter()
+            .map(|t| csi::NodeServiceCapability {
+                r#type: Some(csi::node_service_capability::Type::Rpc(csi::node_service_capability::Rpc {
+                    r#type: *t as i32,
+                })),
+            })
+            .collect();
+        Ok(Response::new(csi::NodeGetCapabilitiesResponse { capabilities }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _req: Request<csi::NodeGetInfoRequest>,
+    ) -> Result<Response<csi::NodeGetInfoResponse>, Status> {
+        let accessible_topology = (!self.cfg.topology.is_empty()).then(|| csi::Topology {
+            segments: self.cfg.topology.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        });
+        Ok(Response::new(csi::NodeGetInfoResponse {
+            node_id: self.cfg.node_id.clone(),
+            max_volumes_per_node: self.cfg.max_volumes,
+            accessible_topology,
+        }))
+    }
+}

@@ -1,0 +1,105 @@
+//! NodeStageVolume / NodeUnstageVolume: device to staging mount.
+
+use std::path::Path;
+
+use super::config::NodeConfig;
+use super::device;
+use super::error::NodeError;
+use super::mkfs::{self, FsType};
+use super::mount;
+use super::mountinfo;
+use super::probe::{self, Content};
+use super::request::{Access, Sharing, StageRequest};
+
+/// Makes the volume available at the staging path. For block access the
+/// device is only located (publish bind-mounts it directly); for mount
+/// access it is formatted if blank and mounted.
+pub async fn stage(cfg: &NodeConfig, req: &StageRequest) -> Result<(), NodeError> {
+    let device = device::find_by_wwn(&cfg.device_dir, &cfg.sys_block_dir, &req.wwn, cfg.device_wait).await?;
+    match &req.capability.access {
+        Access::Block => Ok(()),
+        Access::Mount { fs, flags } => {
+            let readonly = req.capability.sharing == Sharing::ReadOnly;
+            stage_filesystem(&device, &req.staging_path, *fs, flags, readonly).await
+        }
+    }
+}
+
+pub async fn stage_filesystem(
+    device: &Path,
+    staging: &Path,
+    fs: FsType,
+    flags: &[String],
+    readonly: bool,
+) -> Result<(), NodeError> {
+    let devno = device::device_number(device)?;
+    if let Some(existing) = mountinfo::mount_at(staging)? {
+        return check_existing_stage(&existing, devno, staging, fs);
+    }
+    std::fs::create_dir_all(staging).map_err(|e| NodeError::io(format!("creating {}", staging.display()), e))?;
+    prepare_filesystem(device, fs).await?;
+    mount::mount_fs(device, staging, fs.as_str(), flags, readonly)?;
+    tracing::info!(device = %device.display(), staging = %staging.display(), %fs, "staged");
+    Ok(())
+}
+
+/// A repeated stage is fine if the same disk is already mounted there with
+/// the requested filesystem; anything else is a conflict.
+fn check_existing_stage(
+    existing: &mountinfo::MountEntry,
+    devno: (u64, u64),
+    staging: &Path,
+    fs: FsType,
+) -> Result<(), NodeError> {
+    if (existing.major, existing.minor) != devno {
+        return Err(NodeError::Incompatible(format!(
+            "{} is already a mount point of another device ({})",
+            staging.display(),
+            existing.source
+        )));
+    }
+    if existing.fs_type != fs.as_str() {
+        return Err(NodeError::Incompatible(format!(
+            "{} is already staged as {}, not {fs}",
+            staging.display(),
+            existing.fs_type
+        )));
+    }
+    Ok(())
+}
+
+/// Ensures `device` holds a filesystem of type `fs`, creating one only if
+/// the device is verifiably blank.
+pub async fn prepare_filesystem(device: &Path, fs: FsType) -> Result<(), NodeError> {
+    match probe::probe(device).await? {
+        Content::Filesystem(found) if found == fs.as_str() => Ok(()),
+        Content::Filesystem(found) => Err(NodeError::FsTypeMismatch {
+            device: device.to_path_buf(),
+            found,
+            wanted: fs.to_string(),
+        }),
+        Content::Blank => {
+            tracing::info!(device = %device.display(), %fs, "formatting blank device");
+            mkfs::mkfs(device, fs).await?;
+            // Trust but verify: mount must only ever see what we created.
+            match probe::probe(device).await? {
+                Content::Filesystem(found) if found == fs.as_str() => Ok(()),
+                other => Err(NodeError::Precondition(format!(
+                    "after formatting {} as {fs}, blkid reports {}",
+                    device.display(),
+                    other.describe()
+                ))),
+            }
+        }
+        other => Err(NodeError::NotBlank { device: device.to_path_buf(), found: other.describe() }),
+    }
+}
+
+/// Unmounts the staging path. Not mounted (or already gone) is success, so
+/// retries after a partial failure converge. The directory itself belongs
+/// to the CO and is left in place.
+pub fn unstage(staging: &Path) -> Result<(), NodeError> {
+    let removed = mount::unmount_all(staging)?;
+    tracing::info!(staging = %staging.display(), removed, "unstaged");
+    Ok(())
+}
