@@ -8,6 +8,7 @@ pub mod csi {
     tonic::include_proto!("csi.v1");
 }
 
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod identity;

@@ -1,1 +1,81 @@
-fn main() {}
+//! `proxmox-csi`: the CSI driver binary.
+
+use clap::{Parser, Subcommand};
+use proxmox_csi::cli::{ControllerArgs, NodeArgs};
+use proxmox_csi::controller::service::ControllerService;
+use proxmox_csi::identity::{IdentityService, DRIVER_NAME};
+use proxmox_csi::node::service::NodeService;
+use proxmox_csi::server;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "proxmox-csi", version, about = "Kubernetes CSI driver for Proxmox VE")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Controller service (Deployment next to the CSI sidecars).
+    Controller {
+        #[arg(long, default_value = "unix:///csi/csi.sock")]
+        endpoint: String,
+        #[arg(long, default_value = DRIVER_NAME)]
+        driver_name: String,
+        #[command(flatten)]
+        controller: ControllerArgs,
+    },
+    /// Serve the Node service (DaemonSet on every worker VM).
+    Node {
+        #[arg(long, default_value = "unix:///csi/csi.sock")]
+        endpoint: String,
+        #[arg(long, default_value = DRIVER_NAME)]
+        driver_name: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Serve Controller and Node on one socket (tests, single-VM set-ups).
+    All {
+        #[arg(long, default_value = "unix:///csi/csi.sock")]
+        endpoint: String,
+        #[arg(long, default_value = DRIVER_NAME)]
+        driver_name: String,
+        #[command(flatten)]
+        controller: ControllerArgs,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (endpoint, driver_name, controller, node) = match cli.command {
+        Command::Controller { endpoint, driver_name, controller } => (endpoint, driver_name, Some(controller), None),
+        Command::Node { endpoint, driver_name, node } => (endpoint, driver_name, None, Some(node)),
+        Command::All { endpoint, driver_name, controller, node } => (endpoint, driver_name, Some(controller), Some(node)),
+    };
+    let controller = controller.map(|c| c.build()).transpose()?.map(Arc::new);
+    let node = node.map(|n| NodeService::new(n.build()));
+    let identity = IdentityService { driver_name, controller: controller.clone() };
+    let listener = server::bind(&endpoint)?;
+    tracing::info!(%endpoint, controller = controller.is_some(), node = node.is_some(), "serving CSI");
+    server::serve(listener, identity, controller.map(|inner| ControllerService { inner }), node, shutdown_signal()).await
+}

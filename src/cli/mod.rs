@@ -1,0 +1,82 @@
+//! Command-line flags shared by the subcommands of `proxmox-csi`.
+
+use crate::config::ConfigFile;
+use crate::controller::{Controller, ControllerOptions};
+use crate::node::config::NodeConfig;
+use crate::volume_id::{TOPOLOGY_REGION, TOPOLOGY_ZONE};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Cluster configuration file (YAML).
+    #[arg(long, env = "PROXMOX_CSI_CONFIG", default_value = "/etc/proxmox-csi/config.yaml")]
+    pub config: PathBuf,
+    /// VM id that owns the disks the driver allocates. Must not be a real VM.
+    #[arg(long, default_value_t = 9999)]
+    pub owner_vmid: u64,
+    /// Storage for StorageClasses that name none.
+    #[arg(long)]
+    pub default_storage: Option<String>,
+    /// Driver volumes one VM may have attached.
+    #[arg(long, default_value_t = 24)]
+    pub max_volumes_per_node: u32,
+    /// Seconds to wait for a Proxmox task.
+    #[arg(long, default_value_t = 120)]
+    pub task_timeout: u64,
+}
+
+impl ControllerArgs {
+    pub fn build(&self) -> anyhow::Result<Controller> {
+        let cfg = ConfigFile::load(&self.config)?;
+        Controller::new(
+            &cfg,
+            ControllerOptions {
+                owner_vmid: self.owner_vmid,
+                default_storage: self.default_storage.clone(),
+                task_timeout: Duration::from_secs(self.task_timeout),
+                max_volumes_per_vm: self.max_volumes_per_node,
+                ..Default::default()
+            },
+        )
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// This node's id: the name of the Proxmox VM it runs in (usually the Kubernetes node name).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_id: String,
+    /// Where attached disks appear as `wwn-0x...` links.
+    #[arg(long, default_value = "/dev/disk/by-id")]
+    pub device_dir: PathBuf,
+    /// Seconds NodeStage waits for an attached disk to appear.
+    #[arg(long, default_value_t = 60)]
+    pub device_wait: u64,
+    /// Proxmox cluster (region) this VM runs in, reported as topology.
+    #[arg(long, env = "NODE_REGION")]
+    pub region: Option<String>,
+    /// Proxmox node (zone) this VM runs on, reported as topology.
+    #[arg(long, env = "NODE_ZONE")]
+    pub zone: Option<String>,
+    /// Reported as max_volumes_per_node (0 = no limit); keep equal to the controller's.
+    #[arg(long = "node-max-volumes", default_value_t = 24)]
+    pub max_volumes: i64,
+}
+
+impl NodeArgs {
+    pub fn build(&self) -> NodeConfig {
+        let mut cfg = NodeConfig::new(self.node_id.clone());
+        cfg.device_dir = self.device_dir.clone();
+        cfg.device_wait = Duration::from_secs(self.device_wait);
+        cfg.max_volumes = self.max_volumes;
+        if let Some(r) = &self.region {
+            cfg.topology.insert(TOPOLOGY_REGION.into(), r.clone());
+        }
+        if let Some(z) = &self.zone {
+            cfg.topology.insert(TOPOLOGY_ZONE.into(), z.clone());
+        }
+        cfg
+    }
+}
