@@ -11,6 +11,7 @@ pub mod csi {
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod csi_client;
 pub mod identity;
 pub mod inflight;
 pub mod pve;

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Runs every test of proxmox-csi on this machine, installing what it needs:
+#   1. Debian packages for the node tests and the simulator (mkfs, loop, qemu-img),
+#   2. csi-sanity (kubernetes-csi/csi-test) with `go install`,
+#   3. `cargo test` (unit, simulator, controller and node tests; node tests need root),
+#   4. csi-sanity against `proxmox-csi all` + `pve-sim`, for mount and for block volumes.
+# Usage: sudo bash tests/run-all.sh        (CI runs exactly this)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SANITY_VERSION=v5.4.0
+TOOLS="$ROOT/target/tools"
+export PATH="$TOOLS:$HOME/.cargo/bin:/usr/local/go/bin:$PATH"
+
+log() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "run-all.sh must run as root (node tests use loop devices, mkfs and mount)" >&2
+    exit 1
+fi
+
+install_packages() {
+    local want=(e2fsprogs xfsprogs util-linux qemu-utils cryptsetup-bin)
+    local missing=()
+    for p in "${want[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    [ -e /dev/loop-control ] || modprobe loop || true
+}
+
+install_sanity() {
+    if [ ! -x "$TOOLS/csi-sanity" ]; then
+        log "installing csi-sanity $SANITY_VERSION"
+        command -v go >/dev/null || { echo "go is required to install csi-sanity" >&2; exit 1; }
+        GOBIN="$TOOLS" go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$SANITY_VERSION"
+    fi
+}
+
+PASSED=0; FAILED=0; SKIPPED=0
+count_cargo() { # sums "test result:" lines of a cargo test log
+    local p f i
+    p=$(grep -E '^test result:' "$1" | sed -E 's/.* ([0-9]+) passed.*/\1/' | paste -sd+ | bc)
+    f=$(grep -E '^test result:' "$1" | sed -E 's/.* ([0-9]+) failed.*/\1/' | paste -sd+ | bc)
+    i=$(grep -E '^test result:' "$1" | sed -E 's/.* ([0-9]+) ignored.*/\1/' | paste -sd+ | bc)
+    PASSED=$((PASSED + ${p:-0})); FAILED=$((FAILED + ${f:-0})); SKIPPED=$((SKIPPED + ${i:-0}))
+}
+count_ginkgo() { # "Ran 60 of 90 Specs" + "SUCCESS! -- 60 Passed | 0 Failed | 0 Pending | 30 Skipped"
+    local line
+    line=$(grep -E '[0-9]+ Passed \| [0-9]+ Failed' "$1" | tail -1 || true)
+    if [ -z "$line" ]; then FAILED=$((FAILED + 1)); return; fi
+    PASSED=$((PASSED + $(sed -E 's/.* ([0-9]+) Passed.*/\1/' <<<"$line")))
+    FAILED=$((FAILED + $(sed -E 's/.* ([0-9]+) Failed.*/\1/' <<<"$line")))
+    SKIPPED=$((SKIPPED + $(sed -E 's/.* ([0-9]+) Skipped.*/\1/' <<<"$line")))
+}
+
+install_packages
+command -v bc >/dev/null || { apt-get install -y -qq bc >/dev/null; }
+install_sanity
+
+log "building"
+cargo build --bins --tests 2>&1 | tail -3
+
+STATUS=0
+log "cargo test"
+LOG_DIR="$(mktemp -d /tmp/proxmox-csi-tests.XXXXXX)"
+if ! cargo test 2>&1 | tee "$LOG_DIR/cargo-test.log"; then STATUS=1; fi
+count_cargo "$LOG_DIR/cargo-test.log"
+
+for access in mount block; do
+    log "csi-sanity ($access volumes)"
+    if ! bash "$ROOT/tests/sanity.sh" "$access" 2>&1 | tee "$LOG_DIR/sanity-$access.log"; then STATUS=1; fi
+    count_ginkgo "$LOG_DIR/sanity-$access.log"
+done
+
+log "summary (logs in $LOG_DIR)"
+echo "total: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+if [ "$FAILED" -gt 0 ]; then STATUS=1; fi
+exit $STATUS

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# csi-sanity against the real binaries: pve-sim (Proxmox API simulator with
+# loop-device hot-plug) and `proxmox-csi all` acting as VM worker-1 on node pve1.
+# Usage: sudo bash tests/sanity.sh mount|block   (after `cargo build --bins`)
+set -euo pipefail
+ACCESS="${1:-mount}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="$ROOT/target/debug"
+SANITY="${CSI_SANITY:-$ROOT/target/tools/csi-sanity}"
+WORK="$(mktemp -d /tmp/proxmox-csi-sanity.XXXXXX)"
+PORT=$((20000 + RANDOM % 20000))
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    # Anything a failed run left mounted or attached under the work dir.
+    grep -F "$WORK" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    losetup -a 2>/dev/null | grep -F "$WORK" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN/pve-sim" --listen "127.0.0.1:$PORT" --data-dir "$WORK/sim" >"$WORK/sim.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do
+    curl -fsS -o /dev/null -H 'Authorization: PVEAPIToken=csi@pve!csi=sim-secret' "http://127.0.0.1:$PORT/api2/json/version" && break
+    sleep 0.2
+done
+
+cat >"$WORK/config.yaml" <<YAML
+clusters:
+  - region: sim
+    url: http://127.0.0.1:$PORT/api2/json
+    token_id: "csi@pve!csi"
+    token_secret: sim-secret
+YAML
+cat >"$WORK/params.yaml" <<YAML
+storage: shared
+YAML
+
+"$BIN/proxmox-csi" all --endpoint "unix://$WORK/csi.sock" --config "$WORK/config.yaml" \
+    --node-id worker-1 --region sim --zone pve1 --device-dir "$WORK/sim/guests/101/disk/by-id" \
+    --device-wait 10 --max-volumes-per-node 4 --node-max-volumes 4 >"$WORK/driver.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do [ -S "$WORK/csi.sock" ] && break; sleep 0.1; done
+
+rc=0
+"$SANITY" --csi.endpoint="$WORK/csi.sock" \
+    --csi.mountdir="$WORK/mnt" --csi.stagingdir="$WORK/staging" \
+    --csi.testvolumesize=1073741824 --csi.testvolumeexpandsize=2147483648 \
+    --csi.testvolumeparameters="$WORK/params.yaml" \
+    --csi.testvolumeaccesstype="$ACCESS" \
+    --ginkgo.timeout=20m || rc=$?
+if [ $rc -ne 0 ]; then
+    echo "---- driver log (tail) ----"; tail -n 60 "$WORK/driver.log"
+    echo "---- simulator log (tail) ----"; tail -n 40 "$WORK/sim.log"
+fi
+exit $rc
