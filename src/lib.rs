@@ -5,3 +5,5 @@ pub mod csi {
     #![allow(clippy::all)]
     tonic::include_proto!("csi.v1");
 }
+
+pub mod sim;
