@@ -1,7 +1,5 @@
 //! proxmox-csi: a CSI driver for Proxmox VE, and the Proxmox VE API simulator it is tested against.
 
-pub mod node;
-
 /// Generated CSI v1 wire types and gRPC service traits.
 pub mod csi {
     #![allow(clippy::all)]
@@ -14,6 +12,9 @@ pub mod controller;
 pub mod csi_client;
 pub mod identity;
 pub mod inflight;
+pub mod node;
 pub mod pve;
+pub mod sandbox;
 pub mod server;
+pub mod sim;
 pub mod volume_id;

@@ -1,1 +1,64 @@
-fn main() {}
+//! `pve-sim`: runs the Proxmox VE API simulator as a standalone server.
+
+use clap::Parser;
+use proxmox_csi::sim::{HotplugMode, Sim, SimConfig};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(about = "Proxmox VE API simulator for proxmox-csi tests")]
+struct Args {
+    /// Address to listen on (plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:8006")]
+    listen: String,
+    /// Directory for storages, guest device links and persisted state.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// YAML/JSON file overriding the default cluster layout.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// `loop` attaches disks as loop devices (root), `none` keeps config only.
+    #[arg(long)]
+    hotplug: Option<String>,
+    /// Latency added to every task, in milliseconds.
+    #[arg(long)]
+    task_ms: Option<u64>,
+    /// Config lock wait, in milliseconds.
+    #[arg(long)]
+    lock_timeout_ms: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let mut cfg = match &args.config {
+        Some(p) => SimConfig::from_yaml(&std::fs::read_to_string(p)?)?,
+        None => SimConfig::default(),
+    };
+    cfg.data_dir = args.data_dir;
+    match args.hotplug.as_deref() {
+        Some("loop") => cfg.hotplug = HotplugMode::Loop,
+        Some("none") => cfg.hotplug = HotplugMode::None,
+        Some(other) => anyhow::bail!("--hotplug must be loop or none, not '{other}'"),
+        None => {}
+    }
+    if let Some(ms) = args.task_ms {
+        cfg.task_ms = ms;
+    }
+    if let Some(ms) = args.lock_timeout_ms {
+        cfg.lock_timeout_ms = ms;
+    }
+    let sim = Sim::new(cfg)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    tracing::info!("pve-sim listening on http://{}/api2/json", listener.local_addr()?);
+    let cleanup = sim.clone();
+    tokio::select! {
+        r = sim.serve(listener) => r?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    // Leave no loop devices behind on a clean shutdown.
+    cleanup.detach_all();
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! Authentication (API tokens, ticket cookies + CSRF) and privilege checks.
+
+use super::config::SimConfig;
+use super::error::{ApiError, ApiResult};
+use axum::http::HeaderMap;
+use rand::Rng;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// PVE tickets expire after two hours.
+const TICKET_LIFETIME: Duration = Duration::from_secs(2 * 3600);
+
+/// Who made a request and what they may do.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `user@realm` or `user@realm!token`.
+    pub userid: String,
+    /// None = every privilege.
+    pub privs: Option<Vec<String>>,
+    pub is_token: bool,
+}
+
+impl Identity {
+    pub fn has(&self, privilege: &str) -> bool {
+        self.privs.as_ref().map_or(true, |p| p.iter().any(|x| x == privilege))
+    }
+}
+
+struct Ticket {
+    userid: String,
+    csrf: String,
+    issued: Instant,
+}
+
+#[derive(Default)]
+pub struct Tickets {
+    map: Mutex<HashMap<String, Ticket>>,
+}
+
+fn now_hex() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    format!("{secs:08X}")
+}
+
+fn random_hex(n: usize) -> String {
+    let mut rng = rand::thread_rng();
+    (0..n).map(|_| format!("{:02x}", rng.gen::<u8>())).collect()
+}
+
+impl Tickets {
+    /// POST /access/ticket. Returns the PVE response object.
+    pub fn login(&self, cfg: &SimConfig, username: &str, password: &str, realm: Option<&str>) -> ApiResult<Value> {
+        let userid = match realm {
+            Some(r) if !username.contains('@') => format!("{username}@{r}"),
+            _ => username.to_string(),
+        };
+        let user = cfg.users.iter().find(|u| u.userid == userid && u.password == password);
+        let Some(user) = user else { return Err(ApiError::auth()) };
+        let ticket = format!("PVE:{}:{}::{}", user.userid, now_hex(), random_hex(32));
+        let csrf = format!("{}:{}", now_hex(), random_hex(16));
+        self.map.lock().unwrap().insert(
+            ticket.clone(),
+            Ticket { userid: user.userid.clone(), csrf: csrf.clone(), issued: Instant::now() },
+        );
+        Ok(serde_json::json!({
+            "ticket": ticket,
+            "CSRFPreventionToken": csrf,
+            "username": user.userid,
+            "clustername": cfg.cluster_name,
+        }))
+    }
+
+    fn lookup(&self, ticket: &str) -> Option<(String, String)> {
+        let map = self.map.lock().unwrap();
+        let t = map.get(ticket)?;
+        (t.issued.elapsed() < TICKET_LIFETIME).then(|| (t.userid.clone(), t.csrf.clone()))
+    }
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    for h in headers.get_all("cookie") {
+        let Ok(s) = h.to_str() else { continue };
+        for part in s.split(';') {
+            if let Some((k, v)) = part.trim().split_once('=') {
+                if k == name {
+                    // Clients URL-encode the ticket's colons.
+                    return Some(percent_decode(v));
+                }
+            }
+        }
+    }
+    None
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Resolves the caller. `write` requests authenticated by ticket must carry the CSRF token.
+pub fn authenticate(cfg: &SimConfig, tickets: &Tickets, headers: &HeaderMap, write: bool) -> ApiResult<Identity> {
+    if let Some(auth) = headers.get("authorization").and_then(|h| h.to_str().ok()) {
+        // `PVEAPIToken=user@realm!token=secret`; PVE also accepts ':' between id and secret.
+        let rest = auth.strip_prefix("PVEAPIToken=").or_else(|| auth.strip_prefix("PVEAPIToken "));
+        let Some(rest) = rest else { return Err(ApiError::auth()) };
+        let (id, secret) = rest.split_once('=').or_else(|| rest.rsplit_once(':')).ok_or_else(ApiError::auth)?;
+        let tok = cfg.tokens.iter().find(|t| t.id == id.trim() && t.secret == secret.trim());
+        let Some(tok) = tok else { return Err(ApiError::auth()) };
+        return Ok(Identity { userid: tok.id.clone(), privs: tok.privs.clone(), is_token: true });
+    }
+    let Some(ticket) = cookie(headers, "PVEAuthCookie") else { return Err(ApiError::auth()) };
+    let Some((userid, csrf)) = tickets.lookup(&ticket) else { return Err(ApiError::auth()) };
+    if write {
+        let sent = headers.get("csrfpreventiontoken").and_then(|h| h.to_str().ok());
+        if sent != Some(csrf.as_str()) {
+            return Err(ApiError::new(401, "Permission denied - invalid csrf token"));
+        }
+    }
+    let privs = cfg.users.iter().find(|u| u.userid == userid).and_then(|u| u.privs.clone());
+    Ok(Identity { userid, privs, is_token: false })
+}
+
+fn fill_path(template: &str, params: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = template.to_string();
+    for (k, v) in params {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
+}
+
+/// Evaluates a schema `permissions.check` expression.
+pub fn check(
+    who: &Identity,
+    expr: &Value,
+    params: &std::collections::BTreeMap<String, String>,
+) -> ApiResult<()> {
+    let Some(arr) = expr.as_array() else { return Ok(()) };
+    match arr.first().and_then(Value::as_str) {
+        Some("perm") => {
+            let path = fill_path(arr.get(1).and_then(Value::as_str).unwrap_or("/"), params);
+            let privs: Vec<&str> =
+                arr.get(2).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let any = arr.get(3).and_then(Value::as_str) == Some("any");
+            require(who, &path, &privs, any)
+        }
+        Some("and") => arr[1..].iter().try_for_each(|c| check(who, c, params)),
+        Some("or") => {
+            let mut last = Ok(());
+            for c in &arr[1..] {
+                last = check(who, c, params);
+                if last.is_ok() {
+                    return Ok(());
+                }
+            }
+            last
+        }
+        // userid-group/userid-param and friends concern user management, not simulated.
+        _ => Ok(()),
+    }
+}
+
+/// Requires all (or, with `any`, one) of `privs` on `path`.
+pub fn require(who: &Identity, path: &str, privs: &[&str], any: bool) -> ApiResult<()> {
+    if any {
+        if privs.is_empty() || privs.iter().any(|p| who.has(p)) {
+            return Ok(());
+        }
+        return Err(ApiError::perm(path, &privs.join("|")));
+    }
+    for p in privs {
+        if !who.has(p) {
+            return Err(ApiError::perm(path, p));
+        }
+    }
+    Ok(())
+}

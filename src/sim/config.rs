@@ -1,0 +1,184 @@
+//! Simulator configuration: the cluster layout (nodes, storages, VMs) and the credentials it
+//! accepts. Loadable from YAML or JSON; every field has a default so a file only states overrides.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HotplugMode {
+    /// Attach applied disks as loop devices and publish by-id links (needs root).
+    Loop,
+    /// Config bookkeeping only; no host devices are touched.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// Root of everything the simulator writes: storages, guest by-id dirs, state.json.
+    pub data_dir: PathBuf,
+    pub cluster_name: String,
+    pub nodes: Vec<String>,
+    pub storages: Vec<StorageConfig>,
+    pub vms: Vec<VmConfig>,
+    pub tokens: Vec<TokenConfig>,
+    pub users: Vec<UserConfig>,
+    pub hotplug: HotplugMode,
+    /// Latency added to every task before it finishes.
+    pub task_ms: u64,
+    /// How long a config writer waits for the per-VM lock (PVE: 10 s).
+    pub lock_timeout_ms: u64,
+    /// Reported by GET /version.
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub id: String,
+    /// Only `dir` is simulated.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub content: String,
+    pub shared: bool,
+    /// Directory holding the storage; `{node}` is replaced by the node name for non-shared
+    /// storages. Relative paths are taken below `data_dir`. Unset: `storage/<id>` when shared,
+    /// `storage/{node}/<id>` otherwise.
+    pub path: Option<String>,
+    /// Nodes the storage is available on; unset = all nodes.
+    pub nodes: Option<Vec<String>>,
+    /// Capacity reported by status calls, in bytes.
+    pub capacity: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VmConfig {
+    pub vmid: u32,
+    pub name: String,
+    pub node: String,
+    /// `running` or `stopped`.
+    pub status: String,
+    /// Raw config keys (`scsihw`, `hotplug`, `scsi0`, ...), as in a PVE VM config file.
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Full token id `user@realm!name`.
+    pub id: String,
+    pub secret: String,
+    /// Privileges granted on every path; unset = all privileges.
+    #[serde(default)]
+    pub privs: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub userid: String,
+    pub password: String,
+    #[serde(default)]
+    pub privs: Option<Vec<String>>,
+}
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            id: String::new(),
+            kind: "dir".into(),
+            content: "images".into(),
+            shared: false,
+            path: None,
+            nodes: None,
+            capacity: 100 * GIB,
+        }
+    }
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            vmid: 0,
+            name: String::new(),
+            node: String::new(),
+            status: "running".into(),
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_vm(vmid: u32, name: &str, node: &str) -> VmConfig {
+    let mut config = BTreeMap::new();
+    config.insert("name".into(), name.into());
+    config.insert("scsihw".into(), "virtio-scsi-single".into());
+    config.insert("hotplug".into(), "network,disk,usb".into());
+    config.insert("memory".into(), "2048".into());
+    config.insert("cores".into(), "2".into());
+    config.insert("boot".into(), "order=scsi0".into());
+    config.insert("scsi0".into(), format!("local:{vmid}/vm-{vmid}-disk-0.raw,size=32G"));
+    config.insert("net0".into(), format!("virtio=BC:24:11:00:00:{:02X},bridge=vmbr0", vmid % 256));
+    VmConfig { vmid, name: name.into(), node: node.into(), status: "running".into(), config }
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            data_dir: PathBuf::from("/var/lib/pve-sim"),
+            cluster_name: "sim".into(),
+            nodes: vec!["pve1".into(), "pve2".into()],
+            storages: vec![
+                StorageConfig { id: "local".into(), ..Default::default() },
+                StorageConfig { id: "shared".into(), shared: true, ..Default::default() },
+            ],
+            vms: vec![default_vm(101, "worker-1", "pve1"), default_vm(102, "worker-2", "pve2")],
+            tokens: vec![TokenConfig { id: "csi@pve!csi".into(), secret: "sim-secret".into(), privs: None }],
+            users: vec![UserConfig { userid: "root@pam".into(), password: "sim".into(), privs: None }],
+            hotplug: if nix::unistd::Uid::effective().is_root() { HotplugMode::Loop } else { HotplugMode::None },
+            task_ms: 0,
+            lock_timeout_ms: 10_000,
+            version: "8.4.1".into(),
+        }
+    }
+}
+
+impl SimConfig {
+    pub fn default_for(data_dir: PathBuf) -> Self {
+        SimConfig { data_dir, ..Default::default() }
+    }
+
+    /// Parses YAML (a superset of JSON, so JSON files work too).
+    pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
+        Ok(serde_yaml::from_str(text)?)
+    }
+
+    pub fn storage(&self, id: &str) -> Option<&StorageConfig> {
+        self.storages.iter().find(|s| s.id == id)
+    }
+
+    pub fn has_node(&self, node: &str) -> bool {
+        self.nodes.iter().any(|n| n == node)
+    }
+}
+
+impl StorageConfig {
+    pub fn available_on(&self, node: &str) -> bool {
+        self.nodes.as_ref().map_or(true, |ns| ns.iter().any(|n| n == node))
+    }
+
+    /// Directory of this storage as seen from `node`.
+    pub fn dir(&self, data_dir: &Path, node: &str) -> PathBuf {
+        let raw = match &self.path {
+            Some(p) => p.clone(),
+            None if self.shared => format!("storage/{}", self.id),
+            None => format!("storage/{{node}}/{}", self.id),
+        };
+        let p = PathBuf::from(raw.replace("{node}", node));
+        if p.is_absolute() { p } else { data_dir.join(p) }
+    }
+}

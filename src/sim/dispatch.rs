@@ -1,0 +1,149 @@
+//! Request pipeline for `/api2/json`: route against the schema, authenticate, apply faults,
+//! check privileges, verify parameters, then call the endpoint handler.
+
+use super::auth::{self, Identity};
+use super::error::{ApiError, ApiResult};
+use super::faults::FaultAction;
+use super::{handlers, simapi, validate, Sim};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+const BASE: &str = "/api2/json";
+
+/// Everything a handler needs to know about the request.
+pub struct Ctx {
+    pub template: String,
+    pub method: String,
+    pub params: BTreeMap<String, String>,
+    pub who: Identity,
+    /// Fault-injected failure for the task this request starts.
+    pub task_error: Option<String>,
+}
+
+impl Ctx {
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.params.get(k).map(String::as_str)
+    }
+    pub fn req(&self, k: &str) -> ApiResult<&str> {
+        self.get(k).ok_or_else(|| ApiError::param(k, "property is missing and it is not optional"))
+    }
+    pub fn flag(&self, k: &str) -> bool {
+        self.get(k).and_then(validate::parse_bool).unwrap_or(false)
+    }
+    pub fn vmid(&self) -> ApiResult<u32> {
+        self.req("vmid")?.parse().map_err(|_| ApiError::param("vmid", "type check ('integer') failed"))
+    }
+}
+
+pub fn router(sim: Sim) -> axum::Router {
+    simapi::routes().fallback(handle).with_state(sim)
+}
+
+fn json_scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => (if *b { "1" } else { "0" }).to_string(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn parse_params(uri: &Uri, headers: &HeaderMap, body: &Bytes) -> ApiResult<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    if let Some(q) = uri.query() {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(q).map_err(|e| ApiError::new(400, format!("unable to parse query - {e}")))?;
+        out.extend(pairs);
+    }
+    if body.is_empty() {
+        return Ok(out);
+    }
+    let ct = headers.get("content-type").and_then(|h| h.to_str().ok()).unwrap_or("");
+    if ct.starts_with("application/json") {
+        let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::new(400, format!("unable to parse JSON body - {e}")))?;
+        if let Value::Object(m) = v {
+            for (k, v) in m {
+                out.insert(k, json_scalar(&v));
+            }
+        }
+    } else {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(body).map_err(|e| ApiError::new(400, format!("unable to parse body - {e}")))?;
+        out.extend(pairs);
+    }
+    Ok(out)
+}
+
+async fn handle(State(sim): State<Sim>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    match pipeline(&sim, &method, &uri, &headers, &body).await {
+        Ok(data) => axum::Json(serde_json::json!({ "data": data })).into_response(),
+        Err(e) => {
+            tracing::debug!("{method} {} -> {} {}", uri.path(), e.status, e.message);
+            e.into_response()
+        }
+    }
+}
+
+async fn pipeline(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
+    let m = method.as_str().to_string();
+    let Some(rel) = uri.path().strip_prefix(BASE) else {
+        return Err(ApiError::new(404, "Not found"));
+    };
+    // Split before decoding: volume ids carry encoded slashes.
+    let segs: Vec<String> = rel.split('/').filter(|s| !s.is_empty()).map(auth::percent_decode).collect();
+    let shown = format!("/{}", segs.join("/"));
+    let matched = sim.inner.schema.lookup(&segs);
+    let Some(matched) = matched else { return Err(ApiError::not_implemented(&m, &shown)) };
+    let template = matched.template.to_string();
+    let path_params = matched.path_params;
+    let Some(def) = sim.inner.schema.method(&template, &m).cloned() else {
+        return Err(ApiError::not_implemented(&m, &shown));
+    };
+    let write = matches!(m.as_str(), "POST" | "PUT" | "DELETE");
+    let world = def.pointer("/permissions/user").and_then(Value::as_str) == Some("world");
+    let who = if world {
+        Identity { userid: String::new(), privs: Some(vec![]), is_token: false }
+    } else {
+        auth::authenticate(&sim.inner.cfg, &sim.inner.tickets, headers, write)?
+    };
+    if who.is_token && def.get("allowtoken").and_then(Value::as_i64) == Some(0) {
+        return Err(ApiError::new(401, "authentication failure"));
+    }
+
+    let mut task_error = None;
+    for action in sim.inner.faults.take(&m, &shown) {
+        match action {
+            FaultAction::DelayMs(ms) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+            FaultAction::Error { status, message } => return Err(ApiError::new(status, message)),
+            FaultAction::TaskError(e) => task_error = Some(e),
+            FaultAction::LockVm(lock) => {
+                if let Some(vmid) = path_params.get("vmid").and_then(|v| v.parse::<u32>().ok()) {
+                    sim.with_vm(vmid, |vm| vm.conf.insert("lock".into(), lock.clone()));
+                    sim.save()?;
+                }
+            }
+        }
+    }
+
+    let mut params = parse_params(uri, headers, body)?;
+    params.extend(path_params);
+    if let Some(check) = def.pointer("/permissions/check") {
+        auth::check(&who, check, &params)?;
+    }
+    let empty = Value::Null;
+    validate::validate(def.get("parameters").unwrap_or(&empty), &params).map_err(ApiError::params)?;
+    if let Some(node) = params.get("node") {
+        if !sim.cfg().has_node(node) {
+            return Err(ApiError::new(
+                500,
+                format!("hostname lookup '{node}' failed - failed to get address info for: {node}: Name or service not known"),
+            ));
+        }
+    }
+    let ctx = Ctx { template, method: m, params, who, task_error };
+    handlers::call(sim, &ctx).await
+}

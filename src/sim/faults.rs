@@ -1,0 +1,76 @@
+//! Fault injection: rules matched against incoming requests that delay them, fail them, make
+//! their task fail, or lock the VM they address.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultAction {
+    /// Sleep before handling the request.
+    DelayMs(u64),
+    /// Answer with this error instead of handling the request.
+    Error { status: u16, message: String },
+    /// Handle the request, but the task it starts fails with this text.
+    TaskError(String),
+    /// Set `lock: <value>` on the VM in the path before handling the request.
+    LockVm(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Fault {
+    /// HTTP method to match; unset matches any.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Regex searched in the request path below `/api2/json`.
+    pub path_regex: String,
+    pub action: FaultAction,
+    /// How many requests it fires for; unset = until cleared.
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+#[derive(Default)]
+pub struct Faults {
+    rules: Mutex<Vec<Fault>>,
+}
+
+impl Faults {
+    pub fn add(&self, f: Fault) -> anyhow::Result<()> {
+        regex::Regex::new(&f.path_regex)?;
+        self.rules.lock().unwrap().push(f);
+        Ok(())
+    }
+
+    pub fn clear(&self) {
+        self.rules.lock().unwrap().clear();
+    }
+
+    pub fn list(&self) -> Vec<Fault> {
+        self.rules.lock().unwrap().clone()
+    }
+
+    /// Actions that fire for this request; consumes one use of each counted rule.
+    pub fn take(&self, method: &str, path: &str) -> Vec<FaultAction> {
+        let mut rules = self.rules.lock().unwrap();
+        let mut out = Vec::new();
+        for r in rules.iter_mut() {
+            if r.method.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(method)) {
+                continue;
+            }
+            let Ok(re) = regex::Regex::new(&r.path_regex) else { continue };
+            if !re.is_match(path) {
+                continue;
+            }
+            if let Some(c) = r.count.as_mut() {
+                if *c == 0 {
+                    continue;
+                }
+                *c -= 1;
+            }
+            out.push(r.action.clone());
+        }
+        rules.retain(|r| r.count != Some(0));
+        out
+    }
+}

@@ -1,0 +1,39 @@
+//! Endpoint handlers, one module per API area.
+
+pub mod cluster;
+pub mod qemu;
+pub mod storage;
+pub mod tasks;
+
+use super::dispatch::Ctx;
+use super::error::{ApiError, ApiResult};
+use super::Sim;
+use serde_json::Value;
+
+pub async fn call(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    match (ctx.method.as_str(), ctx.template.as_str()) {
+        ("POST", "/access/ticket") => cluster::ticket(sim, ctx),
+        ("GET", "/version") => cluster::version(sim),
+        ("GET", "/cluster/status") => cluster::status(sim),
+        ("GET", "/nodes") => cluster::nodes(sim),
+        ("GET", "/cluster/resources") => cluster::resources(sim, ctx),
+        ("GET", "/nodes/{node}/storage") => storage::list_storages(sim, ctx),
+        ("GET", "/nodes/{node}/storage/{storage}/status") => storage::status(sim, ctx),
+        ("GET", "/nodes/{node}/storage/{storage}/content") => storage::list_content(sim, ctx),
+        ("POST", "/nodes/{node}/storage/{storage}/content") => storage::alloc(sim, ctx),
+        ("GET", "/nodes/{node}/storage/{storage}/content/{volume}") => storage::volume_info(sim, ctx),
+        ("DELETE", "/nodes/{node}/storage/{storage}/content/{volume}") => storage::free(sim, ctx),
+        ("GET", "/nodes/{node}/qemu") => qemu::list(sim, ctx),
+        ("GET", "/nodes/{node}/qemu/{vmid}/config") => qemu::get_config(sim, ctx),
+        ("GET", "/nodes/{node}/qemu/{vmid}/pending") => qemu::pending(sim, ctx),
+        ("POST", "/nodes/{node}/qemu/{vmid}/config") => qemu::update_config(sim, ctx, false).await,
+        ("PUT", "/nodes/{node}/qemu/{vmid}/config") => qemu::update_config(sim, ctx, true).await,
+        ("PUT", "/nodes/{node}/qemu/{vmid}/unlink") => qemu::unlink(sim, ctx).await,
+        ("PUT", "/nodes/{node}/qemu/{vmid}/resize") => qemu::resize(sim, ctx).await,
+        ("GET", "/nodes/{node}/qemu/{vmid}/status/current") => qemu::status_current(sim, ctx),
+        ("GET", "/nodes/{node}/tasks") => tasks::list(sim, ctx),
+        ("GET", "/nodes/{node}/tasks/{upid}/status") => tasks::status(sim, ctx),
+        ("GET", "/nodes/{node}/tasks/{upid}/log") => tasks::log(sim, ctx),
+        (m, t) => Err(ApiError::not_implemented(m, t)),
+    }
+}

@@ -1,0 +1,419 @@
+//! VM endpoints: config read/update with pending/hot-plug semantics, unlink, resize.
+
+use crate::sim::auth::require;
+use crate::sim::dispatch::Ctx;
+use crate::sim::drive::Drive;
+use crate::sim::error::{ApiError, ApiResult};
+use crate::sim::formats::split_list;
+use crate::sim::vmstate::{self, format_size, is_drive_key, is_hotpluggable_bus, Vm};
+use crate::sim::{propdef, volumes, Sim};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// Options PVE writes straight into the config even while the VM runs.
+const FAST_PLUG: &[&str] = &[
+    "name", "description", "hookscript", "lock", "onboot", "protection", "shares", "startup", "tags", "vmstatestorage",
+];
+
+/// Request keys that steer the update rather than being config options.
+const CONTROL_KEYS: &[&str] = &["node", "vmid", "digest", "delete", "revert", "skiplock", "force", "background_delay"];
+
+fn node_vmid(ctx: &Ctx) -> ApiResult<(String, u32)> {
+    Ok((ctx.req("node")?.to_string(), ctx.vmid()?))
+}
+
+pub fn list(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    let node = ctx.req("node")?;
+    let st = sim.inner.state.lock().unwrap();
+    Ok(Value::Array(
+        st.vms
+            .values()
+            .filter(|v| v.node == node)
+            .map(|v| {
+                let mut e = json!({
+                    "vmid": v.vmid, "name": v.name(), "status": v.status,
+                    "maxmem": 2u64 << 30, "cpus": 2, "maxdisk": 32u64 << 30, "uptime": if v.running() { 3600 } else { 0 },
+                });
+                if let Some(l) = v.conf.get("lock") {
+                    e["lock"] = json!(l);
+                }
+                e
+            })
+            .collect(),
+    ))
+}
+
+pub fn status_current(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    let (node, vmid) = node_vmid(ctx)?;
+    let vm = sim.vm(&node, vmid)?;
+    let mut v = json!({ "vmid": vmid, "name": vm.name(), "status": vm.status, "qmpstatus": vm.status });
+    if let Some(l) = vm.conf.get("lock") {
+        v["lock"] = json!(l);
+    }
+    Ok(v)
+}
+
+/// Renders config values with the JSON types PVE's GET config returns.
+fn typed_config(sim: &Sim, conf: &BTreeMap<String, String>) -> Map<String, Value> {
+    let empty = Map::new();
+    let props = sim
+        .inner
+        .schema
+        .method("/nodes/{node}/qemu/{vmid}/config", "GET")
+        .and_then(|m| m.pointer("/returns/properties"))
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    conf.iter()
+        .map(|(k, v)| {
+            let ty = propdef::lookup(props, k).and_then(|d| d.get("type")).and_then(Value::as_str).unwrap_or("string");
+            let val = match ty {
+                "integer" => v.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(v)),
+                "number" => v.parse::<f64>().map(Value::from).unwrap_or_else(|_| json!(v)),
+                "boolean" => crate::sim::validate::parse_bool(v).map(|b| json!(b as i32)).unwrap_or_else(|| json!(v)),
+                _ => json!(v),
+            };
+            (k.clone(), val)
+        })
+        .collect()
+}
+
+pub fn get_config(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    let (node, vmid) = node_vmid(ctx)?;
+    if ctx.get("snapshot").is_some() && ctx.flag("current") {
+        let msg = "cannot use 'snapshot' parameter with 'current'";
+        let mut e = BTreeMap::new();
+        e.insert("snapshot".into(), msg.into());
+        e.insert("current".into(), msg.into());
+        return Err(ApiError::params(e));
+    }
+    if let Some(s) = ctx.get("snapshot") {
+        return Err(ApiError::internal(format!("snapshot '{s}' does not exist")));
+    }
+    let vm = sim.vm(&node, vmid)?;
+    let conf = if ctx.flag("current") { vm.conf.clone() } else { vm.merged() };
+    let mut out = typed_config(sim, &conf);
+    out.insert("digest".into(), json!(vm.digest()));
+    Ok(Value::Object(out))
+}
+
+pub fn pending(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    let (node, vmid) = node_vmid(ctx)?;
+    let vm = sim.vm(&node, vmid)?;
+    let mut keys: Vec<&String> = vm.conf.keys().chain(vm.pending.keys()).chain(vm.pending_delete.iter()).collect();
+    keys.sort();
+    keys.dedup();
+    Ok(Value::Array(
+        keys.into_iter()
+            .map(|k| {
+                let mut e = json!({ "key": k });
+                if let Some(v) = vm.conf.get(k) {
+                    e["value"] = json!(v);
+                }
+                if let Some(v) = vm.pending.get(k) {
+                    e["pending"] = json!(v);
+                }
+                if vm.pending_delete.contains(k) {
+                    e["delete"] = json!(1);
+                }
+                e
+            })
+            .collect(),
+    ))
+}
+
+/// Sync-side checks shared by config writers: digest and VM lock.
+fn check_writable(vm: &Vm, ctx: &Ctx) -> ApiResult<()> {
+    if let Some(d) = ctx.get("digest") {
+        if d != vm.digest() {
+            return Err(ApiError::internal("checksum mismatch (file change by other user?)"));
+        }
+    }
+    if !ctx.flag("skiplock") {
+        if let Some(l) = vm.conf.get("lock") {
+            return Err(ApiError::internal(format!("VM is locked ({l})")));
+        }
+    }
+    Ok(())
+}
+
+/// Next free `vm-<vmid>-disk-N` name on a storage (for `STORAGE:SIZE` allocations).
+fn free_disk_name(sim: &Sim, st: &crate::sim::StorageConfig, node: &str, vmid: u32) -> String {
+    let dir = st.dir(&sim.cfg().data_dir, node).join("images").join(vmid.to_string());
+    (0..)
+        .map(|i| format!("vm-{vmid}-disk-{i}.raw"))
+        .find(|n| !dir.join(n).exists())
+        .expect("unbounded")
+}
+
+/// Checks a drive value the way PVE does before writing it: storage exists and is reachable from
+/// the VM's node, volume exists (its size is recorded), `STORAGE:SIZE` allocates a new image.
+fn prepare_drive(sim: &Sim, ctx: &Ctx, vm: &Vm, value: &str) -> ApiResult<String> {
+    let mut d = Drive::parse(value);
+    let Some(volid) = d.volid().map(str::to_string) else { return Ok(value.to_string()) };
+    let (sid, volname) = volumes::split_volid(&volid)?;
+    let st = volumes::storage(sim.cfg(), sid)?;
+    volumes::check_available(st, &vm.node)?;
+    require(&ctx.who, &format!("/storage/{sid}"), &["Datastore.AllocateSpace"], false)?;
+    if let Ok(gib) = volname.parse::<f64>() {
+        let name = free_disk_name(sim, st, &vm.node, vm.vmid);
+        let kib = (gib * 1024.0 * 1024.0) as u64;
+        d.file = volumes::alloc(sim.cfg(), st, &vm.node, vm.vmid, &name, "raw", kib)?;
+    }
+    let (path, v) = volumes::resolve(sim.cfg(), &vm.node, &d.file)?;
+    let Some((size, _, _)) = volumes::size_info(&path, &v.format) else {
+        return Err(ApiError::internal(format!("volume '{}' does not exist", d.file)));
+    };
+    d.opts.insert("size".into(), format_size(size));
+    Ok(d.print())
+}
+
+struct Update {
+    sets: Vec<(String, String)>,
+    deletes: Vec<String>,
+    force: bool,
+}
+
+fn collect_update(sim: &Sim, ctx: &Ctx) -> ApiResult<Update> {
+    let sets: Vec<(String, String)> =
+        ctx.params.iter().filter(|(k, _)| !CONTROL_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let deletes: Vec<String> = ctx.get("delete").map(|d| split_list(d).map(str::to_string).collect()).unwrap_or_default();
+    let empty = Map::new();
+    let props = sim
+        .inner
+        .schema
+        .method("/nodes/{node}/qemu/{vmid}/config", "POST")
+        .and_then(|m| m.pointer("/parameters/properties"))
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    for d in &deletes {
+        if sets.iter().any(|(k, _)| k == d) {
+            return Err(ApiError::param("delete", format!("you can't use '-{d}' and -delete {d}' at the same time")));
+        }
+        if propdef::lookup(props, d).is_none() || CONTROL_KEYS.contains(&d.as_str()) {
+            return Err(ApiError::param("delete", format!("unknown option '{d}'")));
+        }
+    }
+    if sets.is_empty() && deletes.is_empty() && ctx.get("revert").is_none() {
+        return Err(ApiError::internal("no options specified"));
+    }
+    Ok(Update { sets, deletes, force: ctx.flag("force") })
+}
+
+/// POST (async, `sync=false`) and PUT (sync) config, and the engine behind unlink.
+pub async fn update_config(sim: &Sim, ctx: &Ctx, sync: bool) -> ApiResult<Value> {
+    let upd = collect_update(sim, ctx)?;
+    run_update(sim, ctx, upd, sync).await
+}
+
+pub async fn unlink(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    let deletes: Vec<String> = split_list(ctx.req("idlist")?).map(str::to_string).collect();
+    run_update(sim, ctx, Update { sets: vec![], deletes, force: ctx.flag("force") }, true).await
+}
+
+async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<Value> {
+    let (node, vmid) = node_vmid(ctx)?;
+    sim.vm(&node, vmid)?;
+    if upd.sets.iter().map(|(k, _)| k).chain(upd.deletes.iter()).any(|k| is_drive_key(k) || k.starts_with("unused")) {
+        require(&ctx.who, &format!("/vms/{vmid}"), &["VM.Config.Disk"], false)?;
+    }
+    let guard = sim.lock_vm(vmid).await?;
+    let mut vm = sim.vm(&node, vmid)?;
+    check_writable(&vm, ctx)?;
+    for (k, v) in &upd.sets {
+        let v = if is_drive_key(k) { prepare_drive(sim, ctx, &vm, v)? } else { v.clone() };
+        vm.pending.insert(k.clone(), v);
+        vm.pending_delete.remove(k);
+    }
+    for d in &upd.deletes {
+        let was_pending = vm.pending.remove(d).is_some();
+        if vm.conf.contains_key(d) {
+            vm.pending_delete.insert(d.clone());
+        } else if !was_pending {
+            tracing::info!("cannot delete '{d}' - not set in current configuration!");
+        }
+    }
+    sim.with_vm(vmid, |slot| *slot = vm);
+    sim.save()?;
+
+    let force = upd.force;
+    if sync {
+        let res = apply_pending(sim, vmid, force);
+        drop(guard);
+        return res.map(|_| Value::Null).map_err(|e| ApiError::internal(e));
+    }
+    let sim2 = sim.clone();
+    let upid = sim.inner.tasks.spawn(&node, "qmconfig", &vmid.to_string(), &ctx.who.userid, sim.task_delay(), ctx.task_error.clone(), move |log| async move {
+        // The config lock stays held until the worker is done, as with PVE's forked worker.
+        let _guard = guard;
+        match apply_pending(&sim2, vmid, force) {
+            Ok(()) => Ok(0),
+            Err(e) => {
+                log.line(e.clone());
+                Err(e)
+            }
+        }
+    });
+    Ok(json!(upid))
+}
+
+/// Can `key` change while the VM runs?
+fn hot_applicable(vm: &Vm, key: &str) -> bool {
+    if !vm.running() || FAST_PLUG.contains(&key) || key.starts_with("unused") {
+        return true;
+    }
+    let hp = vm.hotplug_features();
+    if is_drive_key(key) {
+        return is_hotpluggable_bus(key) && hp.iter().any(|f| f == "disk");
+    }
+    if key.starts_with("net") {
+        return hp.iter().any(|f| f == "network");
+    }
+    false
+}
+
+/// Image path and parsed name of a drive's volume, if it is a storage volume.
+fn drive_image(sim: &Sim, vm: &Vm, value: &str) -> Option<(std::path::PathBuf, volumes::VolName, Drive)> {
+    let d = Drive::parse(value);
+    let volid = d.volid()?.to_string();
+    let (path, v) = volumes::resolve(sim.cfg(), &vm.node, &volid).ok()?;
+    Some((path, v, d))
+}
+
+/// Attaches a drive's image to the simulated guest.
+pub(crate) fn plug_drive(sim: &Sim, vm: &Vm, key: &str, value: &str) -> Result<(), String> {
+    let Some((path, v, d)) = drive_image(sim, vm, value) else { return Ok(()) };
+    if !path.exists() {
+        return Err(format!("volume '{}' does not exist", d.file));
+    }
+    sim.inner.hotplug.plug(vm.vmid, key, &path, &v.format, d.wwn(), d.serial())
+}
+
+/// What happens to a volume leaving the config: owned ones become `unusedN` (or are freed with
+/// force), foreign ones are only dropped.
+fn release_volume(sim: &Sim, vm: &mut Vm, value: &str, force: bool) -> Result<(), String> {
+    let Some((path, v, d)) = drive_image(sim, vm, value) else { return Ok(()) };
+    if v.owner != vm.vmid {
+        return Ok(());
+    }
+    if force {
+        volumes::free(&path)?;
+    } else {
+        let key = vm.free_unused_key();
+        vm.conf.insert(key, d.file.clone());
+    }
+    Ok(())
+}
+
+/// Applies what can be applied now (everything when stopped; hot-pluggable keys when running).
+/// Returns PVE's aggregated hotplug error text if some change could not be applied.
+fn apply_pending(sim: &Sim, vmid: u32, force: bool) -> Result<(), String> {
+    let Some(mut vm) = sim.with_vm(vmid, |v| v.clone()) else { return Err(format!("VM {vmid} vanished")) };
+    let mut errors: Vec<String> = Vec::new();
+    let running = vm.running();
+    for key in vm.pending_delete.clone() {
+        if !hot_applicable(&vm, &key) {
+            continue;
+        }
+        if let Some(old) = vm.conf.get(&key).cloned() {
+            if is_drive_key(&key) {
+                if running {
+                    sim.inner.hotplug.unplug(vmid, &key);
+                }
+                if let Err(e) = release_volume(sim, &mut vm, &old, force) {
+                    errors.push(format!("{key}: {e}"));
+                }
+            }
+        }
+        vm.conf.remove(&key);
+        vm.pending_delete.remove(&key);
+    }
+    for (key, val) in vm.pending.clone() {
+        if !hot_applicable(&vm, &key) {
+            continue;
+        }
+        if is_drive_key(&key) {
+            let old = vm.conf.get(&key).cloned();
+            let old_file = old.as_deref().map(|o| Drive::parse(o).file);
+            if running {
+                if let Err(e) = plug_drive(sim, &vm, &key, &val) {
+                    errors.push(format!("{key}: hotplug problem - {e}"));
+                    continue;
+                }
+            }
+            if let Some(o) = old {
+                if old_file.as_deref() != Some(Drive::parse(&val).file.as_str()) {
+                    let _ = release_volume(sim, &mut vm, &o, false);
+                }
+            }
+        }
+        vm.conf.insert(key.clone(), val);
+        vm.pending.remove(&key);
+    }
+    sim.with_vm(vmid, |slot| *slot = vm);
+    sim.save().map_err(|e| e.message)?;
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("400 Parameter verification failed. {}", errors.join(" ")))
+    }
+}
+
+/// `+N` or absolute N with optional K/M/G/T (bare = bytes), as qemu-server's resize takes it.
+fn parse_resize(s: &str, current: u64) -> ApiResult<u64> {
+    let (rel, body) = match s.strip_prefix('+') {
+        Some(b) => (true, b),
+        None => (false, s),
+    };
+    let n = vmstate::parse_size(body).ok_or_else(|| ApiError::param("size", "value does not match the regex pattern"))?;
+    Ok(if rel { current + n } else { n })
+}
+
+pub async fn resize(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    let (node, vmid) = node_vmid(ctx)?;
+    sim.vm(&node, vmid)?;
+    let guard = sim.lock_vm(vmid).await?;
+    let vm = sim.vm(&node, vmid)?;
+    check_writable(&vm, ctx)?;
+    let disk = ctx.req("disk")?.to_string();
+    let Some(value) = vm.conf.get(&disk).cloned() else {
+        return Err(ApiError::internal(format!("disk '{disk}' does not exist")));
+    };
+    let d = Drive::parse(&value);
+    if d.is_cdrom() {
+        return Err(ApiError::internal("you can't resize a cdrom"));
+    }
+    let Some(volid) = d.volid().map(str::to_string) else {
+        return Err(ApiError::internal(format!("disk '{disk}' has no associated volume")));
+    };
+    let (sid, _) = volumes::split_volid(&volid)?;
+    require(&ctx.who, &format!("/storage/{sid}"), &["Datastore.AllocateSpace"], false)?;
+    let (path, v) = volumes::resolve(sim.cfg(), &vm.node, &volid)?;
+    let Some((current, _, _)) = volumes::size_info(&path, &v.format) else {
+        return Err(ApiError::internal(format!("Could not determine current size of volume '{volid}'")));
+    };
+    let new = parse_resize(ctx.req("size")?, current)?;
+    if new < current {
+        return Err(ApiError::internal("shrinking disks is not supported"));
+    }
+    let sim2 = sim.clone();
+    let upid = sim.inner.tasks.spawn(&node, "resize", &vmid.to_string(), &ctx.who.userid, sim.task_delay(), ctx.task_error.clone(), move |log| async move {
+        let _guard = guard;
+        if new == current {
+            log.line("disk is already at specified size");
+            return Ok(0);
+        }
+        volumes::grow(&path, &v.format, new)?;
+        sim2.inner.hotplug.refresh(vmid, &disk)?;
+        sim2.with_vm(vmid, |vm| {
+            if let Some(val) = vm.conf.get(&disk).cloned() {
+                let mut d = Drive::parse(&val);
+                d.opts.insert("size".into(), format_size(new));
+                vm.conf.insert(disk.clone(), d.print());
+            }
+        });
+        sim2.save().map_err(|e| e.message)?;
+        log.line(format!("Image resized to {new} bytes."));
+        Ok(0)
+    });
+    Ok(json!(upid))
+}

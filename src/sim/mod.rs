@@ -1,0 +1,203 @@
+//! Proxmox VE API simulator: enough of the PVE REST API, with PVE's validation, errors, tasks
+//! and hot-plug semantics, for the driver and its conformance tests to run without a cluster.
+
+mod auth;
+pub mod config;
+mod dispatch;
+mod drive;
+mod error;
+pub mod faults;
+mod formats;
+mod handlers;
+mod hotplug;
+mod propdef;
+mod schema;
+mod sha1;
+mod simapi;
+mod tasks;
+mod validate;
+mod vmstate;
+mod volumes;
+
+pub use config::{HotplugMode, SimConfig, StorageConfig, TokenConfig, UserConfig, VmConfig};
+pub use faults::{Fault, FaultAction, Faults};
+
+use error::{ApiError, ApiResult};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vmstate::Vm;
+
+/// Everything that survives a restart (volumes live as image files, not here).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct State {
+    vms: BTreeMap<u32, Vm>,
+}
+
+struct Inner {
+    cfg: SimConfig,
+    schema: schema::Schema,
+    state: Mutex<State>,
+    /// Per-VM config lock, PVE's `/var/lock/qemu-server/lock-<vmid>.conf`.
+    vm_locks: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+    tasks: Arc<tasks::Tasks>,
+    tickets: auth::Tickets,
+    faults: Faults,
+    hotplug: hotplug::Hotplug,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.hotplug.detach_all();
+    }
+}
+
+/// Handle to a running simulator; cheap to clone.
+#[derive(Clone)]
+pub struct Sim {
+    inner: Arc<Inner>,
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> anyhow::Result<Sim> {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let schema = schema::Schema::load()?;
+        let state_file = cfg.data_dir.join("state.json");
+        let state = if state_file.exists() {
+            serde_json::from_str(&std::fs::read_to_string(&state_file)?)?
+        } else {
+            State { vms: cfg.vms.iter().map(|v| (v.vmid, vm_from_config(v))).collect() }
+        };
+        let hotplug = hotplug::Hotplug::new(cfg.hotplug, cfg.data_dir.clone());
+        let sim = Sim {
+            inner: Arc::new(Inner {
+                cfg,
+                schema,
+                state: Mutex::new(state),
+                vm_locks: Mutex::new(HashMap::new()),
+                tasks: Arc::new(tasks::Tasks::default()),
+                tickets: auth::Tickets::default(),
+                faults: Faults::default(),
+                hotplug,
+            }),
+        };
+        sim.persist()?;
+        sim.inner.hotplug.cleanup_stale();
+        sim.replug_all();
+        Ok(sim)
+    }
+
+    pub fn router(&self) -> axum::Router {
+        dispatch::router(self.clone())
+    }
+
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+        axum::serve(listener, self.router()).await?;
+        Ok(())
+    }
+
+    /// Where the by-id links of disks attached to `vmid` appear.
+    pub fn guest_by_id_dir(&self, vmid: u32) -> PathBuf {
+        self.inner.hotplug.by_id_dir(vmid)
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.inner.faults
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.inner.cfg
+    }
+
+    /// Detaches every loop device this simulator attached (tests call it from a Drop guard).
+    pub fn detach_all(&self) {
+        self.inner.hotplug.detach_all();
+    }
+
+    /// JSON dump of the persisted state, for debugging.
+    pub fn state_json(&self) -> serde_json::Value {
+        serde_json::to_value(&*self.inner.state.lock().unwrap()).unwrap_or_default()
+    }
+
+    fn cfg(&self) -> &SimConfig {
+        &self.inner.cfg
+    }
+
+    fn task_delay(&self) -> Duration {
+        Duration::from_millis(self.inner.cfg.task_ms)
+    }
+
+    fn persist(&self) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(&*self.inner.state.lock().unwrap())?;
+        let path = self.inner.cfg.data_dir.join("state.json");
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    fn save(&self) -> ApiResult<()> {
+        self.persist().map_err(|e| ApiError::internal(format!("unable to write state - {e}")))
+    }
+
+    /// Reads a VM after checking it lives on `node`, as PVE's per-node config path implies.
+    fn vm(&self, node: &str, vmid: u32) -> ApiResult<Vm> {
+        let st = self.inner.state.lock().unwrap();
+        match st.vms.get(&vmid) {
+            Some(vm) if vm.node == node => Ok(vm.clone()),
+            _ => Err(ApiError::internal(format!(
+                "Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"
+            ))),
+        }
+    }
+
+    fn with_vm<R>(&self, vmid: u32, f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
+        let mut st = self.inner.state.lock().unwrap();
+        st.vms.get_mut(&vmid).map(f)
+    }
+
+    fn vm_lock_handle(&self, vmid: u32) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner.vm_locks.lock().unwrap().entry(vmid).or_default().clone()
+    }
+
+    /// Takes the per-VM config lock, failing like PVE's flock timeout.
+    async fn lock_vm(&self, vmid: u32) -> ApiResult<tokio::sync::OwnedMutexGuard<()>> {
+        let m = self.vm_lock_handle(vmid);
+        let t = Duration::from_millis(self.inner.cfg.lock_timeout_ms);
+        tokio::time::timeout(t, m.lock_owned()).await.map_err(|_| {
+            ApiError::internal(format!("can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"))
+        })
+    }
+
+    /// Re-creates devices for the applied disks of running VMs (startup after cleanup).
+    fn replug_all(&self) {
+        let vms: Vec<Vm> = self.inner.state.lock().unwrap().vms.values().cloned().collect();
+        for vm in vms.iter().filter(|v| v.running()) {
+            for (key, val) in &vm.conf {
+                if !vmstate::is_drive_key(key) || !vmstate::is_hotpluggable_bus(key) {
+                    continue;
+                }
+                if let Err(e) = handlers::qemu::plug_drive(self, vm, key, val) {
+                    tracing::warn!("re-plugging {key} of VM {}: {}", vm.vmid, e);
+                }
+            }
+        }
+    }
+}
+
+fn vm_from_config(v: &VmConfig) -> Vm {
+    let mut conf = v.config.clone();
+    if !v.name.is_empty() {
+        conf.insert("name".into(), v.name.clone());
+    }
+    Vm {
+        vmid: v.vmid,
+        node: v.node.clone(),
+        status: v.status.clone(),
+        conf,
+        pending: BTreeMap::new(),
+        pending_delete: Default::default(),
+    }
+}

@@ -1,0 +1,48 @@
+//! The simulator's own control endpoints under `/_sim/` (outside the PVE API): fault injection
+//! and a state dump for debugging.
+
+use super::faults::Fault;
+use super::Sim;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Json;
+use serde_json::{json, Value};
+
+pub fn routes() -> axum::Router<Sim> {
+    axum::Router::new()
+        .route("/_sim/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route("/_sim/state", get(state))
+}
+
+async fn list_faults(State(sim): State<Sim>) -> Json<Value> {
+    Json(json!({ "data": sim.faults().list() }))
+}
+
+async fn add_fault(State(sim): State<Sim>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    // Accept one rule or a list of rules.
+    let rules: Result<Vec<Fault>, _> = if body.is_array() {
+        serde_json::from_value(body)
+    } else {
+        serde_json::from_value(body).map(|f| vec![f])
+    };
+    let rules = match rules {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({ "data": null, "message": e.to_string() }))),
+    };
+    for r in rules {
+        if let Err(e) = sim.faults().add(r) {
+            return (StatusCode::BAD_REQUEST, Json(json!({ "data": null, "message": e.to_string() })));
+        }
+    }
+    (StatusCode::OK, Json(json!({ "data": null })))
+}
+
+async fn clear_faults(State(sim): State<Sim>) -> Json<Value> {
+    sim.faults().clear();
+    Json(json!({ "data": null }))
+}
+
+async fn state(State(sim): State<Sim>) -> Json<Value> {
+    Json(json!({ "data": sim.state_json(), "faults": sim.faults().list() }))
+}

@@ -1,0 +1,233 @@
+//! Generic parameter verification driven by the schema, reproducing PVE's JSONSchema checks and
+//! messages so the driver meets the same 400s it would on a real cluster.
+
+use super::formats;
+use super::propdef;
+use regex::Regex;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, OnceLock};
+
+fn is_true(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0) != 0,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "1",
+        _ => false,
+    }
+}
+
+/// Compiles a PVE (Perl) pattern as a full match; PVE anchors every `pattern`.
+fn pattern_matches(pattern: &str, value: &str) -> bool {
+    static CACHE: OnceLock<Mutex<HashMap<String, Option<Regex>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut cache = cache.lock().unwrap();
+    let re = cache.entry(pattern.to_string()).or_insert_with(|| {
+        // Perl-only spellings: `(?^:...)` flag groups and `{,n}` quantifiers.
+        let p = pattern.replace("(?^:", "(?:").replace("{,", "{0,");
+        Regex::new(&format!("^(?:{p})$")).ok()
+    });
+    // A pattern we cannot translate is not a reason to reject the request.
+    re.as_ref().map_or(true, |re| re.is_match(value))
+}
+
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn num_limit(def: &Value, key: &str) -> Option<f64> {
+    def.get(key).and_then(Value::as_f64)
+}
+
+fn fmt_num(n: f64) -> String {
+    if n.fract() == 0.0 { format!("{}", n as i64) } else { format!("{n}") }
+}
+
+/// Checks one scalar value against its definition; `path` names it in nested error keys.
+pub fn check_value(def: &Value, value: &str, path: &str, errors: &mut BTreeMap<String, String>) {
+    let mut err = |m: String| {
+        errors.insert(path.to_string(), m);
+    };
+    let ty = def.get("type").and_then(Value::as_str).unwrap_or("string");
+    match ty {
+        "integer" => {
+            let re_ok = value.trim_start_matches(['+', '-']).chars().all(|c| c.is_ascii_digit())
+                && value.trim_start_matches(['+', '-']).len() > 0;
+            if !re_ok {
+                return err(format!("type check ('integer') failed - got '{value}'"));
+            }
+            let n: f64 = value.parse().unwrap_or(0.0);
+            if let Some(min) = num_limit(def, "minimum") {
+                if n < min {
+                    return err(format!("value must have a minimum value of {}", fmt_num(min)));
+                }
+            }
+            if let Some(max) = num_limit(def, "maximum") {
+                if n > max {
+                    return err(format!("value must have a maximum value of {}", fmt_num(max)));
+                }
+            }
+        }
+        "number" => {
+            let Ok(n) = value.parse::<f64>() else {
+                return err(format!("type check ('number') failed - got '{value}'"));
+            };
+            if let Some(min) = num_limit(def, "minimum") {
+                if n < min {
+                    return err(format!("value must have a minimum value of {}", fmt_num(min)));
+                }
+            }
+            if let Some(max) = num_limit(def, "maximum") {
+                if n > max {
+                    return err(format!("value must have a maximum value of {}", fmt_num(max)));
+                }
+            }
+        }
+        "boolean" => {
+            if parse_bool(value).is_none() {
+                return err(format!("type check ('boolean') failed - got '{value}'"));
+            }
+        }
+        _ => {
+            if let Some(max) = def.get("maxLength").and_then(Value::as_u64) {
+                if value.chars().count() as u64 > max {
+                    return err(format!("value may only be {max} characters long"));
+                }
+            }
+            if let Some(min) = def.get("minLength").and_then(Value::as_u64) {
+                if (value.chars().count() as u64) < min {
+                    return err(format!("value must be at least {min} characters long"));
+                }
+            }
+            if let Some(p) = def.get("pattern").and_then(Value::as_str) {
+                if !pattern_matches(p, value) {
+                    return err("value does not match the regex pattern".into());
+                }
+            }
+            if let Some(en) = def.get("enum").and_then(Value::as_array) {
+                let opts: Vec<&str> = en.iter().filter_map(Value::as_str).collect();
+                if !opts.contains(&value) {
+                    return err(format!(
+                        "value '{value}' does not have a value in the enumeration '{}'",
+                        opts.join(", ")
+                    ));
+                }
+            }
+            match def.get("format") {
+                Some(Value::Object(fmt)) => {
+                    if let Err(m) = check_property_string(fmt, value, path) {
+                        return err(format!("invalid format - {m}"));
+                    }
+                }
+                Some(Value::String(name)) => {
+                    if let Err(m) = formats::check(name, value) {
+                        return err(m);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Splits a property string into key/value pairs, resolving aliases and the bare default key.
+pub fn parse_property_string(fmt: &Map<String, Value>, value: &str) -> Result<BTreeMap<String, String>, String> {
+    let default_key = fmt.iter().find(|(_, d)| is_true(d.get("default_key"))).map(|(k, _)| k.clone());
+    let mut res = BTreeMap::new();
+    for part in value.split(',') {
+        if part.is_empty() {
+            continue;
+        }
+        match part.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                let mut key = k.to_string();
+                if let Some(alias) = fmt.get(&key).and_then(|d| d.get("alias")).and_then(Value::as_str) {
+                    key = alias.to_string();
+                }
+                if !fmt.contains_key(&key) {
+                    return Err(format!("invalid key in comma-separated list property: {k}"));
+                }
+                if res.contains_key(&key) {
+                    return Err(format!("duplicate key in comma-separated list property: {key}"));
+                }
+                res.insert(key, v.to_string());
+            }
+            _ => {
+                let Some(dk) = &default_key else {
+                    return Err("value without key, but schema does not define a default key".into());
+                };
+                if res.contains_key(dk) {
+                    return Err(format!("duplicate key in comma-separated list property: {dk}"));
+                }
+                res.insert(dk.clone(), part.to_string());
+            }
+        }
+    }
+    Ok(res)
+}
+
+fn check_property_string(fmt: &Map<String, Value>, value: &str, path: &str) -> Result<(), String> {
+    let parsed = parse_property_string(fmt, value)?;
+    let mut errors = BTreeMap::new();
+    for (k, def) in fmt {
+        if def.get("alias").is_some() {
+            continue;
+        }
+        let sub = format!("{path}.{k}");
+        match parsed.get(k) {
+            Some(v) => check_value(def, v, &sub, &mut errors),
+            None if !is_true(def.get("optional")) => {
+                errors.insert(sub, "property is missing and it is not optional".into());
+            }
+            None => {}
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let mut m = String::from("format error\n");
+    for (k, v) in errors {
+        m.push_str(&format!("{k}: {v}\n"));
+    }
+    Err(m.trim_end().to_string())
+}
+
+/// Validates a whole request against a method's `parameters` schema.
+pub fn validate(params_schema: &Value, params: &BTreeMap<String, String>) -> Result<(), BTreeMap<String, String>> {
+    let empty = Map::new();
+    let props = params_schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+    let additional = params_schema.get("additionalProperties").map_or(true, |v| is_true(Some(v)));
+    let mut errors = BTreeMap::new();
+    for (name, value) in params {
+        match propdef::lookup(props, name) {
+            Some(def) => {
+                check_value(def, value, name, &mut errors);
+                if let Some(req) = def.get("requires").and_then(Value::as_str) {
+                    if !params.contains_key(req) {
+                        errors.insert(req.to_string(), format!("missing property - '{name}' requires this property"));
+                    }
+                }
+            }
+            None if !additional => {
+                errors.insert(
+                    name.clone(),
+                    "property is not defined in schema and the schema does not allow additional properties".into(),
+                );
+            }
+            None => {}
+        }
+    }
+    for (name, def) in props {
+        if name.ends_with("[n]") || is_true(def.get("optional")) {
+            continue;
+        }
+        if !params.contains_key(name) {
+            errors.insert(name.clone(), "property is missing and it is not optional".into());
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
