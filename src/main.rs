@@ -46,6 +46,22 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Run the driver against the built-in Proxmox VE simulator: provision,
+    /// attach, format, mount, write, clean up, with progress (needs root).
+    Sandbox {
+        /// Keep simulator disks and the socket here instead of a temp dir.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Filesystem for the demo volume.
+        #[arg(long, default_value = "ext4", value_parser = ["ext4", "xfs"])]
+        fs_type: String,
+        /// Volume size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// MiB written through the mount and read back.
+        #[arg(long, default_value_t = 64)]
+        write_mib: u64,
+    },
 }
 
 async fn shutdown_signal() {
@@ -67,10 +83,20 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Sandbox { data_dir, fs_type, size_mib, write_mib } = cli.command {
+        return proxmox_csi::sandbox::run(proxmox_csi::sandbox::SandboxOptions {
+            data_dir,
+            size_bytes: size_mib << 20,
+            write_bytes: write_mib << 20,
+            fs_type,
+        })
+        .await;
+    }
     let (endpoint, driver_name, controller, node) = match cli.command {
         Command::Controller { endpoint, driver_name, controller } => (endpoint, driver_name, Some(controller), None),
         Command::Node { endpoint, driver_name, node } => (endpoint, driver_name, None, Some(node)),
         Command::All { endpoint, driver_name, controller, node } => (endpoint, driver_name, Some(controller), Some(node)),
+        Command::Sandbox { .. } => unreachable!("handled above"),
     };
     let controller = controller.map(|c| c.build()).transpose()?.map(Arc::new);
     let node = node.map(|n| NodeService::new(n.build()));

@@ -201,15 +201,14 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
         })
         .await?;
 
-    p.step("Probe + GetPluginInfo", async {
-        let ready = c.identity.probe(ProbeRequest {}).await?.into_inner().ready;
-        anyhow::ensure!(ready == Some(true), "probe not ready");
-        let info = c.identity.get_plugin_info(GetPluginInfoRequest {}).await?.into_inner();
-        println!();
-        print!("        {} {}", info.name, info.vendor_version);
-        Ok(())
-    })
-    .await?;
+    let info = p
+        .step("Probe + GetPluginInfo", async {
+            let ready = c.identity.probe(ProbeRequest {}).await?.into_inner().ready;
+            anyhow::ensure!(ready == Some(true), "probe not ready");
+            Ok(c.identity.get_plugin_info(GetPluginInfoRequest {}).await?.into_inner())
+        })
+        .await?;
+    p.note(&format!("{} {}", info.name, info.vendor_version));
 
     let cap = mount_cap(&opts.fs_type);
     let volume = p
