@@ -51,7 +51,7 @@ rc=0
     --csi.testvolumesize=1073741824 --csi.testvolumeexpandsize=2147483648 \
     --csi.testvolumeparameters="$WORK/params.yaml" \
     --csi.testvolumeaccesstype="$ACCESS" \
-    --ginkgo.timeout=20m || rc=$?
+    --ginkgo.timeout=20m --ginkgo.no-color || rc=$?
 if [ $rc -ne 0 ]; then
     echo "---- driver log (tail) ----"; tail -n 60 "$WORK/driver.log"
     echo "---- simulator log (tail) ----"; tail -n 40 "$WORK/sim.log"

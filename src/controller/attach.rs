@@ -28,12 +28,9 @@ impl Controller {
 
     async fn require_volume(&self, cluster: &Cluster, id: &VolumeId) -> Result<u64> {
         let volid = id.volid();
-        let info = cluster
-            .client
-            .volume_info(&id.zone, &id.storage, &volid)
-            .await
-            .ctx(|| format!("looking up {volid} on {}", id.zone))?;
-        info.map(|i| i.size).ok_or_else(|| ControllerError::NotFound(format!("volume_id {id}: volume {volid} does not exist")))
+        let item = cluster.find_volume(&id.zone, &id.storage, &volid).await?;
+        item.map(|i| i.size.unwrap_or(0))
+            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {id}: volume {volid} does not exist")))
     }
 
     async fn require_vm(&self, cluster: &Cluster, node_id: &str) -> Result<VmResource> {

@@ -3,7 +3,7 @@
 //! this controller never races itself on a VM config.
 
 use super::error::{ControllerError, PveContext, Result};
-use crate::pve::types::{StorageResource, VmConfig, VmResource};
+use crate::pve::types::{ContentItem, StorageResource, VmConfig, VmResource};
 use crate::pve::PveClient;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,6 +53,20 @@ impl Cluster {
         Ok(matches.pop())
     }
 
+    /// Look a volume up in its storage's content list. This, not
+    /// `GET .../content/{volume}`, is the existence check: for a missing
+    /// volume PVE answers that call with storage-specific texts ("no format",
+    /// "no such logical volume", ...) that cannot all be told from real errors.
+    pub async fn find_volume(&self, node: &str, storage: &str, volid: &str) -> Result<Option<ContentItem>> {
+        let owner = owner_vmid(volid);
+        let items = self
+            .client
+            .storage_content(node, storage, owner)
+            .await
+            .ctx(|| format!("listing storage {storage} on {node}"))?;
+        Ok(items.into_iter().find(|i| i.volid == volid))
+    }
+
     /// Storages with disk images, one entry per (node, storage).
     pub async fn image_storages(&self) -> Result<Vec<StorageResource>> {
         let all = self.client.storages().await.ctx(|| format!("listing storages of cluster {}", self.region))?;
@@ -82,5 +96,22 @@ impl Cluster {
             }
         }
         Ok(out)
+    }
+}
+
+/// The vmid in a PVE disk name (`vm-<vmid>-...`, possibly behind `<vmid>/`).
+pub fn owner_vmid(volid: &str) -> Option<u64> {
+    let volname = volid.split_once(':').map(|(_, v)| v).unwrap_or(volid);
+    let base = volname.rsplit('/').next().unwrap_or(volname);
+    base.strip_prefix("vm-")?.split('-').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn owner_from_volume_names() {
+        assert_eq!(super::owner_vmid("local:9999/vm-9999-csi-a.raw"), Some(9999));
+        assert_eq!(super::owner_vmid("lvm:vm-101-disk-0"), Some(101));
+        assert_eq!(super::owner_vmid("lvm:base-101-disk-0"), None);
     }
 }

@@ -68,13 +68,12 @@ impl Controller {
         let id = VolumeId::from_volid(&placement.region, &target.node, &volid)
             .ok_or_else(|| ControllerError::Internal(format!("PVE returned a malformed volume id {volid:?}")))?;
         let info = cluster
-            .client
-            .volume_info(&target.node, &target.storage, &volid)
-            .await
-            .ctx(|| format!("reading back {volid}"))?
+            .find_volume(&target.node, &target.storage, &volid)
+            .await?
             .ok_or_else(|| ControllerError::Internal(format!("volume {volid} vanished right after allocation")))?;
-        tracing::info!(volume = %id, size = info.size, "volume created");
-        Ok(self.volume_response(&placement, id, info.size))
+        let size = info.size.unwrap_or(size);
+        tracing::info!(volume = %id, size, "volume created");
+        Ok(self.volume_response(&placement, id, size))
     }
 
     fn volume_response(&self, placement: &Placement, id: VolumeId, size: u64) -> CreateVolumeResponse {
@@ -116,6 +115,7 @@ impl Controller {
             }
             rs
         };
+        let mut storage_known = false;
         for region in regions {
             let Some(cluster) = self.cluster(&region) else { continue };
             let storages: Vec<StorageResource> = cluster
@@ -127,6 +127,7 @@ impl Controller {
             if storages.is_empty() {
                 continue;
             }
+            storage_known = true;
             let shared = storages.iter().any(|s| s.shared);
             let mut candidates = Vec::new();
             if wanted.is_empty() {
@@ -148,8 +149,13 @@ impl Controller {
                 return Ok(Placement { region, candidates, shared });
             }
         }
+        if !storage_known {
+            return Err(ControllerError::InvalidArgument(format!(
+                "parameters.storage: no available storage {storage:?} for disk images in the requested region(s)"
+            )));
+        }
         Err(ControllerError::ResourceExhausted(format!(
-            "parameters.storage: no node with storage {storage:?} for disk images satisfies accessibility_requirements"
+            "accessibility_requirements: no node with storage {storage:?} satisfies them"
         )))
     }
 
@@ -209,12 +215,7 @@ impl Controller {
         let Some(cluster) = self.cluster(&id.region) else { return Ok(()) };
         let _guard = self.begin(raw)?;
         let volid = id.volid();
-        let exists = cluster
-            .client
-            .volume_info(&id.zone, &id.storage, &volid)
-            .await
-            .ctx(|| format!("looking up {volid} on {}", id.zone))?;
-        if exists.is_none() {
+        if cluster.find_volume(&id.zone, &id.storage, &volid).await?.is_none() {
             return Ok(());
         }
         // PVE frees a volume even while a VM uses it; never let that happen.
