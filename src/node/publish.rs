@@ -155,7 +155,16 @@ fn prepare_target_file(target: &Path) -> Result<(), NodeError> {
 pub fn unpublish(target: &Path) -> Result<(), NodeError> {
     let removed = mount::unmount_all(target)?;
     match std::fs::symlink_metadata(target) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir(target).map_err(io_err("removing", target))?,
+        Ok(m) if m.is_dir() => std::fs::remove_dir(target).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTEMPTY) {
+                NodeError::Precondition(format!(
+                    "{} is not mounted but not empty; refusing to delete what is in it",
+                    target.display()
+                ))
+            } else {
+                io_err("removing", target)(e)
+            }
+        })?,
         Ok(_) => std::fs::remove_file(target).map_err(io_err("removing", target))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("stat", target)(e)),
