@@ -96,8 +96,15 @@ async fn grow_filesystem(mount: &MountEntry, dev: &Path) -> Result<(), NodeError
             let out = cmd::run("resize2fs", &[&dev.to_string_lossy()]).await?;
             if !out.success() {
                 let err = out.into_error("resize2fs");
+                // The kernel allows online ext4 growth only to holders of
+                // CAP_SYS_RESOURCE; say so, since the tool does not.
+                let hint = if err.to_string().contains("Permission denied") {
+                    " (the node plugin needs CAP_SYS_RESOURCE to grow a mounted ext4 filesystem)"
+                } else {
+                    ""
+                };
                 return Err(NodeError::Precondition(format!(
-                    "online grow of the ext4 filesystem on {} failed: {err}",
+                    "online grow of the ext4 filesystem on {} failed{hint}: {err}",
                     dev.display()
                 )));
             }
