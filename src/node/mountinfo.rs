@@ -95,7 +95,7 @@ pub fn mount_at(path: &Path) -> Result<Option<MountEntry>, NodeError> {
         // unresolvable; it must still be found so it can be unmounted.
         Err(_) => path.to_path_buf(),
     };
-    Ok(read()?.into_iter().filter(|m| m.mount_point == canonical).last())
+    Ok(read()?.into_iter().rev().find(|m| m.mount_point == canonical))
 }
 
 #[cfg(test)]
