@@ -85,6 +85,23 @@ async fn publish_requires_staging() {
 }
 
 #[tokio::test]
+async fn publish_refuses_staging_path_holding_another_disk() {
+    if !require_root("publish_refuses_staging_path_holding_another_disk") {
+        return;
+    }
+    let a = Disk::new(64 * MIB);
+    let b = Disk::new(64 * MIB);
+    let staging = a.path("staging");
+    let cap = || mount_cap("ext4", Mode::SingleNodeWriter);
+    stage(&NodeService::new(b.config()), &b, &staging, cap()).await;
+    // Volume a's publish names a staging path where disk b is mounted.
+    let svc_a = NodeService::new(a.config());
+    let err = publish(&svc_a, publish_request(&a, &staging, &a.path("t"), cap(), false)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(!a.path("t").exists());
+}
+
+#[tokio::test]
 async fn single_node_single_writer_allows_one_publication() {
     if !require_root("single_node_single_writer_allows_one_publication") {
         return;

@@ -7,21 +7,25 @@ use std::time::{Duration, Instant};
 
 use super::cmd;
 use super::config::NodeConfig;
+use super::crypt;
 use super::device;
 use super::error::NodeError;
 use super::mountinfo::{self, MountEntry};
+use super::request::Passphrase;
 
 const SIZE_POLL: Duration = Duration::from_millis(200);
 
 /// Grows whatever is at `volume_path` (a mount of the volume or a raw
-/// device bind) and returns the device's size in bytes. `required_bytes`
+/// device bind) and returns the disk's size in bytes. `required_bytes`
 /// (0 = unknown) is the size the controller gave the disk; the guest may
-/// need a moment to notice it.
+/// need a moment to notice it. `passphrase` is only used for encrypted
+/// volumes whose key is not in the kernel keyring.
 pub async fn expand(
     cfg: &NodeConfig,
     volume_path: &Path,
     staging_path: Option<&Path>,
     required_bytes: u64,
+    passphrase: Option<&Passphrase>,
 ) -> Result<u64, NodeError> {
     let meta = match std::fs::metadata(volume_path) {
         Ok(m) => m,
@@ -33,15 +37,39 @@ pub async fn expand(
     if meta.file_type().is_block_device() {
         // Raw block: the consumer owns the contents; only the size changes.
         let (maj, min) = device::split_dev(meta.rdev());
-        let dev = device_node(maj, min)?;
-        refresh_size(cfg, &dev, required_bytes).await?;
-        return device::block_size(&dev);
+        let (_, disk) = grow_device(cfg, maj, min, required_bytes, passphrase).await?;
+        return device::block_size(&disk);
     }
     let mount = writable_mount(volume_path, staging_path)?;
-    let dev = device_node(mount.major, mount.minor)?;
-    refresh_size(cfg, &dev, required_bytes).await?;
-    grow_filesystem(&mount, &dev).await?;
-    device::block_size(&dev)
+    let (data, disk) = grow_device(cfg, mount.major, mount.minor, required_bytes, passphrase).await?;
+    grow_filesystem(&mount, &data).await?;
+    device::block_size(&disk)
+}
+
+/// Brings the data device (major:minor) up to the disk's new size and
+/// returns (data device, disk). They differ only for encrypted volumes,
+/// where the LUKS mapping has to follow the disk.
+async fn grow_device(
+    cfg: &NodeConfig,
+    major: u64,
+    minor: u64,
+    required_bytes: u64,
+    passphrase: Option<&Passphrase>,
+) -> Result<(PathBuf, PathBuf), NodeError> {
+    let data = device_node(major, minor)?;
+    let name = device::kernel_name(major, minor)?;
+    match crypt::mapping_parent(&cfg.sys_block_dir, &name) {
+        Some((mapping, under)) => {
+            let disk = PathBuf::from("/dev").join(under);
+            refresh_size(cfg, &disk, required_bytes).await?;
+            crypt::resize(&mapping, passphrase).await?;
+            Ok((data, disk))
+        }
+        None => {
+            refresh_size(cfg, &data, required_bytes).await?;
+            Ok((data.clone(), data))
+        }
+    }
 }
 
 /// Picks the mount to grow through. xfs_growfs needs a writable mount, and

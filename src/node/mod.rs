@@ -7,6 +7,7 @@
 
 pub mod cmd;
 pub mod config;
+pub mod crypt;
 pub mod device;
 pub mod error;
 pub mod expand;

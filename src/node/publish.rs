@@ -5,6 +5,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::config::NodeConfig;
+use super::crypt;
 use super::device;
 use super::error::NodeError;
 use super::mount;
@@ -15,13 +16,27 @@ pub async fn publish(cfg: &NodeConfig, req: &PublishRequest) -> Result<(), NodeE
     // Reader-only volumes are mounted read-only whatever the request says.
     let readonly = req.readonly || req.capability.sharing == Sharing::ReadOnly;
     let single = req.capability.sharing == Sharing::SingleWriter;
+    let device = data_device(cfg, req).await?;
     match &req.capability.access {
-        Access::Mount { .. } => publish_filesystem(&req.staging_path, &req.target_path, readonly, single),
-        Access::Block => {
-            let dev = device::find_by_wwn(&cfg.device_dir, &cfg.sys_block_dir, &req.wwn, cfg.device_wait).await?;
-            publish_block(&dev, &req.target_path, readonly, single)
-        }
+        Access::Mount { .. } => publish_filesystem(&device, &req.staging_path, &req.target_path, readonly, single),
+        Access::Block => publish_block(&device, &req.target_path, readonly, single),
     }
+}
+
+/// The block device holding the volume's data: the disk itself, or the
+/// LUKS mapping that NodeStageVolume opened on it.
+async fn data_device(cfg: &NodeConfig, req: &PublishRequest) -> Result<PathBuf, NodeError> {
+    if req.encrypted {
+        let mapped = crypt::mapping_path(&crypt::mapping_name(&req.volume_id));
+        if !mapped.exists() {
+            return Err(NodeError::Precondition(format!(
+                "encrypted volume {} is not open on this node; NodeStageVolume must succeed first",
+                req.volume_id
+            )));
+        }
+        return Ok(mapped);
+    }
+    device::find_by_wwn(&cfg.device_dir, &cfg.sys_block_dir, &req.wwn, cfg.device_wait).await
 }
 
 fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -33,11 +48,27 @@ fn canonical_or_same(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// Bind-mounts the staged filesystem onto `target`.
-pub fn publish_filesystem(staging: &Path, target: &Path, readonly: bool, single_writer: bool) -> Result<(), NodeError> {
+/// Bind-mounts the staged filesystem of `device` onto `target`.
+pub fn publish_filesystem(
+    device: &Path,
+    staging: &Path,
+    target: &Path,
+    readonly: bool,
+    single_writer: bool,
+) -> Result<(), NodeError> {
     let staged = mountinfo::mount_at(staging)?.ok_or_else(|| {
         NodeError::Precondition(format!("volume is not staged: {} is not a mount point", staging.display()))
     })?;
+    // Publishing whatever happens to be mounted at the staging path could
+    // hand a pod another volume's data.
+    if (staged.major, staged.minor) != device::device_number(device)? {
+        return Err(NodeError::Precondition(format!(
+            "{} holds {}, not this volume's device {}",
+            staging.display(),
+            staged.source,
+            device.display()
+        )));
+    }
     if let Some(existing) = mountinfo::mount_at(target)? {
         let same = (existing.major, existing.minor) == (staged.major, staged.minor) && existing.root == staged.root;
         return check_republish(same, &existing, target, readonly);

@@ -17,6 +17,31 @@ use super::mkfs::FsType;
 
 /// publish_context key carrying the disk's WWN (set by the controller).
 pub const CTX_WWN: &str = "wwn";
+/// volume_context key that asks for LUKS encryption (`"true"`).
+pub const CTX_ENCRYPTED: &str = "encrypted";
+/// Secret holding the LUKS passphrase of an encrypted volume.
+pub const SECRET_PASSPHRASE: &str = "encryptionPassphrase";
+
+/// A LUKS passphrase. Debug output is redacted so it cannot leak through
+/// logs or error messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Passphrase(String);
+
+impl Passphrase {
+    pub fn new(s: impl Into<String>) -> Self {
+        Passphrase(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passphrase(<redacted>)")
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
@@ -48,6 +73,8 @@ pub struct StageRequest {
     pub wwn: String,
     pub staging_path: PathBuf,
     pub capability: Capability,
+    /// Set for encrypted volumes.
+    pub encryption: Option<Passphrase>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +85,8 @@ pub struct PublishRequest {
     pub target_path: PathBuf,
     pub capability: Capability,
     pub readonly: bool,
+    /// The volume's data lives in a LUKS mapping opened at stage time.
+    pub encrypted: bool,
 }
 
 pub fn volume_id(value: &str) -> Result<String, NodeError> {
@@ -84,6 +113,33 @@ pub fn wwn(publish_context: &HashMap<String, String>) -> Result<String, NodeErro
         Some(w) if !w.is_empty() => normalize_wwn(w),
         _ => Err(NodeError::invalid(format!(
             "publish_context[\"{CTX_WWN}\"] is required (ControllerPublishVolume provides it)"
+        ))),
+    }
+}
+
+/// Whether volume_context asks for encryption.
+pub fn encrypted(volume_context: &HashMap<String, String>) -> Result<bool, NodeError> {
+    match volume_context.get(CTX_ENCRYPTED).map(String::as_str) {
+        None | Some("") | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(NodeError::invalid(format!(
+            "volume_context[\"{CTX_ENCRYPTED}\"] must be \"true\" or \"false\", got {other:?}"
+        ))),
+    }
+}
+
+/// The passphrase for an encrypted volume, or None for a plain one.
+pub fn encryption(
+    volume_context: &HashMap<String, String>,
+    secrets: &HashMap<String, String>,
+) -> Result<Option<Passphrase>, NodeError> {
+    if !encrypted(volume_context)? {
+        return Ok(None);
+    }
+    match secrets.get(SECRET_PASSPHRASE) {
+        Some(p) if !p.is_empty() => Ok(Some(Passphrase::new(p.clone()))),
+        _ => Err(NodeError::invalid(format!(
+            "secrets[\"{SECRET_PASSPHRASE}\"] is required for an encrypted volume"
         ))),
     }
 }
@@ -132,6 +188,7 @@ impl StageRequest {
             staging_path: path("staging_target_path", &req.staging_target_path)?,
             capability: capability("volume_capability", req.volume_capability.as_ref())?,
             wwn: wwn(&req.publish_context)?,
+            encryption: encryption(&req.volume_context, &req.secrets)?,
         })
     }
 }
@@ -145,6 +202,7 @@ impl PublishRequest {
             capability: capability("volume_capability", req.volume_capability.as_ref())?,
             wwn: wwn(&req.publish_context)?,
             readonly: req.readonly,
+            encrypted: encrypted(&req.volume_context)?,
         })
     }
 }
@@ -189,6 +247,20 @@ mod tests {
         assert!(e.to_string().contains("publish_context[\"wwn\"]"));
         let ctx = HashMap::from([("wwn".to_string(), "0x5000C500AABBCCDD".to_string())]);
         assert_eq!(wwn(&ctx).unwrap(), "0x5000c500aabbccdd");
+    }
+
+    #[test]
+    fn encryption_needs_a_passphrase_and_hides_it() {
+        let ctx = HashMap::from([(CTX_ENCRYPTED.to_string(), "true".to_string())]);
+        let e = encryption(&ctx, &HashMap::new()).unwrap_err();
+        assert!(e.to_string().contains(SECRET_PASSPHRASE));
+        let secrets = HashMap::from([(SECRET_PASSPHRASE.to_string(), "hunter2".to_string())]);
+        let p = encryption(&ctx, &secrets).unwrap().unwrap();
+        assert_eq!(p.expose(), "hunter2");
+        assert!(!format!("{p:?}").contains("hunter2"));
+        assert!(encryption(&HashMap::new(), &secrets).unwrap().is_none());
+        let bad = HashMap::from([(CTX_ENCRYPTED.to_string(), "yes".to_string())]);
+        assert_eq!(encrypted(&bad).unwrap_err().code(), tonic::Code::InvalidArgument);
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl Node for NodeService {
         let volume_id = request::volume_id(&req.volume_id)?;
         let staging = request::path("staging_target_path", &req.staging_target_path)?;
         let _guard = self.inflight.begin(&volume_id)?;
-        stage::unstage(&staging)?;
+        stage::unstage(&volume_id, &staging).await?;
         Ok(Response::new(csi::NodeUnstageVolumeResponse {}))
     }
 
@@ -141,8 +141,10 @@ impl Node for NodeService {
         let path = request::path("volume_path", &req.volume_path)?;
         let staging = optional_path("staging_target_path", &req.staging_target_path)?;
         let required = req.capacity_range.as_ref().map(|c| c.required_bytes.max(0) as u64).unwrap_or(0);
+        let passphrase = req.secrets.get(request::SECRET_PASSPHRASE).map(|p| request::Passphrase::new(p.clone()));
         let _guard = self.inflight.begin(&volume_id)?;
-        let size = expand::expand(&self.cfg, &path, staging.as_deref().map(Path::new), required).await?;
+        let size =
+            expand::expand(&self.cfg, &path, staging.as_deref().map(Path::new), required, passphrase.as_ref()).await?;
         Ok(Response::new(csi::NodeExpandVolumeResponse { capacity_bytes: size as i64 }))
     }
 

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::config::NodeConfig;
+use super::crypt;
 use super::device;
 use super::error::NodeError;
 use super::mkfs::{self, FsType};
@@ -13,9 +14,17 @@ use super::request::{Access, Sharing, StageRequest};
 
 /// Makes the volume available at the staging path. For block access the
 /// device is only located (publish bind-mounts it directly); for mount
-/// access it is formatted if blank and mounted.
+/// access it is formatted if blank and mounted. Encrypted volumes are
+/// opened first and everything after works on the opened mapping.
 pub async fn stage(cfg: &NodeConfig, req: &StageRequest) -> Result<(), NodeError> {
-    let device = device::find_by_wwn(&cfg.device_dir, &cfg.sys_block_dir, &req.wwn, cfg.device_wait).await?;
+    let disk = device::find_by_wwn(&cfg.device_dir, &cfg.sys_block_dir, &req.wwn, cfg.device_wait).await?;
+    let device = match &req.encryption {
+        Some(passphrase) => {
+            let name = crypt::mapping_name(&req.volume_id);
+            crypt::open(&disk, &name, passphrase, &cfg.sys_block_dir).await?
+        }
+        None => disk,
+    };
     match &req.capability.access {
         Access::Block => Ok(()),
         Access::Mount { fs, flags } => {
@@ -95,11 +104,13 @@ pub async fn prepare_filesystem(device: &Path, fs: FsType) -> Result<(), NodeErr
     }
 }
 
-/// Unmounts the staging path. Not mounted (or already gone) is success, so
-/// retries after a partial failure converge. The directory itself belongs
-/// to the CO and is left in place.
-pub fn unstage(staging: &Path) -> Result<(), NodeError> {
+/// Unmounts the staging path and closes the volume's LUKS mapping if one is
+/// open. Not mounted (or already gone) is success, so retries after a
+/// partial failure converge. The directory itself belongs to the CO and is
+/// left in place.
+pub async fn unstage(volume_id: &str, staging: &Path) -> Result<(), NodeError> {
     let removed = mount::unmount_all(staging)?;
+    crypt::close(&crypt::mapping_name(volume_id)).await?;
     tracing::info!(staging = %staging.display(), removed, "unstaged");
     Ok(())
 }

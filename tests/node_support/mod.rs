@@ -121,6 +121,16 @@ impl Drop for Disk {
                 let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
             }
         }
+        // An encrypted test that panicked may leave its mapping open on
+        // this loop device; close it so the detach can complete.
+        let name = proxmox_csi::node::crypt::mapping_name(VOLUME_ID);
+        if let Ok(dm) = std::fs::canonicalize(proxmox_csi::node::crypt::mapping_path(&name)) {
+            let dm = dm.file_name().unwrap().to_string_lossy().into_owned();
+            let ours = self.loopdev.file_name().unwrap().to_string_lossy().into_owned();
+            if proxmox_csi::node::crypt::mapping_parent(Path::new("/sys/class/block"), &dm).map(|(_, s)| s) == Some(ours) {
+                let _ = Command::new("cryptsetup").arg("close").arg(&name).status();
+            }
+        }
         let _ = Command::new("losetup").arg("-d").arg(&self.loopdev).status();
     }
 }
