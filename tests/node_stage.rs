@@ -284,3 +284,28 @@ async fn stage_validates_fields() {
         assert!(err.message().contains(field), "{:?} does not name {field}", err.message());
     }
 }
+
+#[tokio::test]
+async fn cloned_xfs_volumes_stage_side_by_side() {
+    if !require_root("cloned_xfs_volumes_stage_side_by_side") {
+        return;
+    }
+    let original = Disk::new(300 * MIB);
+    let svc = NodeService::new(original.config());
+    let s1 = original.path("s1");
+    stage(&svc, stage_request(&original, &s1, mount_cap("xfs", Mode::SingleNodeWriter))).await.unwrap();
+    std::fs::write(s1.join("f"), b"v1").unwrap();
+    unstage(&svc, &s1).await.unwrap();
+
+    // A block-for-block copy, as a snapshot restore would produce: same
+    // xfs UUID on two disks.
+    let clone = Disk::new(300 * MIB);
+    std::fs::copy(&original.image, &clone.image).unwrap();
+    std::process::Command::new("losetup").arg("-c").arg(&clone.loopdev).status().unwrap();
+    stage(&svc, stage_request(&original, &s1, mount_cap("xfs", Mode::SingleNodeWriter))).await.unwrap();
+    let s2 = clone.path("s2");
+    stage(&NodeService::new(clone.config()), stage_request(&clone, &s2, mount_cap("xfs", Mode::SingleNodeWriter)))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(s2.join("f")).unwrap(), b"v1");
+}

@@ -74,16 +74,18 @@ async fn grow_device(
 
 /// Picks the mount to grow through. xfs_growfs needs a writable mount, and
 /// a read-only publication may sit at volume_path, so the staging mount is
-/// preferred when given.
+/// preferred when it is writable and holds the same filesystem.
 fn writable_mount(volume_path: &Path, staging_path: Option<&Path>) -> Result<MountEntry, NodeError> {
+    let published = mountinfo::mount_at(volume_path)?.ok_or_else(|| {
+        NodeError::Precondition(format!("{} is not a mount point; is the volume published?", volume_path.display()))
+    })?;
     if let Some(staging) = staging_path {
-        if let Some(m) = mountinfo::mount_at(staging)?.filter(|m| !m.is_readonly()) {
+        let same_fs = |m: &MountEntry| (m.major, m.minor) == (published.major, published.minor);
+        if let Some(m) = mountinfo::mount_at(staging)?.filter(|m| !m.is_readonly() && same_fs(m)) {
             return Ok(m);
         }
     }
-    mountinfo::mount_at(volume_path)?.ok_or_else(|| {
-        NodeError::Precondition(format!("{} is not a mount point; is the volume published?", volume_path.display()))
-    })
+    Ok(published)
 }
 
 fn device_node(major: u64, minor: u64) -> Result<PathBuf, NodeError> {

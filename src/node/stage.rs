@@ -47,9 +47,24 @@ pub async fn stage_filesystem(
     }
     std::fs::create_dir_all(staging).map_err(|e| NodeError::io(format!("creating {}", staging.display()), e))?;
     prepare_filesystem(device, fs).await?;
-    mount::mount_fs(device, staging, fs.as_str(), flags, readonly)?;
+    let options = mount_options(fs, flags);
+    mount::mount_fs(device, staging, fs.as_str(), &options, readonly)?;
     tracing::info!(device = %device.display(), staging = %staging.display(), %fs, "staged");
     Ok(())
+}
+
+/// The capability's mount flags plus what the filesystem needs here.
+///
+/// xfs refuses to mount a second filesystem with the same UUID, which is
+/// exactly what a volume restored from a snapshot or cloned from another
+/// volume carries; `nouuid` lets the copy and the original be staged on
+/// the same node.
+pub fn mount_options(fs: FsType, flags: &[String]) -> Vec<String> {
+    let mut options = flags.to_vec();
+    if fs == FsType::Xfs && !options.iter().flat_map(|f| f.split(',')).any(|o| o == "nouuid") {
+        options.push("nouuid".to_string());
+    }
+    options
 }
 
 /// A repeated stage is fine if the same disk is already mounted there with
