@@ -86,6 +86,11 @@ async fn stats_missing_path_is_not_found_and_unmounted_is_abnormal() {
     let svc = NodeService::new(disk.config());
     let err = stats(&svc, &disk.path("nope")).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // A relative path cannot name a volume on this node either.
+    let err = stats(&svc, Path::new("some/path")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = stats(&svc, Path::new("")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     let dir = disk.path("empty");
     std::fs::create_dir(&dir).unwrap();
     let r = stats(&svc, &dir).await.unwrap();
@@ -187,5 +192,7 @@ async fn expand_missing_path_is_not_found() {
     let disk = Disk::new(16 * MIB);
     let svc = NodeService::new(disk.config());
     let err = expand(&svc, &disk.path("nope"), &disk.path("staging"), 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = expand(&svc, Path::new("some/path"), Path::new(""), 0).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 }

@@ -108,6 +108,20 @@ pub fn path(field: &str, value: &str) -> Result<PathBuf, NodeError> {
     Ok(p.to_path_buf())
 }
 
+/// A required path naming something that must already exist on this node
+/// (stats, expand). CSI paths are absolute, so a relative one cannot name
+/// a volume here: that is "not found" rather than a malformed request.
+pub fn existing_volume_path(field: &str, value: &str) -> Result<PathBuf, NodeError> {
+    if value.is_empty() {
+        return Err(NodeError::invalid(format!("{field} is required")));
+    }
+    let p = Path::new(value);
+    if !p.is_absolute() {
+        return Err(NodeError::PathNotFound(p.to_path_buf()));
+    }
+    Ok(p.to_path_buf())
+}
+
 pub fn wwn(publish_context: &HashMap<String, String>) -> Result<String, NodeError> {
     match publish_context.get(CTX_WWN) {
         Some(w) if !w.is_empty() => normalize_wwn(w),
@@ -268,5 +282,9 @@ mod tests {
         assert!(path("target_path", "").unwrap_err().to_string().contains("target_path"));
         assert!(path("target_path", "rel/x").is_err());
         assert!(path("target_path", "/abs").is_ok());
+        let e = existing_volume_path("volume_path", "some/path").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        let e = existing_volume_path("volume_path", "").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 }

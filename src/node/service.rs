@@ -113,7 +113,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
         let req = req.get_ref();
         request::volume_id(&req.volume_id)?;
-        let path = request::path("volume_path", &req.volume_path)?;
+        let path = request::existing_volume_path("volume_path", &req.volume_path)?;
         // Read-only and frequent: deliberately not behind the in-flight guard.
         let st = stats::stats(&path)?;
         let unit = |u: stats::Usage, unit: csi::volume_usage::Unit| csi::VolumeUsage {
@@ -138,7 +138,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
         let req = req.get_ref();
         let volume_id = request::volume_id(&req.volume_id)?;
-        let path = request::path("volume_path", &req.volume_path)?;
+        let path = request::existing_volume_path("volume_path", &req.volume_path)?;
         let staging = optional_path("staging_target_path", &req.staging_target_path)?;
         let required = req.capacity_range.as_ref().map(|c| c.required_bytes.max(0) as u64).unwrap_or(0);
         let passphrase = req.secrets.get(request::SECRET_PASSPHRASE).map(|p| request::Passphrase::new(p.clone()));
