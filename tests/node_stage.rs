@@ -309,3 +309,24 @@ async fn cloned_xfs_volumes_stage_side_by_side() {
         .unwrap();
     assert_eq!(std::fs::read(s2.join("f")).unwrap(), b"v1");
 }
+
+#[tokio::test]
+async fn mount_flags_from_the_capability_are_applied() {
+    if !require_root("mount_flags_from_the_capability_are_applied") {
+        return;
+    }
+    let disk = Disk::new(300 * MIB);
+    let svc = NodeService::new(disk.config());
+    let staging = disk.path("staging");
+    let mut cap = mount_cap("xfs", Mode::SingleNodeWriter);
+    if let Some(csi::volume_capability::AccessType::Mount(m)) = cap.access_type.as_mut() {
+        m.mount_flags = vec!["noatime".into(), "nodev,noexec".into(), "logbsize=64k".into()];
+    }
+    stage(&svc, stage_request(&disk, &staging, cap)).await.unwrap();
+    let m = proxmox_csi::node::mountinfo::mount_at(&staging).unwrap().unwrap();
+    for flag in ["noatime", "nodev", "noexec"] {
+        assert!(m.mount_options.iter().any(|o| o == flag), "{flag} missing from {:?}", m.mount_options);
+    }
+    assert!(m.super_options.iter().any(|o| o == "logbsize=64k"), "fs option missing: {:?}", m.super_options);
+    assert!(m.super_options.iter().any(|o| o == "nouuid"), "xfs nouuid missing: {:?}", m.super_options);
+}
