@@ -14,7 +14,11 @@ use proxmox_csi::csi::volume_capability::access_mode::Mode;
 use proxmox_csi::node::{crypt, NodeService};
 use tonic::{Code, Request};
 
-fn encrypted_stage(disk: &Disk, staging: &std::path::Path, pass: Option<&str>) -> csi::NodeStageVolumeRequest {
+fn encrypted_stage(
+    disk: &Disk,
+    staging: &std::path::Path,
+    pass: Option<&str>,
+) -> csi::NodeStageVolumeRequest {
     let mut req = stage_request(disk, staging, mount_cap("ext4", Mode::SingleNodeWriter));
     req.volume_context.insert("encrypted".into(), "true".into());
     if let Some(p) = pass {
@@ -26,12 +30,27 @@ fn encrypted_stage(disk: &Disk, staging: &std::path::Path, pass: Option<&str>) -
 fn luks_format(disk: &Disk, pass: &str) {
     // Cheap key derivation keeps the test fast; strength is irrelevant here.
     let mut child = Command::new("cryptsetup")
-        .args(["luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file=-"])
+        .args([
+            "luksFormat",
+            "--batch-mode",
+            "--type",
+            "luks2",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file=-",
+        ])
         .arg(&disk.loopdev)
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(pass.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pass.as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success());
 }
 
@@ -46,7 +65,10 @@ async fn encrypted_volume_requires_passphrase() {
         volume_context: [("encrypted".to_string(), "true".to_string())].into(),
         ..Default::default()
     };
-    let err = svc.node_stage_volume(Request::new(disk_less)).await.unwrap_err();
+    let err = svc
+        .node_stage_volume(Request::new(disk_less))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("encryptionPassphrase"), "{err:?}");
 }
@@ -62,7 +84,11 @@ async fn plain_request_refuses_a_luks_disk() {
     let svc = NodeService::new(disk.config());
     let staging = disk.path("staging");
     let err = svc
-        .node_stage_volume(Request::new(stage_request(&disk, &staging, mount_cap("ext4", Mode::SingleNodeWriter))))
+        .node_stage_volume(Request::new(stage_request(
+            &disk,
+            &staging,
+            mount_cap("ext4", Mode::SingleNodeWriter),
+        )))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -77,9 +103,18 @@ async fn encrypted_publish_before_stage_is_refused() {
     }
     let disk = Disk::new(16 * MIB);
     let svc = NodeService::new(disk.config());
-    let mut req = publish_request(&disk, &disk.path("staging"), &disk.path("t"), block_cap(Mode::SingleNodeWriter), false);
+    let mut req = publish_request(
+        &disk,
+        &disk.path("staging"),
+        &disk.path("t"),
+        block_cap(Mode::SingleNodeWriter),
+        false,
+    );
     req.volume_context.insert("encrypted".into(), "true".into());
-    let err = svc.node_publish_volume(Request::new(req)).await.unwrap_err();
+    let err = svc
+        .node_publish_volume(Request::new(req))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(!disk.path("t").exists());
 }
@@ -99,26 +134,62 @@ async fn encrypted_stage_round_trip_or_clear_refusal() {
 
     if let Err(why) = crypt::device_mapper_available() {
         let before = disk.first_mib();
-        let err = svc.node_stage_volume(Request::new(encrypted_stage(&disk, &staging, Some("s3cret")))).await.unwrap_err();
+        let err = svc
+            .node_stage_volume(Request::new(encrypted_stage(
+                &disk,
+                &staging,
+                Some("s3cret"),
+            )))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
         assert!(err.message().contains("device-mapper"), "{err:?}");
-        assert!(disk.first_mib() == before, "nothing may be written when the container cannot be opened");
+        assert!(
+            disk.first_mib() == before,
+            "nothing may be written when the container cannot be opened"
+        );
         eprintln!("SKIP encrypted open/mount round trip: {why}");
         return;
     }
 
-    svc.node_stage_volume(Request::new(encrypted_stage(&disk, &staging, Some("s3cret")))).await.unwrap();
+    svc.node_stage_volume(Request::new(encrypted_stage(
+        &disk,
+        &staging,
+        Some("s3cret"),
+    )))
+    .await
+    .unwrap();
     assert_eq!(disk.blkid_type().as_deref(), Some("crypto_LUKS"));
     let mapped = crypt::mapping_path(&crypt::mapping_name(VOLUME_ID));
     assert!(mapped.exists());
     std::fs::write(staging.join("secret.txt"), b"inside").unwrap();
-    svc.node_unstage_volume(Request::new(unstage.clone())).await.unwrap();
+    svc.node_unstage_volume(Request::new(unstage.clone()))
+        .await
+        .unwrap();
     assert!(!mapped.exists(), "unstage closes the mapping");
 
-    let err = svc.node_stage_volume(Request::new(encrypted_stage(&disk, &staging, Some("wrong")))).await.unwrap_err();
+    let err = svc
+        .node_stage_volume(Request::new(encrypted_stage(
+            &disk,
+            &staging,
+            Some("wrong"),
+        )))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
 
-    svc.node_stage_volume(Request::new(encrypted_stage(&disk, &staging, Some("s3cret")))).await.unwrap();
-    assert_eq!(std::fs::read(staging.join("secret.txt")).unwrap(), b"inside");
-    svc.node_unstage_volume(Request::new(unstage)).await.unwrap();
+    svc.node_stage_volume(Request::new(encrypted_stage(
+        &disk,
+        &staging,
+        Some("s3cret"),
+    )))
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read(staging.join("secret.txt")).unwrap(),
+        b"inside"
+    );
+    svc.node_unstage_volume(Request::new(unstage))
+        .await
+        .unwrap();
 }

@@ -14,10 +14,15 @@ use proxmox_csi::node::NodeService;
 use tonic::{Code, Request};
 
 async fn stage(svc: &NodeService, disk: &Disk, staging: &Path, cap: csi::VolumeCapability) {
-    svc.node_stage_volume(Request::new(stage_request(disk, staging, cap))).await.unwrap();
+    svc.node_stage_volume(Request::new(stage_request(disk, staging, cap)))
+        .await
+        .unwrap();
 }
 
-async fn publish(svc: &NodeService, req: csi::NodePublishVolumeRequest) -> Result<(), tonic::Status> {
+async fn publish(
+    svc: &NodeService,
+    req: csi::NodePublishVolumeRequest,
+) -> Result<(), tonic::Status> {
     svc.node_publish_volume(Request::new(req)).await.map(|_| ())
 }
 
@@ -26,7 +31,9 @@ async fn unpublish(svc: &NodeService, target: &Path) -> Result<(), tonic::Status
         volume_id: VOLUME_ID.into(),
         target_path: target.to_string_lossy().into_owned(),
     };
-    svc.node_unpublish_volume(Request::new(req)).await.map(|_| ())
+    svc.node_unpublish_volume(Request::new(req))
+        .await
+        .map(|_| ())
 }
 
 #[tokio::test]
@@ -43,25 +50,46 @@ async fn publish_mount_rw_and_ro_then_unpublish_removes_targets() {
     // Targets live below directories that do not exist yet.
     let rw = disk.path("pods/a/volumes/rw");
     let ro = disk.path("pods/b/volumes/ro");
-    publish(&svc, publish_request(&disk, &staging, &rw, cap(), false)).await.unwrap();
-    publish(&svc, publish_request(&disk, &staging, &ro, cap(), true)).await.unwrap();
+    publish(&svc, publish_request(&disk, &staging, &rw, cap(), false))
+        .await
+        .unwrap();
+    publish(&svc, publish_request(&disk, &staging, &ro, cap(), true))
+        .await
+        .unwrap();
     // Idempotent repeats.
-    publish(&svc, publish_request(&disk, &staging, &rw, cap(), false)).await.unwrap();
-    publish(&svc, publish_request(&disk, &staging, &ro, cap(), true)).await.unwrap();
+    publish(&svc, publish_request(&disk, &staging, &rw, cap(), false))
+        .await
+        .unwrap();
+    publish(&svc, publish_request(&disk, &staging, &ro, cap(), true))
+        .await
+        .unwrap();
 
     std::fs::write(rw.join("hello"), b"world").unwrap();
-    assert_eq!(std::fs::read(ro.join("hello")).unwrap(), b"world", "both targets show the same volume");
+    assert_eq!(
+        std::fs::read(ro.join("hello")).unwrap(),
+        b"world",
+        "both targets show the same volume"
+    );
     assert_eq!(std::fs::read(staging.join("hello")).unwrap(), b"world");
     let err = std::fs::write(ro.join("nope"), b"x").unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "readonly publish must refuse writes: {err}");
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::EROFS),
+        "readonly publish must refuse writes: {err}"
+    );
 
     // Same target, different readonly: detected, not silently accepted.
-    let err = publish(&svc, publish_request(&disk, &staging, &ro, cap(), false)).await.unwrap_err();
+    let err = publish(&svc, publish_request(&disk, &staging, &ro, cap(), false))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
 
     unpublish(&svc, &rw).await.unwrap();
     unpublish(&svc, &ro).await.unwrap();
-    assert!(!rw.exists() && !ro.exists(), "unpublish removes the target directories");
+    assert!(
+        !rw.exists() && !ro.exists(),
+        "unpublish removes the target directories"
+    );
     // Again: already gone is success.
     unpublish(&svc, &rw).await.unwrap();
     // Data is still on the staged volume.
@@ -77,9 +105,18 @@ async fn publish_requires_staging() {
     let svc = NodeService::new(disk.config());
     let staging = disk.path("staging");
     std::fs::create_dir(&staging).unwrap();
-    let err = publish(&svc, publish_request(&disk, &staging, &disk.path("t"), mount_cap("ext4", Mode::SingleNodeWriter), false))
-        .await
-        .unwrap_err();
+    let err = publish(
+        &svc,
+        publish_request(
+            &disk,
+            &staging,
+            &disk.path("t"),
+            mount_cap("ext4", Mode::SingleNodeWriter),
+            false,
+        ),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(!disk.path("t").exists());
 }
@@ -96,7 +133,12 @@ async fn publish_refuses_staging_path_holding_another_disk() {
     stage(&NodeService::new(b.config()), &b, &staging, cap()).await;
     // Volume a's publish names a staging path where disk b is mounted.
     let svc_a = NodeService::new(a.config());
-    let err = publish(&svc_a, publish_request(&a, &staging, &a.path("t"), cap(), false)).await.unwrap_err();
+    let err = publish(
+        &svc_a,
+        publish_request(&a, &staging, &a.path("t"), cap(), false),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(!a.path("t").exists());
 }
@@ -112,17 +154,35 @@ async fn single_node_single_writer_allows_one_publication() {
     let cap = || mount_cap("ext4", Mode::SingleNodeSingleWriter);
     stage(&svc, &disk, &staging, cap()).await;
     let (t1, t2) = (disk.path("t1"), disk.path("t2"));
-    publish(&svc, publish_request(&disk, &staging, &t1, cap(), false)).await.unwrap();
-    publish(&svc, publish_request(&disk, &staging, &t1, cap(), false)).await.unwrap();
-    let err = publish(&svc, publish_request(&disk, &staging, &t2, cap(), false)).await.unwrap_err();
+    publish(&svc, publish_request(&disk, &staging, &t1, cap(), false))
+        .await
+        .unwrap();
+    publish(&svc, publish_request(&disk, &staging, &t1, cap(), false))
+        .await
+        .unwrap();
+    let err = publish(&svc, publish_request(&disk, &staging, &t2, cap(), false))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     unpublish(&svc, &t1).await.unwrap();
-    publish(&svc, publish_request(&disk, &staging, &t2, cap(), false)).await.unwrap();
+    publish(&svc, publish_request(&disk, &staging, &t2, cap(), false))
+        .await
+        .unwrap();
 
     // SINGLE_NODE_MULTI_WRITER permits several.
     let multi = || mount_cap("ext4", Mode::SingleNodeMultiWriter);
-    publish(&svc, publish_request(&disk, &staging, &disk.path("t3"), multi(), false)).await.unwrap();
-    publish(&svc, publish_request(&disk, &staging, &disk.path("t4"), multi(), false)).await.unwrap();
+    publish(
+        &svc,
+        publish_request(&disk, &staging, &disk.path("t3"), multi(), false),
+    )
+    .await
+    .unwrap();
+    publish(
+        &svc,
+        publish_request(&disk, &staging, &disk.path("t4"), multi(), false),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -136,7 +196,9 @@ async fn reader_only_mode_mounts_read_only() {
     let cap = || mount_cap("ext4", Mode::SingleNodeReaderOnly);
     stage(&svc, &disk, &staging, cap()).await;
     let t = disk.path("t");
-    publish(&svc, publish_request(&disk, &staging, &t, cap(), false)).await.unwrap();
+    publish(&svc, publish_request(&disk, &staging, &t, cap(), false))
+        .await
+        .unwrap();
     let err = std::fs::write(t.join("x"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
 }
@@ -152,12 +214,26 @@ async fn publish_block_binds_the_device_node() {
     let cap = || block_cap(Mode::SingleNodeWriter);
     stage(&svc, &disk, &staging, cap()).await;
     let target = disk.path("pods/a/volumeDevices/dev");
-    publish(&svc, publish_request(&disk, &staging, &target, cap(), false)).await.unwrap();
-    publish(&svc, publish_request(&disk, &staging, &target, cap(), false)).await.unwrap();
+    publish(
+        &svc,
+        publish_request(&disk, &staging, &target, cap(), false),
+    )
+    .await
+    .unwrap();
+    publish(
+        &svc,
+        publish_request(&disk, &staging, &target, cap(), false),
+    )
+    .await
+    .unwrap();
     assert!(is_mountpoint(&target));
 
     // Writing through the target lands on the loop device.
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&target).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&target)
+        .unwrap();
     f.seek(SeekFrom::Start(4096)).unwrap();
     f.write_all(b"raw block payload").unwrap();
     f.sync_all().unwrap();
@@ -168,9 +244,14 @@ async fn publish_block_binds_the_device_node() {
     assert_eq!(&back, b"raw block payload");
     // An open handle keeps the bind mount busy, as a running container would.
     drop(f);
-    assert_eq!(proxmox_csi::node::device::block_size(&target).unwrap(), 16 * MIB);
+    assert_eq!(
+        proxmox_csi::node::device::block_size(&target).unwrap(),
+        16 * MIB
+    );
 
-    let err = publish(&svc, publish_request(&disk, &staging, &target, cap(), true)).await.unwrap_err();
+    let err = publish(&svc, publish_request(&disk, &staging, &target, cap(), true))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
 
     unpublish(&svc, &target).await.unwrap();
@@ -188,8 +269,18 @@ async fn block_single_writer_refuses_second_target() {
     let staging = disk.path("staging");
     let cap = || block_cap(Mode::SingleNodeSingleWriter);
     stage(&svc, &disk, &staging, cap()).await;
-    publish(&svc, publish_request(&disk, &staging, &disk.path("b1"), cap(), false)).await.unwrap();
-    let err = publish(&svc, publish_request(&disk, &staging, &disk.path("b2"), cap(), false)).await.unwrap_err();
+    publish(
+        &svc,
+        publish_request(&disk, &staging, &disk.path("b1"), cap(), false),
+    )
+    .await
+    .unwrap();
+    let err = publish(
+        &svc,
+        publish_request(&disk, &staging, &disk.path("b2"), cap(), false),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(!disk.path("b2").exists());
 }
@@ -207,8 +298,12 @@ async fn target_mounted_from_other_volume_is_already_exists() {
     stage(&svc_a, &a, &sa, cap()).await;
     stage(&svc_b, &b, &sb, cap()).await;
     let target = a.path("t");
-    publish(&svc_a, publish_request(&a, &sa, &target, cap(), false)).await.unwrap();
-    let err = publish(&svc_b, publish_request(&b, &sb, &target, cap(), false)).await.unwrap_err();
+    publish(&svc_a, publish_request(&a, &sa, &target, cap(), false))
+        .await
+        .unwrap();
+    let err = publish(&svc_b, publish_request(&b, &sb, &target, cap(), false))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
 }
 
@@ -234,13 +329,19 @@ async fn unpublish_never_deletes_contents_of_an_unmounted_target() {
 async fn unpublish_validates_fields() {
     let svc = NodeService::new(proxmox_csi::node::NodeConfig::new("n"));
     let err = svc
-        .node_unpublish_volume(Request::new(csi::NodeUnpublishVolumeRequest { volume_id: VOLUME_ID.into(), target_path: String::new() }))
+        .node_unpublish_volume(Request::new(csi::NodeUnpublishVolumeRequest {
+            volume_id: VOLUME_ID.into(),
+            target_path: String::new(),
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("target_path"));
     let err = svc
-        .node_unpublish_volume(Request::new(csi::NodeUnpublishVolumeRequest { volume_id: String::new(), target_path: "/x".into() }))
+        .node_unpublish_volume(Request::new(csi::NodeUnpublishVolumeRequest {
+            volume_id: String::new(),
+            target_path: "/x".into(),
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

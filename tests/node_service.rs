@@ -17,7 +17,11 @@ use tonic::{Code, Request};
 #[tokio::test]
 async fn capabilities_are_advertised() {
     let svc = NodeService::new(NodeConfig::new("n"));
-    let caps = svc.node_get_capabilities(Request::new(csi::NodeGetCapabilitiesRequest {})).await.unwrap().into_inner();
+    let caps = svc
+        .node_get_capabilities(Request::new(csi::NodeGetCapabilitiesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
     let types: Vec<i32> = caps
         .capabilities
         .iter()
@@ -42,16 +46,32 @@ async fn node_info_reflects_config() {
     let mut cfg = NodeConfig::new("worker-3");
     cfg.max_volumes = 24;
     cfg.topology = BTreeMap::from([
-        ("topology.kubernetes.io/region".to_string(), "region1".to_string()),
-        ("topology.kubernetes.io/zone".to_string(), "pve-a".to_string()),
+        (
+            "topology.kubernetes.io/region".to_string(),
+            "region1".to_string(),
+        ),
+        (
+            "topology.kubernetes.io/zone".to_string(),
+            "pve-a".to_string(),
+        ),
     ]);
     let svc = NodeService::new(cfg);
-    let info = svc.node_get_info(Request::new(csi::NodeGetInfoRequest {})).await.unwrap().into_inner();
+    let info = svc
+        .node_get_info(Request::new(csi::NodeGetInfoRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.node_id, "worker-3");
     assert_eq!(info.max_volumes_per_node, 24);
     let seg = info.accessible_topology.unwrap().segments;
-    assert_eq!(seg.get("topology.kubernetes.io/zone").map(String::as_str), Some("pve-a"));
-    assert_eq!(seg.get("topology.kubernetes.io/region").map(String::as_str), Some("region1"));
+    assert_eq!(
+        seg.get("topology.kubernetes.io/zone").map(String::as_str),
+        Some("pve-a")
+    );
+    assert_eq!(
+        seg.get("topology.kubernetes.io/region").map(String::as_str),
+        Some("region1")
+    );
 }
 
 #[tokio::test]
@@ -74,11 +94,18 @@ async fn concurrent_operation_on_same_volume_is_aborted() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let err = svc
-        .node_stage_volume(Request::new(stage_request(&disk, &staging, mount_cap("ext4", Mode::SingleNodeWriter))))
+        .node_stage_volume(Request::new(stage_request(
+            &disk,
+            &staging,
+            mount_cap("ext4", Mode::SingleNodeWriter),
+        )))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "{err:?}");
-    assert!(err.message().contains(VOLUME_ID) && err.message().contains("already in progress"), "{err:?}");
+    assert!(
+        err.message().contains(VOLUME_ID) && err.message().contains("already in progress"),
+        "{err:?}"
+    );
     let err = svc
         .node_unstage_volume(Request::new(csi::NodeUnstageVolumeRequest {
             volume_id: VOLUME_ID.into(),
@@ -117,8 +144,18 @@ async fn full_lifecycle_through_the_service() {
     let staging = disk.path("plugins/kubernetes.io/csi/pv/globalmount");
     let target = disk.path("pods/uid/volumes/kubernetes.io~csi/pv/mount");
     let cap = || mount_cap("ext4", Mode::SingleNodeWriter);
-    svc.node_stage_volume(Request::new(stage_request(&disk, &staging, cap()))).await.unwrap();
-    svc.node_publish_volume(Request::new(publish_request(&disk, &staging, &target, cap(), false))).await.unwrap();
+    svc.node_stage_volume(Request::new(stage_request(&disk, &staging, cap())))
+        .await
+        .unwrap();
+    svc.node_publish_volume(Request::new(publish_request(
+        &disk,
+        &staging,
+        &target,
+        cap(),
+        false,
+    )))
+    .await
+    .unwrap();
     std::fs::write(target.join("f"), b"data").unwrap();
     svc.node_unpublish_volume(Request::new(csi::NodeUnpublishVolumeRequest {
         volume_id: VOLUME_ID.into(),
@@ -134,5 +171,8 @@ async fn full_lifecycle_through_the_service() {
     .await
     .unwrap();
     assert!(!is_mountpoint(&staging));
-    assert!(staging.is_dir(), "the staging directory belongs to the CO and stays");
+    assert!(
+        staging.is_dir(),
+        "the staging directory belongs to the CO and stays"
+    );
 }

@@ -29,7 +29,11 @@ impl Output {
         if output.is_empty() {
             output = self.stdout.trim().to_string();
         }
-        NodeError::Tool { tool: tool.to_string(), status, output }
+        NodeError::Tool {
+            tool: tool.to_string(),
+            status,
+            output,
+        }
     }
 }
 
@@ -41,23 +45,37 @@ pub async fn run(tool: &str, args: &[&str]) -> Result<Output, NodeError> {
 
 /// Like [`run`], feeding `input` on stdin. Secrets travel this way so they
 /// never appear in argv (visible to every process via /proc) or in logs.
-pub async fn run_with_input(tool: &str, args: &[&str], input: Option<&[u8]>) -> Result<Output, NodeError> {
+pub async fn run_with_input(
+    tool: &str,
+    args: &[&str],
+    input: Option<&[u8]>,
+) -> Result<Output, NodeError> {
     use tokio::io::AsyncWriteExt;
 
     tracing::debug!(tool, ?args, "running");
     let mut child = Command::new(tool)
         .args(args)
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| NodeError::io(format!("starting {tool}"), e))?;
     if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(bytes).await.map_err(|e| NodeError::io(format!("writing to {tool}"), e))?;
+        stdin
+            .write_all(bytes)
+            .await
+            .map_err(|e| NodeError::io(format!("writing to {tool}"), e))?;
         // Dropping stdin closes it, which tells the tool the input ended.
     }
-    let out = child.wait_with_output().await.map_err(|e| NodeError::io(format!("waiting for {tool}"), e))?;
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| NodeError::io(format!("waiting for {tool}"), e))?;
     Ok(Output {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -29,7 +29,9 @@ pub fn mapping_path(name: &str) -> PathBuf {
 /// the disk may already have been formatted, so check before touching it.
 pub fn device_mapper_available() -> Result<(), NodeError> {
     let misc = std::fs::read_to_string("/proc/misc").unwrap_or_default();
-    let registered = misc.lines().any(|l| l.split_whitespace().nth(1) == Some("device-mapper"));
+    let registered = misc
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("device-mapper"));
     let control = Path::new(MAPPER_DIR).join("control").exists();
     if registered && control {
         return Ok(());
@@ -42,7 +44,12 @@ pub fn device_mapper_available() -> Result<(), NodeError> {
 
 /// Opens (formatting first if the disk is blank) the LUKS container on
 /// `disk` as `/dev/mapper/<name>` and returns that path.
-pub async fn open(disk: &Path, name: &str, passphrase: &Passphrase, sys_block_dir: &Path) -> Result<PathBuf, NodeError> {
+pub async fn open(
+    disk: &Path,
+    name: &str,
+    passphrase: &Passphrase,
+    sys_block_dir: &Path,
+) -> Result<PathBuf, NodeError> {
     let mapped = mapping_path(name);
     if mapped.exists() {
         ensure_backed_by(&mapped, disk, sys_block_dir)?;
@@ -52,7 +59,12 @@ pub async fn open(disk: &Path, name: &str, passphrase: &Passphrase, sys_block_di
     match probe::probe(disk).await? {
         Content::Luks => {}
         Content::Blank => format(disk, passphrase).await?,
-        other => return Err(NodeError::NotBlank { device: disk.to_path_buf(), found: other.describe() }),
+        other => {
+            return Err(NodeError::NotBlank {
+                device: disk.to_path_buf(),
+                found: other.describe(),
+            })
+        }
     }
     let dev = disk.to_string_lossy();
     let out = cmd::run_with_input(
@@ -64,7 +76,10 @@ pub async fn open(disk: &Path, name: &str, passphrase: &Passphrase, sys_block_di
     if !out.success() {
         // cryptsetup's exit code 2 means the key did not unlock any slot.
         if out.code == Some(2) {
-            return Err(NodeError::Precondition(format!("the passphrase does not unlock {}", disk.display())));
+            return Err(NodeError::Precondition(format!(
+                "the passphrase does not unlock {}",
+                disk.display()
+            )));
         }
         if out.stderr.contains("device-mapper") {
             return Err(NodeError::Precondition(format!(
@@ -83,13 +98,22 @@ async fn format(disk: &Path, passphrase: &Passphrase) -> Result<(), NodeError> {
     let dev = disk.to_string_lossy();
     cmd::run_with_input(
         "cryptsetup",
-        &["luksFormat", "--batch-mode", "--type", "luks2", "--key-file=-", &dev],
+        &[
+            "luksFormat",
+            "--batch-mode",
+            "--type",
+            "luks2",
+            "--key-file=-",
+            &dev,
+        ],
         Some(passphrase.expose().as_bytes()),
     )
     .await?
     .success()
     .then_some(())
-    .ok_or_else(|| NodeError::Precondition(format!("cryptsetup luksFormat {} failed", disk.display())))
+    .ok_or_else(|| {
+        NodeError::Precondition(format!("cryptsetup luksFormat {} failed", disk.display()))
+    })
 }
 
 /// Closes the mapping if it is open; absent is success so unstage retries
@@ -106,7 +130,11 @@ pub async fn close(name: &str) -> Result<(), NodeError> {
 /// the volume key in the kernel keyring, so the passphrase is optional.
 pub async fn resize(name: &str, passphrase: Option<&Passphrase>) -> Result<(), NodeError> {
     let input = passphrase.map(|p| p.expose().as_bytes());
-    let args: &[&str] = if input.is_some() { &["resize", "--key-file=-", name] } else { &["resize", name] };
+    let args: &[&str] = if input.is_some() {
+        &["resize", "--key-file=-", name]
+    } else {
+        &["resize", name]
+    };
     let out = cmd::run_with_input("cryptsetup", args, input).await?;
     if !out.success() {
         return Err(out.into_error("cryptsetup resize"));
@@ -118,17 +146,29 @@ pub async fn resize(name: &str, passphrase: Option<&Passphrase>) -> Result<(), N
 /// device beneath it.
 pub fn mapping_parent(sys_block_dir: &Path, kernel_name: &str) -> Option<(String, String)> {
     let base = sys_block_dir.join(kernel_name);
-    let name = std::fs::read_to_string(base.join("dm").join("name")).ok()?.trim().to_string();
+    let name = std::fs::read_to_string(base.join("dm").join("name"))
+        .ok()?
+        .trim()
+        .to_string();
     let mut slaves = std::fs::read_dir(base.join("slaves")).ok()?;
-    let slave = slaves.next()?.ok()?.file_name().to_string_lossy().into_owned();
+    let slave = slaves
+        .next()?
+        .ok()?
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
     Some((name, slave))
 }
 
 /// An existing mapping must sit on this volume's disk; a leftover mapping
 /// over some other disk must not be handed out under this volume's name.
 fn ensure_backed_by(mapped: &Path, disk: &Path, sys_block_dir: &Path) -> Result<(), NodeError> {
-    let resolved = std::fs::canonicalize(mapped).map_err(|e| NodeError::io(format!("resolving {}", mapped.display()), e))?;
-    let dm = resolved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let resolved = std::fs::canonicalize(mapped)
+        .map_err(|e| NodeError::io(format!("resolving {}", mapped.display()), e))?;
+    let dm = resolved
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let disk_name = std::fs::canonicalize(disk)
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -138,7 +178,9 @@ fn ensure_backed_by(mapped: &Path, disk: &Path, sys_block_dir: &Path) -> Result<
         other => Err(NodeError::Incompatible(format!(
             "{} is open on {} rather than {}",
             mapped.display(),
-            other.map(|(_, s)| s).unwrap_or_else(|| "an unknown device".into()),
+            other
+                .map(|(_, s)| s)
+                .unwrap_or_else(|| "an unknown device".into()),
             disk.display()
         ))),
     }

@@ -15,7 +15,11 @@ pub enum NodeError {
     Busy(String),
 
     #[error("disk with wwn {wwn} did not appear as {link} within {waited:?}")]
-    DeviceNotFound { wwn: String, link: PathBuf, waited: Duration },
+    DeviceNotFound {
+        wwn: String,
+        link: PathBuf,
+        waited: Duration,
+    },
 
     #[error("{0} does not exist")]
     PathNotFound(PathBuf),
@@ -26,14 +30,24 @@ pub enum NodeError {
     /// The by-id link resolves to a disk whose identity disagrees with the
     /// requested wwn, e.g. a stale link left behind after a detach.
     #[error("{device} reports wwid {found:?} but wwn {wwn} was requested; refusing to use it")]
-    WrongDisk { device: PathBuf, wwn: String, found: String },
+    WrongDisk {
+        device: PathBuf,
+        wwn: String,
+        found: String,
+    },
 
     /// The device carries data we must not overwrite or cannot use.
     #[error("{device} is not blank ({found}); refusing to format it")]
     NotBlank { device: PathBuf, found: String },
 
-    #[error("{device} holds a {found} filesystem but {wanted} was requested; leaving it untouched")]
-    FsTypeMismatch { device: PathBuf, found: String, wanted: String },
+    #[error(
+        "{device} holds a {found} filesystem but {wanted} was requested; leaving it untouched"
+    )]
+    FsTypeMismatch {
+        device: PathBuf,
+        found: String,
+        wanted: String,
+    },
 
     /// The target is already in use in a way incompatible with the request.
     #[error("{0}")]
@@ -45,13 +59,25 @@ pub enum NodeError {
     Precondition(String),
 
     #[error("{tool} failed ({status}): {output}")]
-    Tool { tool: String, status: String, output: String },
+    Tool {
+        tool: String,
+        status: String,
+        output: String,
+    },
 
     #[error("{op} {path}: {errno}")]
-    Sys { op: &'static str, path: PathBuf, errno: nix::errno::Errno },
+    Sys {
+        op: &'static str,
+        path: PathBuf,
+        errno: nix::errno::Errno,
+    },
 
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl NodeError {
@@ -60,7 +86,10 @@ impl NodeError {
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        NodeError::Io { context: context.into(), source }
+        NodeError::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     pub fn code(&self) -> Code {

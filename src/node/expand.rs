@@ -41,7 +41,8 @@ pub async fn expand(
         return device::block_size(&disk);
     }
     let mount = writable_mount(volume_path, staging_path)?;
-    let (data, disk) = grow_device(cfg, mount.major, mount.minor, required_bytes, passphrase).await?;
+    let (data, disk) =
+        grow_device(cfg, mount.major, mount.minor, required_bytes, passphrase).await?;
     grow_filesystem(&mount, &data).await?;
     device::block_size(&disk)
 }
@@ -75,9 +76,15 @@ async fn grow_device(
 /// Picks the mount to grow through. xfs_growfs needs a writable mount, and
 /// a read-only publication may sit at volume_path, so the staging mount is
 /// preferred when it is writable and holds the same filesystem.
-fn writable_mount(volume_path: &Path, staging_path: Option<&Path>) -> Result<MountEntry, NodeError> {
+fn writable_mount(
+    volume_path: &Path,
+    staging_path: Option<&Path>,
+) -> Result<MountEntry, NodeError> {
     let published = mountinfo::mount_at(volume_path)?.ok_or_else(|| {
-        NodeError::Precondition(format!("{} is not a mount point; is the volume published?", volume_path.display()))
+        NodeError::Precondition(format!(
+            "{} is not a mount point; is the volume published?",
+            volume_path.display()
+        ))
     })?;
     if let Some(staging) = staging_path {
         let same_fs = |m: &MountEntry| (m.major, m.minor) == (published.major, published.minor);
@@ -101,7 +108,8 @@ async fn refresh_size(cfg: &NodeConfig, dev: &Path, required_bytes: u64) -> Resu
     let name = dev.file_name().expect("device node has a name");
     let rescan = cfg.sys_block_dir.join(name).join("device").join("rescan");
     if rescan.exists() {
-        std::fs::write(&rescan, "1").map_err(|e| NodeError::io(format!("writing {}", rescan.display()), e))?;
+        std::fs::write(&rescan, "1")
+            .map_err(|e| NodeError::io(format!("writing {}", rescan.display()), e))?;
     }
     let deadline = Instant::now() + cfg.device_wait;
     loop {

@@ -50,7 +50,9 @@ pub async fn mkfs(device: &Path, fs: FsType) -> Result<(), NodeError> {
         // user paid for. nodiscard: a fresh disk has nothing to discard,
         // and discarding terabytes through the virtual SCSI layer can take
         // longer than the CO waits for NodeStageVolume.
-        FsType::Ext4 => cmd::run_ok("mkfs.ext4", &["-F", "-m", "0", "-E", "nodiscard", &dev]).await?,
+        FsType::Ext4 => {
+            cmd::run_ok("mkfs.ext4", &["-F", "-m", "0", "-E", "nodiscard", &dev]).await?
+        }
         // No -f: mkfs.xfs then refuses to overwrite any signature it finds,
         // a second safety net behind our own blank check. -K: no discard,
         // for the same reason as above.

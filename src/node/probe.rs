@@ -88,7 +88,10 @@ pub fn classify(tags: &BTreeMap<String, String>) -> Content {
     }
     match (ty, tags.get("USAGE").map(String::as_str)) {
         (Some(t), Some("filesystem")) => Content::Filesystem(t),
-        (Some(t), usage) => Content::Other(format!("{t} signature (usage {})", usage.unwrap_or("unknown"))),
+        (Some(t), usage) => Content::Other(format!(
+            "{t} signature (usage {})",
+            usage.unwrap_or("unknown")
+        )),
         (None, _) => Content::Other(format!("unrecognised signature {tags:?}")),
     }
 }
@@ -98,7 +101,9 @@ fn starts_with_zeros(device: &Path) -> Result<bool, NodeError> {
     let file = std::fs::File::open(device).map_err(|e| NodeError::io(ctx(), e))?;
     let mut buf = Vec::with_capacity(BLANK_CHECK_BYTES);
     // A device smaller than the window is fine: only what exists is checked.
-    file.take(BLANK_CHECK_BYTES as u64).read_to_end(&mut buf).map_err(|e| NodeError::io(ctx(), e))?;
+    file.take(BLANK_CHECK_BYTES as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| NodeError::io(ctx(), e))?;
     Ok(buf.iter().all(|&b| b == 0))
 }
 
@@ -108,7 +113,9 @@ mod tests {
 
     #[test]
     fn classifies_blkid_output() {
-        let fs = parse_export("DEVNAME=/dev/sdb\nUUID=abc\nBLOCK_SIZE=4096\nTYPE=ext4\nUSAGE=filesystem\n");
+        let fs = parse_export(
+            "DEVNAME=/dev/sdb\nUUID=abc\nBLOCK_SIZE=4096\nTYPE=ext4\nUSAGE=filesystem\n",
+        );
         assert_eq!(classify(&fs), Content::Filesystem("ext4".into()));
         let pt = parse_export("DEVNAME=/dev/sdb\nPTUUID=1234\nPTTYPE=dos\n");
         assert_eq!(classify(&pt), Content::PartitionTable("dos".into()));

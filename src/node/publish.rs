@@ -18,7 +18,13 @@ pub async fn publish(cfg: &NodeConfig, req: &PublishRequest) -> Result<(), NodeE
     let single = req.capability.sharing == Sharing::SingleWriter;
     let device = data_device(cfg, req).await?;
     match &req.capability.access {
-        Access::Mount { .. } => publish_filesystem(&device, &req.staging_path, &req.target_path, readonly, single),
+        Access::Mount { .. } => publish_filesystem(
+            &device,
+            &req.staging_path,
+            &req.target_path,
+            readonly,
+            single,
+        ),
         Access::Block => publish_block(&device, &req.target_path, readonly, single),
     }
 }
@@ -36,7 +42,13 @@ async fn data_device(cfg: &NodeConfig, req: &PublishRequest) -> Result<PathBuf, 
         }
         return Ok(mapped);
     }
-    device::find_by_wwn(&cfg.device_dir, &cfg.sys_block_dir, &req.wwn, cfg.device_wait).await
+    device::find_by_wwn(
+        &cfg.device_dir,
+        &cfg.sys_block_dir,
+        &req.wwn,
+        cfg.device_wait,
+    )
+    .await
 }
 
 fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -57,7 +69,10 @@ pub fn publish_filesystem(
     single_writer: bool,
 ) -> Result<(), NodeError> {
     let staged = mountinfo::mount_at(staging)?.ok_or_else(|| {
-        NodeError::Precondition(format!("volume is not staged: {} is not a mount point", staging.display()))
+        NodeError::Precondition(format!(
+            "volume is not staged: {} is not a mount point",
+            staging.display()
+        ))
     })?;
     // Publishing whatever happens to be mounted at the staging path could
     // hand a pod another volume's data.
@@ -70,7 +85,8 @@ pub fn publish_filesystem(
         )));
     }
     if let Some(existing) = mountinfo::mount_at(target)? {
-        let same = (existing.major, existing.minor) == (staged.major, staged.minor) && existing.root == staged.root;
+        let same = (existing.major, existing.minor) == (staged.major, staged.minor)
+            && existing.root == staged.root;
         return check_republish(same, &existing, target, readonly);
     }
     if single_writer {
@@ -94,14 +110,23 @@ pub fn publish_filesystem(
 /// node (the kernel checks read-only mounts only for regular files and
 /// directories); `readonly` here marks the mount, the kubelet additionally
 /// exposes the device read-only to the container.
-pub fn publish_block(device: &Path, target: &Path, readonly: bool, single_writer: bool) -> Result<(), NodeError> {
+pub fn publish_block(
+    device: &Path,
+    target: &Path,
+    readonly: bool,
+    single_writer: bool,
+) -> Result<(), NodeError> {
     let dev_meta = std::fs::metadata(device).map_err(io_err("stat", device))?;
     if let Some(existing) = mountinfo::mount_at(target)? {
         let same = is_node_of(target, dev_meta.rdev());
         return check_republish(same, &existing, target, readonly);
     }
     if single_writer {
-        refuse_second_writer(&block_publications(device, dev_meta.dev(), dev_meta.rdev())?)?;
+        refuse_second_writer(&block_publications(
+            device,
+            dev_meta.dev(),
+            dev_meta.rdev(),
+        )?)?;
     }
     prepare_target_file(target)?;
     mount::bind(device, target, readonly)?;
@@ -111,7 +136,12 @@ pub fn publish_block(device: &Path, target: &Path, readonly: bool, single_writer
 
 /// Same source and same read-only setting means the request was already
 /// done; otherwise the target is taken by something incompatible.
-fn check_republish(same_source: bool, existing: &MountEntry, target: &Path, readonly: bool) -> Result<(), NodeError> {
+fn check_republish(
+    same_source: bool,
+    existing: &MountEntry,
+    target: &Path,
+    readonly: bool,
+) -> Result<(), NodeError> {
     if !same_source {
         return Err(NodeError::Incompatible(format!(
             "{} is already a mount point of something else ({})",
@@ -140,14 +170,20 @@ fn refuse_second_writer(others: &[PathBuf]) -> Result<(), NodeError> {
 }
 
 fn is_node_of(path: &Path, rdev: u64) -> bool {
-    std::fs::metadata(path).map(|m| m.file_type().is_block_device() && m.rdev() == rdev).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|m| m.file_type().is_block_device() && m.rdev() == rdev)
+        .unwrap_or(false)
 }
 
 /// Mount points where the device node with `rdev` is bind-mounted. Only
 /// mounts of the filesystem holding the node (`node_fs_dev`, usually
 /// devtmpfs) are stat'ed, so unrelated and possibly hung mounts are never
 /// touched.
-fn block_publications(device: &Path, node_fs_dev: u64, rdev: u64) -> Result<Vec<PathBuf>, NodeError> {
+fn block_publications(
+    device: &Path,
+    node_fs_dev: u64,
+    rdev: u64,
+) -> Result<Vec<PathBuf>, NodeError> {
     let (maj, min) = device::split_dev(node_fs_dev);
     let device = canonical_or_same(device);
     Ok(mountinfo::read()?

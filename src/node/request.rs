@@ -103,7 +103,9 @@ pub fn path(field: &str, value: &str) -> Result<PathBuf, NodeError> {
     }
     let p = Path::new(value);
     if !p.is_absolute() {
-        return Err(NodeError::invalid(format!("{field} must be an absolute path, got {value:?}")));
+        return Err(NodeError::invalid(format!(
+            "{field} must be an absolute path, got {value:?}"
+        )));
     }
     Ok(p.to_path_buf())
 }
@@ -158,7 +160,10 @@ pub fn encryption(
     }
 }
 
-pub fn capability(field: &str, cap: Option<&csi::VolumeCapability>) -> Result<Capability, NodeError> {
+pub fn capability(
+    field: &str,
+    cap: Option<&csi::VolumeCapability>,
+) -> Result<Capability, NodeError> {
     let cap = cap.ok_or_else(|| NodeError::invalid(format!("{field} is required")))?;
     let access = match &cap.access_type {
         Some(AccessType::Block(_)) => Access::Block,
@@ -173,11 +178,22 @@ pub fn capability(field: &str, cap: Option<&csi::VolumeCapability>) -> Result<Ca
                     ))
                 })?
             };
-            Access::Mount { fs, flags: m.mount_flags.clone() }
+            Access::Mount {
+                fs,
+                flags: m.mount_flags.clone(),
+            }
         }
-        None => return Err(NodeError::invalid(format!("{field}.access_type must be mount or block"))),
+        None => {
+            return Err(NodeError::invalid(format!(
+                "{field}.access_type must be mount or block"
+            )))
+        }
     };
-    let mode = cap.access_mode.as_ref().map(|m| m.mode()).unwrap_or(Mode::Unknown);
+    let mode = cap
+        .access_mode
+        .as_ref()
+        .map(|m| m.mode())
+        .unwrap_or(Mode::Unknown);
     let sharing = match mode {
         Mode::SingleNodeWriter | Mode::SingleNodeMultiWriter => Sharing::MultiWriter,
         Mode::SingleNodeSingleWriter => Sharing::SingleWriter,
@@ -190,7 +206,11 @@ pub fn capability(field: &str, cap: Option<&csi::VolumeCapability>) -> Result<Ca
                 mode.as_str_name()
             )))
         }
-        Mode::Unknown => return Err(NodeError::invalid(format!("{field}.access_mode is required"))),
+        Mode::Unknown => {
+            return Err(NodeError::invalid(format!(
+                "{field}.access_mode is required"
+            )))
+        }
     };
     Ok(Capability { access, sharing })
 }
@@ -228,18 +248,45 @@ mod tests {
 
     fn mount_cap(fs: &str, mode: Mode) -> csi::VolumeCapability {
         csi::VolumeCapability {
-            access_type: Some(AccessType::Mount(MountVolume { fs_type: fs.into(), ..Default::default() })),
+            access_type: Some(AccessType::Mount(MountVolume {
+                fs_type: fs.into(),
+                ..Default::default()
+            })),
             access_mode: Some(AccessMode { mode: mode as i32 }),
         }
     }
 
     #[test]
     fn fs_type_rules() {
-        let c = capability("volume_capability", Some(&mount_cap("", Mode::SingleNodeWriter))).unwrap();
-        assert_eq!(c.access, Access::Mount { fs: FsType::Ext4, flags: vec![] });
-        let c = capability("volume_capability", Some(&mount_cap("xfs", Mode::SingleNodeWriter))).unwrap();
-        assert_eq!(c.access, Access::Mount { fs: FsType::Xfs, flags: vec![] });
-        let e = capability("volume_capability", Some(&mount_cap("btrfs", Mode::SingleNodeWriter))).unwrap_err();
+        let c = capability(
+            "volume_capability",
+            Some(&mount_cap("", Mode::SingleNodeWriter)),
+        )
+        .unwrap();
+        assert_eq!(
+            c.access,
+            Access::Mount {
+                fs: FsType::Ext4,
+                flags: vec![]
+            }
+        );
+        let c = capability(
+            "volume_capability",
+            Some(&mount_cap("xfs", Mode::SingleNodeWriter)),
+        )
+        .unwrap();
+        assert_eq!(
+            c.access,
+            Access::Mount {
+                fs: FsType::Xfs,
+                flags: vec![]
+            }
+        );
+        let e = capability(
+            "volume_capability",
+            Some(&mount_cap("btrfs", Mode::SingleNodeWriter)),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("volume_capability.mount.fs_type"));
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
@@ -248,11 +295,22 @@ mod tests {
     fn access_mode_rules() {
         let e = capability("volume_capability", Some(&mount_cap("", Mode::Unknown))).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        let e = capability("volume_capability", Some(&mount_cap("", Mode::MultiNodeMultiWriter))).unwrap_err();
+        let e = capability(
+            "volume_capability",
+            Some(&mount_cap("", Mode::MultiNodeMultiWriter)),
+        )
+        .unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-        let c = capability("volume_capability", Some(&mount_cap("", Mode::SingleNodeSingleWriter))).unwrap();
+        let c = capability(
+            "volume_capability",
+            Some(&mount_cap("", Mode::SingleNodeSingleWriter)),
+        )
+        .unwrap();
         assert_eq!(c.sharing, Sharing::SingleWriter);
-        assert!(capability("volume_capability", None).unwrap_err().to_string().contains("volume_capability"));
+        assert!(capability("volume_capability", None)
+            .unwrap_err()
+            .to_string()
+            .contains("volume_capability"));
     }
 
     #[test]
@@ -274,12 +332,18 @@ mod tests {
         assert!(!format!("{p:?}").contains("hunter2"));
         assert!(encryption(&HashMap::new(), &secrets).unwrap().is_none());
         let bad = HashMap::from([(CTX_ENCRYPTED.to_string(), "yes".to_string())]);
-        assert_eq!(encrypted(&bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            encrypted(&bad).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 
     #[test]
     fn paths_must_be_absolute() {
-        assert!(path("target_path", "").unwrap_err().to_string().contains("target_path"));
+        assert!(path("target_path", "")
+            .unwrap_err()
+            .to_string()
+            .contains("target_path"));
         assert!(path("target_path", "rel/x").is_err());
         assert!(path("target_path", "/abs").is_ok());
         let e = existing_volume_path("volume_path", "some/path").unwrap_err();

@@ -24,7 +24,10 @@ pub struct NodeService {
 
 impl NodeService {
     pub fn new(cfg: NodeConfig) -> Self {
-        NodeService { cfg: Arc::new(cfg), inflight: InFlight::new() }
+        NodeService {
+            cfg: Arc::new(cfg),
+            inflight: InFlight::new(),
+        }
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -56,8 +59,14 @@ fn optional_path(field: &str, value: &str) -> Result<Option<std::path::PathBuf>,
 
 fn condition(abnormal: Option<String>) -> csi::VolumeCondition {
     match abnormal {
-        Some(message) => csi::VolumeCondition { abnormal: true, message },
-        None => csi::VolumeCondition { abnormal: false, message: "volume is mounted and healthy".into() },
+        Some(message) => csi::VolumeCondition {
+            abnormal: true,
+            message,
+        },
+        None => csi::VolumeCondition {
+            abnormal: false,
+            message: "volume is mounted and healthy".into(),
+        },
     }
 }
 
@@ -129,7 +138,10 @@ impl Node for NodeService {
         if let Some(i) = st.inodes {
             usage.push(unit(i, csi::volume_usage::Unit::Inodes));
         }
-        Ok(Response::new(csi::NodeGetVolumeStatsResponse { usage, volume_condition: Some(condition(st.abnormal)) }))
+        Ok(Response::new(csi::NodeGetVolumeStatsResponse {
+            usage,
+            volume_condition: Some(condition(st.abnormal)),
+        }))
     }
 
     async fn node_expand_volume(
@@ -140,12 +152,27 @@ impl Node for NodeService {
         let volume_id = request::volume_id(&req.volume_id)?;
         let path = request::existing_volume_path("volume_path", &req.volume_path)?;
         let staging = optional_path("staging_target_path", &req.staging_target_path)?;
-        let required = req.capacity_range.as_ref().map(|c| c.required_bytes.max(0) as u64).unwrap_or(0);
-        let passphrase = req.secrets.get(request::SECRET_PASSPHRASE).map(|p| request::Passphrase::new(p.clone()));
+        let required = req
+            .capacity_range
+            .as_ref()
+            .map(|c| c.required_bytes.max(0) as u64)
+            .unwrap_or(0);
+        let passphrase = req
+            .secrets
+            .get(request::SECRET_PASSPHRASE)
+            .map(|p| request::Passphrase::new(p.clone()));
         let _guard = self.inflight.begin(&volume_id)?;
-        let size =
-            expand::expand(&self.cfg, &path, staging.as_deref().map(Path::new), required, passphrase.as_ref()).await?;
-        Ok(Response::new(csi::NodeExpandVolumeResponse { capacity_bytes: size as i64 }))
+        let size = expand::expand(
+            &self.cfg,
+            &path,
+            staging.as_deref().map(Path::new),
+            required,
+            passphrase.as_ref(),
+        )
+        .await?;
+        Ok(Response::new(csi::NodeExpandVolumeResponse {
+            capacity_bytes: size as i64,
+        }))
     }
 
     async fn node_get_capabilities(
@@ -155,12 +182,14 @@ impl Node for NodeService {
         let capabilities = CAPABILITIES
             .iter()
             .map(|t| csi::NodeServiceCapability {
-                r#type: Some(csi::node_service_capability::Type::Rpc(csi::node_service_capability::Rpc {
-                    r#type: *t as i32,
-                })),
+                r#type: Some(csi::node_service_capability::Type::Rpc(
+                    csi::node_service_capability::Rpc { r#type: *t as i32 },
+                )),
             })
             .collect();
-        Ok(Response::new(csi::NodeGetCapabilitiesResponse { capabilities }))
+        Ok(Response::new(csi::NodeGetCapabilitiesResponse {
+            capabilities,
+        }))
     }
 
     async fn node_get_info(
@@ -168,7 +197,12 @@ impl Node for NodeService {
         _req: Request<csi::NodeGetInfoRequest>,
     ) -> Result<Response<csi::NodeGetInfoResponse>, Status> {
         let accessible_topology = (!self.cfg.topology.is_empty()).then(|| csi::Topology {
-            segments: self.cfg.topology.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            segments: self
+                .cfg
+                .topology
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         });
         Ok(Response::new(csi::NodeGetInfoResponse {
             node_id: self.cfg.node_id.clone(),

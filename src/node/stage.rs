@@ -17,7 +17,13 @@ use super::request::{Access, Sharing, StageRequest};
 /// access it is formatted if blank and mounted. Encrypted volumes are
 /// opened first and everything after works on the opened mapping.
 pub async fn stage(cfg: &NodeConfig, req: &StageRequest) -> Result<(), NodeError> {
-    let disk = device::find_by_wwn(&cfg.device_dir, &cfg.sys_block_dir, &req.wwn, cfg.device_wait).await?;
+    let disk = device::find_by_wwn(
+        &cfg.device_dir,
+        &cfg.sys_block_dir,
+        &req.wwn,
+        cfg.device_wait,
+    )
+    .await?;
     let device = match &req.encryption {
         Some(passphrase) => {
             let name = crypt::mapping_name(&req.volume_id);
@@ -45,7 +51,8 @@ pub async fn stage_filesystem(
     if let Some(existing) = mountinfo::mount_at(staging)? {
         return check_existing_stage(&existing, devno, staging, fs);
     }
-    std::fs::create_dir_all(staging).map_err(|e| NodeError::io(format!("creating {}", staging.display()), e))?;
+    std::fs::create_dir_all(staging)
+        .map_err(|e| NodeError::io(format!("creating {}", staging.display()), e))?;
     prepare_filesystem(device, fs).await?;
     let options = mount_options(fs, flags);
     mount::mount_fs(device, staging, fs.as_str(), &options, readonly)?;
@@ -61,7 +68,12 @@ pub async fn stage_filesystem(
 /// the same node.
 pub fn mount_options(fs: FsType, flags: &[String]) -> Vec<String> {
     let mut options = flags.to_vec();
-    if fs == FsType::Xfs && !options.iter().flat_map(|f| f.split(',')).any(|o| o == "nouuid") {
+    if fs == FsType::Xfs
+        && !options
+            .iter()
+            .flat_map(|f| f.split(','))
+            .any(|o| o == "nouuid")
+    {
         options.push("nouuid".to_string());
     }
     options
@@ -115,7 +127,10 @@ pub async fn prepare_filesystem(device: &Path, fs: FsType) -> Result<(), NodeErr
                 ))),
             }
         }
-        other => Err(NodeError::NotBlank { device: device.to_path_buf(), found: other.describe() }),
+        other => Err(NodeError::NotBlank {
+            device: device.to_path_buf(),
+            found: other.describe(),
+        }),
     }
 }
 
