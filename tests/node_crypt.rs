@@ -148,7 +148,7 @@ async fn encrypted_stage_round_trip_or_clear_refusal() {
             disk.first_mib() == before,
             "nothing may be written when the container cannot be opened"
         );
-        eprintln!("SKIP encrypted open/mount round trip: {why}");
+        skip("encrypted open/mount round trip", &why.to_string());
         return;
     }
 

@@ -17,12 +17,19 @@ use csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 
 pub const MIB: u64 = 1 << 20;
 
+/// Reports a skipped test. Written straight to stderr because the test
+/// harness swallows `eprintln!` output of passing tests, and a skip must
+/// never be mistaken for a pass.
+pub fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
+}
+
 /// Mount and loop tests need root; everything else would be pretending.
 pub fn require_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         true
     } else {
-        eprintln!("SKIP {test}: needs root for loop devices and mount(2)");
+        skip(test, "needs root for loop devices and mount(2)");
         false
     }
 }
