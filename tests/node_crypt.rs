@@ -193,3 +193,29 @@ async fn encrypted_stage_round_trip_or_clear_refusal() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn luks_format_creates_a_container_the_passphrase_unlocks() {
+    if !require_root("luks_format_creates_a_container_the_passphrase_unlocks") {
+        return;
+    }
+    // Formatting needs no device-mapper, so this runs everywhere; the
+    // passphrase is checked with --test-passphrase, which does not map.
+    let disk = Disk::new(32 * MIB);
+    let pass = proxmox_csi::node::request::Passphrase::new("correct horse");
+    crypt::format(&disk.loopdev, &pass).await.unwrap();
+    assert_eq!(disk.blkid_type().as_deref(), Some("crypto_LUKS"));
+    let unlocks = |p: &str| {
+        let mut child = Command::new("cryptsetup")
+            .args(["open", "--test-passphrase", "--key-file=-"])
+            .arg(&disk.loopdev)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(p.as_bytes()).unwrap();
+        child.wait().unwrap().success()
+    };
+    assert!(unlocks("correct horse"));
+    assert!(!unlocks("wrong"));
+}

@@ -27,19 +27,23 @@ pub fn mapping_path(name: &str) -> PathBuf {
 
 /// cryptsetup needs a working device-mapper; without it `open` fails after
 /// the disk may already have been formatted, so check before touching it.
+/// Opening the control node is the real test: it also makes the kernel
+/// load dm_mod on demand where that is possible, which a look at
+/// /proc/misc alone would miss.
 pub fn device_mapper_available() -> Result<(), NodeError> {
-    let misc = std::fs::read_to_string("/proc/misc").unwrap_or_default();
-    let registered = misc
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some("device-mapper"));
-    let control = Path::new(MAPPER_DIR).join("control").exists();
-    if registered && control {
-        return Ok(());
+    let control = Path::new(MAPPER_DIR).join("control");
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&control)
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(NodeError::Precondition(format!(
+            "device-mapper is not available on this node (opening {}: {e}); \
+             encrypted volumes need the dm_mod and dm_crypt kernel modules",
+            control.display()
+        ))),
     }
-    Err(NodeError::Precondition(format!(
-        "device-mapper is not available on this node ({}); encrypted volumes need the dm_mod and dm_crypt kernel modules",
-        if registered { "/dev/mapper/control is missing" } else { "no device-mapper in /proc/misc" }
-    )))
 }
 
 /// Opens (formatting first if the disk is blank) the LUKS container on
@@ -93,27 +97,37 @@ pub async fn open(
     Ok(mapped)
 }
 
-async fn format(disk: &Path, passphrase: &Passphrase) -> Result<(), NodeError> {
+/// Creates a LUKS2 container on `disk`. Callers must have established
+/// that the disk is blank.
+pub async fn format(disk: &Path, passphrase: &Passphrase) -> Result<(), NodeError> {
     tracing::info!(device = %disk.display(), "creating LUKS container on blank device");
     let dev = disk.to_string_lossy();
-    cmd::run_with_input(
+    let out = cmd::run_with_input(
         "cryptsetup",
+        // 64 MiB for argon2id instead of cryptsetup's up-to-1-GiB default:
+        // the same memory is needed at every open, and the node plugin
+        // usually runs under a small memory limit that the default would
+        // exceed. Passphrases here are generated secrets, not human-chosen,
+        // so key-derivation hardness matters little.
         &[
             "luksFormat",
             "--batch-mode",
             "--type",
             "luks2",
+            "--pbkdf",
+            "argon2id",
+            "--pbkdf-memory",
+            "65536",
             "--key-file=-",
             &dev,
         ],
         Some(passphrase.expose().as_bytes()),
     )
-    .await?
-    .success()
-    .then_some(())
-    .ok_or_else(|| {
-        NodeError::Precondition(format!("cryptsetup luksFormat {} failed", disk.display()))
-    })
+    .await?;
+    if !out.success() {
+        return Err(out.into_error("cryptsetup luksFormat"));
+    }
+    Ok(())
 }
 
 /// Closes the mapping if it is open; absent is success so unstage retries
