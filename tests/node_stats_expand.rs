@@ -243,6 +243,15 @@ async fn expand_block_returns_new_size_and_waits_for_it() {
     let disk = Disk::new(16 * MIB);
     let mut cfg = disk.config();
     cfg.device_wait = std::time::Duration::from_millis(500);
+    // A SCSI disk would have a rescan trigger in sysfs; present a fake one
+    // to see that the node pulls it.
+    let sys = disk.path("sys");
+    let rescan = sys
+        .join(disk.loopdev.file_name().unwrap())
+        .join("device/rescan");
+    std::fs::create_dir_all(rescan.parent().unwrap()).unwrap();
+    std::fs::write(&rescan, "").unwrap();
+    cfg.sys_block_dir = sys;
     let svc = NodeService::new(cfg);
     let staging = disk.path("staging");
     let target = disk.path("dev");
@@ -267,6 +276,11 @@ async fn expand_block_returns_new_size_and_waits_for_it() {
     assert_eq!(
         expand(&svc, &target, &staging, 32 * MIB).await.unwrap(),
         32 * MIB as i64
+    );
+    assert_eq!(
+        std::fs::read_to_string(&rescan).unwrap(),
+        "1",
+        "rescan was not triggered"
     );
 }
 
