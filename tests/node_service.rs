@@ -176,3 +176,58 @@ async fn full_lifecycle_through_the_service() {
         "the staging directory belongs to the CO and stays"
     );
 }
+
+#[tokio::test]
+async fn cancelled_rpc_finishes_its_work_and_keeps_the_guard() {
+    if !require_root("cancelled_rpc_finishes_its_work_and_keeps_the_guard") {
+        return;
+    }
+    let disk = Disk::new(64 * MIB);
+    let link = disk.device_dir.join(format!("wwn-{}", disk.wwn));
+    std::fs::remove_file(&link).unwrap();
+    let mut cfg = disk.config();
+    cfg.device_wait = Duration::from_secs(5);
+    let svc = NodeService::new(cfg);
+    let staging = disk.path("staging");
+    let req = || stage_request(&disk, &staging, mount_cap("ext4", Mode::SingleNodeWriter));
+
+    // The CO gives up on the first call while it waits for the disk.
+    let first = {
+        let svc = svc.clone();
+        let req = req();
+        tokio::spawn(async move { svc.node_stage_volume(Request::new(req)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+
+    // Its work goes on, so a retry must not start a second one.
+    let err = svc
+        .node_stage_volume(Request::new(req()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+
+    // The disk shows up; the original operation formats and mounts it.
+    std::os::unix::fs::symlink(&disk.loopdev, &link).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !is_mountpoint(&staging) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "abandoned stage never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Wait for the guard to drop, then the retry is an idempotent success.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match svc.node_stage_volume(Request::new(req())).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::Aborted && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("retry after completion failed: {e:?}"),
+        }
+    }
+    assert_eq!(disk.blkid_type().as_deref(), Some("ext4"));
+}

@@ -72,6 +72,10 @@ pub enum NodeError {
         errno: nix::errno::Errno,
     },
 
+    /// A bug or crash inside the plugin (e.g. a panicked task).
+    #[error("internal error: {0}")]
+    Internal(String),
+
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -103,7 +107,10 @@ impl NodeError {
             | NodeError::FsTypeMismatch { .. }
             | NodeError::Precondition(_) => Code::FailedPrecondition,
             NodeError::Incompatible(_) => Code::AlreadyExists,
-            NodeError::Tool { .. } | NodeError::Sys { .. } | NodeError::Io { .. } => Code::Internal,
+            NodeError::Tool { .. }
+            | NodeError::Sys { .. }
+            | NodeError::Io { .. }
+            | NodeError::Internal(_) => Code::Internal,
         }
     }
 }

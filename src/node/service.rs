@@ -1,7 +1,7 @@
 //! The gRPC face of the node plugin: parse, guard, call, convert. No logic
 //! of its own beyond choosing which plain function to call.
 
-use std::path::Path;
+use std::future::Future;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -37,6 +37,26 @@ impl NodeService {
     /// The per-volume guard, shared with every clone of this service.
     pub fn inflight(&self) -> &InFlight {
         &self.inflight
+    }
+
+    /// Runs a mutating operation on a volume under its in-flight guard, in
+    /// a task of its own. When the CO gives up on an RPC, tonic drops the
+    /// handler; the operation (say, a half-done mkfs) must not be cut off
+    /// or lose its guard, or a retry could start formatting the same disk
+    /// again. The retry gets ABORTED until the first run has finished.
+    async fn guarded<T, F>(&self, volume_id: &str, work: F) -> Result<T, NodeError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, NodeError>> + Send + 'static,
+    {
+        let guard = self.inflight.begin(volume_id)?;
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            work.await
+        });
+        task.await.map_err(|e| {
+            NodeError::Internal(format!("operation on volume {volume_id} failed: {e}"))
+        })?
     }
 }
 
@@ -77,8 +97,10 @@ impl Node for NodeService {
         req: Request<csi::NodeStageVolumeRequest>,
     ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
         let req = StageRequest::from_csi(req.get_ref())?;
-        let _guard = self.inflight.begin(&req.volume_id)?;
-        stage::stage(&self.cfg, &req).await?;
+        let cfg = Arc::clone(&self.cfg);
+        let id = req.volume_id.clone();
+        self.guarded(&id, async move { stage::stage(&cfg, &req).await })
+            .await?;
         Ok(Response::new(csi::NodeStageVolumeResponse {}))
     }
 
@@ -89,8 +111,12 @@ impl Node for NodeService {
         let req = req.get_ref();
         let volume_id = request::volume_id(&req.volume_id)?;
         let staging = request::path("staging_target_path", &req.staging_target_path)?;
-        let _guard = self.inflight.begin(&volume_id)?;
-        stage::unstage(&volume_id, &staging).await?;
+        let id = volume_id.clone();
+        self.guarded(
+            &volume_id,
+            async move { stage::unstage(&id, &staging).await },
+        )
+        .await?;
         Ok(Response::new(csi::NodeUnstageVolumeResponse {}))
     }
 
@@ -99,8 +125,10 @@ impl Node for NodeService {
         req: Request<csi::NodePublishVolumeRequest>,
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
         let req = PublishRequest::from_csi(req.get_ref())?;
-        let _guard = self.inflight.begin(&req.volume_id)?;
-        publish::publish(&self.cfg, &req).await?;
+        let cfg = Arc::clone(&self.cfg);
+        let id = req.volume_id.clone();
+        self.guarded(&id, async move { publish::publish(&cfg, &req).await })
+            .await?;
         Ok(Response::new(csi::NodePublishVolumeResponse {}))
     }
 
@@ -111,8 +139,8 @@ impl Node for NodeService {
         let req = req.get_ref();
         let volume_id = request::volume_id(&req.volume_id)?;
         let target = request::path("target_path", &req.target_path)?;
-        let _guard = self.inflight.begin(&volume_id)?;
-        publish::unpublish(&target)?;
+        self.guarded(&volume_id, async move { publish::unpublish(&target) })
+            .await?;
         Ok(Response::new(csi::NodeUnpublishVolumeResponse {}))
     }
 
@@ -161,15 +189,19 @@ impl Node for NodeService {
             .secrets
             .get(request::SECRET_PASSPHRASE)
             .map(|p| request::Passphrase::new(p.clone()));
-        let _guard = self.inflight.begin(&volume_id)?;
-        let size = expand::expand(
-            &self.cfg,
-            &path,
-            staging.as_deref().map(Path::new),
-            required,
-            passphrase.as_ref(),
-        )
-        .await?;
+        let cfg = Arc::clone(&self.cfg);
+        let size = self
+            .guarded(&volume_id, async move {
+                expand::expand(
+                    &cfg,
+                    &path,
+                    staging.as_deref(),
+                    required,
+                    passphrase.as_ref(),
+                )
+                .await
+            })
+            .await?;
         Ok(Response::new(csi::NodeExpandVolumeResponse {
             capacity_bytes: size as i64,
         }))
