@@ -29,20 +29,53 @@ impl Output {
         if output.is_empty() {
             output = self.stdout.trim().to_string();
         }
-        NodeError::Tool { tool: tool.to_string(), status, output }
+        NodeError::Tool {
+            tool: tool.to_string(),
+            status,
+            output,
+        }
     }
 }
 
 /// Runs `tool args...` with stdin closed so nothing can ever wait for an
 /// interactive confirmation.
 pub async fn run(tool: &str, args: &[&str]) -> Result<Output, NodeError> {
+    run_with_input(tool, args, None).await
+}
+
+/// Like [`run`], feeding `input` on stdin. Secrets travel this way so they
+/// never appear in argv (visible to every process via /proc) or in logs.
+pub async fn run_with_input(
+    tool: &str,
+    args: &[&str],
+    input: Option<&[u8]>,
+) -> Result<Output, NodeError> {
+    use tokio::io::AsyncWriteExt;
+
     tracing::debug!(tool, ?args, "running");
-    let out = Command::new(tool)
+    let mut child = Command::new(tool)
         .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
         .map_err(|e| NodeError::io(format!("starting {tool}"), e))?;
+    if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(bytes)
+            .await
+            .map_err(|e| NodeError::io(format!("writing to {tool}"), e))?;
+        // Dropping stdin closes it, which tells the tool the input ended.
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| NodeError::io(format!("waiting for {tool}"), e))?;
     Ok(Output {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

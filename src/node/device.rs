@@ -48,7 +48,11 @@ pub async fn find_by_wwn(
             Ok(p) => break p,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if Instant::now() >= deadline {
-                    return Err(NodeError::DeviceNotFound { wwn, link, waited: wait });
+                    return Err(NodeError::DeviceNotFound {
+                        wwn,
+                        link,
+                        waited: wait,
+                    });
                 }
                 tokio::time::sleep(POLL_INTERVAL).await;
             }
@@ -61,9 +65,12 @@ pub async fn find_by_wwn(
 }
 
 pub fn ensure_block_device(path: &Path) -> Result<(), NodeError> {
-    let meta = std::fs::metadata(path).map_err(|e| NodeError::io(format!("stat {}", path.display()), e))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| NodeError::io(format!("stat {}", path.display()), e))?;
     if !meta.file_type().is_block_device() {
-        return Err(NodeError::NotBlockDevice { path: path.to_path_buf() });
+        return Err(NodeError::NotBlockDevice {
+            path: path.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -75,7 +82,9 @@ pub fn ensure_block_device(path: &Path) -> Result<(), NodeError> {
 /// nothing to compare and are accepted on the link alone.
 fn verify_wwid(sys_block_dir: &Path, device: &Path, wwn: &str) -> Result<(), NodeError> {
     let Some(name) = device.file_name() else {
-        return Err(NodeError::NotBlockDevice { path: device.to_path_buf() });
+        return Err(NodeError::NotBlockDevice {
+            path: device.to_path_buf(),
+        });
     };
     let wwid_file = sys_block_dir.join(name).join("device").join("wwid");
     let found = match std::fs::read_to_string(&wwid_file) {
@@ -85,7 +94,11 @@ fn verify_wwid(sys_block_dir: &Path, device: &Path, wwn: &str) -> Result<(), Nod
     };
     let expected = format!("naa.{}", &wwn[2..]);
     if found != expected {
-        return Err(NodeError::WrongDisk { device: device.to_path_buf(), wwn: wwn.to_string(), found });
+        return Err(NodeError::WrongDisk {
+            device: device.to_path_buf(),
+            wwn: wwn.to_string(),
+            found,
+        });
     }
     Ok(())
 }
@@ -96,13 +109,18 @@ const BLKGETSIZE64: u64 = (2 << 30) | (8 << 16) | (0x12 << 8) | 114;
 
 /// Size in bytes of a block device (or of a bind mount of one).
 pub fn block_size(path: &Path) -> Result<u64, NodeError> {
-    let file = File::open(path).map_err(|e| NodeError::io(format!("opening {}", path.display()), e))?;
+    let file =
+        File::open(path).map_err(|e| NodeError::io(format!("opening {}", path.display()), e))?;
     let mut size: u64 = 0;
     // SAFETY: BLKGETSIZE64 writes exactly one u64 through the pointer, which
     // points at a live local; the fd stays open for the call's duration.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
     if rc != 0 {
-        return Err(NodeError::Sys { op: "BLKGETSIZE64", path: path.to_path_buf(), errno: nix::errno::Errno::last() });
+        return Err(NodeError::Sys {
+            op: "BLKGETSIZE64",
+            path: path.to_path_buf(),
+            errno: nix::errno::Errno::last(),
+        });
     }
     Ok(size)
 }
@@ -116,9 +134,12 @@ pub fn split_dev(dev: u64) -> (u64, u64) {
 
 /// (major, minor) of the block device node at `path`.
 pub fn device_number(path: &Path) -> Result<(u64, u64), NodeError> {
-    let meta = std::fs::metadata(path).map_err(|e| NodeError::io(format!("stat {}", path.display()), e))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| NodeError::io(format!("stat {}", path.display()), e))?;
     if !meta.file_type().is_block_device() {
-        return Err(NodeError::NotBlockDevice { path: path.to_path_buf() });
+        return Err(NodeError::NotBlockDevice {
+            path: path.to_path_buf(),
+        });
     }
     Ok(split_dev(meta.rdev()))
 }
@@ -126,7 +147,8 @@ pub fn device_number(path: &Path) -> Result<(u64, u64), NodeError> {
 /// The kernel name (`sdb`, `loop3`) of the block device with this number.
 pub fn kernel_name(major: u64, minor: u64) -> Result<String, NodeError> {
     let link = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
-    let target = std::fs::read_link(&link).map_err(|e| NodeError::io(format!("reading {}", link.display()), e))?;
+    let target = std::fs::read_link(&link)
+        .map_err(|e| NodeError::io(format!("reading {}", link.display()), e))?;
     target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -139,7 +161,10 @@ mod tests {
 
     #[test]
     fn wwn_forms() {
-        assert_eq!(normalize_wwn("0x5000C500AABBCCDD").unwrap(), "0x5000c500aabbccdd");
+        assert_eq!(
+            normalize_wwn("0x5000C500AABBCCDD").unwrap(),
+            "0x5000c500aabbccdd"
+        );
         assert!(normalize_wwn("").is_err());
         assert!(normalize_wwn("0x6000c500aabbccdd").is_err());
         assert!(normalize_wwn("0x5000c500aabbccd").is_err());

@@ -15,7 +15,11 @@ pub enum NodeError {
     Busy(String),
 
     #[error("disk with wwn {wwn} did not appear as {link} within {waited:?}")]
-    DeviceNotFound { wwn: String, link: PathBuf, waited: Duration },
+    DeviceNotFound {
+        wwn: String,
+        link: PathBuf,
+        waited: Duration,
+    },
 
     #[error("{0} does not exist")]
     PathNotFound(PathBuf),
@@ -26,14 +30,24 @@ pub enum NodeError {
     /// The by-id link resolves to a disk whose identity disagrees with the
     /// requested wwn, e.g. a stale link left behind after a detach.
     #[error("{device} reports wwid {found:?} but wwn {wwn} was requested; refusing to use it")]
-    WrongDisk { device: PathBuf, wwn: String, found: String },
+    WrongDisk {
+        device: PathBuf,
+        wwn: String,
+        found: String,
+    },
 
     /// The device carries data we must not overwrite or cannot use.
     #[error("{device} is not blank ({found}); refusing to format it")]
     NotBlank { device: PathBuf, found: String },
 
-    #[error("{device} holds a {found} filesystem but {wanted} was requested; leaving it untouched")]
-    FsTypeMismatch { device: PathBuf, found: String, wanted: String },
+    #[error(
+        "{device} holds a {found} filesystem but {wanted} was requested; leaving it untouched"
+    )]
+    FsTypeMismatch {
+        device: PathBuf,
+        found: String,
+        wanted: String,
+    },
 
     /// The target is already in use in a way incompatible with the request.
     #[error("{0}")]
@@ -45,13 +59,29 @@ pub enum NodeError {
     Precondition(String),
 
     #[error("{tool} failed ({status}): {output}")]
-    Tool { tool: String, status: String, output: String },
+    Tool {
+        tool: String,
+        status: String,
+        output: String,
+    },
 
     #[error("{op} {path}: {errno}")]
-    Sys { op: &'static str, path: PathBuf, errno: nix::errno::Errno },
+    Sys {
+        op: &'static str,
+        path: PathBuf,
+        errno: nix::errno::Errno,
+    },
+
+    /// A bug or crash inside the plugin (e.g. a panicked task).
+    #[error("internal error: {0}")]
+    Internal(String),
 
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl NodeError {
@@ -60,7 +90,10 @@ impl NodeError {
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        NodeError::Io { context: context.into(), source }
+        NodeError::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     pub fn code(&self) -> Code {
@@ -74,7 +107,10 @@ impl NodeError {
             | NodeError::FsTypeMismatch { .. }
             | NodeError::Precondition(_) => Code::FailedPrecondition,
             NodeError::Incompatible(_) => Code::AlreadyExists,
-            NodeError::Tool { .. } | NodeError::Sys { .. } | NodeError::Io { .. } => Code::Internal,
+            NodeError::Tool { .. }
+            | NodeError::Sys { .. }
+            | NodeError::Io { .. }
+            | NodeError::Internal(_) => Code::Internal,
         }
     }
 }

@@ -7,21 +7,25 @@ use std::time::{Duration, Instant};
 
 use super::cmd;
 use super::config::NodeConfig;
+use super::crypt;
 use super::device;
 use super::error::NodeError;
 use super::mountinfo::{self, MountEntry};
+use super::request::Passphrase;
 
 const SIZE_POLL: Duration = Duration::from_millis(200);
 
 /// Grows whatever is at `volume_path` (a mount of the volume or a raw
-/// device bind) and returns the device's size in bytes. `required_bytes`
+/// device bind) and returns the disk's size in bytes. `required_bytes`
 /// (0 = unknown) is the size the controller gave the disk; the guest may
-/// need a moment to notice it.
+/// need a moment to notice it. `passphrase` is only used for encrypted
+/// volumes whose key is not in the kernel keyring.
 pub async fn expand(
     cfg: &NodeConfig,
     volume_path: &Path,
     staging_path: Option<&Path>,
     required_bytes: u64,
+    passphrase: Option<&Passphrase>,
 ) -> Result<u64, NodeError> {
     let meta = match std::fs::metadata(volume_path) {
         Ok(m) => m,
@@ -33,29 +37,62 @@ pub async fn expand(
     if meta.file_type().is_block_device() {
         // Raw block: the consumer owns the contents; only the size changes.
         let (maj, min) = device::split_dev(meta.rdev());
-        let dev = device_node(maj, min)?;
-        refresh_size(cfg, &dev, required_bytes).await?;
-        return device::block_size(&dev);
+        let (_, disk) = grow_device(cfg, maj, min, required_bytes, passphrase).await?;
+        return device::block_size(&disk);
     }
     let mount = writable_mount(volume_path, staging_path)?;
-    let dev = device_node(mount.major, mount.minor)?;
-    refresh_size(cfg, &dev, required_bytes).await?;
-    grow_filesystem(&mount, &dev).await?;
-    device::block_size(&dev)
+    let (data, disk) =
+        grow_device(cfg, mount.major, mount.minor, required_bytes, passphrase).await?;
+    grow_filesystem(&mount, &data).await?;
+    device::block_size(&disk)
+}
+
+/// Brings the data device (major:minor) up to the disk's new size and
+/// returns (data device, disk). They differ only for encrypted volumes,
+/// where the LUKS mapping has to follow the disk.
+async fn grow_device(
+    cfg: &NodeConfig,
+    major: u64,
+    minor: u64,
+    required_bytes: u64,
+    passphrase: Option<&Passphrase>,
+) -> Result<(PathBuf, PathBuf), NodeError> {
+    let data = device_node(major, minor)?;
+    let name = device::kernel_name(major, minor)?;
+    match crypt::mapping_parent(&cfg.sys_block_dir, &name) {
+        Some((mapping, under)) => {
+            let disk = PathBuf::from("/dev").join(under);
+            refresh_size(cfg, &disk, required_bytes).await?;
+            crypt::resize(&mapping, passphrase).await?;
+            Ok((data, disk))
+        }
+        None => {
+            refresh_size(cfg, &data, required_bytes).await?;
+            Ok((data.clone(), data))
+        }
+    }
 }
 
 /// Picks the mount to grow through. xfs_growfs needs a writable mount, and
 /// a read-only publication may sit at volume_path, so the staging mount is
-/// preferred when given.
-fn writable_mount(volume_path: &Path, staging_path: Option<&Path>) -> Result<MountEntry, NodeError> {
+/// preferred when it is writable and holds the same filesystem.
+fn writable_mount(
+    volume_path: &Path,
+    staging_path: Option<&Path>,
+) -> Result<MountEntry, NodeError> {
+    let published = mountinfo::mount_at(volume_path)?.ok_or_else(|| {
+        NodeError::Precondition(format!(
+            "{} is not a mount point; is the volume published?",
+            volume_path.display()
+        ))
+    })?;
     if let Some(staging) = staging_path {
-        if let Some(m) = mountinfo::mount_at(staging)?.filter(|m| !m.is_readonly()) {
+        let same_fs = |m: &MountEntry| (m.major, m.minor) == (published.major, published.minor);
+        if let Some(m) = mountinfo::mount_at(staging)?.filter(|m| !m.is_readonly() && same_fs(m)) {
             return Ok(m);
         }
     }
-    mountinfo::mount_at(volume_path)?.ok_or_else(|| {
-        NodeError::Precondition(format!("{} is not a mount point; is the volume published?", volume_path.display()))
-    })
+    Ok(published)
 }
 
 fn device_node(major: u64, minor: u64) -> Result<PathBuf, NodeError> {
@@ -71,7 +108,8 @@ async fn refresh_size(cfg: &NodeConfig, dev: &Path, required_bytes: u64) -> Resu
     let name = dev.file_name().expect("device node has a name");
     let rescan = cfg.sys_block_dir.join(name).join("device").join("rescan");
     if rescan.exists() {
-        std::fs::write(&rescan, "1").map_err(|e| NodeError::io(format!("writing {}", rescan.display()), e))?;
+        std::fs::write(&rescan, "1")
+            .map_err(|e| NodeError::io(format!("writing {}", rescan.display()), e))?;
     }
     let deadline = Instant::now() + cfg.device_wait;
     loop {
@@ -96,8 +134,15 @@ async fn grow_filesystem(mount: &MountEntry, dev: &Path) -> Result<(), NodeError
             let out = cmd::run("resize2fs", &[&dev.to_string_lossy()]).await?;
             if !out.success() {
                 let err = out.into_error("resize2fs");
+                // The kernel allows online ext4 growth only to holders of
+                // CAP_SYS_RESOURCE; say so, since the tool does not.
+                let hint = if err.to_string().contains("Permission denied") {
+                    " (the node plugin needs CAP_SYS_RESOURCE to grow a mounted ext4 filesystem)"
+                } else {
+                    ""
+                };
                 return Err(NodeError::Precondition(format!(
-                    "online grow of the ext4 filesystem on {} failed: {err}",
+                    "online grow of the ext4 filesystem on {} failed{hint}: {err}",
                     dev.display()
                 )));
             }

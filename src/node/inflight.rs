@@ -31,7 +31,10 @@ impl InFlight {
         if !set.insert(volume_id.to_string()) {
             return Err(NodeError::Busy(volume_id.to_string()));
         }
-        Ok(Guard { busy: Arc::clone(&self.busy), volume_id: volume_id.to_string() })
+        Ok(Guard {
+            busy: Arc::clone(&self.busy),
+            volume_id: volume_id.to_string(),
+        })
     }
 }
 

@@ -47,11 +47,16 @@ pub async fn mkfs(device: &Path, fs: FsType) -> Result<(), NodeError> {
         // would otherwise stop to ask about whole-disk devices on some
         // versions. -m 0: root-reserved blocks only matter for system
         // disks; on a pod's volume they would just hide 5% of what the
-        // user paid for.
-        FsType::Ext4 => cmd::run_ok("mkfs.ext4", &["-F", "-m", "0", &dev]).await?,
+        // user paid for. nodiscard: a fresh disk has nothing to discard,
+        // and discarding terabytes through the virtual SCSI layer can take
+        // longer than the CO waits for NodeStageVolume.
+        FsType::Ext4 => {
+            cmd::run_ok("mkfs.ext4", &["-F", "-m", "0", "-E", "nodiscard", &dev]).await?
+        }
         // No -f: mkfs.xfs then refuses to overwrite any signature it finds,
-        // a second safety net behind our own blank check.
-        FsType::Xfs => cmd::run_ok("mkfs.xfs", &[&dev]).await?,
+        // a second safety net behind our own blank check. -K: no discard,
+        // for the same reason as above.
+        FsType::Xfs => cmd::run_ok("mkfs.xfs", &["-K", &dev]).await?,
     };
     Ok(())
 }

@@ -4,9 +4,19 @@
 //! The gRPC surface lives in [`service`]; everything it calls is a plain
 //! async function in one of the sibling modules so tests can drive the
 //! logic without a gRPC server.
+//!
+//! Serving it: `csi::node_server::NodeServer::new(NodeService::new(cfg))`.
+//! The plugin needs the host's `/dev` (for the by-id links and device
+//! nodes), `/sys`, and bidirectional mount propagation on the kubelet
+//! directory so its mounts reach the pods.
+//!
+//! Contract with the controller: ControllerPublishVolume puts the disk's
+//! WWN into `publish_context["wwn"]`; the node finds the disk by that WWN
+//! alone (see [`device`]).
 
 pub mod cmd;
 pub mod config;
+pub mod crypt;
 pub mod device;
 pub mod error;
 pub mod expand;

@@ -14,7 +14,12 @@ use super::mountinfo;
 pub fn split_flags(flags: &[String]) -> (MsFlags, String) {
     let mut ms = MsFlags::empty();
     let mut data = Vec::new();
-    for flag in flags.iter().flat_map(|f| f.split(',')).map(str::trim).filter(|f| !f.is_empty()) {
+    for flag in flags
+        .iter()
+        .flat_map(|f| f.split(','))
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+    {
         match flag {
             "ro" => ms |= MsFlags::MS_RDONLY,
             "rw" => ms &= !MsFlags::MS_RDONLY,
@@ -37,22 +42,43 @@ pub fn split_flags(flags: &[String]) -> (MsFlags, String) {
 }
 
 /// Mounts a filesystem from `device` at `target`.
-pub fn mount_fs(device: &Path, target: &Path, fs_type: &str, flags: &[String], readonly: bool) -> Result<(), NodeError> {
+pub fn mount_fs(
+    device: &Path,
+    target: &Path,
+    fs_type: &str,
+    flags: &[String],
+    readonly: bool,
+) -> Result<(), NodeError> {
     let (mut ms, data) = split_flags(flags);
     if readonly {
         ms |= MsFlags::MS_RDONLY;
     }
     let data = (!data.is_empty()).then_some(data.as_str());
-    nix::mount::mount(Some(device), target, Some(fs_type), ms, data)
-        .map_err(|errno| NodeError::Sys { op: "mount", path: target.to_path_buf(), errno })
+    nix::mount::mount(Some(device), target, Some(fs_type), ms, data).map_err(|errno| {
+        NodeError::Sys {
+            op: "mount",
+            path: target.to_path_buf(),
+            errno,
+        }
+    })
 }
 
 /// Bind-mounts `source` (directory or device node) onto `target`, then
 /// makes it read-only if asked. A bind mount ignores MS_RDONLY on its first
 /// call, hence the separate remount.
 pub fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), NodeError> {
-    nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|errno| NodeError::Sys { op: "bind mount", path: target.to_path_buf(), errno })?;
+    nix::mount::mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|errno| NodeError::Sys {
+        op: "bind mount",
+        path: target.to_path_buf(),
+        errno,
+    })?;
     if readonly {
         if let Err(e) = remount_bind_readonly(target) {
             // Leaving a writable mount behind after promising read-only
@@ -66,8 +92,13 @@ pub fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), NodeErro
 
 pub fn remount_bind_readonly(target: &Path) -> Result<(), NodeError> {
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-    nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-        .map_err(|errno| NodeError::Sys { op: "remount read-only", path: target.to_path_buf(), errno })
+    nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(|errno| {
+        NodeError::Sys {
+            op: "remount read-only",
+            path: target.to_path_buf(),
+            errno,
+        }
+    })
 }
 
 /// Unmounts everything stacked on `target` until it is no longer a mount
@@ -89,7 +120,13 @@ pub fn unmount_all(target: &Path) -> Result<usize, NodeError> {
             Ok(()) => removed += 1,
             // Raced with another unmount: the loop condition re-checks.
             Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
-            Err(errno) => return Err(NodeError::Sys { op: "umount", path: target.to_path_buf(), errno }),
+            Err(errno) => {
+                return Err(NodeError::Sys {
+                    op: "umount",
+                    path: target.to_path_buf(),
+                    errno,
+                })
+            }
         }
     }
     Ok(removed)
@@ -101,7 +138,12 @@ mod tests {
 
     #[test]
     fn flags_split() {
-        let (ms, data) = split_flags(&["noatime".into(), "discard,nouuid".into(), "defaults".into(), "ro".into()]);
+        let (ms, data) = split_flags(&[
+            "noatime".into(),
+            "discard,nouuid".into(),
+            "defaults".into(),
+            "ro".into(),
+        ]);
         assert!(ms.contains(MsFlags::MS_NOATIME));
         assert!(ms.contains(MsFlags::MS_RDONLY));
         assert_eq!(data, "discard,nouuid");

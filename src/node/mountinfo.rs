@@ -41,8 +41,15 @@ pub fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let v = (bytes[i + 1] - b'0') as u32 * 64 + (bytes[i + 2] - b'0') as u32 * 8 + (bytes[i + 3] - b'0') as u32;
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') as u32 * 64
+                + (bytes[i + 2] - b'0') as u32 * 8
+                + (bytes[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -95,7 +102,10 @@ pub fn mount_at(path: &Path) -> Result<Option<MountEntry>, NodeError> {
         // unresolvable; it must still be found so it can be unmounted.
         Err(_) => path.to_path_buf(),
     };
-    Ok(read()?.into_iter().filter(|m| m.mount_point == canonical).last())
+    Ok(read()?
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == canonical))
 }
 
 #[cfg(test)]

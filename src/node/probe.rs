@@ -24,6 +24,8 @@ pub enum Content {
     Filesystem(String),
     /// A partition table of this type (`dos`, `gpt`).
     PartitionTable(String),
+    /// A LUKS container, i.e. an encrypted volume.
+    Luks,
     /// Something else (LUKS, swap, LVM, RAID member, conflicting
     /// signatures, or unrecognised data); described for the error message.
     Other(String),
@@ -35,6 +37,7 @@ impl Content {
             Content::Blank => "blank".into(),
             Content::Filesystem(t) => format!("{t} filesystem"),
             Content::PartitionTable(t) => format!("{t} partition table"),
+            Content::Luks => "LUKS encrypted container".into(),
             Content::Other(what) => what.clone(),
         }
     }
@@ -80,9 +83,15 @@ pub fn classify(tags: &BTreeMap<String, String>) -> Content {
         return Content::PartitionTable(pt.clone());
     }
     let ty = tags.get("TYPE").cloned();
+    if ty.as_deref() == Some("crypto_LUKS") {
+        return Content::Luks;
+    }
     match (ty, tags.get("USAGE").map(String::as_str)) {
         (Some(t), Some("filesystem")) => Content::Filesystem(t),
-        (Some(t), usage) => Content::Other(format!("{t} signature (usage {})", usage.unwrap_or("unknown"))),
+        (Some(t), usage) => Content::Other(format!(
+            "{t} signature (usage {})",
+            usage.unwrap_or("unknown")
+        )),
         (None, _) => Content::Other(format!("unrecognised signature {tags:?}")),
     }
 }
@@ -92,7 +101,9 @@ fn starts_with_zeros(device: &Path) -> Result<bool, NodeError> {
     let file = std::fs::File::open(device).map_err(|e| NodeError::io(ctx(), e))?;
     let mut buf = Vec::with_capacity(BLANK_CHECK_BYTES);
     // A device smaller than the window is fine: only what exists is checked.
-    file.take(BLANK_CHECK_BYTES as u64).read_to_end(&mut buf).map_err(|e| NodeError::io(ctx(), e))?;
+    file.take(BLANK_CHECK_BYTES as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| NodeError::io(ctx(), e))?;
     Ok(buf.iter().all(|&b| b == 0))
 }
 
@@ -102,12 +113,14 @@ mod tests {
 
     #[test]
     fn classifies_blkid_output() {
-        let fs = parse_export("DEVNAME=/dev/sdb\nUUID=abc\nBLOCK_SIZE=4096\nTYPE=ext4\nUSAGE=filesystem\n");
+        let fs = parse_export(
+            "DEVNAME=/dev/sdb\nUUID=abc\nBLOCK_SIZE=4096\nTYPE=ext4\nUSAGE=filesystem\n",
+        );
         assert_eq!(classify(&fs), Content::Filesystem("ext4".into()));
         let pt = parse_export("DEVNAME=/dev/sdb\nPTUUID=1234\nPTTYPE=dos\n");
         assert_eq!(classify(&pt), Content::PartitionTable("dos".into()));
         let luks = parse_export("TYPE=crypto_LUKS\nUSAGE=crypto\nVERSION=2\n");
-        assert!(matches!(classify(&luks), Content::Other(s) if s.contains("crypto_LUKS")));
+        assert_eq!(classify(&luks), Content::Luks);
         let swap = parse_export("TYPE=swap\nUSAGE=other\n");
         assert!(matches!(classify(&swap), Content::Other(_)));
     }

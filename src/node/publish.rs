@@ -5,6 +5,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::config::NodeConfig;
+use super::crypt;
 use super::device;
 use super::error::NodeError;
 use super::mount;
@@ -15,13 +16,39 @@ pub async fn publish(cfg: &NodeConfig, req: &PublishRequest) -> Result<(), NodeE
     // Reader-only volumes are mounted read-only whatever the request says.
     let readonly = req.readonly || req.capability.sharing == Sharing::ReadOnly;
     let single = req.capability.sharing == Sharing::SingleWriter;
+    let device = data_device(cfg, req).await?;
     match &req.capability.access {
-        Access::Mount { .. } => publish_filesystem(&req.staging_path, &req.target_path, readonly, single),
-        Access::Block => {
-            let dev = device::find_by_wwn(&cfg.device_dir, &cfg.sys_block_dir, &req.wwn, cfg.device_wait).await?;
-            publish_block(&dev, &req.target_path, readonly, single)
-        }
+        Access::Mount { .. } => publish_filesystem(
+            &device,
+            &req.staging_path,
+            &req.target_path,
+            readonly,
+            single,
+        ),
+        Access::Block => publish_block(&device, &req.target_path, readonly, single),
     }
+}
+
+/// The block device holding the volume's data: the disk itself, or the
+/// LUKS mapping that NodeStageVolume opened on it.
+async fn data_device(cfg: &NodeConfig, req: &PublishRequest) -> Result<PathBuf, NodeError> {
+    if req.encrypted {
+        let mapped = crypt::mapping_path(&crypt::mapping_name(&req.volume_id));
+        if !mapped.exists() {
+            return Err(NodeError::Precondition(format!(
+                "encrypted volume {} is not open on this node; NodeStageVolume must succeed first",
+                req.volume_id
+            )));
+        }
+        return Ok(mapped);
+    }
+    device::find_by_wwn(
+        &cfg.device_dir,
+        &cfg.sys_block_dir,
+        &req.wwn,
+        cfg.device_wait,
+    )
+    .await
 }
 
 fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -33,13 +60,33 @@ fn canonical_or_same(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// Bind-mounts the staged filesystem onto `target`.
-pub fn publish_filesystem(staging: &Path, target: &Path, readonly: bool, single_writer: bool) -> Result<(), NodeError> {
+/// Bind-mounts the staged filesystem of `device` onto `target`.
+pub fn publish_filesystem(
+    device: &Path,
+    staging: &Path,
+    target: &Path,
+    readonly: bool,
+    single_writer: bool,
+) -> Result<(), NodeError> {
     let staged = mountinfo::mount_at(staging)?.ok_or_else(|| {
-        NodeError::Precondition(format!("volume is not staged: {} is not a mount point", staging.display()))
+        NodeError::Precondition(format!(
+            "volume is not staged: {} is not a mount point",
+            staging.display()
+        ))
     })?;
+    // Publishing whatever happens to be mounted at the staging path could
+    // hand a pod another volume's data.
+    if (staged.major, staged.minor) != device::device_number(device)? {
+        return Err(NodeError::Precondition(format!(
+            "{} holds {}, not this volume's device {}",
+            staging.display(),
+            staged.source,
+            device.display()
+        )));
+    }
     if let Some(existing) = mountinfo::mount_at(target)? {
-        let same = (existing.major, existing.minor) == (staged.major, staged.minor) && existing.root == staged.root;
+        let same = (existing.major, existing.minor) == (staged.major, staged.minor)
+            && existing.root == staged.root;
         return check_republish(same, &existing, target, readonly);
     }
     if single_writer {
@@ -63,14 +110,23 @@ pub fn publish_filesystem(staging: &Path, target: &Path, readonly: bool, single_
 /// node (the kernel checks read-only mounts only for regular files and
 /// directories); `readonly` here marks the mount, the kubelet additionally
 /// exposes the device read-only to the container.
-pub fn publish_block(device: &Path, target: &Path, readonly: bool, single_writer: bool) -> Result<(), NodeError> {
+pub fn publish_block(
+    device: &Path,
+    target: &Path,
+    readonly: bool,
+    single_writer: bool,
+) -> Result<(), NodeError> {
     let dev_meta = std::fs::metadata(device).map_err(io_err("stat", device))?;
     if let Some(existing) = mountinfo::mount_at(target)? {
         let same = is_node_of(target, dev_meta.rdev());
         return check_republish(same, &existing, target, readonly);
     }
     if single_writer {
-        refuse_second_writer(&block_publications(device, dev_meta.dev(), dev_meta.rdev())?)?;
+        refuse_second_writer(&block_publications(
+            device,
+            dev_meta.dev(),
+            dev_meta.rdev(),
+        )?)?;
     }
     prepare_target_file(target)?;
     mount::bind(device, target, readonly)?;
@@ -80,7 +136,12 @@ pub fn publish_block(device: &Path, target: &Path, readonly: bool, single_writer
 
 /// Same source and same read-only setting means the request was already
 /// done; otherwise the target is taken by something incompatible.
-fn check_republish(same_source: bool, existing: &MountEntry, target: &Path, readonly: bool) -> Result<(), NodeError> {
+fn check_republish(
+    same_source: bool,
+    existing: &MountEntry,
+    target: &Path,
+    readonly: bool,
+) -> Result<(), NodeError> {
     if !same_source {
         return Err(NodeError::Incompatible(format!(
             "{} is already a mount point of something else ({})",
@@ -109,14 +170,20 @@ fn refuse_second_writer(others: &[PathBuf]) -> Result<(), NodeError> {
 }
 
 fn is_node_of(path: &Path, rdev: u64) -> bool {
-    std::fs::metadata(path).map(|m| m.file_type().is_block_device() && m.rdev() == rdev).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|m| m.file_type().is_block_device() && m.rdev() == rdev)
+        .unwrap_or(false)
 }
 
 /// Mount points where the device node with `rdev` is bind-mounted. Only
 /// mounts of the filesystem holding the node (`node_fs_dev`, usually
 /// devtmpfs) are stat'ed, so unrelated and possibly hung mounts are never
 /// touched.
-fn block_publications(device: &Path, node_fs_dev: u64, rdev: u64) -> Result<Vec<PathBuf>, NodeError> {
+fn block_publications(
+    device: &Path,
+    node_fs_dev: u64,
+    rdev: u64,
+) -> Result<Vec<PathBuf>, NodeError> {
     let (maj, min) = device::split_dev(node_fs_dev);
     let device = canonical_or_same(device);
     Ok(mountinfo::read()?
@@ -155,7 +222,16 @@ fn prepare_target_file(target: &Path) -> Result<(), NodeError> {
 pub fn unpublish(target: &Path) -> Result<(), NodeError> {
     let removed = mount::unmount_all(target)?;
     match std::fs::symlink_metadata(target) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir(target).map_err(io_err("removing", target))?,
+        Ok(m) if m.is_dir() => std::fs::remove_dir(target).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTEMPTY) {
+                NodeError::Precondition(format!(
+                    "{} is not mounted but not empty; refusing to delete what is in it",
+                    target.display()
+                ))
+            } else {
+                io_err("removing", target)(e)
+            }
+        })?,
         Ok(_) => std::fs::remove_file(target).map_err(io_err("removing", target))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("stat", target)(e)),

@@ -1,7 +1,7 @@
 //! The gRPC face of the node plugin: parse, guard, call, convert. No logic
 //! of its own beyond choosing which plain function to call.
 
-use std::path::Path;
+use std::future::Future;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -24,7 +24,10 @@ pub struct NodeService {
 
 impl NodeService {
     pub fn new(cfg: NodeConfig) -> Self {
-        NodeService { cfg: Arc::new(cfg), inflight: InFlight::new() }
+        NodeService {
+            cfg: Arc::new(cfg),
+            inflight: InFlight::new(),
+        }
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -34,6 +37,26 @@ impl NodeService {
     /// The per-volume guard, shared with every clone of this service.
     pub fn inflight(&self) -> &InFlight {
         &self.inflight
+    }
+
+    /// Runs a mutating operation on a volume under its in-flight guard, in
+    /// a task of its own. When the CO gives up on an RPC, tonic drops the
+    /// handler; the operation (say, a half-done mkfs) must not be cut off
+    /// or lose its guard, or a retry could start formatting the same disk
+    /// again. The retry gets ABORTED until the first run has finished.
+    async fn guarded<T, F>(&self, volume_id: &str, work: F) -> Result<T, NodeError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, NodeError>> + Send + 'static,
+    {
+        let guard = self.inflight.begin(volume_id)?;
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            work.await
+        });
+        task.await.map_err(|e| {
+            NodeError::Internal(format!("operation on volume {volume_id} failed: {e}"))
+        })?
     }
 }
 
@@ -56,8 +79,14 @@ fn optional_path(field: &str, value: &str) -> Result<Option<std::path::PathBuf>,
 
 fn condition(abnormal: Option<String>) -> csi::VolumeCondition {
     match abnormal {
-        Some(message) => csi::VolumeCondition { abnormal: true, message },
-        None => csi::VolumeCondition { abnormal: false, message: "volume is mounted and healthy".into() },
+        Some(message) => csi::VolumeCondition {
+            abnormal: true,
+            message,
+        },
+        None => csi::VolumeCondition {
+            abnormal: false,
+            message: "volume is mounted and healthy".into(),
+        },
     }
 }
 
@@ -68,8 +97,10 @@ impl Node for NodeService {
         req: Request<csi::NodeStageVolumeRequest>,
     ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
         let req = StageRequest::from_csi(req.get_ref())?;
-        let _guard = self.inflight.begin(&req.volume_id)?;
-        stage::stage(&self.cfg, &req).await?;
+        let cfg = Arc::clone(&self.cfg);
+        let id = req.volume_id.clone();
+        self.guarded(&id, async move { stage::stage(&cfg, &req).await })
+            .await?;
         Ok(Response::new(csi::NodeStageVolumeResponse {}))
     }
 
@@ -80,8 +111,12 @@ impl Node for NodeService {
         let req = req.get_ref();
         let volume_id = request::volume_id(&req.volume_id)?;
         let staging = request::path("staging_target_path", &req.staging_target_path)?;
-        let _guard = self.inflight.begin(&volume_id)?;
-        stage::unstage(&staging)?;
+        let id = volume_id.clone();
+        self.guarded(
+            &volume_id,
+            async move { stage::unstage(&id, &staging).await },
+        )
+        .await?;
         Ok(Response::new(csi::NodeUnstageVolumeResponse {}))
     }
 
@@ -90,8 +125,10 @@ impl Node for NodeService {
         req: Request<csi::NodePublishVolumeRequest>,
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
         let req = PublishRequest::from_csi(req.get_ref())?;
-        let _guard = self.inflight.begin(&req.volume_id)?;
-        publish::publish(&self.cfg, &req).await?;
+        let cfg = Arc::clone(&self.cfg);
+        let id = req.volume_id.clone();
+        self.guarded(&id, async move { publish::publish(&cfg, &req).await })
+            .await?;
         Ok(Response::new(csi::NodePublishVolumeResponse {}))
     }
 
@@ -102,8 +139,8 @@ impl Node for NodeService {
         let req = req.get_ref();
         let volume_id = request::volume_id(&req.volume_id)?;
         let target = request::path("target_path", &req.target_path)?;
-        let _guard = self.inflight.begin(&volume_id)?;
-        publish::unpublish(&target)?;
+        self.guarded(&volume_id, async move { publish::unpublish(&target) })
+            .await?;
         Ok(Response::new(csi::NodeUnpublishVolumeResponse {}))
     }
 
@@ -113,7 +150,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
         let req = req.get_ref();
         request::volume_id(&req.volume_id)?;
-        let path = request::path("volume_path", &req.volume_path)?;
+        let path = request::existing_volume_path("volume_path", &req.volume_path)?;
         // Read-only and frequent: deliberately not behind the in-flight guard.
         let st = stats::stats(&path)?;
         let unit = |u: stats::Usage, unit: csi::volume_usage::Unit| csi::VolumeUsage {
@@ -129,7 +166,10 @@ impl Node for NodeService {
         if let Some(i) = st.inodes {
             usage.push(unit(i, csi::volume_usage::Unit::Inodes));
         }
-        Ok(Response::new(csi::NodeGetVolumeStatsResponse { usage, volume_condition: Some(condition(st.abnormal)) }))
+        Ok(Response::new(csi::NodeGetVolumeStatsResponse {
+            usage,
+            volume_condition: Some(condition(st.abnormal)),
+        }))
     }
 
     async fn node_expand_volume(
@@ -138,12 +178,33 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
         let req = req.get_ref();
         let volume_id = request::volume_id(&req.volume_id)?;
-        let path = request::path("volume_path", &req.volume_path)?;
+        let path = request::existing_volume_path("volume_path", &req.volume_path)?;
         let staging = optional_path("staging_target_path", &req.staging_target_path)?;
-        let required = req.capacity_range.as_ref().map(|c| c.required_bytes.max(0) as u64).unwrap_or(0);
-        let _guard = self.inflight.begin(&volume_id)?;
-        let size = expand::expand(&self.cfg, &path, staging.as_deref().map(Path::new), required).await?;
-        Ok(Response::new(csi::NodeExpandVolumeResponse { capacity_bytes: size as i64 }))
+        let required = req
+            .capacity_range
+            .as_ref()
+            .map(|c| c.required_bytes.max(0) as u64)
+            .unwrap_or(0);
+        let passphrase = req
+            .secrets
+            .get(request::SECRET_PASSPHRASE)
+            .map(|p| request::Passphrase::new(p.clone()));
+        let cfg = Arc::clone(&self.cfg);
+        let size = self
+            .guarded(&volume_id, async move {
+                expand::expand(
+                    &cfg,
+                    &path,
+                    staging.as_deref(),
+                    required,
+                    passphrase.as_ref(),
+                )
+                .await
+            })
+            .await?;
+        Ok(Response::new(csi::NodeExpandVolumeResponse {
+            capacity_bytes: size as i64,
+        }))
     }
 
     async fn node_get_capabilities(
@@ -153,12 +214,14 @@ impl Node for NodeService {
         let capabilities = CAPABILITIES
             .iter()
             .map(|t| csi::NodeServiceCapability {
-                r#type: Some(csi::node_service_capability::Type::Rpc(csi::node_service_capability::Rpc {
-                    r#type: *t as i32,
-                })),
+                r#type: Some(csi::node_service_capability::Type::Rpc(
+                    csi::node_service_capability::Rpc { r#type: *t as i32 },
+                )),
             })
             .collect();
-        Ok(Response::new(csi::NodeGetCapabilitiesResponse { capabilities }))
+        Ok(Response::new(csi::NodeGetCapabilitiesResponse {
+            capabilities,
+        }))
     }
 
     async fn node_get_info(
@@ -166,7 +229,12 @@ impl Node for NodeService {
         _req: Request<csi::NodeGetInfoRequest>,
     ) -> Result<Response<csi::NodeGetInfoResponse>, Status> {
         let accessible_topology = (!self.cfg.topology.is_empty()).then(|| csi::Topology {
-            segments: self.cfg.topology.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            segments: self
+                .cfg
+                .topology
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         });
         Ok(Response::new(csi::NodeGetInfoResponse {
             node_id: self.cfg.node_id.clone(),

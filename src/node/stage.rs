@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::config::NodeConfig;
+use super::crypt;
 use super::device;
 use super::error::NodeError;
 use super::mkfs::{self, FsType};
@@ -13,9 +14,23 @@ use super::request::{Access, Sharing, StageRequest};
 
 /// Makes the volume available at the staging path. For block access the
 /// device is only located (publish bind-mounts it directly); for mount
-/// access it is formatted if blank and mounted.
+/// access it is formatted if blank and mounted. Encrypted volumes are
+/// opened first and everything after works on the opened mapping.
 pub async fn stage(cfg: &NodeConfig, req: &StageRequest) -> Result<(), NodeError> {
-    let device = device::find_by_wwn(&cfg.device_dir, &cfg.sys_block_dir, &req.wwn, cfg.device_wait).await?;
+    let disk = device::find_by_wwn(
+        &cfg.device_dir,
+        &cfg.sys_block_dir,
+        &req.wwn,
+        cfg.device_wait,
+    )
+    .await?;
+    let device = match &req.encryption {
+        Some(passphrase) => {
+            let name = crypt::mapping_name(&req.volume_id);
+            crypt::open(&disk, &name, passphrase, &cfg.sys_block_dir).await?
+        }
+        None => disk,
+    };
     match &req.capability.access {
         Access::Block => Ok(()),
         Access::Mount { fs, flags } => {
@@ -36,11 +51,32 @@ pub async fn stage_filesystem(
     if let Some(existing) = mountinfo::mount_at(staging)? {
         return check_existing_stage(&existing, devno, staging, fs);
     }
-    std::fs::create_dir_all(staging).map_err(|e| NodeError::io(format!("creating {}", staging.display()), e))?;
+    std::fs::create_dir_all(staging)
+        .map_err(|e| NodeError::io(format!("creating {}", staging.display()), e))?;
     prepare_filesystem(device, fs).await?;
-    mount::mount_fs(device, staging, fs.as_str(), flags, readonly)?;
+    let options = mount_options(fs, flags);
+    mount::mount_fs(device, staging, fs.as_str(), &options, readonly)?;
     tracing::info!(device = %device.display(), staging = %staging.display(), %fs, "staged");
     Ok(())
+}
+
+/// The capability's mount flags plus what the filesystem needs here.
+///
+/// xfs refuses to mount a second filesystem with the same UUID, which is
+/// exactly what a volume restored from a snapshot or cloned from another
+/// volume carries; `nouuid` lets the copy and the original be staged on
+/// the same node.
+pub fn mount_options(fs: FsType, flags: &[String]) -> Vec<String> {
+    let mut options = flags.to_vec();
+    if fs == FsType::Xfs
+        && !options
+            .iter()
+            .flat_map(|f| f.split(','))
+            .any(|o| o == "nouuid")
+    {
+        options.push("nouuid".to_string());
+    }
+    options
 }
 
 /// A repeated stage is fine if the same disk is already mounted there with
@@ -91,15 +127,20 @@ pub async fn prepare_filesystem(device: &Path, fs: FsType) -> Result<(), NodeErr
                 ))),
             }
         }
-        other => Err(NodeError::NotBlank { device: device.to_path_buf(), found: other.describe() }),
+        other => Err(NodeError::NotBlank {
+            device: device.to_path_buf(),
+            found: other.describe(),
+        }),
     }
 }
 
-/// Unmounts the staging path. Not mounted (or already gone) is success, so
-/// retries after a partial failure converge. The directory itself belongs
-/// to the CO and is left in place.
-pub fn unstage(staging: &Path) -> Result<(), NodeError> {
+/// Unmounts the staging path and closes the volume's LUKS mapping if one is
+/// open. Not mounted (or already gone) is success, so retries after a
+/// partial failure converge. The directory itself belongs to the CO and is
+/// left in place.
+pub async fn unstage(volume_id: &str, staging: &Path) -> Result<(), NodeError> {
     let removed = mount::unmount_all(staging)?;
+    crypt::close(&crypt::mapping_name(volume_id)).await?;
     tracing::info!(staging = %staging.display(), removed, "unstaged");
     Ok(())
 }

@@ -43,19 +43,44 @@ pub fn stats(volume_path: &Path) -> Result<VolumeStats, NodeError> {
     let mount = mountinfo::mount_at(volume_path)?;
     if meta.file_type().is_block_device() {
         let size = device::block_size(volume_path)? as i64;
-        let abnormal = mount.is_none().then(|| format!("{} is not a bind mount of the volume's device", volume_path.display()));
-        return Ok(VolumeStats { bytes: Some(Usage { total: size, available: 0, used: 0 }), inodes: None, abnormal });
+        let abnormal = mount.is_none().then(|| {
+            format!(
+                "{} is not a bind mount of the volume's device",
+                volume_path.display()
+            )
+        });
+        return Ok(VolumeStats {
+            bytes: Some(Usage {
+                total: size,
+                available: 0,
+                used: 0,
+            }),
+            inodes: None,
+            abnormal,
+        });
     }
     let Some(mount) = mount else {
         // statvfs would describe whatever filesystem holds the empty
         // directory, which is not this volume; report no numbers.
         return Ok(VolumeStats {
-            abnormal: Some(format!("{} is not a mount point; the volume is not mounted", volume_path.display())),
+            abnormal: Some(format!(
+                "{} is not a mount point; the volume is not mounted",
+                volume_path.display()
+            )),
             ..Default::default()
         });
     };
-    let vfs = nix::sys::statvfs::statvfs(volume_path)
-        .map_err(|errno| NodeError::Sys { op: "statvfs", path: volume_path.to_path_buf(), errno })?;
+    let vfs = match nix::sys::statvfs::statvfs(volume_path) {
+        Ok(v) => v,
+        // EIO and friends: the mount exists but its filesystem is broken,
+        // which is a volume condition, not a failure of this call.
+        Err(errno) => {
+            return Ok(VolumeStats {
+                abnormal: Some(format!("statvfs {} failed: {errno}", volume_path.display())),
+                ..Default::default()
+            })
+        }
+    };
     let frsize = vfs.fragment_size() as i64;
     let bytes = Usage {
         total: vfs.blocks() as i64 * frsize,
@@ -67,7 +92,11 @@ pub fn stats(volume_path: &Path) -> Result<VolumeStats, NodeError> {
         available: vfs.files_available() as i64,
         used: vfs.files() as i64 - vfs.files_free() as i64,
     };
-    Ok(VolumeStats { bytes: Some(bytes), inodes: Some(inodes), abnormal: mount_health(&mount) })
+    Ok(VolumeStats {
+        bytes: Some(bytes),
+        inodes: Some(inodes),
+        abnormal: mount_health(&mount),
+    })
 }
 
 /// Problems visible from the mount table alone.
@@ -80,7 +109,11 @@ fn mount_health(mount: &mountinfo::MountEntry) -> Option<String> {
     }
     let sys = format!("/sys/dev/block/{}:{}", mount.major, mount.minor);
     if mount.source.starts_with("/dev/") && !Path::new(&sys).exists() {
-        return Some(format!("the disk behind {} ({}) is gone", mount.mount_point.display(), mount.source));
+        return Some(format!(
+            "the disk behind {} ({}) is gone",
+            mount.mount_point.display(),
+            mount.source
+        ));
     }
     None
 }

@@ -17,18 +17,28 @@ use csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 
 pub const MIB: u64 = 1 << 20;
 
+/// Reports a skipped test. Written straight to stderr because the test
+/// harness swallows `eprintln!` output of passing tests, and a skip must
+/// never be mistaken for a pass.
+pub fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
+}
+
 /// Mount and loop tests need root; everything else would be pretending.
 pub fn require_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         true
     } else {
-        eprintln!("SKIP {test}: needs root for loop devices and mount(2)");
+        skip(test, "needs root for loop devices and mount(2)");
         false
     }
 }
 
 fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed: {}",
@@ -49,15 +59,30 @@ impl Disk {
     /// A blank sparse disk of `size` bytes, attached as a loop device and
     /// linked as `<device_dir>/wwn-<wwn>`.
     pub fn new(size: u64) -> Disk {
-        let root = tempfile::Builder::new().prefix("node-test-").tempdir().expect("tempdir");
+        let root = tempfile::Builder::new()
+            .prefix("node-test-")
+            .tempdir()
+            .expect("tempdir");
         let image = root.path().join("disk.img");
-        std::fs::File::create(&image).unwrap().set_len(size).unwrap();
-        let loopdev = PathBuf::from(run("losetup", &["--find", "--show", image.to_str().unwrap()]));
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        let loopdev = PathBuf::from(run(
+            "losetup",
+            &["--find", "--show", image.to_str().unwrap()],
+        ));
         let device_dir = root.path().join("by-id");
         std::fs::create_dir(&device_dir).unwrap();
         let wwn = format!("0x5{:015x}", rand::random::<u64>() & 0x0fff_ffff_ffff_ffff);
         std::os::unix::fs::symlink(&loopdev, device_dir.join(format!("wwn-{wwn}"))).unwrap();
-        Disk { root, image, loopdev, device_dir, wwn }
+        Disk {
+            root,
+            image,
+            loopdev,
+            device_dir,
+            wwn,
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -72,7 +97,10 @@ impl Disk {
     }
 
     pub fn publish_context(&self) -> HashMap<String, String> {
-        HashMap::from([("wwn".to_string(), self.wwn.clone()), ("bus".to_string(), "scsi3".to_string())])
+        HashMap::from([
+            ("wwn".to_string(), self.wwn.clone()),
+            ("bus".to_string(), "scsi3".to_string()),
+        ])
     }
 
     pub fn first_mib(&self) -> Vec<u8> {
@@ -83,7 +111,10 @@ impl Disk {
     }
 
     pub fn write_at(&self, offset: u64, bytes: &[u8]) {
-        let mut f = std::fs::OpenOptions::new().write(true).open(&self.loopdev).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.loopdev)
+            .unwrap();
         f.seek(SeekFrom::Start(offset)).unwrap();
         f.write_all(bytes).unwrap();
         f.sync_all().unwrap();
@@ -92,7 +123,12 @@ impl Disk {
     /// Grows the backing file and tells the loop driver, standing in for
     /// Proxmox resizing the disk plus a SCSI rescan.
     pub fn grow(&self, new_size: u64) {
-        std::fs::OpenOptions::new().write(true).open(&self.image).unwrap().set_len(new_size).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.image)
+            .unwrap()
+            .set_len(new_size)
+            .unwrap();
         run("losetup", &["-c", self.loopdev.to_str().unwrap()]);
     }
 
@@ -101,7 +137,11 @@ impl Disk {
     }
 
     pub fn blkid_type(&self) -> Option<String> {
-        let out = Command::new("blkid").args(["-p", "-o", "value", "-s", "TYPE"]).arg(&self.loopdev).output().unwrap();
+        let out = Command::new("blkid")
+            .args(["-p", "-o", "value", "-s", "TYPE"])
+            .arg(&self.loopdev)
+            .output()
+            .unwrap();
         let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
         (!s.is_empty()).then_some(s)
     }
@@ -112,22 +152,50 @@ impl Drop for Disk {
     /// busy mount cannot wedge the test run) and detaches the loop device,
     /// also when the test panicked.
     fn drop(&mut self) {
-        let root = std::fs::canonicalize(self.root.path()).unwrap_or_else(|_| self.root.path().to_path_buf());
+        let root = std::fs::canonicalize(self.root.path())
+            .unwrap_or_else(|_| self.root.path().to_path_buf());
         if let Ok(entries) = proxmox_csi::node::mountinfo::read() {
-            let mut points: Vec<PathBuf> =
-                entries.into_iter().map(|m| m.mount_point).filter(|p| p.starts_with(&root)).collect();
+            let mut points: Vec<PathBuf> = entries
+                .into_iter()
+                .map(|m| m.mount_point)
+                .filter(|p| p.starts_with(&root))
+                .collect();
             points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
             for p in points {
                 let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
             }
         }
-        let _ = Command::new("losetup").arg("-d").arg(&self.loopdev).status();
+        // An encrypted test that panicked may leave its mapping open on
+        // this loop device; close it so the detach can complete.
+        let name = proxmox_csi::node::crypt::mapping_name(VOLUME_ID);
+        if let Ok(dm) = std::fs::canonicalize(proxmox_csi::node::crypt::mapping_path(&name)) {
+            let dm = dm.file_name().unwrap().to_string_lossy().into_owned();
+            let ours = self
+                .loopdev
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if proxmox_csi::node::crypt::mapping_parent(Path::new("/sys/class/block"), &dm)
+                .map(|(_, s)| s)
+                == Some(ours)
+            {
+                let _ = Command::new("cryptsetup").arg("close").arg(&name).status();
+            }
+        }
+        let _ = Command::new("losetup")
+            .arg("-d")
+            .arg(&self.loopdev)
+            .status();
     }
 }
 
 pub fn mount_cap(fs: &str, mode: Mode) -> csi::VolumeCapability {
     csi::VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume { fs_type: fs.into(), ..Default::default() })),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs.into(),
+            ..Default::default()
+        })),
         access_mode: Some(AccessMode { mode: mode as i32 }),
     }
 }
@@ -141,7 +209,11 @@ pub fn block_cap(mode: Mode) -> csi::VolumeCapability {
 
 pub const VOLUME_ID: &str = "region1/zone-a/local-lvm/vm-9999-disk-0";
 
-pub fn stage_request(disk: &Disk, staging: &Path, cap: csi::VolumeCapability) -> csi::NodeStageVolumeRequest {
+pub fn stage_request(
+    disk: &Disk,
+    staging: &Path,
+    cap: csi::VolumeCapability,
+) -> csi::NodeStageVolumeRequest {
     csi::NodeStageVolumeRequest {
         volume_id: VOLUME_ID.into(),
         publish_context: disk.publish_context(),
