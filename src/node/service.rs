@@ -60,11 +60,12 @@ impl NodeService {
     }
 }
 
-/// Capabilities this node plugin implements.
-pub const CAPABILITIES: [RpcType; 5] = [
+/// Capabilities this node plugin offers. NodeExpandVolume is implemented
+/// and tested, but only offered once the controller can grow the disk:
+/// offering it alone makes a CO call it for a disk that never grew.
+pub const CAPABILITIES: [RpcType; 4] = [
     RpcType::StageUnstageVolume,
     RpcType::GetVolumeStats,
-    RpcType::ExpandVolume,
     RpcType::VolumeCondition,
     RpcType::SingleNodeMultiWriter,
 ];
