@@ -33,6 +33,10 @@ RUN apt-get update \
       e2fsprogs xfsprogs util-linux mount cryptsetup-bin ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/proxmox-csi /usr/local/bin/proxmox-csi
+# The log formatter colours its output even when stderr is not a terminal;
+# container logs end up in files and log collectors, where escape codes are
+# noise. NO_COLOR turns the colours off.
+ENV NO_COLOR=1
 # No USER line: the node plugin has to run as root (privileged) to format and
 # mount block devices, so the image default stays root. The controller only
 # talks HTTPS and gRPC and is run as an unprivileged uid by its manifest.
