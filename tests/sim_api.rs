@@ -478,3 +478,96 @@ async fn state_survives_restart() {
     let (_, b) = h2.get("/nodes/pve1/storage/local/content", &[]).await;
     assert_eq!(b["data"][0]["volid"], volid.as_str());
 }
+
+#[tokio::test]
+async fn power_cycle_applies_pending_and_replugs() {
+    let h = start(|c| {
+        c.vms[0].config.insert("hotplug".into(), "network".into());
+    })
+    .await;
+    let (_, b) = h.alloc("pve1", "local", "101", "vm-101-pw.raw", "1M").await;
+    let volid = b["data"].as_str().unwrap().to_string();
+    let (_, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi1", &format!("{volid},wwn={WWN}"))]).await;
+    h.wait("pve1", b["data"].as_str().unwrap()).await;
+    assert!(h.config("pve1", 101, true).await.get("scsi1").is_none());
+    let (_, b) = h.post("/nodes/pve1/qemu/101/status/start", &[]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "VM 101 already running");
+    let (_, b) = h.post("/nodes/pve1/qemu/101/status/stop", &[]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let (_, b) = h.post("/nodes/pve1/qemu/101/status/start", &[]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    assert!(h.config("pve1", 101, true).await["scsi1"].as_str().unwrap().starts_with(&volid));
+    if is_root() {
+        assert!(is_block_device(&h.sim.guest_by_id_dir(101).join(format!("wwn-{WWN}"))));
+    }
+    let (_, b) = h.get("/nodes/pve1/qemu/101/status/current", &[]).await;
+    assert_eq!(b["data"]["status"], "running");
+}
+
+#[tokio::test]
+async fn deleting_unused_entry_frees_the_volume() {
+    let h = start(|_| {}).await;
+    let (_, b) = h.alloc("pve1", "local", "101", "vm-101-u.raw", "1M").await;
+    let volid = b["data"].as_str().unwrap().to_string();
+    let (_, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi4", volid.as_str()), ("background_delay", "5")]).await;
+    // background_delay: the task is already done when the call returns.
+    let (_, st) = h.get(&format!("/nodes/pve1/tasks/{}/status", urlencode(b["data"].as_str().unwrap())), &[]).await;
+    assert_eq!(st["data"]["status"], "stopped");
+    h.put("/nodes/pve1/qemu/101/unlink", &[("idlist", "scsi4")]).await;
+    assert_eq!(h.config("pve1", 101, true).await["unused0"], volid.as_str());
+    let file = h.sim.config().data_dir.join("storage/pve1/local/images/101/vm-101-u.raw");
+    assert!(file.exists());
+    let (s, b) = h.put("/nodes/pve1/qemu/101/config", &[("delete", "unused0")]).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!file.exists());
+    let (s, b) = h.post("/nodes/pve1/qemu/101/config", &[("delete", "nosuchopt")]).await;
+    assert_eq!((s, b["errors"]["delete"].as_str()), (400, Some("unknown option 'nosuchopt'")));
+    let (s, b) = h.post("/nodes/pve1/qemu/101/config", &[("description", "x"), ("skiplock", "1")]).await;
+    assert_eq!((s, b["errors"]["skiplock"].as_str()), (400, Some("Only root may use this option.")));
+}
+
+#[tokio::test]
+async fn yaml_config_overrides_layout_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"
+cluster_name: lab
+nodes: [a1]
+storages:
+  - id: fast
+    capacity: 1048576
+vms:
+  - vmid: 200
+    name: only
+    node: a1
+    config: { scsihw: virtio-scsi-single, hotplug: "disk" }
+tokens:
+  - id: audit@pve!ro
+    secret: s3
+    privs: [VM.Audit, Datastore.Audit]
+hotplug: none
+task_ms: 5
+"#;
+    let mut cfg = SimConfig::from_yaml(yaml).unwrap();
+    cfg.data_dir = dir.path().to_path_buf();
+    assert!(SimConfig::from_yaml("nodes: [a]\nbogus: 1\n").is_err());
+    let sim = Sim::new(cfg).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/api2/json", listener.local_addr().unwrap());
+    tokio::spawn(sim.clone().serve(listener));
+    let c = reqwest::Client::new();
+    let get = |p: &str| c.get(format!("{base}{p}")).header("Authorization", "PVEAPIToken=audit@pve!ro=s3").send();
+    let b: Value = get("/cluster/resources").await.unwrap().json().await.unwrap();
+    let items = b["data"].as_array().unwrap();
+    assert!(items.iter().any(|i| i["id"] == "qemu/200"));
+    assert!(items.iter().any(|i| i["id"] == "storage/a1/fast" && i["maxdisk"] == 1048576));
+    let r = c
+        .post(format!("{base}/nodes/a1/storage/fast/content"))
+        .header("Authorization", "PVEAPIToken=audit@pve!ro=s3")
+        .form(&[("vmid", "200"), ("filename", "vm-200-a.raw"), ("size", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["message"], "Permission check failed (/storage/fast, Datastore.AllocateSpace)\n");
+}

@@ -122,7 +122,11 @@ async fn pipeline(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, bo
             FaultAction::TaskError(e) => task_error = Some(e),
             FaultAction::LockVm(lock) => {
                 if let Some(vmid) = path_params.get("vmid").and_then(|v| v.parse::<u32>().ok()) {
-                    sim.with_vm(vmid, |vm| vm.conf.insert("lock".into(), lock.clone()));
+                    // An empty lock value clears the lock again.
+                    sim.with_vm(vmid, |vm| match lock.is_empty() {
+                        true => vm.conf.remove("lock"),
+                        false => vm.conf.insert("lock".into(), lock.clone()),
+                    });
                     sim.save()?;
                 }
             }

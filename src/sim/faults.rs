@@ -13,7 +13,7 @@ pub enum FaultAction {
     Error { status: u16, message: String },
     /// Handle the request, but the task it starts fails with this text.
     TaskError(String),
-    /// Set `lock: <value>` on the VM in the path before handling the request.
+    /// Set `lock: <value>` on the VM in the path before handling the request (empty: unlock).
     LockVm(String),
 }
 

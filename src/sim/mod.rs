@@ -65,11 +65,15 @@ impl Sim {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let schema = schema::Schema::load()?;
         let state_file = cfg.data_dir.join("state.json");
-        let state = if state_file.exists() {
+        // Persisted VMs win over the config; VMs the config adds later are merged in.
+        let mut state: State = if state_file.exists() {
             serde_json::from_str(&std::fs::read_to_string(&state_file)?)?
         } else {
-            State { vms: cfg.vms.iter().map(|v| (v.vmid, vm_from_config(v))).collect() }
+            State::default()
         };
+        for v in &cfg.vms {
+            state.vms.entry(v.vmid).or_insert_with(|| vm_from_config(v));
+        }
         let hotplug = hotplug::Hotplug::new(cfg.hotplug, cfg.data_dir.clone());
         let sim = Sim {
             inner: Arc::new(Inner {
@@ -176,7 +180,7 @@ impl Sim {
         let vms: Vec<Vm> = self.inner.state.lock().unwrap().vms.values().cloned().collect();
         for vm in vms.iter().filter(|v| v.running()) {
             for (key, val) in &vm.conf {
-                if !vmstate::is_drive_key(key) || !vmstate::is_hotpluggable_bus(key) {
+                if !vmstate::is_drive_key(key) || !handlers::qemu::drive_has_image(self, vm, val) {
                     continue;
                 }
                 if let Err(e) = handlers::qemu::plug_drive(self, vm, key, val) {

@@ -231,3 +231,46 @@ pub fn validate(params_schema: &Value, params: &BTreeMap<String, String>) -> Res
     }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn perl_patterns_are_translated_and_anchored() {
+        assert!(pattern_matches(r"(?^:^(0x)[0-9a-fA-F]{16})", "0x5000c500deadbeef"));
+        assert!(!pattern_matches(r"(?^:^(0x)[0-9a-fA-F]{16})", "0x5000c500deadbeef00"));
+        assert!(pattern_matches(r"[A-Za-z0-9\-_\s]{,8}", "QEMU"));
+        assert!(!pattern_matches(r"[A-Za-z0-9\-_\s]{,8}", "TOO-LONG-VENDOR"));
+        assert!(!pattern_matches(r"\d+[MG]?", "12X"));
+    }
+
+    #[test]
+    fn property_strings_resolve_default_key_and_aliases() {
+        let fmt = json!({
+            "file": {"default_key": 1, "type": "string"},
+            "volume": {"alias": "file"},
+            "cache": {"optional": 1, "type": "string", "enum": ["none", "writeback"]},
+        });
+        let fmt = fmt.as_object().unwrap();
+        let p = parse_property_string(fmt, "local:1/a.raw,cache=none").unwrap();
+        assert_eq!(p["file"], "local:1/a.raw");
+        assert_eq!(parse_property_string(fmt, "volume=x").unwrap()["file"], "x");
+        assert!(parse_property_string(fmt, "a,b").unwrap_err().contains("duplicate key"));
+        let mut errs = BTreeMap::new();
+        check_value(&json!({"type": "string", "format": fmt}), "cache=none", "scsi1", &mut errs);
+        assert_eq!(
+            errs["scsi1"],
+            "invalid format - format error\nscsi1.file: property is missing and it is not optional"
+        );
+    }
+
+    #[test]
+    fn booleans_accept_pve_spellings() {
+        for v in ["1", "0", "true", "No", "ON", "off"] {
+            assert!(parse_bool(v).is_some(), "{v}");
+        }
+        assert!(parse_bool("2").is_none());
+    }
+}

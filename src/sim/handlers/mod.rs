@@ -31,6 +31,8 @@ pub async fn call(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         ("PUT", "/nodes/{node}/qemu/{vmid}/unlink") => qemu::unlink(sim, ctx).await,
         ("PUT", "/nodes/{node}/qemu/{vmid}/resize") => qemu::resize(sim, ctx).await,
         ("GET", "/nodes/{node}/qemu/{vmid}/status/current") => qemu::status_current(sim, ctx),
+        ("POST", "/nodes/{node}/qemu/{vmid}/status/start") => qemu::power(sim, ctx, true).await,
+        ("POST", "/nodes/{node}/qemu/{vmid}/status/stop") => qemu::power(sim, ctx, false).await,
         ("GET", "/nodes/{node}/tasks") => tasks::list(sim, ctx),
         ("GET", "/nodes/{node}/tasks/{upid}/status") => tasks::status(sim, ctx),
         ("GET", "/nodes/{node}/tasks/{upid}/log") => tasks::log(sim, ctx),

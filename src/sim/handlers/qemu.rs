@@ -123,6 +123,9 @@ pub fn pending(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
 
 /// Sync-side checks shared by config writers: digest and VM lock.
 fn check_writable(vm: &Vm, ctx: &Ctx) -> ApiResult<()> {
+    if ctx.get("skiplock").is_some() && ctx.who.userid != "root@pam" {
+        return Err(ApiError::param("skiplock", "Only root may use this option."));
+    }
     if let Some(d) = ctx.get("digest") {
         if d != vm.digest() {
             return Err(ApiError::internal("checksum mismatch (file change by other user?)"));
@@ -253,6 +256,17 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
             }
         }
     });
+    if let Some(secs) = ctx.get("background_delay").and_then(|d| d.parse::<u64>().ok()) {
+        // PVE waits this long for the worker so quick updates look synchronous.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            let st = sim.inner.tasks.status(&upid);
+            if st.as_ref().map_or(true, |v| v["status"] == "stopped") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     Ok(json!(upid))
 }
 
@@ -295,6 +309,10 @@ fn release_volume(sim: &Sim, vm: &mut Vm, value: &str, force: bool) -> Result<()
     if v.owner != vm.vmid {
         return Ok(());
     }
+    // Still referenced by another slot: nothing to release.
+    if vm.conf.values().filter(|x| Drive::parse(x).file == d.file).count() > 1 {
+        return Ok(());
+    }
     if force {
         volumes::free(&path)?;
     } else {
@@ -320,6 +338,11 @@ fn apply_pending(sim: &Sim, vmid: u32, force: bool) -> Result<(), String> {
                     sim.inner.hotplug.unplug(vmid, &key);
                 }
                 if let Err(e) = release_volume(sim, &mut vm, &old, force) {
+                    errors.push(format!("{key}: {e}"));
+                }
+            } else if key.starts_with("unused") {
+                // Deleting an unused entry destroys the volume, as in PVE.
+                if let Err(e) = release_volume(sim, &mut vm, &old, true) {
                     errors.push(format!("{key}: {e}"));
                 }
             }
@@ -416,4 +439,47 @@ pub async fn resize(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         Ok(0)
     });
     Ok(json!(upid))
+}
+
+/// POST status/start and status/stop: power state changes as tasks. Starting applies all pending
+/// changes and plugs every drive; stopping unplugs them.
+pub async fn power(sim: &Sim, ctx: &Ctx, start: bool) -> ApiResult<Value> {
+    let (node, vmid) = node_vmid(ctx)?;
+    sim.vm(&node, vmid)?;
+    let guard = sim.lock_vm(vmid).await?;
+    let vm = sim.vm(&node, vmid)?;
+    check_writable(&vm, ctx)?;
+    let sim2 = sim.clone();
+    let kind = if start { "qmstart" } else { "qmstop" };
+    let upid = sim.inner.tasks.spawn(&node, kind, &vmid.to_string(), &ctx.who.userid, sim.task_delay(), ctx.task_error.clone(), move |_log| async move {
+        let _guard = guard;
+        let Some(vm) = sim2.with_vm(vmid, |v| v.clone()) else { return Err(format!("VM {vmid} vanished")) };
+        if start {
+            if vm.running() {
+                return Err(format!("VM {vmid} already running"));
+            }
+            apply_pending(&sim2, vmid, false)?;
+            sim2.with_vm(vmid, |v| v.status = "running".into());
+            sim2.save().map_err(|e| e.message)?;
+            let vm = sim2.with_vm(vmid, |v| v.clone()).expect("present");
+            for (key, val) in vm.conf.iter().filter(|(k, _)| is_drive_key(k)) {
+                if drive_image(&sim2, &vm, val).is_some_and(|(p, _, _)| p.exists()) {
+                    plug_drive(&sim2, &vm, key, val)?;
+                }
+            }
+        } else {
+            for key in vm.conf.keys().filter(|k| is_drive_key(k)) {
+                sim2.inner.hotplug.unplug(vmid, key);
+            }
+            sim2.with_vm(vmid, |v| v.status = "stopped".into());
+            sim2.save().map_err(|e| e.message)?;
+        }
+        Ok(0)
+    });
+    Ok(json!(upid))
+}
+
+/// Whether a drive's image exists (used to skip disks without a backing file on startup).
+pub(crate) fn drive_has_image(sim: &Sim, vm: &Vm, value: &str) -> bool {
+    drive_image(sim, vm, value).is_some_and(|(p, _, _)| p.exists())
 }
