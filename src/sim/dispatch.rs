@@ -16,6 +16,8 @@ const BASE: &str = "/api2/json";
 
 /// Everything a handler needs to know about the request.
 pub struct Ctx {
+    /// Decoded request path below `/api2/json`, for messages.
+    pub path: String,
     pub template: String,
     pub method: String,
     pub params: BTreeMap<String, String>,
@@ -148,6 +150,6 @@ async fn pipeline(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, bo
             ));
         }
     }
-    let ctx = Ctx { template, method: m, params, who, task_error };
+    let ctx = Ctx { path: shown, template, method: m, params, who, task_error };
     handlers::call(sim, &ctx).await
 }

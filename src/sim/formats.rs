@@ -37,16 +37,14 @@ pub fn check(format: &str, v: &str) -> Result<(), String> {
                 return Err("value does not look like a valid node name".into());
             }
         }
-        "pve-storage-id" => {
-            if !storage_id_ok(v) {
+        "pve-storage-id"
+            if !storage_id_ok(v) => {
                 return Err(format!("invalid format - storage ID '{v}' contains illegal characters"));
             }
-        }
-        "pve-configid" => {
-            if !configid_ok(v) {
+        "pve-configid"
+            if !configid_ok(v) => {
                 return Err(format!("invalid format - invalid configuration ID '{v}'"));
             }
-        }
         "pve-configid-list" => {
             for id in split_list(v) {
                 if !configid_ok(id) {
@@ -54,11 +52,10 @@ pub fn check(format: &str, v: &str) -> Result<(), String> {
                 }
             }
         }
-        "pve-volume-id" => {
-            if !volid_ok(v) {
+        "pve-volume-id"
+            if !volid_ok(v) => {
                 return Err(format!("invalid format - unable to parse volume ID '{v}'"));
             }
-        }
         "pve-volume-id-or-qm-path" | "pve-volume-id-or-absolute-path" => {
             let special = v == "none" || v == "cdrom" || v.starts_with('/');
             if !special && !volid_ok(v) {

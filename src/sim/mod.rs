@@ -129,8 +129,27 @@ impl Sim {
         &self.inner.cfg
     }
 
-    fn task_delay(&self) -> Duration {
-        Duration::from_millis(self.inner.cfg.task_ms)
+    /// Starts a worker task on behalf of the request in `ctx`.
+    fn spawn_task<F>(
+        &self,
+        ctx: &dispatch::Ctx,
+        node: &str,
+        kind: &str,
+        id: &str,
+        body: impl FnOnce(tasks::TaskLog) -> F + Send + 'static,
+    ) -> String
+    where
+        F: std::future::Future<Output = tasks::TaskOutcome> + Send + 'static,
+    {
+        let spec = tasks::TaskSpec {
+            node,
+            kind,
+            id,
+            user: &ctx.who.userid,
+            delay: Duration::from_millis(self.inner.cfg.task_ms),
+            forced_error: ctx.task_error.clone(),
+        };
+        self.inner.tasks.spawn(spec, body)
     }
 
     fn persist(&self) -> anyhow::Result<()> {

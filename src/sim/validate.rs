@@ -28,7 +28,7 @@ fn pattern_matches(pattern: &str, value: &str) -> bool {
         Regex::new(&format!("^(?:{p})$")).ok()
     });
     // A pattern we cannot translate is not a reason to reject the request.
-    re.as_ref().map_or(true, |re| re.is_match(value))
+    re.as_ref().is_none_or(|re| re.is_match(value))
 }
 
 pub fn parse_bool(v: &str) -> Option<bool> {
@@ -56,7 +56,7 @@ pub fn check_value(def: &Value, value: &str, path: &str, errors: &mut BTreeMap<S
     match ty {
         "integer" => {
             let re_ok = value.trim_start_matches(['+', '-']).chars().all(|c| c.is_ascii_digit())
-                && value.trim_start_matches(['+', '-']).len() > 0;
+                && !value.trim_start_matches(['+', '-']).is_empty();
             if !re_ok {
                 return err(format!("type check ('integer') failed - got '{value}'"));
             }
@@ -68,7 +68,7 @@ pub fn check_value(def: &Value, value: &str, path: &str, errors: &mut BTreeMap<S
             }
             if let Some(max) = num_limit(def, "maximum") {
                 if n > max {
-                    return err(format!("value must have a maximum value of {}", fmt_num(max)));
+                    err(format!("value must have a maximum value of {}", fmt_num(max)))
                 }
             }
         }
@@ -83,13 +83,13 @@ pub fn check_value(def: &Value, value: &str, path: &str, errors: &mut BTreeMap<S
             }
             if let Some(max) = num_limit(def, "maximum") {
                 if n > max {
-                    return err(format!("value must have a maximum value of {}", fmt_num(max)));
+                    err(format!("value must have a maximum value of {}", fmt_num(max)))
                 }
             }
         }
         "boolean" => {
             if parse_bool(value).is_none() {
-                return err(format!("type check ('boolean') failed - got '{value}'"));
+                err(format!("type check ('boolean') failed - got '{value}'"))
             }
         }
         _ => {
@@ -120,12 +120,12 @@ pub fn check_value(def: &Value, value: &str, path: &str, errors: &mut BTreeMap<S
             match def.get("format") {
                 Some(Value::Object(fmt)) => {
                     if let Err(m) = check_property_string(fmt, value, path) {
-                        return err(format!("invalid format - {m}"));
+                        err(format!("invalid format - {m}"))
                     }
                 }
                 Some(Value::String(name)) => {
                     if let Err(m) = formats::check(name, value) {
-                        return err(m);
+                        err(m)
                     }
                 }
                 _ => {}
@@ -200,7 +200,7 @@ fn check_property_string(fmt: &Map<String, Value>, value: &str, path: &str) -> R
 pub fn validate(params_schema: &Value, params: &BTreeMap<String, String>) -> Result<(), BTreeMap<String, String>> {
     let empty = Map::new();
     let props = params_schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
-    let additional = params_schema.get("additionalProperties").map_or(true, |v| is_true(Some(v)));
+    let additional = params_schema.get("additionalProperties").is_none_or(|v| is_true(Some(v)));
     let mut errors = BTreeMap::new();
     for (name, value) in params {
         match propdef::lookup(props, name) {

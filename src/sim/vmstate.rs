@@ -94,7 +94,7 @@ pub fn is_hotpluggable_bus(key: &str) -> bool {
 pub fn format_size(bytes: u64) -> String {
     let units = [("T", 1u64 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
     for (u, f) in units {
-        if bytes >= f && bytes % f == 0 {
+        if bytes >= f && bytes.is_multiple_of(f) {
             return format!("{}{u}", bytes / f);
         }
     }

@@ -36,6 +36,7 @@ pub async fn call(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         ("GET", "/nodes/{node}/tasks") => tasks::list(sim, ctx),
         ("GET", "/nodes/{node}/tasks/{upid}/status") => tasks::status(sim, ctx),
         ("GET", "/nodes/{node}/tasks/{upid}/log") => tasks::log(sim, ctx),
-        (m, t) => Err(ApiError::not_implemented(m, t)),
+        // Known to the schema but not simulated.
+        (m, _) => Err(ApiError::not_implemented(m, &ctx.path)),
     }
 }

@@ -242,10 +242,10 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
     if sync {
         let res = apply_pending(sim, vmid, force);
         drop(guard);
-        return res.map(|_| Value::Null).map_err(|e| ApiError::internal(e));
+        return res.map(|_| Value::Null).map_err(ApiError::internal);
     }
     let sim2 = sim.clone();
-    let upid = sim.inner.tasks.spawn(&node, "qmconfig", &vmid.to_string(), &ctx.who.userid, sim.task_delay(), ctx.task_error.clone(), move |log| async move {
+    let upid = sim.spawn_task(ctx, &node, "qmconfig", &vmid.to_string(), move |log| async move {
         // The config lock stays held until the worker is done, as with PVE's forked worker.
         let _guard = guard;
         match apply_pending(&sim2, vmid, force) {
@@ -261,7 +261,7 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         while std::time::Instant::now() < deadline {
             let st = sim.inner.tasks.status(&upid);
-            if st.as_ref().map_or(true, |v| v["status"] == "stopped") {
+            if st.as_ref().is_none_or(|v| v["status"] == "stopped") {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -419,7 +419,7 @@ pub async fn resize(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         return Err(ApiError::internal("shrinking disks is not supported"));
     }
     let sim2 = sim.clone();
-    let upid = sim.inner.tasks.spawn(&node, "resize", &vmid.to_string(), &ctx.who.userid, sim.task_delay(), ctx.task_error.clone(), move |log| async move {
+    let upid = sim.spawn_task(ctx, &node, "resize", &vmid.to_string(), move |log| async move {
         let _guard = guard;
         if new == current {
             log.line("disk is already at specified size");
@@ -451,7 +451,7 @@ pub async fn power(sim: &Sim, ctx: &Ctx, start: bool) -> ApiResult<Value> {
     check_writable(&vm, ctx)?;
     let sim2 = sim.clone();
     let kind = if start { "qmstart" } else { "qmstop" };
-    let upid = sim.inner.tasks.spawn(&node, kind, &vmid.to_string(), &ctx.who.userid, sim.task_delay(), ctx.task_error.clone(), move |_log| async move {
+    let upid = sim.spawn_task(ctx, &node, kind, &vmid.to_string(), move |_log| async move {
         let _guard = guard;
         let Some(vm) = sim2.with_vm(vmid, |v| v.clone()) else { return Err(format!("VM {vmid} vanished")) };
         if start {
