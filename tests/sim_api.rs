@@ -571,3 +571,12 @@ task_ms: 5
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["message"], "Permission check failed (/storage/fast, Datastore.AllocateSpace)\n");
 }
+
+#[test]
+fn example_config_parses() {
+    let text = include_str!("../src/sim_data/sim.example.yaml");
+    let cfg = SimConfig::from_yaml(text).unwrap();
+    assert_eq!(cfg.vms.len(), 2);
+    assert_eq!(cfg.tokens[1].privs.as_ref().unwrap().len(), 3);
+    assert_eq!(cfg.hotplug, HotplugMode::Loop);
+}

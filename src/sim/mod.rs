@@ -61,8 +61,10 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(cfg: SimConfig) -> anyhow::Result<Sim> {
+    pub fn new(mut cfg: SimConfig) -> anyhow::Result<Sim> {
         std::fs::create_dir_all(&cfg.data_dir)?;
+        // Absolute paths: loop back-files and link targets are compared against it.
+        cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)?;
         let schema = schema::Schema::load()?;
         let state_file = cfg.data_dir.join("state.json");
         // Persisted VMs win over the config; VMs the config adds later are merged in.
