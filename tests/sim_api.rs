@@ -580,3 +580,131 @@ fn example_config_parses() {
     assert_eq!(cfg.tokens[1].privs.as_ref().unwrap().len(), 3);
     assert_eq!(cfg.hotplug, HotplugMode::Loop);
 }
+
+fn thin_storage(c: &mut SimConfig) {
+    c.storages.push(proxmox_csi::sim::StorageConfig { id: "thin".into(), kind: "lvmthin".into(), ..Default::default() });
+}
+
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_at(data, offset).unwrap();
+}
+
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    std::fs::File::open(path).unwrap().read_at(&mut buf, offset).unwrap();
+    buf
+}
+
+#[tokio::test]
+async fn vm_create_destroy_and_nextid() {
+    let h = start(|_| {}).await;
+    let (_, b) = h.get("/cluster/nextid", &[]).await;
+    assert_eq!(b["data"], "100");
+    let (s, b) = h.get("/cluster/nextid", &[("vmid", "101")]).await;
+    assert_eq!((s, b["errors"]["vmid"].as_str()), (400, Some("VM 101 already exists")));
+
+    let (s, b) = h.post("/nodes/pve1/qemu", &[("vmid", "300"), ("name", "holder"), ("scsi0", "local:1,wwn=0x5000c50000000300")]).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let conf = h.config("pve1", 300, true).await;
+    assert_eq!(conf["scsi0"], "local:300/vm-300-disk-0.raw,size=1G,wwn=0x5000c50000000300");
+    assert_eq!(conf["name"], "holder");
+    let (s, b) = h.post("/nodes/pve1/qemu", &[("vmid", "300")]).await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("unable to create VM 300: config file already exists\n")));
+
+    // A foreign volume attached to the holder survives its destruction; its own disk does not.
+    let (_, b) = h.alloc("pve1", "local", "777", "vm-777-keep.raw", "1M").await;
+    let keep = b["data"].as_str().unwrap().to_string();
+    let (_, b) = h.post("/nodes/pve1/qemu/300/config", &[("scsi1", keep.as_str())]).await;
+    h.wait("pve1", b["data"].as_str().unwrap()).await;
+    let (s, b) = h.delete("/nodes/pve1/qemu/101").await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("VM 101 is running - destroy failed\n")));
+    let (s, b) = h.delete("/nodes/pve1/qemu/300").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let dd = &h.sim.config().data_dir;
+    assert!(!dd.join("storage/pve1/local/images/300/vm-300-disk-0.raw").exists());
+    assert!(dd.join("storage/pve1/local/images/777/vm-777-keep.raw").exists());
+    let (s, _) = h.get("/nodes/pve1/qemu/300/config", &[]).await;
+    assert_eq!(s, 500);
+}
+
+#[tokio::test]
+async fn snapshots_rollback_and_clone_on_thin_storage() {
+    let h = start(thin_storage).await;
+    let (s, b) = h.alloc("pve1", "thin", "400", "vm-400-disk-0", "1M").await;
+    assert_eq!((s, b["data"].as_str()), (200, Some("thin:vm-400-disk-0")), "{b}");
+    let (s, b) = h.alloc("pve1", "thin", "400", "vm-400-q.qcow2", "1M").await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("unsupported format 'qcow2'\n")));
+    let (_, b) = h.post("/nodes/pve1/qemu", &[("vmid", "400"), ("scsi0", "thin:vm-400-disk-0")]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let (_, info) = h.get("/nodes/pve1/storage/thin/content/thin%3Avm-400-disk-0", &[]).await;
+    let img = std::path::PathBuf::from(info["data"]["path"].as_str().unwrap());
+    write_at(&img, 4096, b"before");
+
+    let (s, b) = h.post("/nodes/pve1/qemu/400/snapshot", &[("snapname", "s1"), ("description", "first")]).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let (s, b) = h.post("/nodes/pve1/qemu/400/snapshot", &[("snapname", "s1")]).await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("snapshot name 's1' already used\n")));
+    write_at(&img, 4096, b"after!");
+    let (_, b) = h.get("/nodes/pve1/qemu/400/snapshot", &[]).await;
+    let names: Vec<&str> = b["data"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["s1", "current"]);
+    assert_eq!(b["data"][0]["description"], "first");
+    assert_eq!(b["data"][1]["parent"], "s1");
+    // Snapshot files are not volumes.
+    let (_, b) = h.get("/nodes/pve1/storage/thin/content", &[]).await;
+    assert_eq!(b["data"].as_array().unwrap().len(), 1);
+
+    // Clone from the snapshot: a new VM with a full copy of the snapshot's data.
+    let (s, b) = h.post("/nodes/pve1/qemu/400/clone", &[("newid", "401"), ("snapname", "s1"), ("name", "restored")]).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let conf = h.config("pve1", 401, true).await;
+    assert_eq!(conf["scsi0"], "thin:vm-401-disk-0,size=1M");
+    let (_, info) = h.get("/nodes/pve1/storage/thin/content/thin%3Avm-401-disk-0", &[]).await;
+    let copy = std::path::PathBuf::from(info["data"]["path"].as_str().unwrap());
+    assert_eq!(read_at(&copy, 4096, 6), b"before");
+    let (s, b) = h.post("/nodes/pve1/qemu/400/clone", &[("newid", "402"), ("snapname", "nope")]).await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("snapshot 'nope' does not exist\n")));
+
+    let (_, b) = h.post("/nodes/pve1/qemu/400/snapshot/s1/rollback", &[]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    assert_eq!(read_at(&img, 4096, 6), b"before");
+    let (_, b) = h.delete("/nodes/pve1/qemu/400/snapshot/s1").await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let (_, b) = h.get("/nodes/pve1/qemu/400/snapshot", &[]).await;
+    assert_eq!(b["data"].as_array().unwrap().len(), 1);
+    assert!(h.config("pve1", 400, true).await.get("parent").is_none());
+    let (s, b) = h.delete("/nodes/pve1/qemu/400/snapshot/s1").await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("snapshot 's1' does not exist\n")));
+}
+
+#[tokio::test]
+async fn snapshots_need_a_capable_format() {
+    let h = start(|_| {}).await;
+    let (_, b) = h.post("/nodes/pve1/qemu", &[("vmid", "500"), ("scsi0", "local:1")]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    // Snapshot names are config ids: at least two characters.
+    let (s, b) = h.post("/nodes/pve1/qemu/500/snapshot", &[("snapname", "s")]).await;
+    assert_eq!((s, b["errors"]["snapname"].as_str()), (400, Some("invalid format - invalid configuration ID 's'")));
+    let (_, b) = h.post("/nodes/pve1/qemu/500/snapshot", &[("snapname", "snap1")]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "snapshot feature is not available");
+    assert!(h.config("pve1", 500, true).await.get("lock").is_none());
+    // qcow2 on a dir storage can be snapshotted and cloned as of the snapshot.
+    let (_, b) = h.alloc("pve1", "local", "501", "vm-501-disk-0.qcow2", "1M").await;
+    let volid = b["data"].as_str().unwrap().to_string();
+    let (_, b) = h.post("/nodes/pve1/qemu", &[("vmid", "501"), ("scsi0", volid.as_str())]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let (_, b) = h.post("/nodes/pve1/qemu/501/snapshot", &[("snapname", "snap1")]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let (s, b) = h
+        .post("/nodes/pve1/qemu/501/clone", &[("newid", "502"), ("snapname", "snap1"), ("storage", "shared"), ("format", "raw"), ("full", "1")])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    assert_eq!(h.config("pve1", 502, true).await["scsi0"], "shared:502/vm-502-disk-0.raw,size=1M");
+}

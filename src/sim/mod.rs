@@ -224,5 +224,6 @@ fn vm_from_config(v: &VmConfig) -> Vm {
         conf,
         pending: BTreeMap::new(),
         pending_delete: Default::default(),
+        snapshots: Default::default(),
     }
 }

@@ -16,6 +16,10 @@ pub struct Vm {
     pub pending: BTreeMap<String, String>,
     #[serde(default)]
     pub pending_delete: BTreeSet<String>,
+    /// Snapshot sections: name -> config at snapshot time (plus `snaptime`, `description`,
+    /// `parent`), as in the `[snapname]` sections of a PVE config file.
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Vm {
@@ -40,6 +44,12 @@ impl Vm {
                 out.push_str(&format!("delete: {}\n", d.join(",")));
             }
             for (k, v) in &self.pending {
+                out.push_str(&format!("{k}: {v}\n"));
+            }
+        }
+        for (name, conf) in &self.snapshots {
+            out.push_str(&format!("\n[{name}]\n"));
+            for (k, v) in conf {
                 out.push_str(&format!("{k}: {v}\n"));
             }
         }
@@ -144,6 +154,7 @@ mod tests {
             conf: [("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())].into(),
             pending: Default::default(),
             pending_delete: Default::default(),
+            snapshots: Default::default(),
         };
         let d0 = vm.digest();
         vm.pending.insert("c".into(), "3".into());

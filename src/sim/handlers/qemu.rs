@@ -1,6 +1,6 @@
 //! VM endpoints: config read/update with pending/hot-plug semantics, unlink, resize.
 
-use crate::sim::auth::require;
+use crate::sim::auth::{require, Identity};
 use crate::sim::dispatch::Ctx;
 use crate::sim::drive::Drive;
 use crate::sim::error::{ApiError, ApiResult};
@@ -16,9 +16,9 @@ const FAST_PLUG: &[&str] = &[
 ];
 
 /// Request keys that steer the update rather than being config options.
-const CONTROL_KEYS: &[&str] = &["node", "vmid", "digest", "delete", "revert", "skiplock", "force", "background_delay"];
+pub(crate) const CONTROL_KEYS: &[&str] = &["node", "vmid", "digest", "delete", "revert", "skiplock", "force", "background_delay"];
 
-fn node_vmid(ctx: &Ctx) -> ApiResult<(String, u32)> {
+pub(crate) fn node_vmid(ctx: &Ctx) -> ApiResult<(String, u32)> {
     Ok((ctx.req("node")?.to_string(), ctx.vmid()?))
 }
 
@@ -122,7 +122,7 @@ pub fn pending(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
 }
 
 /// Sync-side checks shared by config writers: digest and VM lock.
-fn check_writable(vm: &Vm, ctx: &Ctx) -> ApiResult<()> {
+pub(crate) fn check_writable(vm: &Vm, ctx: &Ctx) -> ApiResult<()> {
     if ctx.get("skiplock").is_some() && ctx.who.userid != "root@pam" {
         return Err(ApiError::param("skiplock", "Only root may use this option."));
     }
@@ -139,26 +139,17 @@ fn check_writable(vm: &Vm, ctx: &Ctx) -> ApiResult<()> {
     Ok(())
 }
 
-/// Next free `vm-<vmid>-disk-N` name on a storage (for `STORAGE:SIZE` allocations).
-fn free_disk_name(sim: &Sim, st: &crate::sim::StorageConfig, node: &str, vmid: u32) -> String {
-    let dir = st.dir(&sim.cfg().data_dir, node).join("images").join(vmid.to_string());
-    (0..)
-        .map(|i| format!("vm-{vmid}-disk-{i}.raw"))
-        .find(|n| !dir.join(n).exists())
-        .expect("unbounded")
-}
-
 /// Checks a drive value the way PVE does before writing it: storage exists and is reachable from
 /// the VM's node, volume exists (its size is recorded), `STORAGE:SIZE` allocates a new image.
-fn prepare_drive(sim: &Sim, ctx: &Ctx, vm: &Vm, value: &str) -> ApiResult<String> {
+pub(crate) fn prepare_drive(sim: &Sim, who: &Identity, vm: &Vm, value: &str) -> ApiResult<String> {
     let mut d = Drive::parse(value);
     let Some(volid) = d.volid().map(str::to_string) else { return Ok(value.to_string()) };
     let (sid, volname) = volumes::split_volid(&volid)?;
     let st = volumes::storage(sim.cfg(), sid)?;
     volumes::check_available(st, &vm.node)?;
-    require(&ctx.who, &format!("/storage/{sid}"), &["Datastore.AllocateSpace"], false)?;
+    require(who, &format!("/storage/{sid}"), &["Datastore.AllocateSpace"], false)?;
     if let Ok(gib) = volname.parse::<f64>() {
-        let name = free_disk_name(sim, st, &vm.node, vm.vmid);
+        let name = volumes::free_name(sim.cfg(), st, &vm.node, vm.vmid, "raw");
         let kib = (gib * 1024.0 * 1024.0) as u64;
         d.file = volumes::alloc(sim.cfg(), st, &vm.node, vm.vmid, &name, "raw", kib)?;
     }
@@ -223,7 +214,7 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
     let mut vm = sim.vm(&node, vmid)?;
     check_writable(&vm, ctx)?;
     for (k, v) in &upd.sets {
-        let v = if is_drive_key(k) { prepare_drive(sim, ctx, &vm, v)? } else { v.clone() };
+        let v = if is_drive_key(k) { prepare_drive(sim, &ctx.who, &vm, v)? } else { v.clone() };
         vm.pending.insert(k.clone(), v);
         vm.pending_delete.remove(k);
     }
@@ -286,7 +277,7 @@ fn hot_applicable(vm: &Vm, key: &str) -> bool {
 }
 
 /// Image path and parsed name of a drive's volume, if it is a storage volume.
-fn drive_image(sim: &Sim, vm: &Vm, value: &str) -> Option<(std::path::PathBuf, volumes::VolName, Drive)> {
+pub(crate) fn drive_image(sim: &Sim, vm: &Vm, value: &str) -> Option<(std::path::PathBuf, volumes::VolName, Drive)> {
     let d = Drive::parse(value);
     let volid = d.volid()?.to_string();
     let (path, v) = volumes::resolve(sim.cfg(), &vm.node, &volid).ok()?;
@@ -324,7 +315,7 @@ fn release_volume(sim: &Sim, vm: &mut Vm, value: &str, force: bool) -> Result<()
 
 /// Applies what can be applied now (everything when stopped; hot-pluggable keys when running).
 /// Returns PVE's aggregated hotplug error text if some change could not be applied.
-fn apply_pending(sim: &Sim, vmid: u32, force: bool) -> Result<(), String> {
+pub(crate) fn apply_pending(sim: &Sim, vmid: u32, force: bool) -> Result<(), String> {
     let Some(mut vm) = sim.with_vm(vmid, |v| v.clone()) else { return Err(format!("VM {vmid} vanished")) };
     let mut errors: Vec<String> = Vec::new();
     let running = vm.running();
