@@ -708,3 +708,40 @@ async fn snapshots_need_a_capable_format() {
     assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
     assert_eq!(h.config("pve1", 502, true).await["scsi0"], "shared:502/vm-502-disk-0.raw,size=1M");
 }
+
+#[tokio::test]
+async fn hotplug_failures_leave_changes_pending() {
+    let h = start(|_| {}).await;
+    let (_, b) = h.alloc("pve1", "local", "101", "vm-101-hp.raw", "1M").await;
+    let volid = b["data"].as_str().unwrap().to_string();
+    let fault = |msg: &str| Fault {
+        method: None,
+        path_regex: "/qemu/101/(config|unlink)$".into(),
+        action: FaultAction::HotplugError(msg.into()),
+        count: Some(1),
+    };
+    h.sim.faults().add(fault("plug timeout")).unwrap();
+    let drive = format!("{volid},wwn={WWN}");
+    let (_, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi1", drive.as_str())]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "400 Parameter verification failed. scsi1: hotplug problem - plug timeout");
+    assert!(h.config("pve1", 101, true).await.get("scsi1").is_none());
+    assert!(h.config("pve1", 101, false).await.get("scsi1").is_some());
+
+    // Re-sending the same drive applies it.
+    let (_, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi1", drive.as_str())]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let link = h.sim.guest_by_id_dir(101).join(format!("wwn-{WWN}"));
+    assert!(h.config("pve1", 101, true).await.get("scsi1").is_some());
+
+    h.sim.faults().add(fault("unplug timeout")).unwrap();
+    let (s, b) = h.put("/nodes/pve1/qemu/101/unlink", &[("idlist", "scsi1")]).await;
+    assert_eq!((s, b["errors"]["scsi1"].as_str()), (400, Some("hotplug problem - unplug timeout")));
+    assert!(h.config("pve1", 101, true).await.get("scsi1").is_some());
+    assert!(h.config("pve1", 101, false).await.get("scsi1").is_none());
+    if is_root() {
+        assert!(is_block_device(&link));
+    }
+    assert_eq!(h.put("/nodes/pve1/qemu/101/unlink", &[("idlist", "scsi1")]).await.0, 200);
+    assert!(h.config("pve1", 101, true).await.get("scsi1").is_none());
+    assert!(std::fs::symlink_metadata(&link).is_err());
+}

@@ -230,20 +230,24 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
     sim.save()?;
 
     let force = upd.force;
+    let inject = ctx.hotplug_error.clone();
     if sync {
-        let res = apply_pending(sim, vmid, force);
+        // Synchronous updates raise the parameter exception straight to the caller.
+        let res = apply_pending(sim, vmid, force, inject.as_deref());
         drop(guard);
-        return res.map(|_| Value::Null).map_err(ApiError::internal);
+        return res.map(|_| Value::Null).map_err(ApiError::params);
     }
     let sim2 = sim.clone();
     let upid = sim.spawn_task(ctx, &node, "qmconfig", &vmid.to_string(), move |log| async move {
         // The config lock stays held until the worker is done, as with PVE's forked worker.
         let _guard = guard;
-        match apply_pending(&sim2, vmid, force) {
+        match apply_pending(&sim2, vmid, force, inject.as_deref()) {
             Ok(()) => Ok(0),
-            Err(e) => {
-                log.line(e.clone());
-                Err(e)
+            Err(errors) => {
+                for (k, v) in &errors {
+                    log.line(format!("{k}: {v}"));
+                }
+                Err(apply_errors_text(&errors))
             }
         }
     });
@@ -313,11 +317,26 @@ fn release_volume(sim: &Sim, vm: &mut Vm, value: &str, force: bool) -> Result<()
     Ok(())
 }
 
+/// Per-option failures of applying pending changes, PVE's `raise_param_exc` payload.
+pub(crate) type ApplyErrors = BTreeMap<String, String>;
+
+/// How PVE's worker reports a parameter exception as the task's exit status.
+pub(crate) fn apply_errors_text(errors: &ApplyErrors) -> String {
+    let mut out = String::from("400 Parameter verification failed.");
+    for (k, v) in errors {
+        out.push_str(&format!(" {k}: {v}"));
+    }
+    out
+}
+
 /// Applies what can be applied now (everything when stopped; hot-pluggable keys when running).
-/// Returns PVE's aggregated hotplug error text if some change could not be applied.
-pub(crate) fn apply_pending(sim: &Sim, vmid: u32, force: bool) -> Result<(), String> {
-    let Some(mut vm) = sim.with_vm(vmid, |v| v.clone()) else { return Err(format!("VM {vmid} vanished")) };
-    let mut errors: Vec<String> = Vec::new();
+/// `inject` (fault injection) makes every hot-(un)plug fail with that text. Changes that fail
+/// stay pending.
+pub(crate) fn apply_pending(sim: &Sim, vmid: u32, force: bool, inject: Option<&str>) -> Result<(), ApplyErrors> {
+    let Some(mut vm) = sim.with_vm(vmid, |v| v.clone()) else {
+        return Err([("vmid".to_string(), format!("VM {vmid} vanished"))].into());
+    };
+    let mut errors = ApplyErrors::new();
     let running = vm.running();
     for key in vm.pending_delete.clone() {
         if !hot_applicable(&vm, &key) {
@@ -326,15 +345,19 @@ pub(crate) fn apply_pending(sim: &Sim, vmid: u32, force: bool) -> Result<(), Str
         if let Some(old) = vm.conf.get(&key).cloned() {
             if is_drive_key(&key) {
                 if running {
+                    if let Some(msg) = inject {
+                        errors.insert(key.clone(), format!("hotplug problem - {msg}"));
+                        continue;
+                    }
                     sim.inner.hotplug.unplug(vmid, &key);
                 }
                 if let Err(e) = release_volume(sim, &mut vm, &old, force) {
-                    errors.push(format!("{key}: {e}"));
+                    errors.insert(key.clone(), e);
                 }
             } else if key.starts_with("unused") {
                 // Deleting an unused entry destroys the volume, as in PVE.
                 if let Err(e) = release_volume(sim, &mut vm, &old, true) {
-                    errors.push(format!("{key}: {e}"));
+                    errors.insert(key.clone(), e);
                 }
             }
         }
@@ -349,8 +372,12 @@ pub(crate) fn apply_pending(sim: &Sim, vmid: u32, force: bool) -> Result<(), Str
             let old = vm.conf.get(&key).cloned();
             let old_file = old.as_deref().map(|o| Drive::parse(o).file);
             if running {
-                if let Err(e) = plug_drive(sim, &vm, &key, &val) {
-                    errors.push(format!("{key}: hotplug problem - {e}"));
+                let plugged = match inject {
+                    Some(msg) => Err(msg.to_string()),
+                    None => plug_drive(sim, &vm, &key, &val),
+                };
+                if let Err(e) = plugged {
+                    errors.insert(key.clone(), format!("hotplug problem - {e}"));
                     continue;
                 }
             }
@@ -364,12 +391,10 @@ pub(crate) fn apply_pending(sim: &Sim, vmid: u32, force: bool) -> Result<(), Str
         vm.pending.remove(&key);
     }
     sim.with_vm(vmid, |slot| *slot = vm);
-    sim.save().map_err(|e| e.message)?;
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("400 Parameter verification failed. {}", errors.join(" ")))
+    if let Err(e) = sim.save() {
+        errors.insert("vmid".into(), e.message);
     }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
 /// `+N` or absolute N with optional K/M/G/T (bare = bytes), as qemu-server's resize takes it.
@@ -449,7 +474,7 @@ pub async fn power(sim: &Sim, ctx: &Ctx, start: bool) -> ApiResult<Value> {
             if vm.running() {
                 return Err(format!("VM {vmid} already running"));
             }
-            apply_pending(&sim2, vmid, false)?;
+            apply_pending(&sim2, vmid, false, None).map_err(|e| apply_errors_text(&e))?;
             sim2.with_vm(vmid, |v| v.status = "running".into());
             sim2.save().map_err(|e| e.message)?;
             let vm = sim2.with_vm(vmid, |v| v.clone()).expect("present");
