@@ -1,5 +1,22 @@
 //! Proxmox VE API simulator: enough of the PVE REST API, with PVE's validation, errors, tasks
 //! and hot-plug semantics, for the driver and its conformance tests to run without a cluster.
+//!
+//! Start it in-process with `Sim::new(SimConfig::default_for(dir))?.serve(listener)` or as the
+//! `pve-sim` binary; the API is plain HTTP under `/api2/json`. Every request is checked against
+//! the embedded PVE schema (`pve-api.json.gz`) before any handler runs, so the simulator rejects
+//! what PVE rejects. Errors come back as `{"data": null, "message": "...\n", "errors": {...}}`
+//! with PVE's status codes and texts.
+//!
+//! Simulated endpoints (everything else in the schema answers 501 like PVE):
+//! - `/version`, `/cluster/status`, `/cluster/resources`, `/cluster/nextid`, `/nodes`,
+//!   `/nodes/{node}/status|version`, `POST /access/ticket`
+//! - storages: `/nodes/{node}/storage[/{storage}/status]`, `.../content` (list, allocate),
+//!   `.../content/{volume}` (info, free)
+//! - VMs: list, create, destroy, `config` (GET/POST/PUT), `pending`, `unlink`, `resize`,
+//!   `status/current|start|stop`, `snapshot` (list/create/delete/rollback), `clone`
+//! - tasks: `/nodes/{node}/tasks[/{upid}/status|log]`
+//!
+//! Control endpoints outside the PVE API: `GET|POST|DELETE /_sim/faults`, `GET /_sim/state`.
 
 mod auth;
 pub mod config;

@@ -19,6 +19,8 @@ pub async fn call(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         ("GET", "/cluster/status") => cluster::status(sim),
         ("GET", "/nodes") => cluster::nodes(sim),
         ("GET", "/cluster/resources") => cluster::resources(sim, ctx),
+        ("GET", "/nodes/{node}/status") => cluster::node_status(sim, ctx),
+        ("GET", "/nodes/{node}/version") => cluster::node_version(sim),
         ("GET", "/nodes/{node}/storage") => storage::list_storages(sim, ctx),
         ("GET", "/nodes/{node}/storage/{storage}/status") => storage::status(sim, ctx),
         ("GET", "/nodes/{node}/storage/{storage}/content") => storage::list_content(sim, ctx),
