@@ -150,9 +150,12 @@ async fn rejects_malformed_parameters_with_named_errors() {
     let (s, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi31", "local:101/vm-101-a.raw")]).await;
     assert_eq!(s, 400);
     assert!(b["errors"]["scsi31"].as_str().unwrap().contains("not defined in schema"));
-    let (s, b) = h.get("/nodes/pve1/qemu/101/config", &[("current", "maybe")]).await;
+    let (s, b) = h.get("/nodes/pve1/qemu/101/config", &[("current", "true")]).await;
     assert_eq!(s, 400);
-    assert_eq!(b["errors"]["current"], "type check ('boolean') failed - got 'maybe'");
+    assert_eq!(b["errors"]["current"], "type check ('boolean') failed - got 'true'");
+    let (s, b) = h.post("/nodes/pve1/storage/local%2Fx/content", &[("vmid", "101"), ("filename", "vm-101-a.raw"), ("size", "1M")]).await;
+    assert_eq!(s, 400);
+    assert_eq!(b["errors"]["storage"], "invalid format - storage ID 'local/x' contains illegal characters\n");
     let (s, b) = h.put("/nodes/pve1/qemu/101/resize", &[("disk", "scsi99"), ("size", "1G")]).await;
     assert_eq!(s, 400);
     assert!(b["errors"]["disk"].as_str().unwrap().starts_with("value 'scsi99' does not have a value in the enumeration 'ide0, ide1"));
@@ -690,7 +693,7 @@ async fn snapshots_need_a_capable_format() {
     assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
     // Snapshot names are config ids: at least two characters.
     let (s, b) = h.post("/nodes/pve1/qemu/500/snapshot", &[("snapname", "s")]).await;
-    assert_eq!((s, b["errors"]["snapname"].as_str()), (400, Some("invalid format - invalid configuration ID 's'")));
+    assert_eq!((s, b["errors"]["snapname"].as_str()), (400, Some("invalid format - invalid configuration ID 's'\n")));
     let (_, b) = h.post("/nodes/pve1/qemu/500/snapshot", &[("snapname", "snap1")]).await;
     assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "snapshot feature is not available");
     assert!(h.config("pve1", 500, true).await.get("lock").is_none());
