@@ -150,9 +150,12 @@ async fn rejects_malformed_parameters_with_named_errors() {
     let (s, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi31", "local:101/vm-101-a.raw")]).await;
     assert_eq!(s, 400);
     assert!(b["errors"]["scsi31"].as_str().unwrap().contains("not defined in schema"));
-    let (s, b) = h.get("/nodes/pve1/qemu/101/config", &[("current", "maybe")]).await;
+    let (s, b) = h.get("/nodes/pve1/qemu/101/config", &[("current", "true")]).await;
     assert_eq!(s, 400);
-    assert_eq!(b["errors"]["current"], "type check ('boolean') failed - got 'maybe'");
+    assert_eq!(b["errors"]["current"], "type check ('boolean') failed - got 'true'");
+    let (s, b) = h.post("/nodes/pve1/storage/local%2Fx/content", &[("vmid", "101"), ("filename", "vm-101-a.raw"), ("size", "1M")]).await;
+    assert_eq!(s, 400);
+    assert_eq!(b["errors"]["storage"], "invalid format - storage ID 'local/x' contains illegal characters\n");
     let (s, b) = h.put("/nodes/pve1/qemu/101/resize", &[("disk", "scsi99"), ("size", "1G")]).await;
     assert_eq!(s, 400);
     assert!(b["errors"]["disk"].as_str().unwrap().starts_with("value 'scsi99' does not have a value in the enumeration 'ide0, ide1"));
@@ -477,4 +480,271 @@ async fn state_survives_restart() {
     }
     let (_, b) = h2.get("/nodes/pve1/storage/local/content", &[]).await;
     assert_eq!(b["data"][0]["volid"], volid.as_str());
+}
+
+#[tokio::test]
+async fn power_cycle_applies_pending_and_replugs() {
+    let h = start(|c| {
+        c.vms[0].config.insert("hotplug".into(), "network".into());
+    })
+    .await;
+    let (_, b) = h.alloc("pve1", "local", "101", "vm-101-pw.raw", "1M").await;
+    let volid = b["data"].as_str().unwrap().to_string();
+    let (_, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi1", &format!("{volid},wwn={WWN}"))]).await;
+    h.wait("pve1", b["data"].as_str().unwrap()).await;
+    assert!(h.config("pve1", 101, true).await.get("scsi1").is_none());
+    let (_, b) = h.post("/nodes/pve1/qemu/101/status/start", &[]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "VM 101 already running");
+    let (_, b) = h.post("/nodes/pve1/qemu/101/status/stop", &[]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let (_, b) = h.post("/nodes/pve1/qemu/101/status/start", &[]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    assert!(h.config("pve1", 101, true).await["scsi1"].as_str().unwrap().starts_with(&volid));
+    if is_root() {
+        assert!(is_block_device(&h.sim.guest_by_id_dir(101).join(format!("wwn-{WWN}"))));
+    }
+    let (_, b) = h.get("/nodes/pve1/qemu/101/status/current", &[]).await;
+    assert_eq!(b["data"]["status"], "running");
+}
+
+#[tokio::test]
+async fn deleting_unused_entry_frees_the_volume() {
+    let h = start(|_| {}).await;
+    let (_, b) = h.alloc("pve1", "local", "101", "vm-101-u.raw", "1M").await;
+    let volid = b["data"].as_str().unwrap().to_string();
+    let (_, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi4", volid.as_str()), ("background_delay", "5")]).await;
+    // background_delay: the task is already done when the call returns.
+    let (_, st) = h.get(&format!("/nodes/pve1/tasks/{}/status", urlencode(b["data"].as_str().unwrap())), &[]).await;
+    assert_eq!(st["data"]["status"], "stopped");
+    h.put("/nodes/pve1/qemu/101/unlink", &[("idlist", "scsi4")]).await;
+    assert_eq!(h.config("pve1", 101, true).await["unused0"], volid.as_str());
+    let file = h.sim.config().data_dir.join("storage/pve1/local/images/101/vm-101-u.raw");
+    assert!(file.exists());
+    let (s, b) = h.put("/nodes/pve1/qemu/101/config", &[("delete", "unused0")]).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!file.exists());
+    let (s, b) = h.post("/nodes/pve1/qemu/101/config", &[("delete", "nosuchopt")]).await;
+    assert_eq!((s, b["errors"]["delete"].as_str()), (400, Some("unknown option 'nosuchopt'")));
+    let (s, b) = h.post("/nodes/pve1/qemu/101/config", &[("description", "x"), ("skiplock", "1")]).await;
+    assert_eq!((s, b["errors"]["skiplock"].as_str()), (400, Some("Only root may use this option.")));
+}
+
+#[tokio::test]
+async fn yaml_config_overrides_layout_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"
+cluster_name: lab
+nodes: [a1]
+storages:
+  - id: fast
+    capacity: 1048576
+vms:
+  - vmid: 200
+    name: only
+    node: a1
+    config: { scsihw: virtio-scsi-single, hotplug: "disk" }
+tokens:
+  - id: audit@pve!ro
+    secret: s3
+    privs: [VM.Audit, Datastore.Audit]
+hotplug: none
+task_ms: 5
+"#;
+    let mut cfg = SimConfig::from_yaml(yaml).unwrap();
+    cfg.data_dir = dir.path().to_path_buf();
+    assert!(SimConfig::from_yaml("nodes: [a]\nbogus: 1\n").is_err());
+    let sim = Sim::new(cfg).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/api2/json", listener.local_addr().unwrap());
+    tokio::spawn(sim.clone().serve(listener));
+    let c = reqwest::Client::new();
+    let get = |p: &str| c.get(format!("{base}{p}")).header("Authorization", "PVEAPIToken=audit@pve!ro=s3").send();
+    let b: Value = get("/cluster/resources").await.unwrap().json().await.unwrap();
+    let items = b["data"].as_array().unwrap();
+    assert!(items.iter().any(|i| i["id"] == "qemu/200"));
+    assert!(items.iter().any(|i| i["id"] == "storage/a1/fast" && i["maxdisk"] == 1048576));
+    let r = c
+        .post(format!("{base}/nodes/a1/storage/fast/content"))
+        .header("Authorization", "PVEAPIToken=audit@pve!ro=s3")
+        .form(&[("vmid", "200"), ("filename", "vm-200-a.raw"), ("size", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["message"], "Permission check failed (/storage/fast, Datastore.AllocateSpace)\n");
+}
+
+#[test]
+fn example_config_parses() {
+    let text = include_str!("../src/sim_data/sim.example.yaml");
+    let cfg = SimConfig::from_yaml(text).unwrap();
+    assert_eq!(cfg.vms.len(), 2);
+    assert_eq!(cfg.tokens[1].privs.as_ref().unwrap().len(), 3);
+    assert_eq!(cfg.hotplug, HotplugMode::Loop);
+}
+
+fn thin_storage(c: &mut SimConfig) {
+    c.storages.push(proxmox_csi::sim::StorageConfig { id: "thin".into(), kind: "lvmthin".into(), ..Default::default() });
+}
+
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_at(data, offset).unwrap();
+}
+
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    std::fs::File::open(path).unwrap().read_at(&mut buf, offset).unwrap();
+    buf
+}
+
+#[tokio::test]
+async fn vm_create_destroy_and_nextid() {
+    let h = start(|_| {}).await;
+    let (_, b) = h.get("/cluster/nextid", &[]).await;
+    assert_eq!(b["data"], "100");
+    let (s, b) = h.get("/cluster/nextid", &[("vmid", "101")]).await;
+    assert_eq!((s, b["errors"]["vmid"].as_str()), (400, Some("VM 101 already exists")));
+
+    let (s, b) = h.post("/nodes/pve1/qemu", &[("vmid", "300"), ("name", "holder"), ("scsi0", "local:1,wwn=0x5000c50000000300")]).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let conf = h.config("pve1", 300, true).await;
+    assert_eq!(conf["scsi0"], "local:300/vm-300-disk-0.raw,size=1G,wwn=0x5000c50000000300");
+    assert_eq!(conf["name"], "holder");
+    let (s, b) = h.post("/nodes/pve1/qemu", &[("vmid", "300")]).await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("unable to create VM 300: config file already exists\n")));
+
+    // A foreign volume attached to the holder survives its destruction; its own disk does not.
+    let (_, b) = h.alloc("pve1", "local", "777", "vm-777-keep.raw", "1M").await;
+    let keep = b["data"].as_str().unwrap().to_string();
+    let (_, b) = h.post("/nodes/pve1/qemu/300/config", &[("scsi1", keep.as_str())]).await;
+    h.wait("pve1", b["data"].as_str().unwrap()).await;
+    let (s, b) = h.delete("/nodes/pve1/qemu/101").await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("VM 101 is running - destroy failed\n")));
+    let (s, b) = h.delete("/nodes/pve1/qemu/300").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let dd = &h.sim.config().data_dir;
+    assert!(!dd.join("storage/pve1/local/images/300/vm-300-disk-0.raw").exists());
+    assert!(dd.join("storage/pve1/local/images/777/vm-777-keep.raw").exists());
+    let (s, _) = h.get("/nodes/pve1/qemu/300/config", &[]).await;
+    assert_eq!(s, 500);
+}
+
+#[tokio::test]
+async fn snapshots_rollback_and_clone_on_thin_storage() {
+    let h = start(thin_storage).await;
+    let (s, b) = h.alloc("pve1", "thin", "400", "vm-400-disk-0", "1M").await;
+    assert_eq!((s, b["data"].as_str()), (200, Some("thin:vm-400-disk-0")), "{b}");
+    let (s, b) = h.alloc("pve1", "thin", "400", "vm-400-q.qcow2", "1M").await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("unsupported format 'qcow2'\n")));
+    let (_, b) = h.post("/nodes/pve1/qemu", &[("vmid", "400"), ("scsi0", "thin:vm-400-disk-0")]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let (_, info) = h.get("/nodes/pve1/storage/thin/content/thin%3Avm-400-disk-0", &[]).await;
+    let img = std::path::PathBuf::from(info["data"]["path"].as_str().unwrap());
+    write_at(&img, 4096, b"before");
+
+    let (s, b) = h.post("/nodes/pve1/qemu/400/snapshot", &[("snapname", "s1"), ("description", "first")]).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let (s, b) = h.post("/nodes/pve1/qemu/400/snapshot", &[("snapname", "s1")]).await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("snapshot name 's1' already used\n")));
+    write_at(&img, 4096, b"after!");
+    let (_, b) = h.get("/nodes/pve1/qemu/400/snapshot", &[]).await;
+    let names: Vec<&str> = b["data"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["s1", "current"]);
+    assert_eq!(b["data"][0]["description"], "first");
+    assert_eq!(b["data"][1]["parent"], "s1");
+    // Snapshot files are not volumes.
+    let (_, b) = h.get("/nodes/pve1/storage/thin/content", &[]).await;
+    assert_eq!(b["data"].as_array().unwrap().len(), 1);
+
+    // Clone from the snapshot: a new VM with a full copy of the snapshot's data.
+    let (s, b) = h.post("/nodes/pve1/qemu/400/clone", &[("newid", "401"), ("snapname", "s1"), ("name", "restored")]).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let conf = h.config("pve1", 401, true).await;
+    assert_eq!(conf["scsi0"], "thin:vm-401-disk-0,size=1M");
+    let (_, info) = h.get("/nodes/pve1/storage/thin/content/thin%3Avm-401-disk-0", &[]).await;
+    let copy = std::path::PathBuf::from(info["data"]["path"].as_str().unwrap());
+    assert_eq!(read_at(&copy, 4096, 6), b"before");
+    let (s, b) = h.post("/nodes/pve1/qemu/400/clone", &[("newid", "402"), ("snapname", "nope")]).await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("snapshot 'nope' does not exist\n")));
+
+    let (_, b) = h.post("/nodes/pve1/qemu/400/snapshot/s1/rollback", &[]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    assert_eq!(read_at(&img, 4096, 6), b"before");
+    let (_, b) = h.delete("/nodes/pve1/qemu/400/snapshot/s1").await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let (_, b) = h.get("/nodes/pve1/qemu/400/snapshot", &[]).await;
+    assert_eq!(b["data"].as_array().unwrap().len(), 1);
+    assert!(h.config("pve1", 400, true).await.get("parent").is_none());
+    let (s, b) = h.delete("/nodes/pve1/qemu/400/snapshot/s1").await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("snapshot 's1' does not exist\n")));
+}
+
+#[tokio::test]
+async fn snapshots_need_a_capable_format() {
+    let h = start(|_| {}).await;
+    let (_, b) = h.post("/nodes/pve1/qemu", &[("vmid", "500"), ("scsi0", "local:1")]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    // Snapshot names are config ids: at least two characters.
+    let (s, b) = h.post("/nodes/pve1/qemu/500/snapshot", &[("snapname", "s")]).await;
+    assert_eq!((s, b["errors"]["snapname"].as_str()), (400, Some("invalid format - invalid configuration ID 's'\n")));
+    let (_, b) = h.post("/nodes/pve1/qemu/500/snapshot", &[("snapname", "snap1")]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "snapshot feature is not available");
+    assert!(h.config("pve1", 500, true).await.get("lock").is_none());
+    // qcow2 on a dir storage can be snapshotted and cloned as of the snapshot.
+    let (_, b) = h.alloc("pve1", "local", "501", "vm-501-disk-0.qcow2", "1M").await;
+    let volid = b["data"].as_str().unwrap().to_string();
+    let (_, b) = h.post("/nodes/pve1/qemu", &[("vmid", "501"), ("scsi0", volid.as_str())]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let (_, b) = h.post("/nodes/pve1/qemu/501/snapshot", &[("snapname", "snap1")]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let (s, b) = h
+        .post("/nodes/pve1/qemu/501/clone", &[("newid", "502"), ("snapname", "snap1"), ("storage", "shared"), ("format", "raw"), ("full", "1")])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    assert_eq!(h.config("pve1", 502, true).await["scsi0"], "shared:502/vm-502-disk-0.raw,size=1M");
+}
+
+#[tokio::test]
+async fn hotplug_failures_leave_changes_pending() {
+    let h = start(|_| {}).await;
+    let (_, b) = h.alloc("pve1", "local", "101", "vm-101-hp.raw", "1M").await;
+    let volid = b["data"].as_str().unwrap().to_string();
+    let fault = |msg: &str| Fault {
+        method: None,
+        path_regex: "/qemu/101/(config|unlink)$".into(),
+        action: FaultAction::HotplugError(msg.into()),
+        count: Some(1),
+    };
+    h.sim.faults().add(fault("plug timeout")).unwrap();
+    let drive = format!("{volid},wwn={WWN}");
+    let (_, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi1", drive.as_str())]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "400 Parameter verification failed. scsi1: hotplug problem - plug timeout");
+    assert!(h.config("pve1", 101, true).await.get("scsi1").is_none());
+    assert!(h.config("pve1", 101, false).await.get("scsi1").is_some());
+
+    // Re-sending the same drive applies it.
+    let (_, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi1", drive.as_str())]).await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let link = h.sim.guest_by_id_dir(101).join(format!("wwn-{WWN}"));
+    assert!(h.config("pve1", 101, true).await.get("scsi1").is_some());
+
+    h.sim.faults().add(fault("unplug timeout")).unwrap();
+    let (s, b) = h.put("/nodes/pve1/qemu/101/unlink", &[("idlist", "scsi1")]).await;
+    assert_eq!((s, b["errors"]["scsi1"].as_str()), (400, Some("hotplug problem - unplug timeout")));
+    assert!(h.config("pve1", 101, true).await.get("scsi1").is_some());
+    assert!(h.config("pve1", 101, false).await.get("scsi1").is_none());
+    if is_root() {
+        assert!(is_block_device(&link));
+    }
+    assert_eq!(h.put("/nodes/pve1/qemu/101/unlink", &[("idlist", "scsi1")]).await.0, 200);
+    assert!(h.config("pve1", 101, true).await.get("scsi1").is_none());
+    assert!(std::fs::symlink_metadata(&link).is_err());
 }

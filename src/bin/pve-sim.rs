@@ -54,9 +54,11 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     tracing::info!("pve-sim listening on http://{}/api2/json", listener.local_addr()?);
     let cleanup = sim.clone();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = sim.serve(listener) => r?,
         _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
     // Leave no loop devices behind on a clean shutdown.
     cleanup.detach_all();

@@ -24,7 +24,7 @@ pub struct Identity {
 
 impl Identity {
     pub fn has(&self, privilege: &str) -> bool {
-        self.privs.as_ref().map_or(true, |p| p.iter().any(|x| x == privilege))
+        self.privs.as_ref().is_none_or(|p| p.iter().any(|x| x == privilege))
     }
 }
 

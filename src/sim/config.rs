@@ -168,7 +168,7 @@ impl SimConfig {
 
 impl StorageConfig {
     pub fn available_on(&self, node: &str) -> bool {
-        self.nodes.as_ref().map_or(true, |ns| ns.iter().any(|n| n == node))
+        self.nodes.as_ref().is_none_or(|ns| ns.iter().any(|n| n == node))
     }
 
     /// Directory of this storage as seen from `node`.

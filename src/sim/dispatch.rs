@@ -16,12 +16,16 @@ const BASE: &str = "/api2/json";
 
 /// Everything a handler needs to know about the request.
 pub struct Ctx {
+    /// Decoded request path below `/api2/json`, for messages.
+    pub path: String,
     pub template: String,
     pub method: String,
     pub params: BTreeMap<String, String>,
     pub who: Identity,
     /// Fault-injected failure for the task this request starts.
     pub task_error: Option<String>,
+    /// Fault-injected failure for every hot-(un)plug this request triggers.
+    pub hotplug_error: Option<String>,
 }
 
 impl Ctx {
@@ -115,14 +119,20 @@ async fn pipeline(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, bo
     }
 
     let mut task_error = None;
+    let mut hotplug_error = None;
     for action in sim.inner.faults.take(&m, &shown) {
         match action {
             FaultAction::DelayMs(ms) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
             FaultAction::Error { status, message } => return Err(ApiError::new(status, message)),
             FaultAction::TaskError(e) => task_error = Some(e),
+            FaultAction::HotplugError(e) => hotplug_error = Some(e),
             FaultAction::LockVm(lock) => {
                 if let Some(vmid) = path_params.get("vmid").and_then(|v| v.parse::<u32>().ok()) {
-                    sim.with_vm(vmid, |vm| vm.conf.insert("lock".into(), lock.clone()));
+                    // An empty lock value clears the lock again.
+                    sim.with_vm(vmid, |vm| match lock.is_empty() {
+                        true => vm.conf.remove("lock"),
+                        false => vm.conf.insert("lock".into(), lock.clone()),
+                    });
                     sim.save()?;
                 }
             }
@@ -144,6 +154,6 @@ async fn pipeline(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, bo
             ));
         }
     }
-    let ctx = Ctx { template, method: m, params, who, task_error };
+    let ctx = Ctx { path: shown, template, method: m, params, who, task_error, hotplug_error };
     handlers::call(sim, &ctx).await
 }

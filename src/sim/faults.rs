@@ -13,7 +13,10 @@ pub enum FaultAction {
     Error { status: u16, message: String },
     /// Handle the request, but the task it starts fails with this text.
     TaskError(String),
-    /// Set `lock: <value>` on the VM in the path before handling the request.
+    /// Hot-plug/unplug triggered by this request fails with `hotplug problem - <text>`; the
+    /// change stays pending (as when QEMU times out unplugging a disk).
+    HotplugError(String),
+    /// Set `lock: <value>` on the VM in the path before handling the request (empty: unlock).
     LockVm(String),
 }
 

@@ -37,51 +37,48 @@ pub fn check(format: &str, v: &str) -> Result<(), String> {
                 return Err("value does not look like a valid node name".into());
             }
         }
-        "pve-storage-id" => {
-            if !storage_id_ok(v) {
-                return Err(format!("invalid format - storage ID '{v}' contains illegal characters"));
+        "pve-storage-id"
+            if !storage_id_ok(v) => {
+                return Err(format!("storage ID '{v}' contains illegal characters"));
             }
-        }
-        "pve-configid" => {
-            if !configid_ok(v) {
-                return Err(format!("invalid format - invalid configuration ID '{v}'"));
+        "pve-configid"
+            if !configid_ok(v) => {
+                return Err(format!("invalid configuration ID '{v}'"));
             }
-        }
         "pve-configid-list" => {
             for id in split_list(v) {
                 if !configid_ok(id) {
-                    return Err(format!("invalid format - invalid configuration ID '{id}'"));
+                    return Err(format!("invalid configuration ID '{id}'"));
                 }
             }
         }
-        "pve-volume-id" => {
-            if !volid_ok(v) {
-                return Err(format!("invalid format - unable to parse volume ID '{v}'"));
+        "pve-volume-id"
+            if !volid_ok(v) => {
+                return Err(format!("unable to parse volume ID '{v}'"));
             }
-        }
         "pve-volume-id-or-qm-path" | "pve-volume-id-or-absolute-path" => {
             let special = v == "none" || v == "cdrom" || v.starts_with('/');
             if !special && !volid_ok(v) {
-                return Err(format!("invalid format - unable to parse volume ID '{v}'"));
+                return Err(format!("unable to parse volume ID '{v}'"));
             }
         }
         "disk-size" => {
             static R: OnceLock<Regex> = OnceLock::new();
             if !re(&R, r"^\d+(\.\d+)?[KMGT]?$").is_match(v) {
-                return Err(format!("invalid format - unable to parse size '{v}'"));
+                return Err(format!("unable to parse size '{v}'"));
             }
         }
         "urlencoded" => {
             static R: OnceLock<Regex> = OnceLock::new();
             if !re(&R, r"^[-%a-zA-Z0-9_.!~*'()]*$").is_match(v) {
-                return Err(format!("invalid format - invalid urlencoded string: {v}"));
+                return Err(format!("invalid urlencoded string: {v}"));
             }
         }
         "pve-storage-content" | "pve-storage-content-list" => {
             const KNOWN: &[&str] = &["images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import", "none"];
             for c in split_list(v) {
                 if !KNOWN.contains(&c) {
-                    return Err(format!("invalid format - invalid content type '{c}'"));
+                    return Err(format!("invalid content type '{c}'"));
                 }
             }
         }

@@ -1,5 +1,22 @@
 //! Proxmox VE API simulator: enough of the PVE REST API, with PVE's validation, errors, tasks
 //! and hot-plug semantics, for the driver and its conformance tests to run without a cluster.
+//!
+//! Start it in-process with `Sim::new(SimConfig::default_for(dir))?.serve(listener)` or as the
+//! `pve-sim` binary; the API is plain HTTP under `/api2/json`. Every request is checked against
+//! the embedded PVE schema (`pve-api.json.gz`) before any handler runs, so the simulator rejects
+//! what PVE rejects. Errors come back as `{"data": null, "message": "...\n", "errors": {...}}`
+//! with PVE's status codes and texts.
+//!
+//! Simulated endpoints (everything else in the schema answers 501 like PVE):
+//! - `/version`, `/cluster/status`, `/cluster/resources`, `/cluster/nextid`, `/nodes`,
+//!   `/nodes/{node}/status|version`, `POST /access/ticket`
+//! - storages: `/nodes/{node}/storage[/{storage}/status]`, `.../content` (list, allocate),
+//!   `.../content/{volume}` (info, free)
+//! - VMs: list, create, destroy, `config` (GET/POST/PUT), `pending`, `unlink`, `resize`,
+//!   `status/current|start|stop`, `snapshot` (list/create/delete/rollback), `clone`
+//! - tasks: `/nodes/{node}/tasks[/{upid}/status|log]`
+//!
+//! Control endpoints outside the PVE API: `GET|POST|DELETE /_sim/faults`, `GET /_sim/state`.
 
 mod auth;
 pub mod config;
@@ -61,15 +78,21 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(cfg: SimConfig) -> anyhow::Result<Sim> {
+    pub fn new(mut cfg: SimConfig) -> anyhow::Result<Sim> {
         std::fs::create_dir_all(&cfg.data_dir)?;
+        // Absolute paths: loop back-files and link targets are compared against it.
+        cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)?;
         let schema = schema::Schema::load()?;
         let state_file = cfg.data_dir.join("state.json");
-        let state = if state_file.exists() {
+        // Persisted VMs win over the config; VMs the config adds later are merged in.
+        let mut state: State = if state_file.exists() {
             serde_json::from_str(&std::fs::read_to_string(&state_file)?)?
         } else {
-            State { vms: cfg.vms.iter().map(|v| (v.vmid, vm_from_config(v))).collect() }
+            State::default()
         };
+        for v in &cfg.vms {
+            state.vms.entry(v.vmid).or_insert_with(|| vm_from_config(v));
+        }
         let hotplug = hotplug::Hotplug::new(cfg.hotplug, cfg.data_dir.clone());
         let sim = Sim {
             inner: Arc::new(Inner {
@@ -125,8 +148,27 @@ impl Sim {
         &self.inner.cfg
     }
 
-    fn task_delay(&self) -> Duration {
-        Duration::from_millis(self.inner.cfg.task_ms)
+    /// Starts a worker task on behalf of the request in `ctx`.
+    fn spawn_task<F>(
+        &self,
+        ctx: &dispatch::Ctx,
+        node: &str,
+        kind: &str,
+        id: &str,
+        body: impl FnOnce(tasks::TaskLog) -> F + Send + 'static,
+    ) -> String
+    where
+        F: std::future::Future<Output = tasks::TaskOutcome> + Send + 'static,
+    {
+        let spec = tasks::TaskSpec {
+            node,
+            kind,
+            id,
+            user: &ctx.who.userid,
+            delay: Duration::from_millis(self.inner.cfg.task_ms),
+            forced_error: ctx.task_error.clone(),
+        };
+        self.inner.tasks.spawn(spec, body)
     }
 
     fn persist(&self) -> anyhow::Result<()> {
@@ -176,7 +218,7 @@ impl Sim {
         let vms: Vec<Vm> = self.inner.state.lock().unwrap().vms.values().cloned().collect();
         for vm in vms.iter().filter(|v| v.running()) {
             for (key, val) in &vm.conf {
-                if !vmstate::is_drive_key(key) || !vmstate::is_hotpluggable_bus(key) {
+                if !vmstate::is_drive_key(key) || !handlers::qemu::drive_has_image(self, vm, val) {
                     continue;
                 }
                 if let Err(e) = handlers::qemu::plug_drive(self, vm, key, val) {
@@ -199,5 +241,6 @@ fn vm_from_config(v: &VmConfig) -> Vm {
         conf,
         pending: BTreeMap::new(),
         pending_delete: Default::default(),
+        snapshots: Default::default(),
     }
 }

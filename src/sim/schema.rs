@@ -70,7 +70,7 @@ impl Schema {
                 }
                 Seg::Param(_) => !v.is_empty(),
             });
-            if ok && best.map_or(true, |(b, _)| score > b) {
+            if ok && best.is_none_or(|(b, _)| score > b) {
                 best = Some((score, e));
             }
         }

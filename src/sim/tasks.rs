@@ -54,22 +54,25 @@ impl TaskLog {
     }
 }
 
+/// Identity and run conditions of a new task.
+pub struct TaskSpec<'a> {
+    pub node: &'a str,
+    /// Worker type (`qmconfig`, `imgdel`, ...).
+    pub kind: &'a str,
+    pub id: &'a str,
+    pub user: &'a str,
+    pub delay: Duration,
+    /// Fault injection: fail with this text instead of running the body.
+    pub forced_error: Option<String>,
+}
+
 impl Tasks {
-    /// Registers a task and runs `body` in the background after `delay`. `forced_error` (fault
-    /// injection) makes the task fail with that text instead of running the body.
-    pub fn spawn<F>(
-        self: &Arc<Self>,
-        node: &str,
-        kind: &str,
-        id: &str,
-        user: &str,
-        delay: Duration,
-        forced_error: Option<String>,
-        body: impl FnOnce(TaskLog) -> F + Send + 'static,
-    ) -> String
+    /// Registers a task and runs `body` in the background after the spec's delay.
+    pub fn spawn<F>(self: &Arc<Self>, spec: TaskSpec<'_>, body: impl FnOnce(TaskLog) -> F + Send + 'static) -> String
     where
         F: Future<Output = TaskOutcome> + Send + 'static,
     {
+        let TaskSpec { node, kind, id, user, delay, forced_error } = spec;
         let pid = 100_000 + self.next_pid.fetch_add(1, Ordering::SeqCst);
         let pstart = (pid * 7) % 0x0fff_ffff;
         let starttime = now();

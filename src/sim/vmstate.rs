@@ -16,6 +16,10 @@ pub struct Vm {
     pub pending: BTreeMap<String, String>,
     #[serde(default)]
     pub pending_delete: BTreeSet<String>,
+    /// Snapshot sections: name -> config at snapshot time (plus `snaptime`, `description`,
+    /// `parent`), as in the `[snapname]` sections of a PVE config file.
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Vm {
@@ -40,6 +44,12 @@ impl Vm {
                 out.push_str(&format!("delete: {}\n", d.join(",")));
             }
             for (k, v) in &self.pending {
+                out.push_str(&format!("{k}: {v}\n"));
+            }
+        }
+        for (name, conf) in &self.snapshots {
+            out.push_str(&format!("\n[{name}]\n"));
+            for (k, v) in conf {
                 out.push_str(&format!("{k}: {v}\n"));
             }
         }
@@ -79,10 +89,10 @@ impl Vm {
 
 /// Is `key` a drive slot (`scsi3`, `virtio0`, ...)?
 pub fn is_drive_key(key: &str) -> bool {
-    match super::propdef::split_indexed(key) {
-        Some((p, _)) => matches!(p, "scsi" | "virtio" | "sata" | "ide"),
-        None => key == "efidisk0" || key == "tpmstate0",
+    if key == "efidisk0" || key == "tpmstate0" {
+        return true;
     }
+    matches!(super::propdef::split_indexed(key), Some(("scsi" | "virtio" | "sata" | "ide", _)))
 }
 
 /// Buses QEMU can hot-plug disks on.
@@ -94,7 +104,7 @@ pub fn is_hotpluggable_bus(key: &str) -> bool {
 pub fn format_size(bytes: u64) -> String {
     let units = [("T", 1u64 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
     for (u, f) in units {
-        if bytes >= f && bytes % f == 0 {
+        if bytes >= f && bytes.is_multiple_of(f) {
             return format!("{}{u}", bytes / f);
         }
     }
@@ -112,4 +122,46 @@ pub fn parse_size(s: &str) -> Option<u64> {
     };
     let n: f64 = num.parse().ok()?;
     Some((n * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_trip_in_pve_units() {
+        assert_eq!(format_size(4 << 20), "4M");
+        assert_eq!(format_size(32 << 30), "32G");
+        assert_eq!(format_size(1536), "1536");
+        assert_eq!(format_size(3 << 10), "3K");
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("512"), Some(512));
+    }
+
+    #[test]
+    fn drive_keys_and_hotplug_buses() {
+        assert!(is_drive_key("scsi30") && is_drive_key("sata0") && is_drive_key("efidisk0"));
+        assert!(!is_drive_key("net0") && !is_drive_key("scsihw"));
+        assert!(is_hotpluggable_bus("virtio3") && !is_hotpluggable_bus("sata1"));
+    }
+
+    #[test]
+    fn pending_changes_merge_and_change_the_digest() {
+        let mut vm = Vm {
+            vmid: 100,
+            node: "n".into(),
+            status: "running".into(),
+            conf: [("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())].into(),
+            pending: Default::default(),
+            pending_delete: Default::default(),
+            snapshots: Default::default(),
+        };
+        let d0 = vm.digest();
+        vm.pending.insert("c".into(), "3".into());
+        vm.pending_delete.insert("a".into());
+        assert_ne!(d0, vm.digest());
+        let m = vm.merged();
+        assert!(!m.contains_key("a") && m["c"] == "3" && m["b"] == "2");
+        assert!(vm.file_text().contains("[PENDING]\ndelete: a\nc: 3\n"));
+    }
 }

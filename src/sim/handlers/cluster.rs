@@ -58,7 +58,8 @@ pub fn resources(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         for vm in st.vms.values() {
             out.push(json!({
                 "id": format!("qemu/{}", vm.vmid), "type": "qemu", "vmid": vm.vmid, "name": vm.name(),
-                "node": vm.node, "status": vm.status, "template": 0,
+                "node": vm.node, "status": vm.status,
+                "template": i32::from(vm.conf.get("template").map(String::as_str) == Some("1")),
                 "maxmem": 2u64 << 30, "maxcpu": 2, "maxdisk": 32u64 << 30,
             }));
         }
@@ -81,4 +82,19 @@ pub fn resources(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         }
     }
     Ok(Value::Array(out))
+}
+
+pub fn node_status(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    let _ = ctx.req("node")?;
+    let v = &sim.cfg().version;
+    Ok(json!({
+        "uptime": 3600, "cpu": 0.01, "loadavg": ["0.01", "0.02", "0.00"],
+        "memory": { "total": 16u64 << 30, "used": 2u64 << 30, "free": 14u64 << 30 },
+        "cpuinfo": { "cpus": 4, "sockets": 1, "cores": 4, "model": "pve-sim" },
+        "pveversion": format!("pve-manager/{v}/00000000"), "kversion": "Linux pve-sim",
+    }))
+}
+
+pub fn node_version(sim: &Sim) -> ApiResult<Value> {
+    version(sim)
 }

@@ -1,7 +1,9 @@
 //! Endpoint handlers, one module per API area.
 
 pub mod cluster;
+pub mod lifecycle;
 pub mod qemu;
+pub mod snapshot;
 pub mod storage;
 pub mod tasks;
 
@@ -17,6 +19,8 @@ pub async fn call(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         ("GET", "/cluster/status") => cluster::status(sim),
         ("GET", "/nodes") => cluster::nodes(sim),
         ("GET", "/cluster/resources") => cluster::resources(sim, ctx),
+        ("GET", "/nodes/{node}/status") => cluster::node_status(sim, ctx),
+        ("GET", "/nodes/{node}/version") => cluster::node_version(sim),
         ("GET", "/nodes/{node}/storage") => storage::list_storages(sim, ctx),
         ("GET", "/nodes/{node}/storage/{storage}/status") => storage::status(sim, ctx),
         ("GET", "/nodes/{node}/storage/{storage}/content") => storage::list_content(sim, ctx),
@@ -31,9 +35,20 @@ pub async fn call(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         ("PUT", "/nodes/{node}/qemu/{vmid}/unlink") => qemu::unlink(sim, ctx).await,
         ("PUT", "/nodes/{node}/qemu/{vmid}/resize") => qemu::resize(sim, ctx).await,
         ("GET", "/nodes/{node}/qemu/{vmid}/status/current") => qemu::status_current(sim, ctx),
+        ("POST", "/nodes/{node}/qemu/{vmid}/status/start") => qemu::power(sim, ctx, true).await,
+        ("POST", "/nodes/{node}/qemu/{vmid}/status/stop") => qemu::power(sim, ctx, false).await,
+        ("GET", "/cluster/nextid") => lifecycle::nextid(sim, ctx),
+        ("POST", "/nodes/{node}/qemu") => lifecycle::create(sim, ctx).await,
+        ("DELETE", "/nodes/{node}/qemu/{vmid}") => lifecycle::destroy(sim, ctx).await,
+        ("GET", "/nodes/{node}/qemu/{vmid}/snapshot") => snapshot::list(sim, ctx),
+        ("POST", "/nodes/{node}/qemu/{vmid}/snapshot") => snapshot::create(sim, ctx).await,
+        ("DELETE", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}") => snapshot::delete(sim, ctx).await,
+        ("POST", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback") => snapshot::rollback(sim, ctx).await,
+        ("POST", "/nodes/{node}/qemu/{vmid}/clone") => snapshot::clone(sim, ctx).await,
         ("GET", "/nodes/{node}/tasks") => tasks::list(sim, ctx),
         ("GET", "/nodes/{node}/tasks/{upid}/status") => tasks::status(sim, ctx),
         ("GET", "/nodes/{node}/tasks/{upid}/log") => tasks::log(sim, ctx),
-        (m, t) => Err(ApiError::not_implemented(m, t)),
+        // Known to the schema but not simulated.
+        (m, _) => Err(ApiError::not_implemented(m, &ctx.path)),
     }
 }

@@ -1,6 +1,6 @@
 //! VM endpoints: config read/update with pending/hot-plug semantics, unlink, resize.
 
-use crate::sim::auth::require;
+use crate::sim::auth::{require, Identity};
 use crate::sim::dispatch::Ctx;
 use crate::sim::drive::Drive;
 use crate::sim::error::{ApiError, ApiResult};
@@ -16,9 +16,9 @@ const FAST_PLUG: &[&str] = &[
 ];
 
 /// Request keys that steer the update rather than being config options.
-const CONTROL_KEYS: &[&str] = &["node", "vmid", "digest", "delete", "revert", "skiplock", "force", "background_delay"];
+pub(crate) const CONTROL_KEYS: &[&str] = &["node", "vmid", "digest", "delete", "revert", "skiplock", "force", "background_delay"];
 
-fn node_vmid(ctx: &Ctx) -> ApiResult<(String, u32)> {
+pub(crate) fn node_vmid(ctx: &Ctx) -> ApiResult<(String, u32)> {
     Ok((ctx.req("node")?.to_string(), ctx.vmid()?))
 }
 
@@ -122,7 +122,10 @@ pub fn pending(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
 }
 
 /// Sync-side checks shared by config writers: digest and VM lock.
-fn check_writable(vm: &Vm, ctx: &Ctx) -> ApiResult<()> {
+pub(crate) fn check_writable(vm: &Vm, ctx: &Ctx) -> ApiResult<()> {
+    if ctx.get("skiplock").is_some() && ctx.who.userid != "root@pam" {
+        return Err(ApiError::param("skiplock", "Only root may use this option."));
+    }
     if let Some(d) = ctx.get("digest") {
         if d != vm.digest() {
             return Err(ApiError::internal("checksum mismatch (file change by other user?)"));
@@ -136,26 +139,17 @@ fn check_writable(vm: &Vm, ctx: &Ctx) -> ApiResult<()> {
     Ok(())
 }
 
-/// Next free `vm-<vmid>-disk-N` name on a storage (for `STORAGE:SIZE` allocations).
-fn free_disk_name(sim: &Sim, st: &crate::sim::StorageConfig, node: &str, vmid: u32) -> String {
-    let dir = st.dir(&sim.cfg().data_dir, node).join("images").join(vmid.to_string());
-    (0..)
-        .map(|i| format!("vm-{vmid}-disk-{i}.raw"))
-        .find(|n| !dir.join(n).exists())
-        .expect("unbounded")
-}
-
 /// Checks a drive value the way PVE does before writing it: storage exists and is reachable from
 /// the VM's node, volume exists (its size is recorded), `STORAGE:SIZE` allocates a new image.
-fn prepare_drive(sim: &Sim, ctx: &Ctx, vm: &Vm, value: &str) -> ApiResult<String> {
+pub(crate) fn prepare_drive(sim: &Sim, who: &Identity, vm: &Vm, value: &str) -> ApiResult<String> {
     let mut d = Drive::parse(value);
     let Some(volid) = d.volid().map(str::to_string) else { return Ok(value.to_string()) };
     let (sid, volname) = volumes::split_volid(&volid)?;
     let st = volumes::storage(sim.cfg(), sid)?;
     volumes::check_available(st, &vm.node)?;
-    require(&ctx.who, &format!("/storage/{sid}"), &["Datastore.AllocateSpace"], false)?;
+    require(who, &format!("/storage/{sid}"), &["Datastore.AllocateSpace"], false)?;
     if let Ok(gib) = volname.parse::<f64>() {
-        let name = free_disk_name(sim, st, &vm.node, vm.vmid);
+        let name = volumes::free_name(sim.cfg(), st, &vm.node, vm.vmid, "raw");
         let kib = (gib * 1024.0 * 1024.0) as u64;
         d.file = volumes::alloc(sim.cfg(), st, &vm.node, vm.vmid, &name, "raw", kib)?;
     }
@@ -220,7 +214,7 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
     let mut vm = sim.vm(&node, vmid)?;
     check_writable(&vm, ctx)?;
     for (k, v) in &upd.sets {
-        let v = if is_drive_key(k) { prepare_drive(sim, ctx, &vm, v)? } else { v.clone() };
+        let v = if is_drive_key(k) { prepare_drive(sim, &ctx.who, &vm, v)? } else { v.clone() };
         vm.pending.insert(k.clone(), v);
         vm.pending_delete.remove(k);
     }
@@ -236,23 +230,38 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
     sim.save()?;
 
     let force = upd.force;
+    let inject = ctx.hotplug_error.clone();
     if sync {
-        let res = apply_pending(sim, vmid, force);
+        // Synchronous updates raise the parameter exception straight to the caller.
+        let res = apply_pending(sim, vmid, force, inject.as_deref());
         drop(guard);
-        return res.map(|_| Value::Null).map_err(|e| ApiError::internal(e));
+        return res.map(|_| Value::Null).map_err(ApiError::params);
     }
     let sim2 = sim.clone();
-    let upid = sim.inner.tasks.spawn(&node, "qmconfig", &vmid.to_string(), &ctx.who.userid, sim.task_delay(), ctx.task_error.clone(), move |log| async move {
+    let upid = sim.spawn_task(ctx, &node, "qmconfig", &vmid.to_string(), move |log| async move {
         // The config lock stays held until the worker is done, as with PVE's forked worker.
         let _guard = guard;
-        match apply_pending(&sim2, vmid, force) {
+        match apply_pending(&sim2, vmid, force, inject.as_deref()) {
             Ok(()) => Ok(0),
-            Err(e) => {
-                log.line(e.clone());
-                Err(e)
+            Err(errors) => {
+                for (k, v) in &errors {
+                    log.line(format!("{k}: {v}"));
+                }
+                Err(apply_errors_text(&errors))
             }
         }
     });
+    if let Some(secs) = ctx.get("background_delay").and_then(|d| d.parse::<u64>().ok()) {
+        // PVE waits this long for the worker so quick updates look synchronous.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            let st = sim.inner.tasks.status(&upid);
+            if st.as_ref().is_none_or(|v| v["status"] == "stopped") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     Ok(json!(upid))
 }
 
@@ -272,7 +281,7 @@ fn hot_applicable(vm: &Vm, key: &str) -> bool {
 }
 
 /// Image path and parsed name of a drive's volume, if it is a storage volume.
-fn drive_image(sim: &Sim, vm: &Vm, value: &str) -> Option<(std::path::PathBuf, volumes::VolName, Drive)> {
+pub(crate) fn drive_image(sim: &Sim, vm: &Vm, value: &str) -> Option<(std::path::PathBuf, volumes::VolName, Drive)> {
     let d = Drive::parse(value);
     let volid = d.volid()?.to_string();
     let (path, v) = volumes::resolve(sim.cfg(), &vm.node, &volid).ok()?;
@@ -295,6 +304,10 @@ fn release_volume(sim: &Sim, vm: &mut Vm, value: &str, force: bool) -> Result<()
     if v.owner != vm.vmid {
         return Ok(());
     }
+    // Still referenced by another slot: nothing to release.
+    if vm.conf.values().filter(|x| Drive::parse(x).file == d.file).count() > 1 {
+        return Ok(());
+    }
     if force {
         volumes::free(&path)?;
     } else {
@@ -304,11 +317,26 @@ fn release_volume(sim: &Sim, vm: &mut Vm, value: &str, force: bool) -> Result<()
     Ok(())
 }
 
+/// Per-option failures of applying pending changes, PVE's `raise_param_exc` payload.
+pub(crate) type ApplyErrors = BTreeMap<String, String>;
+
+/// How PVE's worker reports a parameter exception as the task's exit status.
+pub(crate) fn apply_errors_text(errors: &ApplyErrors) -> String {
+    let mut out = String::from("400 Parameter verification failed.");
+    for (k, v) in errors {
+        out.push_str(&format!(" {k}: {v}"));
+    }
+    out
+}
+
 /// Applies what can be applied now (everything when stopped; hot-pluggable keys when running).
-/// Returns PVE's aggregated hotplug error text if some change could not be applied.
-fn apply_pending(sim: &Sim, vmid: u32, force: bool) -> Result<(), String> {
-    let Some(mut vm) = sim.with_vm(vmid, |v| v.clone()) else { return Err(format!("VM {vmid} vanished")) };
-    let mut errors: Vec<String> = Vec::new();
+/// `inject` (fault injection) makes every hot-(un)plug fail with that text. Changes that fail
+/// stay pending.
+pub(crate) fn apply_pending(sim: &Sim, vmid: u32, force: bool, inject: Option<&str>) -> Result<(), ApplyErrors> {
+    let Some(mut vm) = sim.with_vm(vmid, |v| v.clone()) else {
+        return Err([("vmid".to_string(), format!("VM {vmid} vanished"))].into());
+    };
+    let mut errors = ApplyErrors::new();
     let running = vm.running();
     for key in vm.pending_delete.clone() {
         if !hot_applicable(&vm, &key) {
@@ -317,10 +345,19 @@ fn apply_pending(sim: &Sim, vmid: u32, force: bool) -> Result<(), String> {
         if let Some(old) = vm.conf.get(&key).cloned() {
             if is_drive_key(&key) {
                 if running {
+                    if let Some(msg) = inject {
+                        errors.insert(key.clone(), format!("hotplug problem - {msg}"));
+                        continue;
+                    }
                     sim.inner.hotplug.unplug(vmid, &key);
                 }
                 if let Err(e) = release_volume(sim, &mut vm, &old, force) {
-                    errors.push(format!("{key}: {e}"));
+                    errors.insert(key.clone(), e);
+                }
+            } else if key.starts_with("unused") {
+                // Deleting an unused entry destroys the volume, as in PVE.
+                if let Err(e) = release_volume(sim, &mut vm, &old, true) {
+                    errors.insert(key.clone(), e);
                 }
             }
         }
@@ -335,8 +372,12 @@ fn apply_pending(sim: &Sim, vmid: u32, force: bool) -> Result<(), String> {
             let old = vm.conf.get(&key).cloned();
             let old_file = old.as_deref().map(|o| Drive::parse(o).file);
             if running {
-                if let Err(e) = plug_drive(sim, &vm, &key, &val) {
-                    errors.push(format!("{key}: hotplug problem - {e}"));
+                let plugged = match inject {
+                    Some(msg) => Err(msg.to_string()),
+                    None => plug_drive(sim, &vm, &key, &val),
+                };
+                if let Err(e) = plugged {
+                    errors.insert(key.clone(), format!("hotplug problem - {e}"));
                     continue;
                 }
             }
@@ -350,12 +391,10 @@ fn apply_pending(sim: &Sim, vmid: u32, force: bool) -> Result<(), String> {
         vm.pending.remove(&key);
     }
     sim.with_vm(vmid, |slot| *slot = vm);
-    sim.save().map_err(|e| e.message)?;
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("400 Parameter verification failed. {}", errors.join(" ")))
+    if let Err(e) = sim.save() {
+        errors.insert("vmid".into(), e.message);
     }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
 /// `+N` or absolute N with optional K/M/G/T (bare = bytes), as qemu-server's resize takes it.
@@ -396,7 +435,7 @@ pub async fn resize(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         return Err(ApiError::internal("shrinking disks is not supported"));
     }
     let sim2 = sim.clone();
-    let upid = sim.inner.tasks.spawn(&node, "resize", &vmid.to_string(), &ctx.who.userid, sim.task_delay(), ctx.task_error.clone(), move |log| async move {
+    let upid = sim.spawn_task(ctx, &node, "resize", &vmid.to_string(), move |log| async move {
         let _guard = guard;
         if new == current {
             log.line("disk is already at specified size");
@@ -416,4 +455,47 @@ pub async fn resize(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         Ok(0)
     });
     Ok(json!(upid))
+}
+
+/// POST status/start and status/stop: power state changes as tasks. Starting applies all pending
+/// changes and plugs every drive; stopping unplugs them.
+pub async fn power(sim: &Sim, ctx: &Ctx, start: bool) -> ApiResult<Value> {
+    let (node, vmid) = node_vmid(ctx)?;
+    sim.vm(&node, vmid)?;
+    let guard = sim.lock_vm(vmid).await?;
+    let vm = sim.vm(&node, vmid)?;
+    check_writable(&vm, ctx)?;
+    let sim2 = sim.clone();
+    let kind = if start { "qmstart" } else { "qmstop" };
+    let upid = sim.spawn_task(ctx, &node, kind, &vmid.to_string(), move |_log| async move {
+        let _guard = guard;
+        let Some(vm) = sim2.with_vm(vmid, |v| v.clone()) else { return Err(format!("VM {vmid} vanished")) };
+        if start {
+            if vm.running() {
+                return Err(format!("VM {vmid} already running"));
+            }
+            apply_pending(&sim2, vmid, false, None).map_err(|e| apply_errors_text(&e))?;
+            sim2.with_vm(vmid, |v| v.status = "running".into());
+            sim2.save().map_err(|e| e.message)?;
+            let vm = sim2.with_vm(vmid, |v| v.clone()).expect("present");
+            for (key, val) in vm.conf.iter().filter(|(k, _)| is_drive_key(k)) {
+                if drive_image(&sim2, &vm, val).is_some_and(|(p, _, _)| p.exists()) {
+                    plug_drive(&sim2, &vm, key, val)?;
+                }
+            }
+        } else {
+            for key in vm.conf.keys().filter(|k| is_drive_key(k)) {
+                sim2.inner.hotplug.unplug(vmid, key);
+            }
+            sim2.with_vm(vmid, |v| v.status = "stopped".into());
+            sim2.save().map_err(|e| e.message)?;
+        }
+        Ok(0)
+    });
+    Ok(json!(upid))
+}
+
+/// Whether a drive's image exists (used to skip disks without a backing file on startup).
+pub(crate) fn drive_has_image(sim: &Sim, vm: &Vm, value: &str) -> bool {
+    drive_image(sim, vm, value).is_some_and(|(p, _, _)| p.exists())
 }

@@ -24,7 +24,7 @@ pub fn list_storages(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         .storages
         .iter()
         .filter(|s| s.available_on(node))
-        .filter(|s| ctx.get("storage").map_or(true, |id| id == s.id))
+        .filter(|s| ctx.get("storage").is_none_or(|id| id == s.id))
         .filter(|s| want_content.iter().all(|c| s.content.split(',').any(|x| x == *c)))
         .map(|s| storage_entry(sim, s, node))
         .collect();
@@ -54,7 +54,7 @@ pub fn list_content(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let vmid: Option<u32> = ctx.get("vmid").and_then(|v| v.parse().ok());
     let out = volumes::list_images(sim.cfg(), st, &node)
         .into_iter()
-        .filter(|i| vmid.map_or(true, |v| v == i.owner))
+        .filter(|i| vmid.is_none_or(|v| v == i.owner))
         .map(|i| json!({
             "volid": i.volid, "format": i.format, "size": i.size, "used": i.used,
             "vmid": i.owner, "ctime": i.ctime, "content": "images",
@@ -136,7 +136,7 @@ pub fn free(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     require(&ctx.who, &format!("/storage/{sid}"), &["Datastore.Allocate"], false)?;
     let (path, _) = volumes::resolve(sim.cfg(), &node, &volid)?;
     let id = volid.clone();
-    let upid = sim.inner.tasks.spawn(&node, "imgdel", &volid, &ctx.who.userid, sim.task_delay(), ctx.task_error.clone(), move |log| async move {
+    let upid = sim.spawn_task(ctx, &node, "imgdel", &volid, move |log| async move {
         // Like PVE: a missing image is only a warning, and VM references are not checked.
         match volumes::free(&path) {
             Ok(true) => {

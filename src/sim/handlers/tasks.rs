@@ -5,7 +5,7 @@ use crate::sim::error::{ApiError, ApiResult};
 use crate::sim::{tasks::parse_upid, Sim};
 use serde_json::Value;
 
-fn checked_upid<'a>(ctx: &'a Ctx) -> ApiResult<&'a str> {
+fn checked_upid(ctx: &Ctx) -> ApiResult<&str> {
     let upid = ctx.req("upid")?;
     if parse_upid(upid).is_none() {
         return Err(ApiError::param("upid", "unable to parse worker upid"));
