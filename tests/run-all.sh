@@ -69,7 +69,7 @@ cargo build --bins --tests 2>&1 | tail -3
 STATUS=0
 log "cargo test"
 LOG_DIR="$(mktemp -d /tmp/proxmox-csi-tests.XXXXXX)"
-if ! cargo test 2>&1 | tee "$LOG_DIR/cargo-test.log"; then STATUS=1; fi
+if ! cargo test --no-fail-fast 2>&1 | tee "$LOG_DIR/cargo-test.log"; then STATUS=1; fi
 count_cargo "$LOG_DIR/cargo-test.log"
 
 for access in mount block; do

@@ -164,6 +164,8 @@ pub(crate) fn prepare_drive(sim: &Sim, who: &Identity, vm: &Vm, value: &str) -> 
 struct Update {
     sets: Vec<(String, String)>,
     deletes: Vec<String>,
+    /// Keys whose pending change is dropped (`revert`).
+    reverts: Vec<String>,
     force: bool,
 }
 
@@ -190,7 +192,8 @@ fn collect_update(sim: &Sim, ctx: &Ctx) -> ApiResult<Update> {
     if sets.is_empty() && deletes.is_empty() && ctx.get("revert").is_none() {
         return Err(ApiError::internal("no options specified"));
     }
-    Ok(Update { sets, deletes, force: ctx.flag("force") })
+    let reverts: Vec<String> = ctx.get("revert").map(|d| split_list(d).map(str::to_string).collect()).unwrap_or_default();
+    Ok(Update { sets, deletes, reverts, force: ctx.flag("force") })
 }
 
 /// POST (async, `sync=false`) and PUT (sync) config, and the engine behind unlink.
@@ -201,7 +204,7 @@ pub async fn update_config(sim: &Sim, ctx: &Ctx, sync: bool) -> ApiResult<Value>
 
 pub async fn unlink(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let deletes: Vec<String> = split_list(ctx.req("idlist")?).map(str::to_string).collect();
-    run_update(sim, ctx, Update { sets: vec![], deletes, force: ctx.flag("force") }, true).await
+    run_update(sim, ctx, Update { sets: vec![], deletes, reverts: vec![], force: ctx.flag("force") }, true).await
 }
 
 async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<Value> {
@@ -217,6 +220,11 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
         let v = if is_drive_key(k) { prepare_drive(sim, &ctx.who, &vm, v)? } else { v.clone() };
         vm.pending.insert(k.clone(), v);
         vm.pending_delete.remove(k);
+    }
+    for r in &upd.reverts {
+        // Revert forgets a change that was never applied; the running config is untouched.
+        vm.pending.remove(r);
+        vm.pending_delete.remove(r);
     }
     for d in &upd.deletes {
         let was_pending = vm.pending.remove(d).is_some();
