@@ -21,7 +21,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 install_packages() {
-    local want=(e2fsprogs xfsprogs util-linux qemu-utils cryptsetup-bin)
+    local want=(e2fsprogs xfsprogs util-linux mount qemu-utils cryptsetup-bin bc curl)
     local missing=()
     for p in "${want[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -60,7 +60,6 @@ count_ginkgo() { # "Ran 60 of 90 Specs" + "SUCCESS! -- 60 Passed | 0 Failed | 0 
 }
 
 install_packages
-command -v bc >/dev/null || { apt-get install -y -qq bc >/dev/null; }
 install_sanity
 
 log "building"
