@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct InFlight {
     keys: Arc<Mutex<HashSet<String>>>,
 }

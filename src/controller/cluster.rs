@@ -87,7 +87,7 @@ impl Cluster {
                 Ok(c) => c,
                 // A VM deleted between the list and the read holds nothing.
                 Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(ControllerError::Pve { context: format!("reading config of VM {}", vm.vmid), source: e }),
+                Err(e) => return Err(ControllerError::Pve { context: format!("reading config of VM {}", vm.vmid), source: Box::new(e) }),
             };
             for (slot, drive) in cfg.drives() {
                 if volids.iter().any(|v| v == &drive.volume) {

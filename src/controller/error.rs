@@ -26,7 +26,7 @@ pub enum ControllerError {
     Pve {
         context: String,
         #[source]
-        source: PveError,
+        source: Box<PveError>,
     },
     #[error("{0}")]
     Internal(String),
@@ -41,7 +41,7 @@ pub trait PveContext<T> {
 
 impl<T> PveContext<T> for std::result::Result<T, PveError> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| ControllerError::Pve { context: context(), source })
+        self.map_err(|source| ControllerError::Pve { context: context(), source: Box::new(source) })
     }
 }
 
@@ -92,22 +92,22 @@ mod tests {
     fn lock_timeouts_are_aborted() {
         let e = ControllerError::Pve {
             context: "attach".into(),
-            source: api(500, "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout"),
+            source: Box::new(api(500, "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout")),
         };
         let s: Status = e.into();
         assert_eq!(s.code(), Code::Aborted);
         assert!(s.message().contains("attach") && s.message().contains("lock-101"));
-        let s: Status = ControllerError::Pve { context: "x".into(), source: api(500, "VM is locked (backup)") }.into();
+        let s: Status = ControllerError::Pve { context: "x".into(), source: Box::new(api(500, "VM is locked (backup)")) }.into();
         assert_eq!(s.code(), Code::Aborted);
     }
 
     #[test]
     fn permission_and_bad_params() {
-        let s: Status = ControllerError::Pve { context: "x".into(), source: api(403, "Permission check failed (/storage/local, Datastore.AllocateSpace)") }.into();
+        let s: Status = ControllerError::Pve { context: "x".into(), source: Box::new(api(403, "Permission check failed (/storage/local, Datastore.AllocateSpace)")) }.into();
         assert_eq!(s.code(), Code::PermissionDenied);
-        let s: Status = ControllerError::Pve { context: "x".into(), source: api(400, "Parameter verification failed.") }.into();
+        let s: Status = ControllerError::Pve { context: "x".into(), source: Box::new(api(400, "Parameter verification failed.")) }.into();
         assert_eq!(s.code(), Code::InvalidArgument);
-        let s: Status = ControllerError::Pve { context: "x".into(), source: api(502, "Bad Gateway") }.into();
+        let s: Status = ControllerError::Pve { context: "x".into(), source: Box::new(api(502, "Bad Gateway")) }.into();
         assert_eq!(s.code(), Code::Unavailable);
     }
 }

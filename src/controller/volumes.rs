@@ -61,9 +61,9 @@ impl Controller {
                 if let Some((id, actual)) = self.find_disk(&placement, &disk).await? {
                     return Ok(self.volume_response(&placement, id, actual));
                 }
-                return Err(ControllerError::Pve { context: format!("allocating {filename} on {}", target.storage), source: e });
+                return Err(ControllerError::Pve { context: format!("allocating {filename} on {}", target.storage), source: Box::new(e) });
             }
-            Err(e) => return Err(ControllerError::Pve { context: format!("allocating {filename} on {}/{}", target.node, target.storage), source: e }),
+            Err(e) => return Err(ControllerError::Pve { context: format!("allocating {filename} on {}/{}", target.node, target.storage), source: Box::new(e) }),
         };
         let id = VolumeId::from_volid(&placement.region, &target.node, &volid)
             .ok_or_else(|| ControllerError::Internal(format!("PVE returned a malformed volume id {volid:?}")))?;

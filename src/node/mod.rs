@@ -20,7 +20,6 @@ pub mod crypt;
 pub mod device;
 pub mod error;
 pub mod expand;
-pub mod inflight;
 pub mod mkfs;
 pub mod mount;
 pub mod mountinfo;

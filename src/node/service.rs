@@ -12,7 +12,7 @@ use csi::node_service_capability::rpc::Type as RpcType;
 
 use super::config::NodeConfig;
 use super::error::NodeError;
-use super::inflight::InFlight;
+use crate::inflight::InFlight;
 use super::request::{self, PublishRequest, StageRequest};
 use super::{expand, publish, stage, stats};
 
@@ -26,7 +26,7 @@ impl NodeService {
     pub fn new(cfg: NodeConfig) -> Self {
         NodeService {
             cfg: Arc::new(cfg),
-            inflight: InFlight::new(),
+            inflight: InFlight::default(),
         }
     }
 
@@ -49,7 +49,7 @@ impl NodeService {
         T: Send + 'static,
         F: Future<Output = Result<T, NodeError>> + Send + 'static,
     {
-        let guard = self.inflight.begin(volume_id)?;
+        let guard = self.inflight.try_acquire(volume_id).ok_or_else(|| NodeError::Busy(volume_id.to_string()))?;
         let task = tokio::spawn(async move {
             let _guard = guard;
             work.await
