@@ -76,15 +76,17 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The sandbox shows its own progress; driver logs would drown it.
+    let default_level = if matches!(cli.command, Command::Sandbox { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, not in container logs.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     if let Command::Sandbox { data_dir, fs_type, size_mib, write_mib } = cli.command {
         return proxmox_csi::sandbox::run(proxmox_csi::sandbox::SandboxOptions {
             data_dir,
