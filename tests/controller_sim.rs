@@ -318,3 +318,52 @@ async fn concurrent_operations_on_one_volume_are_aborted() {
     assert_eq!(k, Code::Aborted, "{m}");
     first.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn get_volume_reports_publications_and_unknown_ids() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let v = c.create_volume(create_req("pvc-g", "shared", GIB)).await.unwrap().volume.unwrap();
+    let get = |id: &str| ControllerGetVolumeRequest { volume_id: id.into() };
+    let r = c.get_volume(get(&v.volume_id)).await.unwrap();
+    assert_eq!(r.volume.unwrap().capacity_bytes, GIB);
+    assert!(r.status.unwrap().published_node_ids.is_empty());
+    c.publish_volume(publish_req(&v.volume_id, "worker-1", false)).await.unwrap();
+    let r = c.get_volume(get(&v.volume_id)).await.unwrap();
+    assert_eq!(r.status.unwrap().published_node_ids, vec!["worker-1".to_string()]);
+    let (k, _) = code(c.get_volume(get("sim/pve1/shared/9999/vm-9999-csi-hgone.raw")).await.unwrap_err());
+    assert_eq!(k, Code::NotFound);
+    let (k, _) = code(c.get_volume(get("")).await.unwrap_err());
+    assert_eq!(k, Code::InvalidArgument);
+}
+
+/// The controller dies (its call is dropped) while PVE is applying the
+/// attach. The retry must find the half-done work and finish it: one
+/// attachment, same slot, no second disk entry.
+#[tokio::test]
+async fn publish_cancelled_mid_call_is_completed_by_the_retry() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = std::sync::Arc::new(controller(&t.url));
+    let v = c.create_volume(create_req("pvc-k", "shared", GIB)).await.unwrap().volume.unwrap();
+    // PVE is slow to answer the config POST; the caller gives up meanwhile.
+    t.sim
+        .faults()
+        .add(Fault { method: Some("GET".into()), path_regex: "/tasks/.*/status$".into(), action: FaultAction::DelayMs(500), count: Some(1) })
+        .unwrap();
+    let c1 = c.clone();
+    let id = v.volume_id.clone();
+    let call = tokio::spawn(async move { c1.publish_volume(publish_req(&id, "worker-1", false)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    // The config change went through on the PVE side before the caller vanished.
+    let cfg = vm_config(&t, "pve1", 101, false).await;
+    let volid = VolumeId::parse(&v.volume_id).unwrap().volid();
+    let slots: Vec<_> = cfg.iter().filter(|(_, x)| x.starts_with(&volid)).map(|(k, _)| k.clone()).collect();
+    assert_eq!(slots.len(), 1, "{cfg:?}");
+    // The in-flight guard died with the call, so the retry is not Aborted.
+    let ctx = c.publish_volume(publish_req(&v.volume_id, "worker-1", false)).await.unwrap().publish_context;
+    assert_eq!(ctx["bus"], slots[0]);
+    let cfg = vm_config(&t, "pve1", 101, false).await;
+    assert_eq!(cfg.values().filter(|x| x.starts_with(&volid)).count(), 1);
+}

@@ -50,7 +50,7 @@ rc=0
     --csi.mountdir="$WORK/mnt" --csi.stagingdir="$WORK/staging" \
     --csi.testvolumesize=1073741824 --csi.testvolumeexpandsize=2147483648 \
     --csi.testvolumeparameters="$WORK/params.yaml" \
-    --csi.testvolumeaccesstype="$ACCESS" \
+    --csi.testvolumeaccesstype="$ACCESS" --csi.testnodevolumeattachlimit \
     --ginkgo.timeout=20m --ginkgo.no-color || rc=$?
 if [ $rc -ne 0 ]; then
     echo "---- driver log (tail) ----"; tail -n 60 "$WORK/driver.log"

@@ -142,3 +142,43 @@ impl Controller {
         })
     }
 }
+
+impl Controller {
+    /// ControllerGetVolume: one volume with the nodes it is published to.
+    pub async fn get_volume(&self, req: ControllerGetVolumeRequest) -> Result<ControllerGetVolumeResponse> {
+        let raw = super::required(&req.volume_id, "volume_id")?;
+        let id = VolumeId::parse(raw)
+            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {raw:?}: no such volume (not an id of this driver)")))?;
+        let cluster = self
+            .cluster(&id.region)
+            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {raw:?}: region {:?} is not configured", id.region)))?;
+        let volid = id.volid();
+        let item = cluster
+            .find_volume(&id.zone, &id.storage, &volid)
+            .await?
+            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {raw}: volume {volid} does not exist")))?;
+        let shared = cluster.image_storages().await?.iter().any(|s| s.storage == id.storage && s.shared);
+        let mut published: Vec<String> = Vec::new();
+        for (_, a) in cluster.attachments_of(std::slice::from_ref(&volid)).await? {
+            if let Some(name) = a.vm.name {
+                if !published.contains(&name) {
+                    published.push(name);
+                }
+            }
+        }
+        let mut segments = HashMap::from([(TOPOLOGY_REGION.to_string(), id.region.clone())]);
+        if !shared {
+            segments.insert(TOPOLOGY_ZONE.to_string(), id.zone.clone());
+        }
+        Ok(ControllerGetVolumeResponse {
+            volume: Some(Volume {
+                capacity_bytes: item.size.unwrap_or(0) as i64,
+                volume_id: raw.to_string(),
+                volume_context: HashMap::from([("storage".to_string(), id.storage.clone())]),
+                content_source: None,
+                accessible_topology: vec![Topology { segments }],
+            }),
+            status: Some(controller_get_volume_response::VolumeStatus { published_node_ids: published, volume_condition: None }),
+        })
+    }
+}

@@ -20,6 +20,7 @@ const CAPABILITIES: &[Rpc] = &[
     Rpc::ListVolumesPublishedNodes,
     Rpc::GetCapacity,
     Rpc::PublishReadonly,
+    Rpc::GetVolume,
 ];
 
 fn unimplemented(what: &str) -> Status {
@@ -105,9 +106,9 @@ impl CsiController for ControllerService {
 
     async fn controller_get_volume(
         &self,
-        _r: Request<ControllerGetVolumeRequest>,
+        r: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        Err(unimplemented("ControllerGetVolume"))
+        Ok(Response::new(self.inner.get_volume(r.into_inner()).await?))
     }
 
     async fn controller_modify_volume(
