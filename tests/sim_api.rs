@@ -340,13 +340,20 @@ async fn foreign_volume_unlink_keeps_it_and_force_frees_owned() {
 #[tokio::test]
 async fn attach_checks_volume_and_storage() {
     let h = start(|c| c.storages[1].nodes = Some(vec!["pve1".into()])).await;
-    let (s, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi1", "local:101/vm-101-missing.raw")]).await;
-    assert_eq!((s, b["message"].as_str()), (500, Some("volume 'local:101/vm-101-missing.raw' does not exist\n")));
-    let (s, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi1", "nosuch:101/vm-101-a.raw")]).await;
+    // Synchronous (PUT) updates fail the call itself ...
+    let (s, b) = h.put("/nodes/pve1/qemu/101/config", &[("scsi1", "local:101/vm-101-missing.raw")]).await;
+    assert_eq!((s, b["message"].as_str()), (500, Some("volume local:101/vm-101-missing.raw does not exist\n")));
+    let (s, b) = h.put("/nodes/pve1/qemu/101/config", &[("scsi1", "nosuch:101/vm-101-a.raw")]).await;
     assert_eq!((s, b["message"].as_str()), (500, Some("storage 'nosuch' does not exist\n")));
     h.alloc("pve1", "shared", "102", "vm-102-a.raw", "1M").await;
-    let (s, b) = h.post("/nodes/pve2/qemu/102/config", &[("scsi1", "shared:102/vm-102-a.raw")]).await;
+    let (s, b) = h.put("/nodes/pve2/qemu/102/config", &[("scsi1", "shared:102/vm-102-a.raw")]).await;
     assert_eq!((s, b["message"].as_str()), (500, Some("storage 'shared' is not available on node 'pve2'\n")));
+    // ... while the asynchronous POST accepts the call and its qmconfig task fails, as in PVE
+    // where the pending section is written by the worker.
+    let (s, b) = h.post("/nodes/pve1/qemu/101/config", &[("scsi1", "local:101/vm-101-missing.raw")]).await;
+    assert_eq!(s, 200);
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "volume local:101/vm-101-missing.raw does not exist");
+    assert!(h.config("pve1", 101, false).await.get("scsi1").is_none());
     let (s, b) = h.post("/nodes/pve2/qemu/101/config", &[("scsi1", "local:101/vm-101-a.raw")]).await;
     assert_eq!(s, 500);
     assert_eq!(b["message"], "Configuration file 'nodes/pve2/qemu-server/101.conf' does not exist\n");
@@ -738,7 +745,7 @@ async fn hotplug_failures_leave_changes_pending() {
 
     h.sim.faults().add(fault("unplug timeout")).unwrap();
     let (s, b) = h.put("/nodes/pve1/qemu/101/unlink", &[("idlist", "scsi1")]).await;
-    assert_eq!((s, b["errors"]["scsi1"].as_str()), (400, Some("hotplug problem - unplug timeout")));
+    assert_eq!((s, b["errors"]["scsi1"].as_str()), (400, Some("hotplug problem - unplug timeout\n")));
     assert!(h.config("pve1", 101, true).await.get("scsi1").is_some());
     assert!(h.config("pve1", 101, false).await.get("scsi1").is_none());
     if is_root() {

@@ -155,7 +155,7 @@ pub(crate) fn prepare_drive(sim: &Sim, who: &Identity, vm: &Vm, value: &str) -> 
     }
     let (path, v) = volumes::resolve(sim.cfg(), &vm.node, &d.file)?;
     let Some((size, _, _)) = volumes::size_info(&path, &v.format) else {
-        return Err(ApiError::internal(format!("volume '{}' does not exist", d.file)));
+        return Err(ApiError::internal(format!("volume {} does not exist", d.file)));
     };
     d.opts.insert("size".into(), format_size(size));
     Ok(d.print())
@@ -204,17 +204,23 @@ pub async fn unlink(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     run_update(sim, ctx, Update { sets: vec![], deletes, force: ctx.flag("force") }, true).await
 }
 
-async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<Value> {
-    let (node, vmid) = node_vmid(ctx)?;
-    sim.vm(&node, vmid)?;
-    if upd.sets.iter().map(|(k, _)| k).chain(upd.deletes.iter()).any(|k| is_drive_key(k) || k.starts_with("unused")) {
-        require(&ctx.who, &format!("/vms/{vmid}"), &["VM.Config.Disk"], false)?;
-    }
-    let guard = sim.lock_vm(vmid).await?;
-    let mut vm = sim.vm(&node, vmid)?;
-    check_writable(&vm, ctx)?;
+/// Why the worker part of a config update failed.
+enum WorkerError {
+    /// A plain die(): 500 when synchronous, the task's exit status otherwise.
+    Die(String),
+    /// Hot-plug failures, raised as a parameter exception.
+    Params(ApplyErrors),
+}
+
+/// The worker half of a config update (PVE runs it in the `qmconfig` task, or inline for
+/// synchronous calls): writes the changes to the pending section, checking drives as it goes,
+/// then applies what can be applied.
+fn write_and_apply(sim: &Sim, who: &Identity, vmid: u32, upd: &Update, inject: Option<&str>) -> Result<(), WorkerError> {
+    let Some(mut vm) = sim.with_vm(vmid, |v| v.clone()) else {
+        return Err(WorkerError::Die(format!("VM {vmid} vanished")));
+    };
     for (k, v) in &upd.sets {
-        let v = if is_drive_key(k) { prepare_drive(sim, &ctx.who, &vm, v)? } else { v.clone() };
+        let v = if is_drive_key(k) { prepare_drive(sim, who, &vm, v).map_err(|e| WorkerError::Die(e.message))? } else { v.clone() };
         vm.pending.insert(k.clone(), v);
         vm.pending_delete.remove(k);
     }
@@ -227,25 +233,49 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
         }
     }
     sim.with_vm(vmid, |slot| *slot = vm);
-    sim.save()?;
+    sim.save().map_err(|e| WorkerError::Die(e.message))?;
+    apply_pending(sim, vmid, upd.force, inject).map_err(WorkerError::Params)
+}
 
-    let force = upd.force;
+async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<Value> {
+    let (node, vmid) = node_vmid(ctx)?;
+    sim.vm(&node, vmid)?;
+    if upd.sets.iter().map(|(k, _)| k).chain(upd.deletes.iter()).any(|k| is_drive_key(k) || k.starts_with("unused")) {
+        require(&ctx.who, &format!("/vms/{vmid}"), &["VM.Config.Disk"], false)?;
+    }
+    // Storage permissions are checked before anything runs, as PVE's check_storage_access.
+    for (k, v) in upd.sets.iter().filter(|(k, _)| is_drive_key(k)) {
+        if let Some(volid) = Drive::parse(v).volid() {
+            let (sid, _) = volumes::split_volid(volid).map_err(|_| ApiError::param(k, format!("unable to parse volume ID '{volid}'")))?;
+            require(&ctx.who, &format!("/storage/{sid}"), &["Datastore.AllocateSpace"], false)?;
+        }
+    }
+    let guard = sim.lock_vm(vmid).await?;
+    let vm = sim.vm(&node, vmid)?;
+    check_writable(&vm, ctx)?;
+
     let inject = ctx.hotplug_error.clone();
+    let who = ctx.who.clone();
     if sync {
-        // Synchronous updates raise the parameter exception straight to the caller.
-        let res = apply_pending(sim, vmid, force, inject.as_deref());
+        let res = write_and_apply(sim, &who, vmid, &upd, inject.as_deref());
         drop(guard);
-        return res.map(|_| Value::Null).map_err(ApiError::params);
+        return match res {
+            Ok(()) => Ok(Value::Null),
+            Err(WorkerError::Die(m)) => Err(ApiError::internal(m)),
+            // Synchronous updates raise the parameter exception straight to the caller.
+            Err(WorkerError::Params(e)) => Err(ApiError::params(e)),
+        };
     }
     let sim2 = sim.clone();
     let upid = sim.spawn_task(ctx, &node, "qmconfig", &vmid.to_string(), move |log| async move {
         // The config lock stays held until the worker is done, as with PVE's forked worker.
         let _guard = guard;
-        match apply_pending(&sim2, vmid, force, inject.as_deref()) {
+        match write_and_apply(&sim2, &who, vmid, &upd, inject.as_deref()) {
             Ok(()) => Ok(0),
-            Err(errors) => {
+            Err(WorkerError::Die(m)) => Err(m),
+            Err(WorkerError::Params(errors)) => {
                 for (k, v) in &errors {
-                    log.line(format!("{k}: {v}"));
+                    log.line(format!("{k}: {}", v.trim_end()));
                 }
                 Err(apply_errors_text(&errors))
             }
@@ -292,7 +322,7 @@ pub(crate) fn drive_image(sim: &Sim, vm: &Vm, value: &str) -> Option<(std::path:
 pub(crate) fn plug_drive(sim: &Sim, vm: &Vm, key: &str, value: &str) -> Result<(), String> {
     let Some((path, v, d)) = drive_image(sim, vm, value) else { return Ok(()) };
     if !path.exists() {
-        return Err(format!("volume '{}' does not exist", d.file));
+        return Err(format!("volume {} does not exist", d.file));
     }
     sim.inner.hotplug.plug(vm.vmid, key, &path, &v.format, d.wwn(), d.serial())
 }
@@ -317,6 +347,12 @@ fn release_volume(sim: &Sim, vm: &mut Vm, value: &str, force: bool) -> Result<()
     Ok(())
 }
 
+/// PVE's per-option hot-plug failure text (the underlying die() text keeps its newline).
+fn hotplug_problem(err: &str) -> String {
+    let nl = if err.ends_with('\n') { "" } else { "\n" };
+    format!("hotplug problem - {err}{nl}")
+}
+
 /// Per-option failures of applying pending changes, PVE's `raise_param_exc` payload.
 pub(crate) type ApplyErrors = BTreeMap<String, String>;
 
@@ -324,7 +360,7 @@ pub(crate) type ApplyErrors = BTreeMap<String, String>;
 pub(crate) fn apply_errors_text(errors: &ApplyErrors) -> String {
     let mut out = String::from("400 Parameter verification failed.");
     for (k, v) in errors {
-        out.push_str(&format!(" {k}: {v}"));
+        out.push_str(&format!(" {k}: {}", v.trim_end()));
     }
     out
 }
@@ -346,7 +382,7 @@ pub(crate) fn apply_pending(sim: &Sim, vmid: u32, force: bool, inject: Option<&s
             if is_drive_key(&key) {
                 if running {
                     if let Some(msg) = inject {
-                        errors.insert(key.clone(), format!("hotplug problem - {msg}"));
+                        errors.insert(key.clone(), hotplug_problem(msg));
                         continue;
                     }
                     sim.inner.hotplug.unplug(vmid, &key);
@@ -377,7 +413,7 @@ pub(crate) fn apply_pending(sim: &Sim, vmid: u32, force: bool, inject: Option<&s
                     None => plug_drive(sim, &vm, &key, &val),
                 };
                 if let Err(e) = plugged {
-                    errors.insert(key.clone(), format!("hotplug problem - {e}"));
+                    errors.insert(key.clone(), hotplug_problem(&e));
                     continue;
                 }
             }
