@@ -121,17 +121,21 @@ pub fn pending(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     ))
 }
 
-/// Sync-side checks shared by config writers: digest and VM lock.
+/// Sync-side checks shared by config writers: skiplock (root only), digest and VM lock.
 pub(crate) fn check_writable(vm: &Vm, ctx: &Ctx) -> ApiResult<()> {
-    if ctx.get("skiplock").is_some() && ctx.who.userid != "root@pam" {
+    check_writable_by(vm, &ctx.who, ctx.get("digest"), ctx.get("skiplock").is_some().then(|| ctx.flag("skiplock")))
+}
+
+fn check_writable_by(vm: &Vm, who: &Identity, digest: Option<&str>, skiplock: Option<bool>) -> ApiResult<()> {
+    if skiplock.is_some() && who.userid != "root@pam" {
         return Err(ApiError::param("skiplock", "Only root may use this option."));
     }
-    if let Some(d) = ctx.get("digest") {
+    if let Some(d) = digest {
         if d != vm.digest() {
             return Err(ApiError::internal("checksum mismatch (file change by other user?)"));
         }
     }
-    if !ctx.flag("skiplock") {
+    if skiplock != Some(true) {
         if let Some(l) = vm.conf.get("lock") {
             return Err(ApiError::internal(format!("VM is locked ({l})")));
         }
@@ -443,14 +447,32 @@ fn parse_resize(s: &str, current: u64) -> ApiResult<u64> {
     Ok(if rel { current + n } else { n })
 }
 
-pub async fn resize(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
-    let (node, vmid) = node_vmid(ctx)?;
-    sim.vm(&node, vmid)?;
-    let guard = sim.lock_vm(vmid).await?;
-    let vm = sim.vm(&node, vmid)?;
-    check_writable(&vm, ctx)?;
-    let disk = ctx.req("disk")?.to_string();
-    let Some(value) = vm.conf.get(&disk).cloned() else {
+/// What a resize request resolves to, checked against the current config.
+struct ResizePlan {
+    path: std::path::PathBuf,
+    vol: volumes::VolName,
+    current: u64,
+    new: u64,
+}
+
+/// The request half of a resize, owned so the worker can re-run the checks under the lock.
+#[derive(Clone)]
+struct ResizeRequest {
+    node: String,
+    vmid: u32,
+    disk: String,
+    size: String,
+    digest: Option<String>,
+    skiplock: Option<bool>,
+    who: Identity,
+}
+
+/// qemu-server's checks for a resize, run once before forking and again in the worker.
+fn resize_plan(sim: &Sim, r: &ResizeRequest) -> ApiResult<ResizePlan> {
+    let vm = sim.vm(&r.node, r.vmid)?;
+    check_writable_by(&vm, &r.who, r.digest.as_deref(), r.skiplock)?;
+    let disk = &r.disk;
+    let Some(value) = vm.conf.get(disk).cloned() else {
         return Err(ApiError::internal(format!("disk '{disk}' does not exist")));
     };
     let d = Drive::parse(&value);
@@ -461,33 +483,51 @@ pub async fn resize(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         return Err(ApiError::internal(format!("disk '{disk}' has no associated volume")));
     };
     let (sid, _) = volumes::split_volid(&volid)?;
-    require(&ctx.who, &format!("/storage/{sid}"), &["Datastore.AllocateSpace"], false)?;
-    let (path, v) = volumes::resolve(sim.cfg(), &vm.node, &volid)?;
-    let Some((current, _, _)) = volumes::size_info(&path, &v.format) else {
+    require(&r.who, &format!("/storage/{sid}"), &["Datastore.AllocateSpace"], false)?;
+    let (path, vol) = volumes::resolve(sim.cfg(), &vm.node, &volid)?;
+    let Some((current, _, _)) = volumes::size_info(&path, &vol.format) else {
         return Err(ApiError::internal(format!("Could not determine current size of volume '{volid}'")));
     };
-    let new = parse_resize(ctx.req("size")?, current)?;
+    let new = parse_resize(&r.size, current)?;
     if new < current {
         return Err(ApiError::internal("shrinking disks is not supported"));
     }
+    Ok(ResizePlan { path, vol, current, new })
+}
+
+/// PUT resize: early checks answer the call; the `resize` worker takes the config lock (its
+/// timeout fails the task), checks again and grows the image.
+pub async fn resize(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    let (node, vmid) = node_vmid(ctx)?;
+    let req = ResizeRequest {
+        node: node.clone(),
+        vmid,
+        disk: ctx.req("disk")?.to_string(),
+        size: ctx.req("size")?.to_string(),
+        digest: ctx.get("digest").map(str::to_string),
+        skiplock: ctx.get("skiplock").is_some().then(|| ctx.flag("skiplock")),
+        who: ctx.who.clone(),
+    };
+    resize_plan(sim, &req)?;
     let sim2 = sim.clone();
     let upid = sim.spawn_task(ctx, &node, "resize", &vmid.to_string(), move |log| async move {
-        let _guard = guard;
-        if new == current {
+        let _guard = sim2.lock_vm(vmid).await.map_err(|e| e.message)?;
+        let plan = resize_plan(&sim2, &req).map_err(|e| e.message)?;
+        if plan.new == plan.current {
             log.line("disk is already at specified size");
             return Ok(0);
         }
-        volumes::grow(&path, &v.format, new)?;
-        sim2.inner.hotplug.refresh(vmid, &disk)?;
+        volumes::grow(&plan.path, &plan.vol.format, plan.new)?;
+        sim2.inner.hotplug.refresh(vmid, &req.disk)?;
         sim2.with_vm(vmid, |vm| {
-            if let Some(val) = vm.conf.get(&disk).cloned() {
+            if let Some(val) = vm.conf.get(&req.disk).cloned() {
                 let mut d = Drive::parse(&val);
-                d.opts.insert("size".into(), format_size(new));
-                vm.conf.insert(disk.clone(), d.print());
+                d.opts.insert("size".into(), format_size(plan.new));
+                vm.conf.insert(req.disk.clone(), d.print());
             }
         });
         sim2.save().map_err(|e| e.message)?;
-        log.line(format!("Image resized to {new} bytes."));
+        log.line(format!("Image resized to {} bytes.", plan.new));
         Ok(0)
     });
     Ok(json!(upid))
