@@ -121,9 +121,21 @@ fn default_vm(vmid: u32, name: &str, node: &str) -> VmConfig {
     config.insert("memory".into(), "2048".into());
     config.insert("cores".into(), "2".into());
     config.insert("boot".into(), "order=scsi0".into());
-    config.insert("scsi0".into(), format!("local:{vmid}/vm-{vmid}-disk-0.raw,size=32G"));
-    config.insert("net0".into(), format!("virtio=BC:24:11:00:00:{:02X},bridge=vmbr0", vmid % 256));
-    VmConfig { vmid, name: name.into(), node: node.into(), status: "running".into(), config }
+    config.insert(
+        "scsi0".into(),
+        format!("local:{vmid}/vm-{vmid}-disk-0.raw,size=32G"),
+    );
+    config.insert(
+        "net0".into(),
+        format!("virtio=BC:24:11:00:00:{:02X},bridge=vmbr0", vmid % 256),
+    );
+    VmConfig {
+        vmid,
+        name: name.into(),
+        node: node.into(),
+        status: "running".into(),
+        config,
+    }
 }
 
 impl Default for SimConfig {
@@ -133,13 +145,35 @@ impl Default for SimConfig {
             cluster_name: "sim".into(),
             nodes: vec!["pve1".into(), "pve2".into()],
             storages: vec![
-                StorageConfig { id: "local".into(), ..Default::default() },
-                StorageConfig { id: "shared".into(), shared: true, ..Default::default() },
+                StorageConfig {
+                    id: "local".into(),
+                    ..Default::default()
+                },
+                StorageConfig {
+                    id: "shared".into(),
+                    shared: true,
+                    ..Default::default()
+                },
             ],
-            vms: vec![default_vm(101, "worker-1", "pve1"), default_vm(102, "worker-2", "pve2")],
-            tokens: vec![TokenConfig { id: "csi@pve!csi".into(), secret: "sim-secret".into(), privs: None }],
-            users: vec![UserConfig { userid: "root@pam".into(), password: "sim".into(), privs: None }],
-            hotplug: if nix::unistd::Uid::effective().is_root() { HotplugMode::Loop } else { HotplugMode::None },
+            vms: vec![
+                default_vm(101, "worker-1", "pve1"),
+                default_vm(102, "worker-2", "pve2"),
+            ],
+            tokens: vec![TokenConfig {
+                id: "csi@pve!csi".into(),
+                secret: "sim-secret".into(),
+                privs: None,
+            }],
+            users: vec![UserConfig {
+                userid: "root@pam".into(),
+                password: "sim".into(),
+                privs: None,
+            }],
+            hotplug: if nix::unistd::Uid::effective().is_root() {
+                HotplugMode::Loop
+            } else {
+                HotplugMode::None
+            },
             task_ms: 0,
             lock_timeout_ms: 10_000,
             version: "8.4.1".into(),
@@ -149,7 +183,10 @@ impl Default for SimConfig {
 
 impl SimConfig {
     pub fn default_for(data_dir: PathBuf) -> Self {
-        SimConfig { data_dir, ..Default::default() }
+        SimConfig {
+            data_dir,
+            ..Default::default()
+        }
     }
 
     /// Parses YAML (a superset of JSON, so JSON files work too).
@@ -168,7 +205,9 @@ impl SimConfig {
 
 impl StorageConfig {
     pub fn available_on(&self, node: &str) -> bool {
-        self.nodes.as_ref().is_none_or(|ns| ns.iter().any(|n| n == node))
+        self.nodes
+            .as_ref()
+            .is_none_or(|ns| ns.iter().any(|n| n == node))
     }
 
     /// Directory of this storage as seen from `node`.
@@ -179,6 +218,10 @@ impl StorageConfig {
             None => format!("storage/{{node}}/{}", self.id),
         };
         let p = PathBuf::from(raw.replace("{node}", node));
-        if p.is_absolute() { p } else { data_dir.join(p) }
+        if p.is_absolute() {
+            p
+        } else {
+            data_dir.join(p)
+        }
     }
 }

@@ -15,14 +15,22 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), errors: None }
+        ApiError {
+            status,
+            message: message.into(),
+            errors: None,
+        }
     }
     /// PVE's generic failure for anything that died inside the handler.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, message)
     }
     pub fn params(errors: BTreeMap<String, String>) -> Self {
-        ApiError { status: 400, message: "Parameter verification failed.".into(), errors: Some(errors) }
+        ApiError {
+            status: 400,
+            message: "Parameter verification failed.".into(),
+            errors: Some(errors),
+        }
     }
     pub fn param(name: &str, msg: impl Into<String>) -> Self {
         let mut m = BTreeMap::new();

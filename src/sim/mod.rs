@@ -181,7 +181,8 @@ impl Sim {
     }
 
     fn save(&self) -> ApiResult<()> {
-        self.persist().map_err(|e| ApiError::internal(format!("unable to write state - {e}")))
+        self.persist()
+            .map_err(|e| ApiError::internal(format!("unable to write state - {e}")))
     }
 
     /// Reads a VM after checking it lives on `node`, as PVE's per-node config path implies.
@@ -201,7 +202,13 @@ impl Sim {
     }
 
     fn vm_lock_handle(&self, vmid: u32) -> Arc<tokio::sync::Mutex<()>> {
-        self.inner.vm_locks.lock().unwrap().entry(vmid).or_default().clone()
+        self.inner
+            .vm_locks
+            .lock()
+            .unwrap()
+            .entry(vmid)
+            .or_default()
+            .clone()
     }
 
     /// Takes the per-VM config lock, failing like PVE's flock timeout.
@@ -209,19 +216,29 @@ impl Sim {
         let m = self.vm_lock_handle(vmid);
         let t = Duration::from_millis(self.inner.cfg.lock_timeout_ms);
         tokio::time::timeout(t, m.lock_owned()).await.map_err(|_| {
-            ApiError::internal(format!("can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"))
+            ApiError::internal(format!(
+                "can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"
+            ))
         })
     }
 
     /// Re-creates devices for the applied disks of running VMs (startup after cleanup).
     fn replug_all(&self) {
-        let vms: Vec<Vm> = self.inner.state.lock().unwrap().vms.values().cloned().collect();
+        let vms: Vec<Vm> = self
+            .inner
+            .state
+            .lock()
+            .unwrap()
+            .vms
+            .values()
+            .cloned()
+            .collect();
         for vm in vms.iter().filter(|v| v.running()) {
             for (key, val) in &vm.conf {
-                if !vmstate::is_drive_key(key) || !handlers::qemu::drive_has_image(self, vm, val) {
+                if !vmstate::is_drive_key(key) || !handlers::apply::drive_has_image(self, vm, val) {
                     continue;
                 }
-                if let Err(e) = handlers::qemu::plug_drive(self, vm, key, val) {
+                if let Err(e) = handlers::apply::plug_drive(self, vm, key, val) {
                     tracing::warn!("re-plugging {key} of VM {}: {}", vm.vmid, e);
                 }
             }

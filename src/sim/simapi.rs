@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 
 pub fn routes() -> axum::Router<Sim> {
     axum::Router::new()
-        .route("/_sim/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route(
+            "/_sim/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
         .route("/_sim/state", get(state))
 }
 
@@ -28,11 +31,19 @@ async fn add_fault(State(sim): State<Sim>, Json(body): Json<Value>) -> (StatusCo
     };
     let rules = match rules {
         Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({ "data": null, "message": e.to_string() }))),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "data": null, "message": e.to_string() })),
+            )
+        }
     };
     for r in rules {
         if let Err(e) = sim.faults().add(r) {
-            return (StatusCode::BAD_REQUEST, Json(json!({ "data": null, "message": e.to_string() })));
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "data": null, "message": e.to_string() })),
+            );
         }
     }
     (StatusCode::OK, Json(json!({ "data": null })))
