@@ -5,15 +5,6 @@ use crate::sim::error::ApiResult;
 use crate::sim::{volumes, Sim};
 use serde_json::{json, Value};
 
-pub fn ticket(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
-    sim.inner.tickets.login(
-        sim.cfg(),
-        ctx.req("username")?,
-        ctx.req("password")?,
-        ctx.get("realm"),
-    )
-}
-
 pub fn version(sim: &Sim) -> ApiResult<Value> {
     let v = &sim.cfg().version;
     Ok(

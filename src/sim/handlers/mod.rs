@@ -1,5 +1,6 @@
 //! Endpoint handlers, one module per API area.
 
+pub mod access;
 pub mod apply;
 pub mod cluster;
 pub mod lifecycle;
@@ -18,7 +19,8 @@ use serde_json::Value;
 
 pub async fn call(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     match (ctx.method.as_str(), ctx.template.as_str()) {
-        ("POST", "/access/ticket") => cluster::ticket(sim, ctx),
+        ("POST", "/access/ticket") => access::ticket(sim, ctx),
+        ("GET", "/access/permissions") => access::permissions(ctx),
         ("GET", "/version") => cluster::version(sim),
         ("GET", "/cluster/status") => cluster::status(sim),
         ("GET", "/nodes") => cluster::nodes(sim),
