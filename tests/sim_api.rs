@@ -1442,3 +1442,24 @@ async fn hotplug_failures_leave_changes_pending() {
     assert!(h.config("pve1", 101, true).await.get("scsi1").is_none());
     assert!(std::fs::symlink_metadata(&link).is_err());
 }
+
+#[tokio::test]
+async fn error_text_is_also_the_http_reason_phrase() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start(|_| {}).await;
+    let addr = h
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api2/json")
+        .to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /api2/json/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 401 authentication failure\r\n"),
+        "{out}"
+    );
+}

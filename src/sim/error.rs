@@ -62,11 +62,18 @@ impl IntoResponse for ApiError {
         if !message.ends_with('\n') {
             message.push('\n');
         }
+        // PVE also puts the message in the HTTP/1 status line; clients that only look there
+        // see the same text.
+        let reason = hyper::ext::ReasonPhrase::try_from(message.trim_end().replace('\n', " ")).ok();
         let mut body = json!({ "data": null, "message": message });
         if let Some(errors) = self.errors {
             body["errors"] = json!(errors);
         }
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(r) = reason {
+            resp.extensions_mut().insert(r);
+        }
+        resp
     }
 }
 
