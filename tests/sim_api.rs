@@ -1296,7 +1296,8 @@ async fn snapshots_rollback_and_clone_on_thin_storage() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
     let conf = h.config("pve1", 401, true).await;
-    assert_eq!(conf["scsi0"], "thin:vm-401-disk-0,size=1M");
+    // LVM rounded the 1 MiB allocation up to one 4 MiB extent.
+    assert_eq!(conf["scsi0"], "thin:vm-401-disk-0,size=4M");
     let (_, info) = h
         .get("/nodes/pve1/storage/thin/content/thin%3Avm-401-disk-0", &[])
         .await;
@@ -1327,6 +1328,20 @@ async fn snapshots_rollback_and_clone_on_thin_storage() {
     assert_eq!(
         (s, b["message"].as_str()),
         (500, Some("snapshot 's1' does not exist\n"))
+    );
+
+    // Growing by 1 MiB takes another whole extent; the config records the requested size.
+    let (_, b) = h
+        .put(
+            "/nodes/pve1/qemu/400/resize",
+            &[("disk", "scsi0"), ("size", "+1M")],
+        )
+        .await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 8 << 20);
+    assert_eq!(
+        h.config("pve1", 400, true).await["scsi0"],
+        "thin:vm-400-disk-0,size=5M"
     );
 }
 

@@ -51,6 +51,8 @@ pub struct StorageConfig {
     pub nodes: Option<Vec<String>>,
     /// Capacity reported by status calls, in bytes.
     pub capacity: u64,
+    /// lvmthin only: LVM rounds volume sizes up to whole extents (default 4 MiB).
+    pub extent_size: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +99,7 @@ impl Default for StorageConfig {
             path: None,
             nodes: None,
             capacity: 100 * GIB,
+            extent_size: 4 * 1024 * 1024,
         }
     }
 }
@@ -204,6 +207,15 @@ impl SimConfig {
 }
 
 impl StorageConfig {
+    /// The size a new or grown volume really gets: LVM-backed storages round up to extents.
+    pub fn round_size(&self, bytes: u64) -> u64 {
+        if self.kind == "lvmthin" && self.extent_size > 0 {
+            bytes.div_ceil(self.extent_size) * self.extent_size
+        } else {
+            bytes
+        }
+    }
+
     pub fn available_on(&self, node: &str) -> bool {
         self.nodes
             .as_ref()

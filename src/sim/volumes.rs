@@ -257,7 +257,7 @@ pub fn alloc(
     }
     std::fs::create_dir_all(&dir)
         .map_err(|e| ApiError::internal(format!("unable to create image dir - {e}")))?;
-    if let Err(e) = create_image(&path, fmt, size_kib * 1024) {
+    if let Err(e) = create_image(&path, fmt, st.round_size(size_kib * 1024)) {
         let _ = std::fs::remove_file(&path);
         return Err(ApiError::internal(format!("unable to create image: {e}")));
     }

@@ -22,6 +22,8 @@ fn parse_resize(s: &str, current: u64) -> ApiResult<u64> {
 
 /// What a resize request resolves to, checked against the current config.
 struct ResizePlan {
+    /// The image really grows to this (storage rounding), the config records `new`.
+    actual: u64,
     path: std::path::PathBuf,
     vol: volumes::VolName,
     current: u64,
@@ -64,6 +66,7 @@ fn resize_plan(sim: &Sim, r: &ResizeRequest) -> ApiResult<ResizePlan> {
         &["Datastore.AllocateSpace"],
         false,
     )?;
+    let st = volumes::storage(sim.cfg(), sid)?;
     let (path, vol) = volumes::resolve(sim.cfg(), &vm.node, &volid)?;
     let Some((current, _, _)) = volumes::size_info(&path, &vol.format) else {
         return Err(ApiError::internal(format!(
@@ -75,6 +78,7 @@ fn resize_plan(sim: &Sim, r: &ResizeRequest) -> ApiResult<ResizePlan> {
         return Err(ApiError::internal("shrinking disks is not supported"));
     }
     Ok(ResizePlan {
+        actual: st.round_size(new).max(current),
         path,
         vol,
         current,
@@ -109,7 +113,7 @@ pub async fn resize(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                 log.line("disk is already at specified size");
                 return Ok(0);
             }
-            volumes::grow(&plan.path, &plan.vol.format, plan.new)?;
+            volumes::grow(&plan.path, &plan.vol.format, plan.actual)?;
             sim2.inner.hotplug.refresh(vmid, &req.disk)?;
             sim2.with_vm(vmid, |vm| {
                 if let Some(val) = vm.conf.get(&req.disk).cloned() {
