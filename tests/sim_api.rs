@@ -1478,3 +1478,55 @@ async fn error_text_is_also_the_http_reason_phrase() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn control_api_moves_and_stops_vms() {
+    let h = start(|_| {}).await;
+    let (_, b) = h.alloc("pve1", "shared", "101", "vm-101-m.raw", "1M").await;
+    let volid = b["data"].as_str().unwrap().to_string();
+    let (_, b) = h
+        .post(
+            "/nodes/pve1/qemu/101/config",
+            &[("scsi1", &format!("{volid},wwn={WWN}"))],
+        )
+        .await;
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    h.sim.move_vm(101, "pve2").unwrap();
+    assert_eq!(h.get("/nodes/pve1/qemu/101/config", &[]).await.0, 500);
+    assert!(h.config("pve2", 101, true).await.get("scsi1").is_some());
+    let (_, b) = h.get("/cluster/resources", &[("type", "vm")]).await;
+    let w1 = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vmid"] == 101)
+        .unwrap()
+        .clone();
+    assert_eq!(w1["node"], "pve2");
+
+    let sim_url = h.base.trim_end_matches("/api2/json").to_string();
+    let r = h
+        .client
+        .post(format!("{sim_url}/_sim/vms/101"))
+        .json(&serde_json::json!({ "running": false }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let link = h.sim.guest_by_id_dir(101).join(format!("wwn-{WWN}"));
+    assert!(std::fs::symlink_metadata(&link).is_err());
+    let (_, b) = h.get("/nodes/pve2/qemu/101/status/current", &[]).await;
+    assert_eq!(b["data"]["status"], "stopped");
+    h.sim.set_vm_running(101, true).unwrap();
+    if is_root() {
+        assert!(is_block_device(&link));
+    }
+    let r = h
+        .client
+        .post(format!("{sim_url}/_sim/vms/101"))
+        .json(&serde_json::json!({ "node": "nope" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}

@@ -16,7 +16,8 @@
 //!   `status/current|start|stop`, `snapshot` (list/create/delete/rollback), `clone`
 //! - tasks: `/nodes/{node}/tasks[/{upid}/status|log]`
 //!
-//! Control endpoints outside the PVE API: `GET|POST|DELETE /_sim/faults`, `GET /_sim/state`.
+//! Control endpoints outside the PVE API: `GET|POST|DELETE /_sim/faults`, `GET /_sim/state`,
+//! `POST /_sim/vms/{vmid}` (`{"node", "running"}`).
 
 mod auth;
 pub mod config;
@@ -137,6 +138,43 @@ impl Sim {
     /// Detaches every loop device this simulator attached (tests call it from a Drop guard).
     pub fn detach_all(&self) {
         self.inner.hotplug.detach_all();
+    }
+
+    /// Moves a VM to another node, as a migration would (tests of node lookups). Its devices
+    /// stay attached: the guest keeps its disks across a live migration.
+    pub fn move_vm(&self, vmid: u32, node: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(self.cfg().has_node(node), "no such node '{node}'");
+        self.with_vm(vmid, |vm| vm.node = node.to_string())
+            .ok_or_else(|| anyhow::anyhow!("no VM {vmid}"))?;
+        self.persist()
+    }
+
+    /// Changes a VM's power state directly, without a task: stopping unplugs its disks,
+    /// starting applies pending changes and plugs them.
+    pub fn set_vm_running(&self, vmid: u32, running: bool) -> anyhow::Result<()> {
+        let vm = self
+            .with_vm(vmid, |vm| vm.clone())
+            .ok_or_else(|| anyhow::anyhow!("no VM {vmid}"))?;
+        if running == vm.running() {
+            return Ok(());
+        }
+        if running {
+            handlers::apply::apply_pending(self, vmid, false, None)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            self.with_vm(vmid, |v| v.status = "running".into());
+            let vm = self.with_vm(vmid, |v| v.clone()).expect("present");
+            for (key, val) in &vm.conf {
+                if vmstate::is_drive_key(key) && handlers::apply::drive_has_image(self, &vm, val) {
+                    handlers::apply::plug_drive(self, &vm, key, val).map_err(anyhow::Error::msg)?;
+                }
+            }
+        } else {
+            for key in vm.conf.keys() {
+                self.inner.hotplug.unplug(vmid, key);
+            }
+            self.with_vm(vmid, |v| v.status = "stopped".into());
+        }
+        self.persist()
     }
 
     /// JSON dump of the persisted state, for debugging.
