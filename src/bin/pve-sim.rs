@@ -30,7 +30,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let mut cfg = match &args.config {
@@ -52,7 +54,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let sim = Sim::new(cfg)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    tracing::info!("pve-sim listening on http://{}/api2/json", listener.local_addr()?);
+    tracing::info!(
+        "pve-sim listening on http://{}/api2/json",
+        listener.local_addr()?
+    );
     let cleanup = sim.clone();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -24,7 +24,9 @@ pub struct Identity {
 
 impl Identity {
     pub fn has(&self, privilege: &str) -> bool {
-        self.privs.as_ref().is_none_or(|p| p.iter().any(|x| x == privilege))
+        self.privs
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|x| x == privilege))
     }
 }
 
@@ -40,7 +42,10 @@ pub struct Tickets {
 }
 
 fn now_hex() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     format!("{secs:08X}")
 }
 
@@ -51,18 +56,33 @@ fn random_hex(n: usize) -> String {
 
 impl Tickets {
     /// POST /access/ticket. Returns the PVE response object.
-    pub fn login(&self, cfg: &SimConfig, username: &str, password: &str, realm: Option<&str>) -> ApiResult<Value> {
+    pub fn login(
+        &self,
+        cfg: &SimConfig,
+        username: &str,
+        password: &str,
+        realm: Option<&str>,
+    ) -> ApiResult<Value> {
         let userid = match realm {
             Some(r) if !username.contains('@') => format!("{username}@{r}"),
             _ => username.to_string(),
         };
-        let user = cfg.users.iter().find(|u| u.userid == userid && u.password == password);
-        let Some(user) = user else { return Err(ApiError::auth()) };
+        let user = cfg
+            .users
+            .iter()
+            .find(|u| u.userid == userid && u.password == password);
+        let Some(user) = user else {
+            return Err(ApiError::auth());
+        };
         let ticket = format!("PVE:{}:{}::{}", user.userid, now_hex(), random_hex(32));
         let csrf = format!("{}:{}", now_hex(), random_hex(16));
         self.map.lock().unwrap().insert(
             ticket.clone(),
-            Ticket { userid: user.userid.clone(), csrf: csrf.clone(), issued: Instant::now() },
+            Ticket {
+                userid: user.userid.clone(),
+                csrf: csrf.clone(),
+                issued: Instant::now(),
+            },
         );
         Ok(serde_json::json!({
             "ticket": ticket,
@@ -100,7 +120,10 @@ pub fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(v);
                 i += 3;
                 continue;
@@ -113,26 +136,61 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 /// Resolves the caller. `write` requests authenticated by ticket must carry the CSRF token.
-pub fn authenticate(cfg: &SimConfig, tickets: &Tickets, headers: &HeaderMap, write: bool) -> ApiResult<Identity> {
+pub fn authenticate(
+    cfg: &SimConfig,
+    tickets: &Tickets,
+    headers: &HeaderMap,
+    write: bool,
+) -> ApiResult<Identity> {
     if let Some(auth) = headers.get("authorization").and_then(|h| h.to_str().ok()) {
         // `PVEAPIToken=user@realm!token=secret`; PVE also accepts ':' between id and secret.
-        let rest = auth.strip_prefix("PVEAPIToken=").or_else(|| auth.strip_prefix("PVEAPIToken "));
-        let Some(rest) = rest else { return Err(ApiError::auth()) };
-        let (id, secret) = rest.split_once('=').or_else(|| rest.rsplit_once(':')).ok_or_else(ApiError::auth)?;
-        let tok = cfg.tokens.iter().find(|t| t.id == id.trim() && t.secret == secret.trim());
-        let Some(tok) = tok else { return Err(ApiError::auth()) };
-        return Ok(Identity { userid: tok.id.clone(), privs: tok.privs.clone(), is_token: true });
+        let rest = auth
+            .strip_prefix("PVEAPIToken=")
+            .or_else(|| auth.strip_prefix("PVEAPIToken "));
+        let Some(rest) = rest else {
+            return Err(ApiError::auth());
+        };
+        let (id, secret) = rest
+            .split_once('=')
+            .or_else(|| rest.rsplit_once(':'))
+            .ok_or_else(ApiError::auth)?;
+        let tok = cfg
+            .tokens
+            .iter()
+            .find(|t| t.id == id.trim() && t.secret == secret.trim());
+        let Some(tok) = tok else {
+            return Err(ApiError::auth());
+        };
+        return Ok(Identity {
+            userid: tok.id.clone(),
+            privs: tok.privs.clone(),
+            is_token: true,
+        });
     }
-    let Some(ticket) = cookie(headers, "PVEAuthCookie") else { return Err(ApiError::auth()) };
-    let Some((userid, csrf)) = tickets.lookup(&ticket) else { return Err(ApiError::auth()) };
+    let Some(ticket) = cookie(headers, "PVEAuthCookie") else {
+        return Err(ApiError::auth());
+    };
+    let Some((userid, csrf)) = tickets.lookup(&ticket) else {
+        return Err(ApiError::auth());
+    };
     if write {
-        let sent = headers.get("csrfpreventiontoken").and_then(|h| h.to_str().ok());
+        let sent = headers
+            .get("csrfpreventiontoken")
+            .and_then(|h| h.to_str().ok());
         if sent != Some(csrf.as_str()) {
             return Err(ApiError::new(401, "Permission denied - invalid csrf token"));
         }
     }
-    let privs = cfg.users.iter().find(|u| u.userid == userid).and_then(|u| u.privs.clone());
-    Ok(Identity { userid, privs, is_token: false })
+    let privs = cfg
+        .users
+        .iter()
+        .find(|u| u.userid == userid)
+        .and_then(|u| u.privs.clone());
+    Ok(Identity {
+        userid,
+        privs,
+        is_token: false,
+    })
 }
 
 fn fill_path(template: &str, params: &std::collections::BTreeMap<String, String>) -> String {
@@ -149,12 +207,17 @@ pub fn check(
     expr: &Value,
     params: &std::collections::BTreeMap<String, String>,
 ) -> ApiResult<()> {
-    let Some(arr) = expr.as_array() else { return Ok(()) };
+    let Some(arr) = expr.as_array() else {
+        return Ok(());
+    };
     match arr.first().and_then(Value::as_str) {
         Some("perm") => {
             let path = fill_path(arr.get(1).and_then(Value::as_str).unwrap_or("/"), params);
-            let privs: Vec<&str> =
-                arr.get(2).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let privs: Vec<&str> = arr
+                .get(2)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             let any = arr.get(3).and_then(Value::as_str) == Some("any");
             require(who, &path, &privs, any)
         }

@@ -51,6 +51,8 @@ pub struct StorageConfig {
     pub nodes: Option<Vec<String>>,
     /// Capacity reported by status calls, in bytes.
     pub capacity: u64,
+    /// lvmthin only: LVM rounds volume sizes up to whole extents (default 4 MiB).
+    pub extent_size: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +99,7 @@ impl Default for StorageConfig {
             path: None,
             nodes: None,
             capacity: 100 * GIB,
+            extent_size: 4 * 1024 * 1024,
         }
     }
 }
@@ -121,9 +124,21 @@ fn default_vm(vmid: u32, name: &str, node: &str) -> VmConfig {
     config.insert("memory".into(), "2048".into());
     config.insert("cores".into(), "2".into());
     config.insert("boot".into(), "order=scsi0".into());
-    config.insert("scsi0".into(), format!("local:{vmid}/vm-{vmid}-disk-0.raw,size=32G"));
-    config.insert("net0".into(), format!("virtio=BC:24:11:00:00:{:02X},bridge=vmbr0", vmid % 256));
-    VmConfig { vmid, name: name.into(), node: node.into(), status: "running".into(), config }
+    config.insert(
+        "scsi0".into(),
+        format!("local:{vmid}/vm-{vmid}-disk-0.raw,size=32G"),
+    );
+    config.insert(
+        "net0".into(),
+        format!("virtio=BC:24:11:00:00:{:02X},bridge=vmbr0", vmid % 256),
+    );
+    VmConfig {
+        vmid,
+        name: name.into(),
+        node: node.into(),
+        status: "running".into(),
+        config,
+    }
 }
 
 impl Default for SimConfig {
@@ -133,13 +148,35 @@ impl Default for SimConfig {
             cluster_name: "sim".into(),
             nodes: vec!["pve1".into(), "pve2".into()],
             storages: vec![
-                StorageConfig { id: "local".into(), ..Default::default() },
-                StorageConfig { id: "shared".into(), shared: true, ..Default::default() },
+                StorageConfig {
+                    id: "local".into(),
+                    ..Default::default()
+                },
+                StorageConfig {
+                    id: "shared".into(),
+                    shared: true,
+                    ..Default::default()
+                },
             ],
-            vms: vec![default_vm(101, "worker-1", "pve1"), default_vm(102, "worker-2", "pve2")],
-            tokens: vec![TokenConfig { id: "csi@pve!csi".into(), secret: "sim-secret".into(), privs: None }],
-            users: vec![UserConfig { userid: "root@pam".into(), password: "sim".into(), privs: None }],
-            hotplug: if nix::unistd::Uid::effective().is_root() { HotplugMode::Loop } else { HotplugMode::None },
+            vms: vec![
+                default_vm(101, "worker-1", "pve1"),
+                default_vm(102, "worker-2", "pve2"),
+            ],
+            tokens: vec![TokenConfig {
+                id: "csi@pve!csi".into(),
+                secret: "sim-secret".into(),
+                privs: None,
+            }],
+            users: vec![UserConfig {
+                userid: "root@pam".into(),
+                password: "sim".into(),
+                privs: None,
+            }],
+            hotplug: if nix::unistd::Uid::effective().is_root() {
+                HotplugMode::Loop
+            } else {
+                HotplugMode::None
+            },
             task_ms: 0,
             lock_timeout_ms: 10_000,
             version: "8.4.1".into(),
@@ -149,7 +186,10 @@ impl Default for SimConfig {
 
 impl SimConfig {
     pub fn default_for(data_dir: PathBuf) -> Self {
-        SimConfig { data_dir, ..Default::default() }
+        SimConfig {
+            data_dir,
+            ..Default::default()
+        }
     }
 
     /// Parses YAML (a superset of JSON, so JSON files work too).
@@ -167,8 +207,19 @@ impl SimConfig {
 }
 
 impl StorageConfig {
+    /// The size a new or grown volume really gets: LVM-backed storages round up to extents.
+    pub fn round_size(&self, bytes: u64) -> u64 {
+        if self.kind == "lvmthin" && self.extent_size > 0 {
+            bytes.div_ceil(self.extent_size) * self.extent_size
+        } else {
+            bytes
+        }
+    }
+
     pub fn available_on(&self, node: &str) -> bool {
-        self.nodes.as_ref().is_none_or(|ns| ns.iter().any(|n| n == node))
+        self.nodes
+            .as_ref()
+            .is_none_or(|ns| ns.iter().any(|n| n == node))
     }
 
     /// Directory of this storage as seen from `node`.
@@ -179,6 +230,10 @@ impl StorageConfig {
             None => format!("storage/{{node}}/{}", self.id),
         };
         let p = PathBuf::from(raw.replace("{node}", node));
-        if p.is_absolute() { p } else { data_dir.join(p) }
+        if p.is_absolute() {
+            p
+        } else {
+            data_dir.join(p)
+        }
     }
 }

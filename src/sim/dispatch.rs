@@ -33,13 +33,16 @@ impl Ctx {
         self.params.get(k).map(String::as_str)
     }
     pub fn req(&self, k: &str) -> ApiResult<&str> {
-        self.get(k).ok_or_else(|| ApiError::param(k, "property is missing and it is not optional"))
+        self.get(k)
+            .ok_or_else(|| ApiError::param(k, "property is missing and it is not optional"))
     }
     pub fn flag(&self, k: &str) -> bool {
         self.get(k).and_then(validate::parse_bool).unwrap_or(false)
     }
     pub fn vmid(&self) -> ApiResult<u32> {
-        self.req("vmid")?.parse().map_err(|_| ApiError::param("vmid", "type check ('integer') failed"))
+        self.req("vmid")?
+            .parse()
+            .map_err(|_| ApiError::param("vmid", "type check ('integer') failed"))
     }
 }
 
@@ -56,33 +59,47 @@ fn json_scalar(v: &Value) -> String {
     }
 }
 
-fn parse_params(uri: &Uri, headers: &HeaderMap, body: &Bytes) -> ApiResult<BTreeMap<String, String>> {
+fn parse_params(
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     if let Some(q) = uri.query() {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(q).map_err(|e| ApiError::new(400, format!("unable to parse query - {e}")))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
+            .map_err(|e| ApiError::new(400, format!("unable to parse query - {e}")))?;
         out.extend(pairs);
     }
     if body.is_empty() {
         return Ok(out);
     }
-    let ct = headers.get("content-type").and_then(|h| h.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get("content-type")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     if ct.starts_with("application/json") {
-        let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::new(400, format!("unable to parse JSON body - {e}")))?;
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(400, format!("unable to parse JSON body - {e}")))?;
         if let Value::Object(m) = v {
             for (k, v) in m {
                 out.insert(k, json_scalar(&v));
             }
         }
     } else {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(body).map_err(|e| ApiError::new(400, format!("unable to parse body - {e}")))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+            .map_err(|e| ApiError::new(400, format!("unable to parse body - {e}")))?;
         out.extend(pairs);
     }
     Ok(out)
 }
 
-async fn handle(State(sim): State<Sim>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(sim): State<Sim>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match pipeline(&sim, &method, &uri, &headers, &body).await {
         Ok(data) => axum::Json(serde_json::json!({ "data": data })).into_response(),
         Err(e) => {
@@ -92,16 +109,28 @@ async fn handle(State(sim): State<Sim>, method: Method, uri: Uri, headers: Heade
     }
 }
 
-async fn pipeline(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
+async fn pipeline(
+    sim: &Sim,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Value> {
     let m = method.as_str().to_string();
     let Some(rel) = uri.path().strip_prefix(BASE) else {
         return Err(ApiError::new(404, "Not found"));
     };
     // Split before decoding: volume ids carry encoded slashes.
-    let segs: Vec<String> = rel.split('/').filter(|s| !s.is_empty()).map(auth::percent_decode).collect();
+    let segs: Vec<String> = rel
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(auth::percent_decode)
+        .collect();
     let shown = format!("/{}", segs.join("/"));
     let matched = sim.inner.schema.lookup(&segs);
-    let Some(matched) = matched else { return Err(ApiError::not_implemented(&m, &shown)) };
+    let Some(matched) = matched else {
+        return Err(ApiError::not_implemented(&m, &shown));
+    };
     let template = matched.template.to_string();
     let path_params = matched.path_params;
     let Some(def) = sim.inner.schema.method(&template, &m).cloned() else {
@@ -110,7 +139,11 @@ async fn pipeline(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, bo
     let write = matches!(m.as_str(), "POST" | "PUT" | "DELETE");
     let world = def.pointer("/permissions/user").and_then(Value::as_str) == Some("world");
     let who = if world {
-        Identity { userid: String::new(), privs: Some(vec![]), is_token: false }
+        Identity {
+            userid: String::new(),
+            privs: Some(vec![]),
+            is_token: false,
+        }
     } else {
         auth::authenticate(&sim.inner.cfg, &sim.inner.tickets, headers, write)?
     };
@@ -122,7 +155,9 @@ async fn pipeline(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, bo
     let mut hotplug_error = None;
     for action in sim.inner.faults.take(&m, &shown) {
         match action {
-            FaultAction::DelayMs(ms) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+            FaultAction::DelayMs(ms) => {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await
+            }
             FaultAction::Error { status, message } => return Err(ApiError::new(status, message)),
             FaultAction::TaskError(e) => task_error = Some(e),
             FaultAction::HotplugError(e) => hotplug_error = Some(e),
@@ -145,7 +180,8 @@ async fn pipeline(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, bo
         auth::check(&who, check, &params)?;
     }
     let empty = Value::Null;
-    validate::validate(def.get("parameters").unwrap_or(&empty), &params).map_err(ApiError::params)?;
+    validate::validate(def.get("parameters").unwrap_or(&empty), &params)
+        .map_err(ApiError::params)?;
     if let Some(node) = params.get("node") {
         if !sim.cfg().has_node(node) {
             return Err(ApiError::new(
@@ -154,6 +190,14 @@ async fn pipeline(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, bo
             ));
         }
     }
-    let ctx = Ctx { path: shown, template, method: m, params, who, task_error, hotplug_error };
+    let ctx = Ctx {
+        path: shown,
+        template,
+        method: m,
+        params,
+        who,
+        task_error,
+        hotplug_error,
+    };
     handlers::call(sim, &ctx).await
 }

@@ -15,14 +15,22 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), errors: None }
+        ApiError {
+            status,
+            message: message.into(),
+            errors: None,
+        }
     }
     /// PVE's generic failure for anything that died inside the handler.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, message)
     }
     pub fn params(errors: BTreeMap<String, String>) -> Self {
-        ApiError { status: 400, message: "Parameter verification failed.".into(), errors: Some(errors) }
+        ApiError {
+            status: 400,
+            message: "Parameter verification failed.".into(),
+            errors: Some(errors),
+        }
     }
     pub fn param(name: &str, msg: impl Into<String>) -> Self {
         let mut m = BTreeMap::new();
@@ -54,11 +62,18 @@ impl IntoResponse for ApiError {
         if !message.ends_with('\n') {
             message.push('\n');
         }
+        // PVE also puts the message in the HTTP/1 status line; clients that only look there
+        // see the same text.
+        let reason = hyper::ext::ReasonPhrase::try_from(message.trim_end().replace('\n', " ")).ok();
         let mut body = json!({ "data": null, "message": message });
         if let Some(errors) = self.errors {
             body["errors"] = json!(errors);
         }
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(r) = reason {
+            resp.extensions_mut().insert(r);
+        }
+        resp
     }
 }
 

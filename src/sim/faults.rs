@@ -58,10 +58,15 @@ impl Faults {
         let mut rules = self.rules.lock().unwrap();
         let mut out = Vec::new();
         for r in rules.iter_mut() {
-            if r.method.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(method)) {
+            if r.method
+                .as_deref()
+                .is_some_and(|m| !m.eq_ignore_ascii_case(method))
+            {
                 continue;
             }
-            let Ok(re) = regex::Regex::new(&r.path_regex) else { continue };
+            let Ok(re) = regex::Regex::new(&r.path_regex) else {
+                continue;
+            };
             if !re.is_match(path) {
                 continue;
             }

@@ -26,7 +26,8 @@ pub fn volid_ok(s: &str) -> bool {
 
 /// PVE's list splitting: separators are NUL, comma, semicolon and whitespace.
 pub fn split_list(s: &str) -> impl Iterator<Item = &str> {
-    s.split(|c: char| c == '\0' || c == ',' || c == ';' || c.is_whitespace()).filter(|p| !p.is_empty())
+    s.split(|c: char| c == '\0' || c == ',' || c == ';' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
 }
 
 pub fn check(format: &str, v: &str) -> Result<(), String> {
@@ -37,14 +38,12 @@ pub fn check(format: &str, v: &str) -> Result<(), String> {
                 return Err("value does not look like a valid node name".into());
             }
         }
-        "pve-storage-id"
-            if !storage_id_ok(v) => {
-                return Err(format!("storage ID '{v}' contains illegal characters"));
-            }
-        "pve-configid"
-            if !configid_ok(v) => {
-                return Err(format!("invalid configuration ID '{v}'"));
-            }
+        "pve-storage-id" if !storage_id_ok(v) => {
+            return Err(format!("storage ID '{v}' contains illegal characters"));
+        }
+        "pve-configid" if !configid_ok(v) => {
+            return Err(format!("invalid configuration ID '{v}'"));
+        }
         "pve-configid-list" => {
             for id in split_list(v) {
                 if !configid_ok(id) {
@@ -52,10 +51,9 @@ pub fn check(format: &str, v: &str) -> Result<(), String> {
                 }
             }
         }
-        "pve-volume-id"
-            if !volid_ok(v) => {
-                return Err(format!("unable to parse volume ID '{v}'"));
-            }
+        "pve-volume-id" if !volid_ok(v) => {
+            return Err(format!("unable to parse volume ID '{v}'"));
+        }
         "pve-volume-id-or-qm-path" | "pve-volume-id-or-absolute-path" => {
             let special = v == "none" || v == "cdrom" || v.starts_with('/');
             if !special && !volid_ok(v) {
@@ -75,7 +73,9 @@ pub fn check(format: &str, v: &str) -> Result<(), String> {
             }
         }
         "pve-storage-content" | "pve-storage-content-list" => {
-            const KNOWN: &[&str] = &["images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import", "none"];
+            const KNOWN: &[&str] = &[
+                "images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import", "none",
+            ];
             for c in split_list(v) {
                 if !KNOWN.contains(&c) {
                     return Err(format!("invalid content type '{c}'"));

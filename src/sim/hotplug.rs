@@ -20,25 +20,48 @@ pub struct Hotplug {
 }
 
 fn losetup(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("losetup").args(args).output().map_err(|e| format!("losetup: {e}"))?;
+    let out = Command::new("losetup")
+        .args(args)
+        .output()
+        .map_err(|e| format!("losetup: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
-        Err(format!("losetup {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "losetup {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
 impl Hotplug {
     pub fn new(mode: HotplugMode, data_dir: PathBuf) -> Self {
-        Hotplug { mode, data_dir, attached: Mutex::new(HashMap::new()) }
+        Hotplug {
+            mode,
+            data_dir,
+            attached: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn by_id_dir(&self, vmid: u32) -> PathBuf {
-        self.data_dir.join("guests").join(vmid.to_string()).join("disk").join("by-id")
+        self.data_dir
+            .join("guests")
+            .join(vmid.to_string())
+            .join("disk")
+            .join("by-id")
     }
 
     /// Makes the image visible in the guest. qcow2 images get no device (loop needs raw).
-    pub fn plug(&self, vmid: u32, key: &str, image: &Path, format: &str, wwn: Option<&str>, serial: Option<&str>) -> Result<(), String> {
+    pub fn plug(
+        &self,
+        vmid: u32,
+        key: &str,
+        image: &Path,
+        format: &str,
+        wwn: Option<&str>,
+        serial: Option<&str>,
+    ) -> Result<(), String> {
         if self.mode == HotplugMode::None || format != "raw" {
             return Ok(());
         }
@@ -63,12 +86,19 @@ impl Hotplug {
             }
             links.push(l);
         }
-        self.attached.lock().unwrap().insert((vmid, key.to_string()), Attachment { dev, links });
+        self.attached
+            .lock()
+            .unwrap()
+            .insert((vmid, key.to_string()), Attachment { dev, links });
         Ok(())
     }
 
     pub fn unplug(&self, vmid: u32, key: &str) {
-        let a = self.attached.lock().unwrap().remove(&(vmid, key.to_string()));
+        let a = self
+            .attached
+            .lock()
+            .unwrap()
+            .remove(&(vmid, key.to_string()));
         if let Some(a) = a {
             for l in &a.links {
                 let _ = std::fs::remove_file(l);
@@ -81,7 +111,12 @@ impl Hotplug {
 
     /// After a resize: let the loop device pick up the new image size.
     pub fn refresh(&self, vmid: u32, key: &str) -> Result<(), String> {
-        let dev = self.attached.lock().unwrap().get(&(vmid, key.to_string())).map(|a| a.dev.clone());
+        let dev = self
+            .attached
+            .lock()
+            .unwrap()
+            .get(&(vmid, key.to_string()))
+            .map(|a| a.dev.clone());
         match dev {
             Some(d) => losetup(&["-c", &d]).map(|_| ()),
             None => Ok(()),
@@ -95,9 +130,15 @@ impl Hotplug {
         if self.mode == HotplugMode::None {
             return;
         }
-        let Ok(out) = losetup(&["-J", "-l"]) else { return };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else { return };
-        let Some(devs) = v.get("loopdevices").and_then(|d| d.as_array()) else { return };
+        let Ok(out) = losetup(&["-J", "-l"]) else {
+            return;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else {
+            return;
+        };
+        let Some(devs) = v.get("loopdevices").and_then(|d| d.as_array()) else {
+            return;
+        };
         let root = std::fs::canonicalize(&self.data_dir).unwrap_or(self.data_dir.clone());
         for d in devs {
             let back = d.get("back-file").and_then(|b| b.as_str()).unwrap_or("");

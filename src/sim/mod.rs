@@ -16,7 +16,8 @@
 //!   `status/current|start|stop`, `snapshot` (list/create/delete/rollback), `clone`
 //! - tasks: `/nodes/{node}/tasks[/{upid}/status|log]`
 //!
-//! Control endpoints outside the PVE API: `GET|POST|DELETE /_sim/faults`, `GET /_sim/state`.
+//! Control endpoints outside the PVE API: `GET|POST|DELETE /_sim/faults`, `GET /_sim/state`,
+//! `POST /_sim/vms/{vmid}` (`{"node", "running"}`).
 
 mod auth;
 pub mod config;
@@ -139,6 +140,43 @@ impl Sim {
         self.inner.hotplug.detach_all();
     }
 
+    /// Moves a VM to another node, as a migration would (tests of node lookups). Its devices
+    /// stay attached: the guest keeps its disks across a live migration.
+    pub fn move_vm(&self, vmid: u32, node: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(self.cfg().has_node(node), "no such node '{node}'");
+        self.with_vm(vmid, |vm| vm.node = node.to_string())
+            .ok_or_else(|| anyhow::anyhow!("no VM {vmid}"))?;
+        self.persist()
+    }
+
+    /// Changes a VM's power state directly, without a task: stopping unplugs its disks,
+    /// starting applies pending changes and plugs them.
+    pub fn set_vm_running(&self, vmid: u32, running: bool) -> anyhow::Result<()> {
+        let vm = self
+            .with_vm(vmid, |vm| vm.clone())
+            .ok_or_else(|| anyhow::anyhow!("no VM {vmid}"))?;
+        if running == vm.running() {
+            return Ok(());
+        }
+        if running {
+            handlers::apply::apply_pending(self, vmid, false, None)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            self.with_vm(vmid, |v| v.status = "running".into());
+            let vm = self.with_vm(vmid, |v| v.clone()).expect("present");
+            for (key, val) in &vm.conf {
+                if vmstate::is_drive_key(key) && handlers::apply::drive_has_image(self, &vm, val) {
+                    handlers::apply::plug_drive(self, &vm, key, val).map_err(anyhow::Error::msg)?;
+                }
+            }
+        } else {
+            for key in vm.conf.keys() {
+                self.inner.hotplug.unplug(vmid, key);
+            }
+            self.with_vm(vmid, |v| v.status = "stopped".into());
+        }
+        self.persist()
+    }
+
     /// JSON dump of the persisted state, for debugging.
     pub fn state_json(&self) -> serde_json::Value {
         serde_json::to_value(&*self.inner.state.lock().unwrap()).unwrap_or_default()
@@ -181,7 +219,8 @@ impl Sim {
     }
 
     fn save(&self) -> ApiResult<()> {
-        self.persist().map_err(|e| ApiError::internal(format!("unable to write state - {e}")))
+        self.persist()
+            .map_err(|e| ApiError::internal(format!("unable to write state - {e}")))
     }
 
     /// Reads a VM after checking it lives on `node`, as PVE's per-node config path implies.
@@ -201,7 +240,13 @@ impl Sim {
     }
 
     fn vm_lock_handle(&self, vmid: u32) -> Arc<tokio::sync::Mutex<()>> {
-        self.inner.vm_locks.lock().unwrap().entry(vmid).or_default().clone()
+        self.inner
+            .vm_locks
+            .lock()
+            .unwrap()
+            .entry(vmid)
+            .or_default()
+            .clone()
     }
 
     /// Takes the per-VM config lock, failing like PVE's flock timeout.
@@ -209,19 +254,29 @@ impl Sim {
         let m = self.vm_lock_handle(vmid);
         let t = Duration::from_millis(self.inner.cfg.lock_timeout_ms);
         tokio::time::timeout(t, m.lock_owned()).await.map_err(|_| {
-            ApiError::internal(format!("can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"))
+            ApiError::internal(format!(
+                "can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"
+            ))
         })
     }
 
     /// Re-creates devices for the applied disks of running VMs (startup after cleanup).
     fn replug_all(&self) {
-        let vms: Vec<Vm> = self.inner.state.lock().unwrap().vms.values().cloned().collect();
+        let vms: Vec<Vm> = self
+            .inner
+            .state
+            .lock()
+            .unwrap()
+            .vms
+            .values()
+            .cloned()
+            .collect();
         for vm in vms.iter().filter(|v| v.running()) {
             for (key, val) in &vm.conf {
-                if !vmstate::is_drive_key(key) || !handlers::qemu::drive_has_image(self, vm, val) {
+                if !vmstate::is_drive_key(key) || !handlers::apply::drive_has_image(self, vm, val) {
                     continue;
                 }
-                if let Err(e) = handlers::qemu::plug_drive(self, vm, key, val) {
+                if let Err(e) = handlers::apply::plug_drive(self, vm, key, val) {
                     tracing::warn!("re-plugging {key} of VM {}: {}", vm.vmid, e);
                 }
             }

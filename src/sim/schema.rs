@@ -44,10 +44,12 @@ impl Schema {
                 segs: t
                     .split('/')
                     .filter(|s| !s.is_empty())
-                    .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                        Some(p) => Seg::Param(p.to_string()),
-                        None => Seg::Lit(s.to_string()),
-                    })
+                    .map(
+                        |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                            Some(p) => Seg::Param(p.to_string()),
+                            None => Seg::Lit(s.to_string()),
+                        },
+                    )
                     .collect(),
             })
             .collect();
@@ -81,7 +83,10 @@ impl Schema {
                     path_params.insert(p.clone(), v.clone());
                 }
             }
-            Matched { template: &e.template, path_params }
+            Matched {
+                template: &e.template,
+                path_params,
+            }
         })
     }
 

@@ -11,8 +11,12 @@ use serde_json::{json, Value};
 
 pub fn routes() -> axum::Router<Sim> {
     axum::Router::new()
-        .route("/_sim/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route(
+            "/_sim/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
         .route("/_sim/state", get(state))
+        .route("/_sim/vms/:vmid", axum::routing::post(update_vm))
 }
 
 async fn list_faults(State(sim): State<Sim>) -> Json<Value> {
@@ -28,11 +32,19 @@ async fn add_fault(State(sim): State<Sim>, Json(body): Json<Value>) -> (StatusCo
     };
     let rules = match rules {
         Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({ "data": null, "message": e.to_string() }))),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "data": null, "message": e.to_string() })),
+            )
+        }
     };
     for r in rules {
         if let Err(e) = sim.faults().add(r) {
-            return (StatusCode::BAD_REQUEST, Json(json!({ "data": null, "message": e.to_string() })));
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "data": null, "message": e.to_string() })),
+            );
         }
     }
     (StatusCode::OK, Json(json!({ "data": null })))
@@ -45,4 +57,27 @@ async fn clear_faults(State(sim): State<Sim>) -> Json<Value> {
 
 async fn state(State(sim): State<Sim>) -> Json<Value> {
     Json(json!({ "data": sim.state_json(), "faults": sim.faults().list() }))
+}
+
+/// `POST /_sim/vms/{vmid}` with `{"node": "...", "running": bool}` (either optional): moves the
+/// VM and/or changes its power state directly.
+async fn update_vm(
+    State(sim): State<Sim>,
+    axum::extract::Path(vmid): axum::extract::Path<u32>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let mut res = Ok(());
+    if let Some(node) = body.get("node").and_then(Value::as_str) {
+        res = sim.move_vm(vmid, node);
+    }
+    if let (Ok(()), Some(running)) = (&res, body.get("running").and_then(Value::as_bool)) {
+        res = sim.set_vm_running(vmid, running);
+    }
+    match res {
+        Ok(()) => (StatusCode::OK, Json(json!({ "data": null }))),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "data": null, "message": e.to_string() })),
+        ),
+    }
 }

@@ -32,7 +32,10 @@ pub struct Tasks {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Parsed UPID fields; None if it does not have PVE's shape.
@@ -68,15 +71,27 @@ pub struct TaskSpec<'a> {
 
 impl Tasks {
     /// Registers a task and runs `body` in the background after the spec's delay.
-    pub fn spawn<F>(self: &Arc<Self>, spec: TaskSpec<'_>, body: impl FnOnce(TaskLog) -> F + Send + 'static) -> String
+    pub fn spawn<F>(
+        self: &Arc<Self>,
+        spec: TaskSpec<'_>,
+        body: impl FnOnce(TaskLog) -> F + Send + 'static,
+    ) -> String
     where
         F: Future<Output = TaskOutcome> + Send + 'static,
     {
-        let TaskSpec { node, kind, id, user, delay, forced_error } = spec;
+        let TaskSpec {
+            node,
+            kind,
+            id,
+            user,
+            delay,
+            forced_error,
+        } = spec;
         let pid = 100_000 + self.next_pid.fetch_add(1, Ordering::SeqCst);
         let pstart = (pid * 7) % 0x0fff_ffff;
         let starttime = now();
-        let upid = format!("UPID:{node}:{pid:08X}:{pstart:08X}:{starttime:08X}:{kind}:{id}:{user}:");
+        let upid =
+            format!("UPID:{node}:{pid:08X}:{pstart:08X}:{starttime:08X}:{kind}:{id}:{user}:");
         let info = TaskInfo {
             upid: upid.clone(),
             node: node.into(),
@@ -147,7 +162,11 @@ impl Tasks {
         let map = self.map.lock().unwrap();
         let t = map.get(upid)?;
         Some(Value::Array(
-            t.log.iter().enumerate().map(|(i, l)| json!({"n": i + 1, "t": l})).collect(),
+            t.log
+                .iter()
+                .enumerate()
+                .map(|(i, l)| json!({"n": i + 1, "t": l}))
+                .collect(),
         ))
     }
 

@@ -40,21 +40,30 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 }
 
 fn num_limit(def: &Value, key: &str) -> Option<f64> {
-    def.get(key).and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+    def.get(key).and_then(|v| {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    })
 }
 
 fn fmt_num(n: f64) -> String {
-    if n.fract() == 0.0 { format!("{}", n as i64) } else { format!("{n}") }
+    if n.fract() == 0.0 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
 }
 
 fn is_integer(v: &str) -> bool {
     static R: OnceLock<Regex> = OnceLock::new();
-    R.get_or_init(|| Regex::new(r"^[+-]?\d+$").unwrap()).is_match(v)
+    R.get_or_init(|| Regex::new(r"^[+-]?\d+$").unwrap())
+        .is_match(v)
 }
 
 fn is_number(v: &str) -> bool {
     static R: OnceLock<Regex> = OnceLock::new();
-    R.get_or_init(|| Regex::new(r"^[+-]?(\d+\.\d+|\d+\.|\.\d+|\d+)([eE][+-]?\d+)?$").unwrap()).is_match(v)
+    R.get_or_init(|| Regex::new(r"^[+-]?(\d+\.\d+|\d+\.|\.\d+|\d+)([eE][+-]?\d+)?$").unwrap())
+        .is_match(v)
 }
 
 /// PVE's type check on a scalar. Top-level booleans must be exactly `0` or `1`; inside
@@ -111,27 +120,49 @@ pub fn check_value(def: &Value, value: &str, path: &str, errors: &mut BTreeMap<S
         let n: f64 = value.parse().unwrap_or(0.0);
         if let Some(max) = num_limit(def, "maximum") {
             if n > max {
-                return err(format!("value must have a maximum value of {}", fmt_num(max)));
+                return err(format!(
+                    "value must have a maximum value of {}",
+                    fmt_num(max)
+                ));
             }
         }
         if let Some(min) = num_limit(def, "minimum") {
             if n < min {
-                return err(format!("value must have a minimum value of {}", fmt_num(min)));
+                return err(format!(
+                    "value must have a minimum value of {}",
+                    fmt_num(min)
+                ));
             }
         }
     }
     if let Some(en) = def.get("enum").and_then(Value::as_array) {
-        let opts: Vec<String> = en.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect();
+        let opts: Vec<String> = en
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect();
         if !opts.iter().any(|o| o == value) {
-            err(format!("value '{value}' does not have a value in the enumeration '{}'", opts.join(", ")))
+            err(format!(
+                "value '{value}' does not have a value in the enumeration '{}'",
+                opts.join(", ")
+            ))
         }
     }
 }
 
 /// Splits a property string into key/value pairs like PVE: aliases resolved, the bare part
 /// goes to the default key, booleans normalised to 0/1. Errors end in a newline (die texts).
-pub fn parse_property_string(fmt: &Map<String, Value>, value: &str) -> Result<BTreeMap<String, String>, String> {
-    let default_key = fmt.iter().find(|(_, d)| is_true(d.get("default_key"))).map(|(k, _)| k.clone());
+pub fn parse_property_string(
+    fmt: &Map<String, Value>,
+    value: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let default_key = fmt
+        .iter()
+        .find(|(_, d)| is_true(d.get("default_key")))
+        .map(|(k, _)| k.clone());
     let mut res: BTreeMap<String, String> = BTreeMap::new();
     let mut bare_seen = false;
     for part in value.split(',') {
@@ -141,14 +172,22 @@ pub fn parse_property_string(fmt: &Map<String, Value>, value: &str) -> Result<BT
         match part.split_once('=') {
             Some((k, v)) if !k.is_empty() && !v.is_empty() => {
                 if res.contains_key(k) {
-                    return Err(format!("duplicate key in comma-separated list property: {k}\n"));
+                    return Err(format!(
+                        "duplicate key in comma-separated list property: {k}\n"
+                    ));
                 }
                 let mut key = k.to_string();
-                if let Some(alias) = fmt.get(&key).and_then(|d| d.get("alias")).and_then(Value::as_str) {
+                if let Some(alias) = fmt
+                    .get(&key)
+                    .and_then(|d| d.get("alias"))
+                    .and_then(Value::as_str)
+                {
                     key = alias.to_string();
                 }
                 let Some(def) = fmt.get(&key) else {
-                    return Err(format!("invalid key in comma-separated list property: {key}\n"));
+                    return Err(format!(
+                        "invalid key in comma-separated list property: {key}\n"
+                    ));
                 };
                 let mut v = v.to_string();
                 if def.get("type").and_then(Value::as_str) == Some("boolean") {
@@ -160,10 +199,14 @@ pub fn parse_property_string(fmt: &Map<String, Value>, value: &str) -> Result<BT
             }
             None => {
                 let Some(dk) = &default_key else {
-                    return Err("value without key, but schema does not define a default key\n".into());
+                    return Err(
+                        "value without key, but schema does not define a default key\n".into(),
+                    );
                 };
                 if bare_seen || res.contains_key(dk) {
-                    return Err(format!("duplicate key in comma-separated list property: {dk}\n"));
+                    return Err(format!(
+                        "duplicate key in comma-separated list property: {dk}\n"
+                    ));
                 }
                 bare_seen = true;
                 res.insert(dk.clone(), part.to_string());
@@ -202,10 +245,18 @@ fn check_property_string(fmt: &Map<String, Value>, value: &str, path: &str) -> R
 }
 
 /// Validates a whole request against a method's `parameters` schema.
-pub fn validate(params_schema: &Value, params: &BTreeMap<String, String>) -> Result<(), BTreeMap<String, String>> {
+pub fn validate(
+    params_schema: &Value,
+    params: &BTreeMap<String, String>,
+) -> Result<(), BTreeMap<String, String>> {
     let empty = Map::new();
-    let props = params_schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
-    let additional = params_schema.get("additionalProperties").is_none_or(|v| is_true(Some(v)));
+    let props = params_schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let additional = params_schema
+        .get("additionalProperties")
+        .is_none_or(|v| is_true(Some(v)));
     let mut errors = BTreeMap::new();
     for (name, value) in params {
         match propdef::lookup(props, name) {
@@ -213,7 +264,10 @@ pub fn validate(params_schema: &Value, params: &BTreeMap<String, String>) -> Res
                 check_value(def, value, name, &mut errors);
                 if let Some(req) = def.get("requires").and_then(Value::as_str) {
                     if !params.contains_key(req) {
-                        errors.insert(req.to_string(), format!("missing property - '{name}' requires this property"));
+                        errors.insert(
+                            req.to_string(),
+                            format!("missing property - '{name}' requires this property"),
+                        );
                     }
                 }
             }
@@ -231,10 +285,17 @@ pub fn validate(params_schema: &Value, params: &BTreeMap<String, String>) -> Res
             continue;
         }
         if !params.contains_key(name) {
-            errors.insert(name.clone(), "property is missing and it is not optional".into());
+            errors.insert(
+                name.clone(),
+                "property is missing and it is not optional".into(),
+            );
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -252,14 +313,25 @@ mod tests {
         assert!(e.is_empty());
         // Inside property strings PVE normalises yes/no first.
         let fmt = json!({"file": {"default_key": 1, "type": "string"}, "backup": {"optional": 1, "type": "boolean"}});
-        check_value(&json!({"type": "string", "format": fmt}), "x,backup=no", "scsi1", &mut e);
+        check_value(
+            &json!({"type": "string", "format": fmt}),
+            "x,backup=no",
+            "scsi1",
+            &mut e,
+        );
         assert!(e.is_empty(), "{e:?}");
     }
 
     #[test]
     fn perl_patterns_are_translated_and_anchored() {
-        assert!(pattern_matches(r"(?^:^(0x)[0-9a-fA-F]{16})", "0x5000c500deadbeef"));
-        assert!(!pattern_matches(r"(?^:^(0x)[0-9a-fA-F]{16})", "0x5000c500deadbeef00"));
+        assert!(pattern_matches(
+            r"(?^:^(0x)[0-9a-fA-F]{16})",
+            "0x5000c500deadbeef"
+        ));
+        assert!(!pattern_matches(
+            r"(?^:^(0x)[0-9a-fA-F]{16})",
+            "0x5000c500deadbeef00"
+        ));
         assert!(pattern_matches(r"[A-Za-z0-9\-_\s]{,8}", "QEMU"));
         assert!(!pattern_matches(r"[A-Za-z0-9\-_\s]{,8}", "TOO-LONG-VENDOR"));
         assert!(!pattern_matches(r"\d+[MG]?", "12X"));
@@ -276,10 +348,20 @@ mod tests {
         let p = parse_property_string(fmt, "local:1/a.raw,cache=none").unwrap();
         assert_eq!(p["file"], "local:1/a.raw");
         assert_eq!(parse_property_string(fmt, "volume=x").unwrap()["file"], "x");
-        assert!(parse_property_string(fmt, "a,b").unwrap_err().contains("duplicate key"));
-        assert_eq!(parse_property_string(fmt, "a,cache=").unwrap_err(), "missing key in comma-separated list property\n");
+        assert!(parse_property_string(fmt, "a,b")
+            .unwrap_err()
+            .contains("duplicate key"));
+        assert_eq!(
+            parse_property_string(fmt, "a,cache=").unwrap_err(),
+            "missing key in comma-separated list property\n"
+        );
         let mut errs = BTreeMap::new();
-        check_value(&json!({"type": "string", "format": fmt}), "cache=none", "scsi1", &mut errs);
+        check_value(
+            &json!({"type": "string", "format": fmt}),
+            "cache=none",
+            "scsi1",
+            &mut errs,
+        );
         assert_eq!(
             errs["scsi1"],
             "invalid format - format error\nscsi1.file: property is missing and it is not optional\n"

@@ -24,7 +24,10 @@ pub struct Vm {
 
 impl Vm {
     pub fn name(&self) -> String {
-        self.conf.get("name").cloned().unwrap_or_else(|| format!("VM {}", self.vmid))
+        self.conf
+            .get("name")
+            .cloned()
+            .unwrap_or_else(|| format!("VM {}", self.vmid))
     }
 
     pub fn running(&self) -> bool {
@@ -73,17 +76,28 @@ impl Vm {
     }
 
     pub fn hotplug_features(&self) -> Vec<String> {
-        let raw = self.conf.get("hotplug").cloned().unwrap_or_else(|| "network,disk,usb".into());
+        let raw = self
+            .conf
+            .get("hotplug")
+            .cloned()
+            .unwrap_or_else(|| "network,disk,usb".into());
         match raw.as_str() {
             "0" => vec![],
             "1" => vec!["network".into(), "disk".into(), "usb".into()],
-            _ => raw.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            _ => raw
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
         }
     }
 
     /// First free `unusedN` slot.
     pub fn free_unused_key(&self) -> String {
-        (0..256).map(|i| format!("unused{i}")).find(|k| !self.conf.contains_key(k)).unwrap_or_else(|| "unused255".into())
+        (0..256)
+            .map(|i| format!("unused{i}"))
+            .find(|k| !self.conf.contains_key(k))
+            .unwrap_or_else(|| "unused255".into())
     }
 }
 
@@ -92,17 +106,28 @@ pub fn is_drive_key(key: &str) -> bool {
     if key == "efidisk0" || key == "tpmstate0" {
         return true;
     }
-    matches!(super::propdef::split_indexed(key), Some(("scsi" | "virtio" | "sata" | "ide", _)))
+    matches!(
+        super::propdef::split_indexed(key),
+        Some(("scsi" | "virtio" | "sata" | "ide", _))
+    )
 }
 
 /// Buses QEMU can hot-plug disks on.
 pub fn is_hotpluggable_bus(key: &str) -> bool {
-    matches!(super::propdef::split_indexed(key), Some(("scsi", _)) | Some(("virtio", _)))
+    matches!(
+        super::propdef::split_indexed(key),
+        Some(("scsi", _)) | Some(("virtio", _))
+    )
 }
 
 /// Renders a byte count the way PVE writes `size=` (largest exact unit).
 pub fn format_size(bytes: u64) -> String {
-    let units = [("T", 1u64 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+    let units = [
+        ("T", 1u64 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ];
     for (u, f) in units {
         if bytes >= f && bytes.is_multiple_of(f) {
             return format!("{}{u}", bytes / f);
@@ -151,7 +176,11 @@ mod tests {
             vmid: 100,
             node: "n".into(),
             status: "running".into(),
-            conf: [("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())].into(),
+            conf: [
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "2".to_string()),
+            ]
+            .into(),
             pending: Default::default(),
             pending_delete: Default::default(),
             snapshots: Default::default(),

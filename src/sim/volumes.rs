@@ -26,7 +26,9 @@ pub struct VolName {
 
 pub fn split_volid(volid: &str) -> ApiResult<(&str, &str)> {
     if !super::formats::volid_ok(volid) {
-        return Err(ApiError::internal(format!("unable to parse volume ID '{volid}'")));
+        return Err(ApiError::internal(format!(
+            "unable to parse volume ID '{volid}'"
+        )));
     }
     Ok(volid.split_once(':').expect("checked by volid_ok"))
 }
@@ -46,9 +48,13 @@ pub fn parse_volname(kind: &str, volname: &str) -> ApiResult<VolName> {
         let c = lvm_re()
             .captures(volname)
             .filter(|_| !volname.contains('/'))
-            .ok_or_else(|| ApiError::internal(format!("unable to parse lvm volume name '{volname}'")))?;
+            .ok_or_else(|| {
+                ApiError::internal(format!("unable to parse lvm volume name '{volname}'"))
+            })?;
         return Ok(VolName {
-            owner: c[2].parse().map_err(|_| ApiError::internal(format!("unable to parse lvm volume name '{volname}'")))?,
+            owner: c[2].parse().map_err(|_| {
+                ApiError::internal(format!("unable to parse lvm volume name '{volname}'"))
+            })?,
             file: c[1].to_string(),
             format: "raw".into(),
             kind: kind.into(),
@@ -56,29 +62,46 @@ pub fn parse_volname(kind: &str, volname: &str) -> ApiResult<VolName> {
     }
     let bad = || ApiError::internal(format!("unable to parse directory volume name '{volname}'"));
     let c = dir_re().captures(volname).ok_or_else(bad)?;
-    Ok(VolName { owner: c[1].parse().map_err(|_| bad())?, file: c[2].to_string(), format: c[3].to_string(), kind: kind.into() })
+    Ok(VolName {
+        owner: c[1].parse().map_err(|_| bad())?,
+        file: c[2].to_string(),
+        format: c[3].to_string(),
+        kind: kind.into(),
+    })
 }
 
 /// The volume name (part after `storage:`) of a parsed volume.
 pub fn volname_of(v: &VolName) -> String {
-    if v.kind == "lvmthin" { v.file.clone() } else { format!("{}/{}", v.owner, v.file) }
+    if v.kind == "lvmthin" {
+        v.file.clone()
+    } else {
+        format!("{}/{}", v.owner, v.file)
+    }
 }
 
 pub fn storage<'a>(cfg: &'a SimConfig, id: &str) -> ApiResult<&'a StorageConfig> {
-    cfg.storage(id).ok_or_else(|| ApiError::internal(format!("storage '{id}' does not exist")))
+    cfg.storage(id)
+        .ok_or_else(|| ApiError::internal(format!("storage '{id}' does not exist")))
 }
 
 pub fn check_available(st: &StorageConfig, node: &str) -> ApiResult<()> {
     if st.available_on(node) {
         Ok(())
     } else {
-        Err(ApiError::internal(format!("storage '{}' is not available on node '{node}'", st.id)))
+        Err(ApiError::internal(format!(
+            "storage '{}' is not available on node '{node}'",
+            st.id
+        )))
     }
 }
 
 fn image_dir(cfg: &SimConfig, st: &StorageConfig, node: &str, owner: u32) -> PathBuf {
     let base = st.dir(&cfg.data_dir, node);
-    if st.kind == "lvmthin" { base } else { base.join("images").join(owner.to_string()) }
+    if st.kind == "lvmthin" {
+        base
+    } else {
+        base.join("images").join(owner.to_string())
+    }
 }
 
 pub fn image_path(cfg: &SimConfig, st: &StorageConfig, node: &str, v: &VolName) -> PathBuf {
@@ -101,7 +124,11 @@ pub fn size_info(path: &Path, format: &str) -> Option<(u64, u64, i64)> {
     let size = if format == "raw" {
         md.len()
     } else {
-        let out = Command::new("qemu-img").args(["info", "--output=json", "-f", format]).arg(path).output().ok()?;
+        let out = Command::new("qemu-img")
+            .args(["info", "--output=json", "-f", format])
+            .arg(path)
+            .output()
+            .ok()?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         v.get("virtual-size")?.as_u64()?
     };
@@ -119,8 +146,12 @@ pub struct ImageInfo {
 }
 
 fn dir_entries(dir: &Path) -> Vec<(String, PathBuf)> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
-    rd.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())).collect()
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    rd.flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect()
 }
 
 /// Lists the images of a storage from the files on disk, as the storage plugins do.
@@ -128,7 +159,10 @@ pub fn list_images(cfg: &SimConfig, st: &StorageConfig, node: &str) -> Vec<Image
     let base = st.dir(&cfg.data_dir, node);
     let mut candidates: Vec<(String, PathBuf)> = Vec::new();
     if st.kind == "lvmthin" {
-        candidates = dir_entries(&base).into_iter().filter(|(n, p)| p.is_file() && !n.starts_with("snap_")).collect();
+        candidates = dir_entries(&base)
+            .into_iter()
+            .filter(|(n, p)| p.is_file() && !n.starts_with("snap_"))
+            .collect();
     } else {
         for (owner, opath) in dir_entries(&base.join("images")) {
             for (f, p) in dir_entries(&opath) {
@@ -141,7 +175,14 @@ pub fn list_images(cfg: &SimConfig, st: &StorageConfig, node: &str) -> Vec<Image
         .filter_map(|(volname, path)| {
             let v = parse_volname(&st.kind, &volname).ok()?;
             let (size, used, ctime) = size_info(&path, &v.format)?;
-            Some(ImageInfo { volid: format!("{}:{volname}", st.id), owner: v.owner, format: v.format, size, used, ctime })
+            Some(ImageInfo {
+                volid: format!("{}:{volname}", st.id),
+                owner: v.owner,
+                format: v.format,
+                size,
+                used,
+                ctime,
+            })
         })
         .collect();
     res.sort_by(|a, b| a.volid.cmp(&b.volid));
@@ -151,14 +192,31 @@ pub fn list_images(cfg: &SimConfig, st: &StorageConfig, node: &str) -> Vec<Image
 /// Next free `vm-<vmid>-disk-N` volume name.
 pub fn free_name(cfg: &SimConfig, st: &StorageConfig, node: &str, vmid: u32, fmt: &str) -> String {
     let dir = image_dir(cfg, st, node, vmid);
-    let ext = if st.kind == "lvmthin" { String::new() } else { format!(".{fmt}") };
-    (0..).map(|i| format!("vm-{vmid}-disk-{i}{ext}")).find(|n| !dir.join(n).exists()).expect("unbounded")
+    let ext = if st.kind == "lvmthin" {
+        String::new()
+    } else {
+        format!(".{fmt}")
+    };
+    (0..)
+        .map(|i| format!("vm-{vmid}-disk-{i}{ext}"))
+        .find(|n| !dir.join(n).exists())
+        .expect("unbounded")
 }
 
 /// Creates a sparse image of `size_kib` KiB. Errors carry PVE's texts.
-pub fn alloc(cfg: &SimConfig, st: &StorageConfig, node: &str, vmid: u32, name: &str, fmt: &str, size_kib: u64) -> ApiResult<String> {
+pub fn alloc(
+    cfg: &SimConfig,
+    st: &StorageConfig,
+    node: &str,
+    vmid: u32,
+    name: &str,
+    fmt: &str,
+    size_kib: u64,
+) -> ApiResult<String> {
     if !name.starts_with(&format!("vm-{vmid}-")) && !name.starts_with(&format!("base-{vmid}-")) {
-        return Err(ApiError::internal(format!("illegal name '{name}' - should be 'vm-{vmid}-*'")));
+        return Err(ApiError::internal(format!(
+            "illegal name '{name}' - should be 'vm-{vmid}-*'"
+        )));
     }
     let dir = image_dir(cfg, st, node, vmid);
     let path = dir.join(name);
@@ -167,7 +225,9 @@ pub fn alloc(cfg: &SimConfig, st: &StorageConfig, node: &str, vmid: u32, name: &
             return Err(ApiError::internal(format!("unsupported format '{fmt}'")));
         }
         if name.contains('/') {
-            return Err(ApiError::internal(format!("unable to parse lvm volume name '{name}'")));
+            return Err(ApiError::internal(format!(
+                "unable to parse lvm volume name '{name}'"
+            )));
         }
         if path.exists() {
             return Err(ApiError::internal(format!(
@@ -178,7 +238,9 @@ pub fn alloc(cfg: &SimConfig, st: &StorageConfig, node: &str, vmid: u32, name: &
         static R: OnceLock<Regex> = OnceLock::new();
         let re = R.get_or_init(|| Regex::new(r"^[^/\s]+\.(raw|qcow2|vmdk|subvol)$").unwrap());
         let Some(c) = re.captures(name) else {
-            return Err(ApiError::internal(format!("unable to parse volume filename '{name}'")));
+            return Err(ApiError::internal(format!(
+                "unable to parse volume filename '{name}'"
+            )));
         };
         let namefmt = &c[1];
         if namefmt != fmt {
@@ -187,22 +249,35 @@ pub fn alloc(cfg: &SimConfig, st: &StorageConfig, node: &str, vmid: u32, name: &
             )));
         }
         if path.exists() {
-            return Err(ApiError::internal(format!("disk image '{}' already exists", path.display())));
+            return Err(ApiError::internal(format!(
+                "disk image '{}' already exists",
+                path.display()
+            )));
         }
     }
-    std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(format!("unable to create image dir - {e}")))?;
-    if let Err(e) = create_image(&path, fmt, size_kib * 1024) {
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ApiError::internal(format!("unable to create image dir - {e}")))?;
+    if let Err(e) = create_image(&path, fmt, st.round_size(size_kib * 1024)) {
         let _ = std::fs::remove_file(&path);
         return Err(ApiError::internal(format!("unable to create image: {e}")));
     }
-    let volname = if st.kind == "lvmthin" { name.to_string() } else { format!("{vmid}/{name}") };
+    let volname = if st.kind == "lvmthin" {
+        name.to_string()
+    } else {
+        format!("{vmid}/{name}")
+    };
     Ok(format!("{}:{volname}", st.id))
 }
 
 fn create_image(path: &Path, fmt: &str, bytes: u64) -> Result<(), String> {
     match fmt {
-        "raw" => std::fs::File::create_new(path).and_then(|f| f.set_len(bytes)).map_err(|e| e.to_string()),
-        "qcow2" | "vmdk" => run(Command::new("qemu-img").args(["create", "-f", fmt]).arg(path).arg(bytes.to_string())),
+        "raw" => std::fs::File::create_new(path)
+            .and_then(|f| f.set_len(bytes))
+            .map_err(|e| e.to_string()),
+        "qcow2" | "vmdk" => run(Command::new("qemu-img")
+            .args(["create", "-f", fmt])
+            .arg(path)
+            .arg(bytes.to_string())),
         _ => Err(format!("unsupported format '{fmt}'")),
     }
 }
@@ -219,15 +294,24 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 /// Grows an image to `bytes`.
 pub fn grow(path: &Path, format: &str, bytes: u64) -> Result<(), String> {
     if format == "raw" {
-        let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| e.to_string())?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| e.to_string())?;
         f.set_len(bytes).map_err(|e| e.to_string())
     } else {
-        run(Command::new("qemu-img").args(["resize", "-f", format]).arg(path).arg(bytes.to_string()))
+        run(Command::new("qemu-img")
+            .args(["resize", "-f", format])
+            .arg(path)
+            .arg(bytes.to_string()))
     }
 }
 
 fn snap_path(path: &Path, snap: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!("snap_{name}_{snap}"))
 }
 
@@ -265,7 +349,9 @@ pub fn snapshot(path: &Path, v: &VolName, snap: &str) -> Result<(), String> {
     if v.kind == "lvmthin" {
         sparse_copy(path, &snap_path(path, snap))
     } else {
-        run(Command::new("qemu-img").args(["snapshot", "-c", snap]).arg(path))
+        run(Command::new("qemu-img")
+            .args(["snapshot", "-c", snap])
+            .arg(path))
     }
 }
 
@@ -273,7 +359,9 @@ pub fn rollback(path: &Path, v: &VolName, snap: &str) -> Result<(), String> {
     if v.kind == "lvmthin" {
         sparse_copy(&snap_path(path, snap), path)
     } else {
-        run(Command::new("qemu-img").args(["snapshot", "-a", snap]).arg(path))
+        run(Command::new("qemu-img")
+            .args(["snapshot", "-a", snap])
+            .arg(path))
     }
 }
 
@@ -281,12 +369,20 @@ pub fn delete_snapshot(path: &Path, v: &VolName, snap: &str) -> Result<(), Strin
     if v.kind == "lvmthin" {
         std::fs::remove_file(snap_path(path, snap)).map_err(|e| e.to_string())
     } else {
-        run(Command::new("qemu-img").args(["snapshot", "-d", snap]).arg(path))
+        run(Command::new("qemu-img")
+            .args(["snapshot", "-d", snap])
+            .arg(path))
     }
 }
 
 /// Full copy of a volume (optionally as of a snapshot) into a new image file.
-pub fn copy_image(src: &Path, sv: &VolName, snap: Option<&str>, dst: &Path, dst_fmt: &str) -> Result<(), String> {
+pub fn copy_image(
+    src: &Path,
+    sv: &VolName,
+    snap: Option<&str>,
+    dst: &Path,
+    dst_fmt: &str,
+) -> Result<(), String> {
     if let Some(dir) = dst.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }

@@ -5,13 +5,11 @@ use crate::sim::error::ApiResult;
 use crate::sim::{volumes, Sim};
 use serde_json::{json, Value};
 
-pub fn ticket(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
-    sim.inner.tickets.login(sim.cfg(), ctx.req("username")?, ctx.req("password")?, ctx.get("realm"))
-}
-
 pub fn version(sim: &Sim) -> ApiResult<Value> {
     let v = &sim.cfg().version;
-    Ok(json!({ "version": v, "release": v.rsplitn(2, '.').last().unwrap_or(v), "repoid": "00000000" }))
+    Ok(
+        json!({ "version": v, "release": v.rsplitn(2, '.').last().unwrap_or(v), "repoid": "00000000" }),
+    )
 }
 
 pub fn status(sim: &Sim) -> ApiResult<Value> {
@@ -45,7 +43,10 @@ pub fn nodes(sim: &Sim) -> ApiResult<Value> {
 
 /// Capacity numbers shared by the storage status endpoints: used = sum of image sizes.
 pub fn storage_usage(sim: &Sim, st: &crate::sim::StorageConfig, node: &str) -> (u64, u64) {
-    let used: u64 = volumes::list_images(sim.cfg(), st, node).iter().map(|i| i.size).sum();
+    let used: u64 = volumes::list_images(sim.cfg(), st, node)
+        .iter()
+        .map(|i| i.size)
+        .sum();
     (st.capacity, used.min(st.capacity))
 }
 

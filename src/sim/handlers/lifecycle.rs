@@ -1,6 +1,8 @@
 //! VM creation, destruction and VMID allocation.
 
-use super::qemu::{check_writable, drive_image, node_vmid, plug_drive, prepare_drive};
+use super::apply::{drive_image, plug_drive};
+use super::qemu::{check_writable, node_vmid};
+use super::vmconfig::prepare_drive;
 use crate::sim::auth::require;
 use crate::sim::dispatch::Ctx;
 use crate::sim::error::{ApiError, ApiResult};
@@ -11,25 +13,41 @@ use std::collections::BTreeMap;
 
 /// Create-call parameters that steer creation rather than being config options.
 const CREATE_CONTROL: &[&str] = &[
-    "node", "vmid", "start", "storage", "pool", "unique", "archive", "bwlimit", "ha-managed", "live-restore", "force",
+    "node",
+    "vmid",
+    "start",
+    "storage",
+    "pool",
+    "unique",
+    "archive",
+    "bwlimit",
+    "ha-managed",
+    "live-restore",
+    "force",
 ];
 
 pub fn nextid(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let st = sim.inner.state.lock().unwrap();
     if let Some(v) = ctx.get("vmid") {
-        let id: u32 = v.parse().map_err(|_| ApiError::param("vmid", format!("type check ('integer') failed - got '{v}'")))?;
+        let id: u32 = v.parse().map_err(|_| {
+            ApiError::param("vmid", format!("type check ('integer') failed - got '{v}'"))
+        })?;
         if st.vms.contains_key(&id) {
             return Err(ApiError::param("vmid", format!("VM {id} already exists")));
         }
         return Ok(json!(v));
     }
-    let id = (100u32..).find(|i| !st.vms.contains_key(i)).expect("free id");
+    let id = (100u32..)
+        .find(|i| !st.vms.contains_key(i))
+        .expect("free id");
     // PVE hands the id back as a string.
     Ok(json!(id.to_string()))
 }
 
 fn exists_error(vmid: u32) -> ApiError {
-    ApiError::internal(format!("unable to create VM {vmid}: config file already exists"))
+    ApiError::internal(format!(
+        "unable to create VM {vmid}: config file already exists"
+    ))
 }
 
 /// Registers a placeholder VM carrying `lock`, so the id is taken while its task runs.
@@ -80,49 +98,68 @@ pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     reserve_vm(sim, vmid, &node, "create")?;
     let sim2 = sim.clone();
     let who = ctx.who.clone();
-    let upid = sim.spawn_task(ctx, &node, "qmcreate", &vmid.to_string(), move |_log| async move {
-        let Some(mut vm) = sim2.with_vm(vmid, |v| v.clone()) else { return Err(format!("VM {vmid} vanished")) };
-        let mut conf = BTreeMap::new();
-        let mut created = Vec::new();
-        for (k, v) in &sets {
-            if !is_drive_key(k) {
-                conf.insert(k.clone(), v.clone());
-                continue;
-            }
-            let existed = drive_image(&sim2, &vm, v).map(|(p, _, _)| p.exists()).unwrap_or(true);
-            match prepare_drive(&sim2, &who, &vm, v) {
-                Ok(val) => {
-                    if !existed {
-                        if let Some((p, _, _)) = drive_image(&sim2, &vm, &val) {
-                            created.push(p);
+    let upid = sim.spawn_task(
+        ctx,
+        &node,
+        "qmcreate",
+        &vmid.to_string(),
+        move |_log| async move {
+            let Some(mut vm) = sim2.with_vm(vmid, |v| v.clone()) else {
+                return Err(format!("VM {vmid} vanished"));
+            };
+            let mut conf = BTreeMap::new();
+            let mut created = Vec::new();
+            for (k, v) in &sets {
+                if !is_drive_key(k) {
+                    conf.insert(k.clone(), v.clone());
+                    continue;
+                }
+                let existed = drive_image(&sim2, &vm, v)
+                    .map(|(p, _, _)| p.exists())
+                    .unwrap_or(true);
+                match prepare_drive(&sim2, &who, &vm, v) {
+                    Ok(val) => {
+                        if !existed {
+                            if let Some((p, _, _)) = drive_image(&sim2, &vm, &val) {
+                                created.push(p);
+                            }
                         }
+                        conf.insert(k.clone(), val);
                     }
-                    conf.insert(k.clone(), val);
-                }
-                Err(e) => {
-                    abandon_vm(&sim2, vmid, &created);
-                    return Err(e.message);
+                    Err(e) => {
+                        abandon_vm(&sim2, vmid, &created);
+                        return Err(e.message);
+                    }
                 }
             }
-        }
-        vm.conf = conf;
-        vm.status = if start { "running".into() } else { "stopped".into() };
-        sim2.with_vm(vmid, |slot| *slot = vm.clone());
-        sim2.save().map_err(|e| e.message)?;
-        if start {
-            for (k, v) in vm.conf.iter().filter(|(k, _)| is_drive_key(k)) {
-                plug_drive(&sim2, &vm, k, v)?;
+            vm.conf = conf;
+            vm.status = if start {
+                "running".into()
+            } else {
+                "stopped".into()
+            };
+            sim2.with_vm(vmid, |slot| *slot = vm.clone());
+            sim2.save().map_err(|e| e.message)?;
+            if start {
+                for (k, v) in vm.conf.iter().filter(|(k, _)| is_drive_key(k)) {
+                    plug_drive(&sim2, &vm, k, v)?;
+                }
             }
-        }
-        Ok(0)
-    });
+            Ok(0)
+        },
+    );
     Ok(json!(upid))
 }
 
 /// Volumes owned by the VM that its config (any section) refers to.
 fn owned_volumes(sim: &Sim, vm: &Vm) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    for (k, v) in vm.conf.iter().chain(vm.pending.iter()).chain(vm.snapshots.values().flat_map(|s| s.iter())) {
+    for (k, v) in vm
+        .conf
+        .iter()
+        .chain(vm.pending.iter())
+        .chain(vm.snapshots.values().flat_map(|s| s.iter()))
+    {
         if !(is_drive_key(k) || k.starts_with("unused")) {
             continue;
         }
@@ -142,39 +179,55 @@ pub async fn destroy(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let vm = sim.vm(&node, vmid)?;
     check_writable(&vm, ctx)?;
     if vm.running() {
-        return Err(ApiError::internal(format!("VM {vmid} is running - destroy failed")));
+        return Err(ApiError::internal(format!(
+            "VM {vmid} is running - destroy failed"
+        )));
     }
     let unreferenced = ctx.flag("destroy-unreferenced-disks");
     let sim2 = sim.clone();
-    let upid = sim.spawn_task(ctx, &node, "qmdestroy", &vmid.to_string(), move |log| async move {
-        let _guard = guard;
-        let mut paths = owned_volumes(&sim2, &vm);
-        if unreferenced {
-            // Images on every storage of the node whose name marks them as this VM's.
-            let cfg = sim2.cfg();
-            for st in cfg.storages.iter().filter(|s| s.available_on(&vm.node)) {
-                for img in volumes::list_images(cfg, st, &vm.node).into_iter().filter(|i| i.owner == vmid) {
-                    if let Ok((p, _)) = volumes::resolve(cfg, &vm.node, &img.volid) {
-                        if !paths.contains(&p) {
-                            paths.push(p);
+    let upid = sim.spawn_task(
+        ctx,
+        &node,
+        "qmdestroy",
+        &vmid.to_string(),
+        move |log| async move {
+            let _guard = guard;
+            let mut paths = owned_volumes(&sim2, &vm);
+            if unreferenced {
+                // Images on every storage of the node whose name marks them as this VM's.
+                let cfg = sim2.cfg();
+                for st in cfg.storages.iter().filter(|s| s.available_on(&vm.node)) {
+                    for img in volumes::list_images(cfg, st, &vm.node)
+                        .into_iter()
+                        .filter(|i| i.owner == vmid)
+                    {
+                        if let Ok((p, _)) = volumes::resolve(cfg, &vm.node, &img.volid) {
+                            if !paths.contains(&p) {
+                                paths.push(p);
+                            }
                         }
                     }
                 }
             }
-        }
-        for key in vm.conf.keys() {
-            sim2.inner.hotplug.unplug(vmid, key);
-        }
-        for p in &paths {
-            match volumes::free(p) {
-                Ok(_) => log.line(format!("Removed {}", p.display())),
-                Err(e) => log.line(format!("WARN: {e}")),
+            for key in vm.conf.keys() {
+                sim2.inner.hotplug.unplug(vmid, key);
             }
-        }
-        sim2.inner.state.lock().unwrap().vms.remove(&vmid);
-        let _ = std::fs::remove_dir_all(sim2.guest_by_id_dir(vmid).parent().and_then(|p| p.parent()).unwrap_or(&sim2.guest_by_id_dir(vmid)));
-        sim2.save().map_err(|e| e.message)?;
-        Ok(0)
-    });
+            for p in &paths {
+                match volumes::free(p) {
+                    Ok(_) => log.line(format!("Removed {}", p.display())),
+                    Err(e) => log.line(format!("WARN: {e}")),
+                }
+            }
+            sim2.inner.state.lock().unwrap().vms.remove(&vmid);
+            let _ = std::fs::remove_dir_all(
+                sim2.guest_by_id_dir(vmid)
+                    .parent()
+                    .and_then(|p| p.parent())
+                    .unwrap_or(&sim2.guest_by_id_dir(vmid)),
+            );
+            sim2.save().map_err(|e| e.message)?;
+            Ok(0)
+        },
+    );
     Ok(json!(upid))
 }

@@ -1,11 +1,16 @@
 //! Endpoint handlers, one module per API area.
 
+pub mod access;
+pub mod apply;
 pub mod cluster;
 pub mod lifecycle;
+pub mod power;
 pub mod qemu;
+pub mod resize;
 pub mod snapshot;
 pub mod storage;
 pub mod tasks;
+pub mod vmconfig;
 
 use super::dispatch::Ctx;
 use super::error::{ApiError, ApiResult};
@@ -14,7 +19,8 @@ use serde_json::Value;
 
 pub async fn call(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     match (ctx.method.as_str(), ctx.template.as_str()) {
-        ("POST", "/access/ticket") => cluster::ticket(sim, ctx),
+        ("POST", "/access/ticket") => access::ticket(sim, ctx),
+        ("GET", "/access/permissions") => access::permissions(ctx),
         ("GET", "/version") => cluster::version(sim),
         ("GET", "/cluster/status") => cluster::status(sim),
         ("GET", "/nodes") => cluster::nodes(sim),
@@ -25,25 +31,35 @@ pub async fn call(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         ("GET", "/nodes/{node}/storage/{storage}/status") => storage::status(sim, ctx),
         ("GET", "/nodes/{node}/storage/{storage}/content") => storage::list_content(sim, ctx),
         ("POST", "/nodes/{node}/storage/{storage}/content") => storage::alloc(sim, ctx),
-        ("GET", "/nodes/{node}/storage/{storage}/content/{volume}") => storage::volume_info(sim, ctx),
+        ("GET", "/nodes/{node}/storage/{storage}/content/{volume}") => {
+            storage::volume_info(sim, ctx)
+        }
         ("DELETE", "/nodes/{node}/storage/{storage}/content/{volume}") => storage::free(sim, ctx),
         ("GET", "/nodes/{node}/qemu") => qemu::list(sim, ctx),
         ("GET", "/nodes/{node}/qemu/{vmid}/config") => qemu::get_config(sim, ctx),
         ("GET", "/nodes/{node}/qemu/{vmid}/pending") => qemu::pending(sim, ctx),
-        ("POST", "/nodes/{node}/qemu/{vmid}/config") => qemu::update_config(sim, ctx, false).await,
-        ("PUT", "/nodes/{node}/qemu/{vmid}/config") => qemu::update_config(sim, ctx, true).await,
-        ("PUT", "/nodes/{node}/qemu/{vmid}/unlink") => qemu::unlink(sim, ctx).await,
-        ("PUT", "/nodes/{node}/qemu/{vmid}/resize") => qemu::resize(sim, ctx).await,
+        ("POST", "/nodes/{node}/qemu/{vmid}/config") => {
+            vmconfig::update_config(sim, ctx, false).await
+        }
+        ("PUT", "/nodes/{node}/qemu/{vmid}/config") => {
+            vmconfig::update_config(sim, ctx, true).await
+        }
+        ("PUT", "/nodes/{node}/qemu/{vmid}/unlink") => vmconfig::unlink(sim, ctx).await,
+        ("PUT", "/nodes/{node}/qemu/{vmid}/resize") => resize::resize(sim, ctx).await,
         ("GET", "/nodes/{node}/qemu/{vmid}/status/current") => qemu::status_current(sim, ctx),
-        ("POST", "/nodes/{node}/qemu/{vmid}/status/start") => qemu::power(sim, ctx, true).await,
-        ("POST", "/nodes/{node}/qemu/{vmid}/status/stop") => qemu::power(sim, ctx, false).await,
+        ("POST", "/nodes/{node}/qemu/{vmid}/status/start") => power::power(sim, ctx, true).await,
+        ("POST", "/nodes/{node}/qemu/{vmid}/status/stop") => power::power(sim, ctx, false).await,
         ("GET", "/cluster/nextid") => lifecycle::nextid(sim, ctx),
         ("POST", "/nodes/{node}/qemu") => lifecycle::create(sim, ctx).await,
         ("DELETE", "/nodes/{node}/qemu/{vmid}") => lifecycle::destroy(sim, ctx).await,
         ("GET", "/nodes/{node}/qemu/{vmid}/snapshot") => snapshot::list(sim, ctx),
         ("POST", "/nodes/{node}/qemu/{vmid}/snapshot") => snapshot::create(sim, ctx).await,
-        ("DELETE", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}") => snapshot::delete(sim, ctx).await,
-        ("POST", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback") => snapshot::rollback(sim, ctx).await,
+        ("DELETE", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}") => {
+            snapshot::delete(sim, ctx).await
+        }
+        ("POST", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback") => {
+            snapshot::rollback(sim, ctx).await
+        }
         ("POST", "/nodes/{node}/qemu/{vmid}/clone") => snapshot::clone(sim, ctx).await,
         ("GET", "/nodes/{node}/tasks") => tasks::list(sim, ctx),
         ("GET", "/nodes/{node}/tasks/{upid}/status") => tasks::status(sim, ctx),

@@ -1,8 +1,9 @@
 //! VM snapshots (create, list, delete, rollback) and full clones, backed by the storage
 //! simulation's per-volume snapshots.
 
+use super::apply::plug_drive;
 use super::lifecycle::{abandon_vm, reserve_vm};
-use super::qemu::{check_writable, node_vmid, plug_drive};
+use super::qemu::{check_writable, node_vmid};
 use crate::sim::dispatch::Ctx;
 use crate::sim::drive::Drive;
 use crate::sim::error::{ApiError, ApiResult};
@@ -14,11 +15,18 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Storage-backed drives of a config section: (key, image path, parsed volume, drive).
-fn volumes_of(sim: &Sim, vm: &Vm, conf: &BTreeMap<String, String>) -> Vec<(String, PathBuf, volumes::VolName, Drive)> {
+fn volumes_of(
+    sim: &Sim,
+    vm: &Vm,
+    conf: &BTreeMap<String, String>,
+) -> Vec<(String, PathBuf, volumes::VolName, Drive)> {
     conf.iter()
         .filter(|(k, _)| is_drive_key(k))
         .filter_map(|(k, v)| {
@@ -81,43 +89,58 @@ pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         return Err(ApiError::internal("invalid snapshot name 'current'"));
     }
     if vm.snapshots.contains_key(&snap) {
-        return Err(ApiError::internal(format!("snapshot name '{snap}' already used")));
+        return Err(ApiError::internal(format!(
+            "snapshot name '{snap}' already used"
+        )));
     }
     let description = ctx.get("description").unwrap_or("").to_string();
     let sim2 = sim.clone();
-    let upid = sim.spawn_task(ctx, &node, "qmsnapshot", &vmid.to_string(), move |log| async move {
-        let _guard = guard;
-        let vols = volumes_of(&sim2, &vm, &vm.conf);
-        if vols.iter().any(|(_, _, vn, d)| !d.is_cdrom() && !volumes::can_snapshot(vn)) {
-            return Err("snapshot feature is not available".into());
-        }
-        set_lock(&sim2, vmid, Some("snapshot"))?;
-        let mut done = Vec::new();
-        for (key, path, vn, _) in &vols {
-            log.line(format!("snapshotting '{key}' ({})", path.display()));
-            if let Err(e) = volumes::snapshot(path, vn, &snap) {
-                for (p, v) in done {
-                    let _ = volumes::delete_snapshot(p, v, &snap);
+    let upid = sim.spawn_task(
+        ctx,
+        &node,
+        "qmsnapshot",
+        &vmid.to_string(),
+        move |log| async move {
+            let _guard = guard;
+            let vols = volumes_of(&sim2, &vm, &vm.conf);
+            if vols
+                .iter()
+                .any(|(_, _, vn, d)| !d.is_cdrom() && !volumes::can_snapshot(vn))
+            {
+                return Err("snapshot feature is not available".into());
+            }
+            set_lock(&sim2, vmid, Some("snapshot"))?;
+            let mut done = Vec::new();
+            for (key, path, vn, _) in &vols {
+                log.line(format!("snapshotting '{key}' ({})", path.display()));
+                if let Err(e) = volumes::snapshot(path, vn, &snap) {
+                    for (p, v) in done {
+                        let _ = volumes::delete_snapshot(p, v, &snap);
+                    }
+                    set_lock(&sim2, vmid, None)?;
+                    return Err(e);
                 }
-                set_lock(&sim2, vmid, None)?;
-                return Err(e);
+                done.push((path, vn));
             }
-            done.push((path, vn));
-        }
-        sim2.with_vm(vmid, |vm| {
-            let mut section: BTreeMap<String, String> =
-                vm.conf.iter().filter(|(k, _)| k.as_str() != "lock" && k.as_str() != "description").map(|(k, v)| (k.clone(), v.clone())).collect();
-            section.insert("snaptime".into(), now().to_string());
-            if !description.is_empty() {
-                section.insert("description".into(), description.clone());
-            }
-            vm.snapshots.insert(snap.clone(), section);
-            vm.conf.insert("parent".into(), snap.clone());
-            vm.conf.remove("lock");
-        });
-        sim2.save().map_err(|e| e.message)?;
-        Ok(0)
-    });
+            sim2.with_vm(vmid, |vm| {
+                let mut section: BTreeMap<String, String> = vm
+                    .conf
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "lock" && k.as_str() != "description")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                section.insert("snaptime".into(), now().to_string());
+                if !description.is_empty() {
+                    section.insert("description".into(), description.clone());
+                }
+                vm.snapshots.insert(snap.clone(), section);
+                vm.conf.insert("parent".into(), snap.clone());
+                vm.conf.remove("lock");
+            });
+            sim2.save().map_err(|e| e.message)?;
+            Ok(0)
+        },
+    );
     Ok(json!(upid))
 }
 
@@ -128,38 +151,50 @@ pub async fn delete(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let guard = sim.lock_vm(vmid).await?;
     let vm = sim.vm(&node, vmid)?;
     check_writable(&vm, ctx)?;
-    let Some(section) = vm.snapshots.get(&snap).cloned() else { return Err(snapshot_missing(&snap)) };
+    let Some(section) = vm.snapshots.get(&snap).cloned() else {
+        return Err(snapshot_missing(&snap));
+    };
     let force = ctx.flag("force");
     let sim2 = sim.clone();
-    let upid = sim.spawn_task(ctx, &node, "qmdelsnapshot", &vmid.to_string(), move |log| async move {
-        let _guard = guard;
-        for (key, path, vn, d) in volumes_of(&sim2, &vm, &section) {
-            if d.is_cdrom() {
-                continue;
-            }
-            if let Err(e) = volumes::delete_snapshot(&path, &vn, &snap) {
-                if !force {
-                    return Err(format!("{key}: {e}"));
+    let upid = sim.spawn_task(
+        ctx,
+        &node,
+        "qmdelsnapshot",
+        &vmid.to_string(),
+        move |log| async move {
+            let _guard = guard;
+            for (key, path, vn, d) in volumes_of(&sim2, &vm, &section) {
+                if d.is_cdrom() {
+                    continue;
                 }
-                log.line(format!("WARN: {key}: {e}"));
-            }
-        }
-        let parent = section.get("parent").cloned();
-        sim2.with_vm(vmid, |vm| {
-            vm.snapshots.remove(&snap);
-            // Children of the removed snapshot move up to its parent.
-            for s in vm.snapshots.values_mut().chain(std::iter::once(&mut vm.conf)) {
-                if s.get("parent") == Some(&snap) {
-                    match &parent {
-                        Some(p) => s.insert("parent".into(), p.clone()),
-                        None => s.remove("parent"),
-                    };
+                if let Err(e) = volumes::delete_snapshot(&path, &vn, &snap) {
+                    if !force {
+                        return Err(format!("{key}: {e}"));
+                    }
+                    log.line(format!("WARN: {key}: {e}"));
                 }
             }
-        });
-        sim2.save().map_err(|e| e.message)?;
-        Ok(0)
-    });
+            let parent = section.get("parent").cloned();
+            sim2.with_vm(vmid, |vm| {
+                vm.snapshots.remove(&snap);
+                // Children of the removed snapshot move up to its parent.
+                for s in vm
+                    .snapshots
+                    .values_mut()
+                    .chain(std::iter::once(&mut vm.conf))
+                {
+                    if s.get("parent") == Some(&snap) {
+                        match &parent {
+                            Some(p) => s.insert("parent".into(), p.clone()),
+                            None => s.remove("parent"),
+                        };
+                    }
+                }
+            });
+            sim2.save().map_err(|e| e.message)?;
+            Ok(0)
+        },
+    );
     Ok(json!(upid))
 }
 
@@ -170,58 +205,84 @@ pub async fn rollback(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let guard = sim.lock_vm(vmid).await?;
     let vm = sim.vm(&node, vmid)?;
     check_writable(&vm, ctx)?;
-    let Some(section) = vm.snapshots.get(&snap).cloned() else { return Err(snapshot_missing(&snap)) };
+    let Some(section) = vm.snapshots.get(&snap).cloned() else {
+        return Err(snapshot_missing(&snap));
+    };
     let start = ctx.flag("start");
     let sim2 = sim.clone();
-    let upid = sim.spawn_task(ctx, &node, "qmrollback", &vmid.to_string(), move |_log| async move {
-        let _guard = guard;
-        // Rolling back stops the VM (no RAM state is simulated).
-        for key in vm.conf.keys() {
-            sim2.inner.hotplug.unplug(vmid, key);
-        }
-        for (key, path, vn, d) in volumes_of(&sim2, &vm, &section) {
-            if !d.is_cdrom() {
-                volumes::rollback(&path, &vn, &snap).map_err(|e| format!("{key}: {e}"))?;
+    let upid = sim.spawn_task(
+        ctx,
+        &node,
+        "qmrollback",
+        &vmid.to_string(),
+        move |_log| async move {
+            let _guard = guard;
+            // Rolling back stops the VM (no RAM state is simulated).
+            for key in vm.conf.keys() {
+                sim2.inner.hotplug.unplug(vmid, key);
             }
-        }
-        let mut conf: BTreeMap<String, String> =
-            section.iter().filter(|(k, _)| !matches!(k.as_str(), "snaptime" | "vmstate" | "description")).map(|(k, v)| (k.clone(), v.clone())).collect();
-        conf.insert("parent".into(), snap.clone());
-        let updated = sim2.with_vm(vmid, |vm| {
-            vm.conf = conf;
-            vm.pending.clear();
-            vm.pending_delete.clear();
-            vm.status = if start { "running".into() } else { "stopped".into() };
-            vm.clone()
-        });
-        sim2.save().map_err(|e| e.message)?;
-        if let (true, Some(vm)) = (start, updated) {
-            for (k, v) in vm.conf.iter().filter(|(k, _)| is_drive_key(k)) {
-                plug_drive(&sim2, &vm, k, v)?;
+            for (key, path, vn, d) in volumes_of(&sim2, &vm, &section) {
+                if !d.is_cdrom() {
+                    volumes::rollback(&path, &vn, &snap).map_err(|e| format!("{key}: {e}"))?;
+                }
             }
-        }
-        Ok(0)
-    });
+            let mut conf: BTreeMap<String, String> = section
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "snaptime" | "vmstate" | "description"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            conf.insert("parent".into(), snap.clone());
+            let updated = sim2.with_vm(vmid, |vm| {
+                vm.conf = conf;
+                vm.pending.clear();
+                vm.pending_delete.clear();
+                vm.status = if start {
+                    "running".into()
+                } else {
+                    "stopped".into()
+                };
+                vm.clone()
+            });
+            sim2.save().map_err(|e| e.message)?;
+            if let (true, Some(vm)) = (start, updated) {
+                for (k, v) in vm.conf.iter().filter(|(k, _)| is_drive_key(k)) {
+                    plug_drive(&sim2, &vm, k, v)?;
+                }
+            }
+            Ok(0)
+        },
+    );
     Ok(json!(upid))
 }
 
 /// Config keys a clone does not inherit.
 fn clone_skips(key: &str) -> bool {
-    matches!(key, "parent" | "lock" | "snaptime" | "vmstate" | "template") || key.starts_with("unused")
+    matches!(key, "parent" | "lock" | "snaptime" | "vmstate" | "template")
+        || key.starts_with("unused")
 }
 
 pub async fn clone(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let (node, vmid) = node_vmid(ctx)?;
-    let newid: u32 = ctx.req("newid")?.parse().map_err(|_| ApiError::param("newid", "type check ('integer') failed"))?;
+    let newid: u32 = ctx
+        .req("newid")?
+        .parse()
+        .map_err(|_| ApiError::param("newid", "type check ('integer') failed"))?;
     let src = sim.vm(&node, vmid)?;
     let snap = ctx.get("snapname").map(str::to_string);
     let source_conf = match &snap {
-        Some(s) => src.snapshots.get(s).cloned().ok_or_else(|| snapshot_missing(s))?,
+        Some(s) => src
+            .snapshots
+            .get(s)
+            .cloned()
+            .ok_or_else(|| snapshot_missing(s))?,
         None => src.conf.clone(),
     };
     let target = ctx.get("target").unwrap_or(&node).to_string();
     if !sim.cfg().has_node(&target) {
-        return Err(ApiError::param("target", format!("no such cluster node '{target}'")));
+        return Err(ApiError::param(
+            "target",
+            format!("no such cluster node '{target}'"),
+        ));
     }
     let target_storage = match ctx.get("storage") {
         Some(s) => {
@@ -232,60 +293,77 @@ pub async fn clone(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         None => None,
     };
     let format = ctx.get("format").map(str::to_string);
-    let name = ctx.get("name").map(str::to_string).unwrap_or_else(|| format!("Copy-of-VM-{}", src.name()));
+    let name = ctx
+        .get("name")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("Copy-of-VM-{}", src.name()));
     let description = ctx.get("description").map(str::to_string);
     reserve_vm(sim, newid, &target, "clone")?;
     let sim2 = sim.clone();
-    let upid = sim.spawn_task(ctx, &node, "qmclone", &vmid.to_string(), move |log| async move {
-        let cfg = sim2.cfg();
-        let mut conf: BTreeMap<String, String> =
-            source_conf.iter().filter(|(k, _)| !clone_skips(k) && k.as_str() != "description").map(|(k, v)| (k.clone(), v.clone())).collect();
-        conf.insert("name".into(), name);
-        if let Some(d) = description {
-            conf.insert("description".into(), d);
-        }
-        let mut created: Vec<PathBuf> = Vec::new();
-        for (key, path, vn, mut d) in volumes_of(&sim2, &src, &source_conf) {
-            if d.is_cdrom() {
-                continue;
+    let upid = sim.spawn_task(
+        ctx,
+        &node,
+        "qmclone",
+        &vmid.to_string(),
+        move |log| async move {
+            let cfg = sim2.cfg();
+            let mut conf: BTreeMap<String, String> = source_conf
+                .iter()
+                .filter(|(k, _)| !clone_skips(k) && k.as_str() != "description")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            conf.insert("name".into(), name);
+            if let Some(d) = description {
+                conf.insert("description".into(), d);
             }
-            let result = (|| -> Result<String, String> {
-                let (sid, _) = volumes::split_volid(&d.file).map_err(|e| e.message)?;
-                let st = match &target_storage {
-                    Some(st) => st.clone(),
-                    None => volumes::storage(cfg, sid).map_err(|e| e.message)?.clone(),
-                };
-                volumes::check_available(&st, &target).map_err(|e| e.message)?;
-                let fmt = match (&format, st.kind.as_str()) {
-                    (_, "lvmthin") => "raw".to_string(),
-                    (Some(f), _) => f.clone(),
-                    (None, _) => vn.format.clone(),
-                };
-                let file = volumes::free_name(cfg, &st, &target, newid, &fmt);
-                let nv = volumes::VolName { owner: newid, file: file.clone(), format: fmt.clone(), kind: st.kind.clone() };
-                let dst = volumes::image_path(cfg, &st, &target, &nv);
-                log.line(format!("copying '{key}' to {}", dst.display()));
-                created.push(dst.clone());
-                volumes::copy_image(&path, &vn, snap.as_deref(), &dst, &fmt)?;
-                if let Some((size, _, _)) = volumes::size_info(&dst, &fmt) {
-                    d.opts.insert("size".into(), format_size(size));
+            let mut created: Vec<PathBuf> = Vec::new();
+            for (key, path, vn, mut d) in volumes_of(&sim2, &src, &source_conf) {
+                if d.is_cdrom() {
+                    continue;
                 }
-                Ok(format!("{}:{}", st.id, volumes::volname_of(&nv)))
-            })();
-            match result {
-                Ok(volid) => {
-                    d.file = volid;
-                    conf.insert(key, d.print());
-                }
-                Err(e) => {
-                    abandon_vm(&sim2, newid, &created);
-                    return Err(format!("clone failed: {e}"));
+                let result = (|| -> Result<String, String> {
+                    let (sid, _) = volumes::split_volid(&d.file).map_err(|e| e.message)?;
+                    let st = match &target_storage {
+                        Some(st) => st.clone(),
+                        None => volumes::storage(cfg, sid).map_err(|e| e.message)?.clone(),
+                    };
+                    volumes::check_available(&st, &target).map_err(|e| e.message)?;
+                    let fmt = match (&format, st.kind.as_str()) {
+                        (_, "lvmthin") => "raw".to_string(),
+                        (Some(f), _) => f.clone(),
+                        (None, _) => vn.format.clone(),
+                    };
+                    let file = volumes::free_name(cfg, &st, &target, newid, &fmt);
+                    let nv = volumes::VolName {
+                        owner: newid,
+                        file: file.clone(),
+                        format: fmt.clone(),
+                        kind: st.kind.clone(),
+                    };
+                    let dst = volumes::image_path(cfg, &st, &target, &nv);
+                    log.line(format!("copying '{key}' to {}", dst.display()));
+                    created.push(dst.clone());
+                    volumes::copy_image(&path, &vn, snap.as_deref(), &dst, &fmt)?;
+                    if let Some((size, _, _)) = volumes::size_info(&dst, &fmt) {
+                        d.opts.insert("size".into(), format_size(size));
+                    }
+                    Ok(format!("{}:{}", st.id, volumes::volname_of(&nv)))
+                })();
+                match result {
+                    Ok(volid) => {
+                        d.file = volid;
+                        conf.insert(key, d.print());
+                    }
+                    Err(e) => {
+                        abandon_vm(&sim2, newid, &created);
+                        return Err(format!("clone failed: {e}"));
+                    }
                 }
             }
-        }
-        sim2.with_vm(newid, |vm| vm.conf = conf);
-        sim2.save().map_err(|e| e.message)?;
-        Ok(0)
-    });
+            sim2.with_vm(newid, |vm| vm.conf = conf);
+            sim2.save().map_err(|e| e.message)?;
+            Ok(0)
+        },
+    );
     Ok(json!(upid))
 }

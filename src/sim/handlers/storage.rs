@@ -18,14 +18,21 @@ fn storage_entry(sim: &Sim, s: &StorageConfig, node: &str) -> Value {
 
 pub fn list_storages(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let node = ctx.req("node")?;
-    let want_content: Vec<&str> = ctx.get("content").map(|c| crate::sim::formats::split_list(c).collect()).unwrap_or_default();
+    let want_content: Vec<&str> = ctx
+        .get("content")
+        .map(|c| crate::sim::formats::split_list(c).collect())
+        .unwrap_or_default();
     let out = sim
         .cfg()
         .storages
         .iter()
         .filter(|s| s.available_on(node))
         .filter(|s| ctx.get("storage").is_none_or(|id| id == s.id))
-        .filter(|s| want_content.iter().all(|c| s.content.split(',').any(|x| x == *c)))
+        .filter(|s| {
+            want_content
+                .iter()
+                .all(|c| s.content.split(',').any(|x| x == *c))
+        })
         .map(|s| storage_entry(sim, s, node))
         .collect();
     Ok(Value::Array(out))
@@ -55,10 +62,12 @@ pub fn list_content(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let out = volumes::list_images(sim.cfg(), st, &node)
         .into_iter()
         .filter(|i| vmid.is_none_or(|v| v == i.owner))
-        .map(|i| json!({
-            "volid": i.volid, "format": i.format, "size": i.size, "used": i.used,
-            "vmid": i.owner, "ctime": i.ctime, "content": "images",
-        }))
+        .map(|i| {
+            json!({
+                "volid": i.volid, "format": i.format, "size": i.size, "used": i.used,
+                "vmid": i.owner, "ctime": i.ctime, "content": "images",
+            })
+        })
         .collect();
     Ok(Value::Array(out))
 }
@@ -85,7 +94,10 @@ pub fn alloc(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         if matches!(ext, "raw" | "qcow2" | "vmdk") {
             if let Some(f) = &fmt {
                 if f != ext {
-                    return Err(ApiError::param("format", format!("different storage formats ({f} != {ext})")));
+                    return Err(ApiError::param(
+                        "format",
+                        format!("different storage formats ({f} != {ext})"),
+                    ));
                 }
             }
             fmt = Some(ext.to_string());
@@ -93,7 +105,10 @@ pub fn alloc(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     }
     let (st, node) = node_storage(sim, ctx)?;
     if !st.content.split(',').any(|c| c == "images") {
-        return Err(ApiError::internal(format!("storage '{}' does not support vm images", st.id)));
+        return Err(ApiError::internal(format!(
+            "storage '{}' does not support vm images",
+            st.id
+        )));
     }
     let vmid = ctx.vmid()?;
     // dir storages default to raw.
@@ -110,7 +125,10 @@ fn real_volid(ctx: &Ctx) -> ApiResult<String> {
     }
     match ctx.get("storage") {
         Some(s) => Ok(format!("{s}:{volume}")),
-        None => Err(ApiError::param("volume", "no storage specified - incomplete volume ID")),
+        None => Err(ApiError::param(
+            "volume",
+            "no storage specified - incomplete volume ID",
+        )),
     }
 }
 
@@ -118,13 +136,22 @@ pub fn volume_info(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let node = ctx.req("node")?;
     let volid = real_volid(ctx)?;
     let (sid, _) = volumes::split_volid(&volid)?;
-    require(&ctx.who, &format!("/storage/{sid}"), &["Datastore.Audit", "Datastore.AllocateSpace"], true)?;
+    require(
+        &ctx.who,
+        &format!("/storage/{sid}"),
+        &["Datastore.Audit", "Datastore.AllocateSpace"],
+        true,
+    )?;
     let (path, v) = volumes::resolve(sim.cfg(), node, &volid)?;
     let Some((size, used, _)) = volumes::size_info(&path, &v.format) else {
-        return Err(ApiError::internal(format!("volume_size_info on '{volid}' failed - no format")));
+        return Err(ApiError::internal(format!(
+            "volume_size_info on '{volid}' failed - no format"
+        )));
     };
     if size == 0 {
-        return Err(ApiError::internal(format!("volume '{volid}' has size zero")));
+        return Err(ApiError::internal(format!(
+            "volume '{volid}' has size zero"
+        )));
     }
     Ok(json!({ "path": path.to_string_lossy(), "size": size, "used": used, "format": v.format }))
 }
@@ -133,7 +160,12 @@ pub fn free(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let node = ctx.req("node")?.to_string();
     let volid = real_volid(ctx)?;
     let (sid, _) = volumes::split_volid(&volid)?;
-    require(&ctx.who, &format!("/storage/{sid}"), &["Datastore.Allocate"], false)?;
+    require(
+        &ctx.who,
+        &format!("/storage/{sid}"),
+        &["Datastore.Allocate"],
+        false,
+    )?;
     let (path, _) = volumes::resolve(sim.cfg(), &node, &volid)?;
     let id = volid.clone();
     let upid = sim.spawn_task(ctx, &node, "imgdel", &volid, move |log| async move {
@@ -144,7 +176,10 @@ pub fn free(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                 Ok(0)
             }
             Ok(false) => {
-                log.line(format!("WARN: disk image '{}' does not exist", path.display()));
+                log.line(format!(
+                    "WARN: disk image '{}' does not exist",
+                    path.display()
+                ));
                 Ok(1)
             }
             Err(e) => Err(e),

@@ -15,12 +15,18 @@ fn checked_upid(ctx: &Ctx) -> ApiResult<&str> {
 
 pub fn status(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let upid = checked_upid(ctx)?;
-    sim.inner.tasks.status(upid).ok_or_else(|| ApiError::param("upid", "no such task"))
+    sim.inner
+        .tasks
+        .status(upid)
+        .ok_or_else(|| ApiError::param("upid", "no such task"))
 }
 
 pub fn log(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let upid = checked_upid(ctx)?;
-    sim.inner.tasks.log(upid).ok_or_else(|| ApiError::param("upid", "no such task"))
+    sim.inner
+        .tasks
+        .log(upid)
+        .ok_or_else(|| ApiError::param("upid", "no such task"))
 }
 
 pub fn list(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {

@@ -1,0 +1,264 @@
+//! Config updates: POST (async) / PUT (sync) config and unlink, with PVE's split between the
+//! request half (permissions, lock, digest) and the worker half (pending section, hot-plug).
+
+use super::apply::{apply_errors_text, apply_pending, ApplyErrors};
+use super::qemu::{check_writable, node_vmid};
+use crate::sim::auth::{require, Identity};
+use crate::sim::dispatch::Ctx;
+use crate::sim::drive::Drive;
+use crate::sim::error::{ApiError, ApiResult};
+use crate::sim::formats::split_list;
+use crate::sim::vmstate::{format_size, is_drive_key, Vm};
+use crate::sim::{propdef, volumes, Sim};
+use serde_json::{json, Map, Value};
+
+/// Request keys that steer the update rather than being config options.
+pub(crate) const CONTROL_KEYS: &[&str] = &[
+    "node",
+    "vmid",
+    "digest",
+    "delete",
+    "revert",
+    "skiplock",
+    "force",
+    "background_delay",
+];
+
+/// Checks a drive value the way PVE does before writing it: storage exists and is reachable from
+/// the VM's node, volume exists (its size is recorded), `STORAGE:SIZE` allocates a new image.
+pub(crate) fn prepare_drive(sim: &Sim, who: &Identity, vm: &Vm, value: &str) -> ApiResult<String> {
+    let mut d = Drive::parse(value);
+    let Some(volid) = d.volid().map(str::to_string) else {
+        return Ok(value.to_string());
+    };
+    let (sid, volname) = volumes::split_volid(&volid)?;
+    let st = volumes::storage(sim.cfg(), sid)?;
+    volumes::check_available(st, &vm.node)?;
+    require(
+        who,
+        &format!("/storage/{sid}"),
+        &["Datastore.AllocateSpace"],
+        false,
+    )?;
+    if let Ok(gib) = volname.parse::<f64>() {
+        let name = volumes::free_name(sim.cfg(), st, &vm.node, vm.vmid, "raw");
+        let kib = (gib * 1024.0 * 1024.0) as u64;
+        d.file = volumes::alloc(sim.cfg(), st, &vm.node, vm.vmid, &name, "raw", kib)?;
+    }
+    let (path, v) = volumes::resolve(sim.cfg(), &vm.node, &d.file)?;
+    let Some((size, _, _)) = volumes::size_info(&path, &v.format) else {
+        return Err(ApiError::internal(format!(
+            "volume {} does not exist",
+            d.file
+        )));
+    };
+    d.opts.insert("size".into(), format_size(size));
+    Ok(d.print())
+}
+
+struct Update {
+    sets: Vec<(String, String)>,
+    deletes: Vec<String>,
+    /// Keys whose pending change is dropped (`revert`).
+    reverts: Vec<String>,
+    force: bool,
+}
+
+fn collect_update(sim: &Sim, ctx: &Ctx) -> ApiResult<Update> {
+    let sets: Vec<(String, String)> = ctx
+        .params
+        .iter()
+        .filter(|(k, _)| !CONTROL_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let deletes: Vec<String> = ctx
+        .get("delete")
+        .map(|d| split_list(d).map(str::to_string).collect())
+        .unwrap_or_default();
+    let empty = Map::new();
+    let props = sim
+        .inner
+        .schema
+        .method("/nodes/{node}/qemu/{vmid}/config", "POST")
+        .and_then(|m| m.pointer("/parameters/properties"))
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    for d in &deletes {
+        if sets.iter().any(|(k, _)| k == d) {
+            return Err(ApiError::param(
+                "delete",
+                format!("you can't use '-{d}' and -delete {d}' at the same time"),
+            ));
+        }
+        if propdef::lookup(props, d).is_none() || CONTROL_KEYS.contains(&d.as_str()) {
+            return Err(ApiError::param("delete", format!("unknown option '{d}'")));
+        }
+    }
+    if sets.is_empty() && deletes.is_empty() && ctx.get("revert").is_none() {
+        return Err(ApiError::internal("no options specified"));
+    }
+    let reverts: Vec<String> = ctx
+        .get("revert")
+        .map(|d| split_list(d).map(str::to_string).collect())
+        .unwrap_or_default();
+    Ok(Update {
+        sets,
+        deletes,
+        reverts,
+        force: ctx.flag("force"),
+    })
+}
+
+/// POST (async, `sync=false`) and PUT (sync) config, and the engine behind unlink.
+pub async fn update_config(sim: &Sim, ctx: &Ctx, sync: bool) -> ApiResult<Value> {
+    let upd = collect_update(sim, ctx)?;
+    run_update(sim, ctx, upd, sync).await
+}
+
+pub async fn unlink(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    let deletes: Vec<String> = split_list(ctx.req("idlist")?).map(str::to_string).collect();
+    run_update(
+        sim,
+        ctx,
+        Update {
+            sets: vec![],
+            deletes,
+            reverts: vec![],
+            force: ctx.flag("force"),
+        },
+        true,
+    )
+    .await
+}
+
+/// Why the worker part of a config update failed.
+enum WorkerError {
+    /// A plain die(): 500 when synchronous, the task's exit status otherwise.
+    Die(String),
+    /// Hot-plug failures, raised as a parameter exception.
+    Params(ApplyErrors),
+}
+
+/// The worker half of a config update (PVE runs it in the `qmconfig` task, or inline for
+/// synchronous calls): writes the changes to the pending section, checking drives as it goes,
+/// then applies what can be applied.
+fn write_and_apply(
+    sim: &Sim,
+    who: &Identity,
+    vmid: u32,
+    upd: &Update,
+    inject: Option<&str>,
+) -> Result<(), WorkerError> {
+    let Some(mut vm) = sim.with_vm(vmid, |v| v.clone()) else {
+        return Err(WorkerError::Die(format!("VM {vmid} vanished")));
+    };
+    for (k, v) in &upd.sets {
+        let v = if is_drive_key(k) {
+            prepare_drive(sim, who, &vm, v).map_err(|e| WorkerError::Die(e.message))?
+        } else {
+            v.clone()
+        };
+        vm.pending.insert(k.clone(), v);
+        vm.pending_delete.remove(k);
+    }
+    for r in &upd.reverts {
+        // Revert forgets a change that was never applied; the running config is untouched.
+        vm.pending.remove(r);
+        vm.pending_delete.remove(r);
+    }
+    for d in &upd.deletes {
+        let was_pending = vm.pending.remove(d).is_some();
+        if vm.conf.contains_key(d) {
+            vm.pending_delete.insert(d.clone());
+        } else if !was_pending {
+            tracing::info!("cannot delete '{d}' - not set in current configuration!");
+        }
+    }
+    sim.with_vm(vmid, |slot| *slot = vm);
+    sim.save().map_err(|e| WorkerError::Die(e.message))?;
+    apply_pending(sim, vmid, upd.force, inject).map_err(WorkerError::Params)
+}
+
+async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<Value> {
+    let (node, vmid) = node_vmid(ctx)?;
+    sim.vm(&node, vmid)?;
+    if upd
+        .sets
+        .iter()
+        .map(|(k, _)| k)
+        .chain(upd.deletes.iter())
+        .any(|k| is_drive_key(k) || k.starts_with("unused"))
+    {
+        require(
+            &ctx.who,
+            &format!("/vms/{vmid}"),
+            &["VM.Config.Disk"],
+            false,
+        )?;
+    }
+    // Storage permissions are checked before anything runs, as PVE's check_storage_access.
+    for (k, v) in upd.sets.iter().filter(|(k, _)| is_drive_key(k)) {
+        if let Some(volid) = Drive::parse(v).volid() {
+            let (sid, _) = volumes::split_volid(volid)
+                .map_err(|_| ApiError::param(k, format!("unable to parse volume ID '{volid}'")))?;
+            require(
+                &ctx.who,
+                &format!("/storage/{sid}"),
+                &["Datastore.AllocateSpace"],
+                false,
+            )?;
+        }
+    }
+    let guard = sim.lock_vm(vmid).await?;
+    let vm = sim.vm(&node, vmid)?;
+    check_writable(&vm, ctx)?;
+
+    let inject = ctx.hotplug_error.clone();
+    let who = ctx.who.clone();
+    if sync {
+        let res = write_and_apply(sim, &who, vmid, &upd, inject.as_deref());
+        drop(guard);
+        return match res {
+            Ok(()) => Ok(Value::Null),
+            Err(WorkerError::Die(m)) => Err(ApiError::internal(m)),
+            // Synchronous updates raise the parameter exception straight to the caller.
+            Err(WorkerError::Params(e)) => Err(ApiError::params(e)),
+        };
+    }
+    let sim2 = sim.clone();
+    let upid = sim.spawn_task(
+        ctx,
+        &node,
+        "qmconfig",
+        &vmid.to_string(),
+        move |log| async move {
+            // The config lock stays held until the worker is done, as with PVE's forked worker.
+            let _guard = guard;
+            match write_and_apply(&sim2, &who, vmid, &upd, inject.as_deref()) {
+                Ok(()) => Ok(0),
+                Err(WorkerError::Die(m)) => Err(m),
+                Err(WorkerError::Params(errors)) => {
+                    for (k, v) in &errors {
+                        log.line(format!("{k}: {}", v.trim_end()));
+                    }
+                    Err(apply_errors_text(&errors))
+                }
+            }
+        },
+    );
+    if let Some(secs) = ctx
+        .get("background_delay")
+        .and_then(|d| d.parse::<u64>().ok())
+    {
+        // PVE waits this long for the worker so quick updates look synchronous.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            let st = sim.inner.tasks.status(&upid);
+            if st.as_ref().is_none_or(|v| v["status"] == "stopped") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    Ok(json!(upid))
+}
