@@ -367,3 +367,29 @@ async fn publish_cancelled_mid_call_is_completed_by_the_retry() {
     let cfg = vm_config(&t, "pve1", 101, false).await;
     assert_eq!(cfg.values().filter(|x| x.starts_with(&volid)).count(), 1);
 }
+
+#[tokio::test]
+async fn storage_class_drive_options_reach_the_vm_config() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let mut req = create_req("pvc-o", "shared", GIB);
+    req.parameters.insert("cache".into(), "writeback".into());
+    req.parameters.insert("ssd".into(), "true".into());
+    req.parameters.insert("backup".into(), "true".into());
+    let v = c.create_volume(req).await.unwrap().volume.unwrap();
+    let mut p = publish_req(&v.volume_id, "worker-1", false);
+    p.volume_context = v.volume_context.clone();
+    let slot = c.publish_volume(p).await.unwrap().publish_context["bus"].clone();
+    let cfg = vm_config(&t, "pve1", 101, true).await;
+    let d = Drive::parse(&cfg[&slot]).unwrap();
+    assert_eq!(d.get("cache"), Some("writeback"));
+    assert_eq!(d.get("ssd"), Some("1"));
+    assert_eq!(d.get("discard"), Some("on"));
+    assert_eq!(d.get("backup"), Some("1"));
+    // A malformed context (hand-written static PV) is refused before PVE is touched.
+    let v2 = c.create_volume(create_req("pvc-o2", "shared", GIB)).await.unwrap().volume.unwrap();
+    let mut p = publish_req(&v2.volume_id, "worker-1", false);
+    p.volume_context.insert("cache".into(), "turbo".into());
+    let (k, m) = code(c.publish_volume(p).await.unwrap_err());
+    assert!(k == Code::InvalidArgument && m.contains("volume_context.cache"), "{m}");
+}

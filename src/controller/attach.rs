@@ -3,7 +3,7 @@
 
 use super::cluster::Cluster;
 use super::error::{ControllerError, PveContext, Result};
-use super::params::{check_capabilities, check_capability};
+use super::params::{check_capabilities, check_capability, drive_options};
 use super::{required, Controller};
 use crate::csi::*;
 use crate::pve::drive::{Drive, SCSI_SLOTS};
@@ -74,11 +74,12 @@ impl Controller {
             }
         }
 
+        let options = drive_options(&req.volume_context)?;
         let _vm_lock = cluster.lock_vm(vm.vmid).await;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_attach(cluster, &vm, &id, req.readonly).await {
+            match self.try_attach(cluster, &vm, &id, req.readonly, &options).await {
                 Err(ControllerError::Pve { source, context }) if source.is_contention() => {
                     if attempt >= self.opts.config_attempts {
                         return Err(ControllerError::Aborted(format!("{context}: {source} (gave up after {attempt} attempts)")));
@@ -91,7 +92,14 @@ impl Controller {
         }
     }
 
-    async fn try_attach(&self, cluster: &Cluster, vm: &VmResource, id: &VolumeId, readonly: bool) -> Result<ControllerPublishVolumeResponse> {
+    async fn try_attach(
+        &self,
+        cluster: &Cluster,
+        vm: &VmResource,
+        id: &VolumeId,
+        readonly: bool,
+        options: &[(&'static str, String)],
+    ) -> Result<ControllerPublishVolumeResponse> {
         let volid = id.volid();
         let client = &cluster.client;
         let cfg = client.vm_config(&vm.node, vm.vmid, false).await.ctx(|| format!("reading config of VM {}", vm.vmid))?;
@@ -124,7 +132,10 @@ impl Controller {
             .find(|k| cfg.get(k).is_none())
             .ok_or_else(|| ControllerError::ResourceExhausted(format!("VM {} has no free scsi slot", vm.vmid)))?;
 
-        let mut drive = Drive::new(&volid).with("wwn", id.wwn()).with("serial", id.serial()).with("backup", "0");
+        let mut drive = Drive::new(&volid).with("wwn", id.wwn()).with("serial", id.serial());
+        for (k, v) in options {
+            drive.set(k, v.clone());
+        }
         if readonly {
             drive.set("ro", "1");
         }

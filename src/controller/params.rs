@@ -18,6 +18,8 @@ pub struct VolumeParams {
     pub discard: bool,
     /// Include the disk in PVE VM backups (off: volumes have their own lifecycle).
     pub backup: bool,
+    /// LUKS-encrypt the volume on the node (passphrase from the node-stage secret).
+    pub encrypted: bool,
 }
 
 const CACHE_MODES: &[&str] = &["none", "writethrough", "writeback", "unsafe", "directsync"];
@@ -54,12 +56,13 @@ pub fn parse_volume_params(params: &HashMap<String, String>, default_storage: Op
             "ssd" => out.ssd = parse_bool(key, v)?,
             "discard" => out.discard = parse_bool(key, v)?,
             "backup" => out.backup = parse_bool(key, v)?,
+            "encrypted" => out.encrypted = parse_bool(key, v)?,
             // The filesystem is chosen by the node from the volume capability.
             "fsType" | "fstype" => {}
             k if k.starts_with(K8S_PREFIX) => {}
             k => {
                 return Err(ControllerError::InvalidArgument(format!(
-                    "parameters.{k}: unknown parameter (known: storage, cache, ssd, discard, backup)"
+                    "parameters.{k}: unknown parameter (known: storage, cache, ssd, discard, backup, encrypted)"
                 )))
             }
         }
@@ -70,6 +73,52 @@ pub fn parse_volume_params(params: &HashMap<String, String>, default_storage: Op
     };
     if !out.storage.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(ControllerError::InvalidArgument(format!("parameters.storage: {:?} is not a valid storage id", out.storage)));
+    }
+    Ok(out)
+}
+
+impl VolumeParams {
+    /// What the volume carries in its volume_context, so ControllerPublish
+    /// (which gets the context, not the StorageClass) can set the drive options
+    /// and the node knows whether to use LUKS.
+    pub fn to_context(&self) -> HashMap<String, String> {
+        let mut ctx = HashMap::from([
+            ("storage".to_string(), self.storage.clone()),
+            ("ssd".to_string(), self.ssd.to_string()),
+            ("discard".to_string(), self.discard.to_string()),
+            ("backup".to_string(), self.backup.to_string()),
+        ]);
+        if let Some(c) = &self.cache {
+            ctx.insert("cache".into(), c.clone());
+        }
+        if self.encrypted {
+            ctx.insert("encrypted".into(), "true".into());
+        }
+        ctx
+    }
+}
+
+/// Drive options (`key`, `value` in PVE's spelling) for a volume_context.
+/// Unknown keys are left alone: a statically provisioned PV may carry others.
+pub fn drive_options(ctx: &HashMap<String, String>) -> Result<Vec<(&'static str, String)>> {
+    let field = |k: &str| format!("volume_context.{k}");
+    let flag = |k: &str| -> Result<Option<bool>> {
+        ctx.get(k)
+            .map(|v| parse_bool(k, v).map_err(|_| ControllerError::InvalidArgument(format!("{}: {v:?} is not a boolean", field(k)))))
+            .transpose()
+    };
+    let mut out = vec![("backup", if flag("backup")?.unwrap_or(false) { "1" } else { "0" }.to_string())];
+    if let Some(c) = ctx.get("cache") {
+        if !CACHE_MODES.contains(&c.as_str()) {
+            return Err(ControllerError::InvalidArgument(format!("{}: {c:?} is not one of {}", field("cache"), CACHE_MODES.join(", "))));
+        }
+        out.push(("cache", c.clone()));
+    }
+    if flag("discard")?.unwrap_or(true) {
+        out.push(("discard", "on".into()));
+    }
+    if flag("ssd")?.unwrap_or(false) {
+        out.push(("ssd", "1".into()));
     }
     Ok(out)
 }
@@ -200,6 +249,24 @@ mod tests {
         p.insert("storage".into(), "a".into());
         p.insert("ssd".into(), "maybe".into());
         assert!(parse_volume_params(&p, None).unwrap_err().to_string().contains("parameters.ssd"));
+    }
+
+    #[test]
+    fn context_round_trips_into_drive_options() {
+        let mut p = HashMap::new();
+        p.insert("storage".to_string(), "s".to_string());
+        p.insert("cache".to_string(), "writeback".to_string());
+        p.insert("ssd".to_string(), "true".to_string());
+        p.insert("discard".to_string(), "false".to_string());
+        let v = parse_volume_params(&p, None).unwrap();
+        let opts = drive_options(&v.to_context()).unwrap();
+        assert_eq!(opts, vec![("backup", "0".to_string()), ("cache", "writeback".to_string()), ("ssd", "1".to_string())]);
+        // A context without our keys (static PV) gets the defaults.
+        let opts = drive_options(&HashMap::new()).unwrap();
+        assert_eq!(opts, vec![("backup", "0".to_string()), ("discard", "on".to_string())]);
+        let bad = HashMap::from([("cache".to_string(), "fast".to_string())]);
+        assert!(drive_options(&bad).unwrap_err().to_string().contains("volume_context.cache"));
+        assert!(!v.to_context().contains_key("encrypted"));
     }
 
     #[test]

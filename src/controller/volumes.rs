@@ -1,7 +1,7 @@
 //! CreateVolume and DeleteVolume.
 
 use super::error::{ControllerError, PveContext, Result};
-use super::params::{check_capabilities, parse_volume_params, size_fits, size_for};
+use super::params::{check_capabilities, parse_volume_params, size_fits, size_for, VolumeParams};
 use super::{required, Controller};
 use crate::csi::{CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, Topology, Volume};
 use crate::pve::types::StorageResource;
@@ -45,7 +45,7 @@ impl Controller {
                     "name {name:?}: volume {id} exists with {actual} bytes, which does not fit the requested capacity_range"
                 )));
             }
-            return Ok(self.volume_response(&placement, id, actual));
+            return Ok(self.volume_response(&placement, id, actual, &params));
         }
 
         let target = self.pick_node(&placement, size).await?;
@@ -59,7 +59,7 @@ impl Controller {
             // Another controller replica created it between our lookup and now.
             Err(e) if e.message().contains("already exists") => {
                 if let Some((id, actual)) = self.find_disk(&placement, &disk).await? {
-                    return Ok(self.volume_response(&placement, id, actual));
+                    return Ok(self.volume_response(&placement, id, actual, &params));
                 }
                 return Err(ControllerError::Pve { context: format!("allocating {filename} on {}", target.storage), source: Box::new(e) });
             }
@@ -73,10 +73,10 @@ impl Controller {
             .ok_or_else(|| ControllerError::Internal(format!("volume {volid} vanished right after allocation")))?;
         let size = info.size.unwrap_or(size);
         tracing::info!(volume = %id, size, "volume created");
-        Ok(self.volume_response(&placement, id, size))
+        Ok(self.volume_response(&placement, id, size, &params))
     }
 
-    fn volume_response(&self, placement: &Placement, id: VolumeId, size: u64) -> CreateVolumeResponse {
+    fn volume_response(&self, placement: &Placement, id: VolumeId, size: u64, params: &VolumeParams) -> CreateVolumeResponse {
         let mut segments = HashMap::from([(TOPOLOGY_REGION.to_string(), placement.region.clone())]);
         if !placement.shared {
             segments.insert(TOPOLOGY_ZONE.to_string(), id.zone.clone());
@@ -85,7 +85,7 @@ impl Controller {
             volume: Some(Volume {
                 capacity_bytes: size as i64,
                 volume_id: id.to_string(),
-                volume_context: HashMap::from([("storage".to_string(), id.storage.clone())]),
+                volume_context: params.to_context(),
                 content_source: None,
                 accessible_topology: vec![Topology { segments }],
             }),
