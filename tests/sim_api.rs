@@ -288,13 +288,45 @@ async fn authentication_and_permissions() {
         })
     })
     .await;
+    // pveproxy's texts; authentication comes before routing, so unknown paths say the same.
     h.auth = String::new();
-    assert_eq!(h.get("/version", &[]).await.0, 401);
+    let (s, b) = h.get("/version", &[]).await;
+    assert_eq!((s, b["message"].as_str()), (401, Some("No ticket\n")));
+    assert_eq!(h.get("/no/such/path", &[]).await.0, 401);
     h.auth = "PVEAPIToken=csi@pve!csi=wrong".into();
     let (s, b) = h.get("/version", &[]).await;
     assert_eq!(
         (s, b["message"].as_str()),
-        (401, Some("authentication failure\n"))
+        (401, Some("invalid token value!\n"))
+    );
+    h.auth = "PVEAPIToken=csi@pve!other=sim-secret".into();
+    let (s, b) = h.get("/version", &[]).await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (401, Some("no such token 'other' for user 'csi@pve'\n"))
+    );
+    // A space may replace the first '='.
+    h.auth = "PVEAPIToken csi@pve!csi=sim-secret".into();
+    assert_eq!(h.get("/version", &[]).await.0, 200);
+    let (s, b) = h
+        .put(
+            "/access/password",
+            &[("userid", "csi@pve"), ("password", "x12345")],
+        )
+        .await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (403, Some("Permission check failed (URI '/access/password' not available with API token, need proper ticket.\n)\n"))
+    );
+    let (s, b) = h
+        .get("/nodes/pve1/qemu/101/config", &[("node", "pve2")])
+        .await;
+    assert_eq!(
+        (s, b["errors"]["node"].as_str()),
+        (
+            400,
+            Some("duplicate parameter (already defined in URI) with conflicting values!")
+        )
     );
 
     h.auth = "PVEAPIToken=ro@pve!ro=ro".into();
@@ -1473,10 +1505,7 @@ async fn error_text_is_also_the_http_reason_phrase() {
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
-    assert!(
-        out.starts_with("HTTP/1.1 401 authentication failure\r\n"),
-        "{out}"
-    );
+    assert!(out.starts_with("HTTP/1.1 401 No ticket\r\n"), "{out}");
 }
 
 #[tokio::test]

@@ -143,24 +143,27 @@ pub fn authenticate(
     write: bool,
 ) -> ApiResult<Identity> {
     if let Some(auth) = headers.get("authorization").and_then(|h| h.to_str().ok()) {
-        // `PVEAPIToken=user@realm!token=secret`; PVE also accepts ':' between id and secret.
+        // `PVEAPIToken=user@realm!token=secret` (a space instead of the first '=' is accepted);
+        // PVE splits id and secret at the last '='.
         let rest = auth
             .strip_prefix("PVEAPIToken=")
             .or_else(|| auth.strip_prefix("PVEAPIToken "));
         let Some(rest) = rest else {
-            return Err(ApiError::auth());
+            return Err(ApiError::new(401, "No ticket"));
         };
-        let (id, secret) = rest
-            .split_once('=')
-            .or_else(|| rest.rsplit_once(':'))
-            .ok_or_else(ApiError::auth)?;
-        let tok = cfg
-            .tokens
-            .iter()
-            .find(|t| t.id == id.trim() && t.secret == secret.trim());
-        let Some(tok) = tok else {
-            return Err(ApiError::auth());
+        let Some((id, secret)) = rest.rsplit_once('=') else {
+            return Err(ApiError::new(401, "no tokenid specified"));
         };
+        let Some(tok) = cfg.tokens.iter().find(|t| t.id == id) else {
+            let (user, name) = id.split_once('!').unwrap_or((id, ""));
+            return Err(ApiError::new(
+                401,
+                format!("no such token '{name}' for user '{user}'"),
+            ));
+        };
+        if tok.secret != secret {
+            return Err(ApiError::new(401, "invalid token value!"));
+        }
         return Ok(Identity {
             userid: tok.id.clone(),
             privs: tok.privs.clone(),
@@ -168,10 +171,10 @@ pub fn authenticate(
         });
     }
     let Some(ticket) = cookie(headers, "PVEAuthCookie") else {
-        return Err(ApiError::auth());
+        return Err(ApiError::new(401, "No ticket"));
     };
     let Some((userid, csrf)) = tickets.lookup(&ticket) else {
-        return Err(ApiError::auth());
+        return Err(ApiError::new(401, "permission denied - invalid PVE ticket"));
     };
     if write {
         let sent = headers

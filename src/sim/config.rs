@@ -32,6 +32,8 @@ pub struct SimConfig {
     pub lock_timeout_ms: u64,
     /// Reported by GET /version.
     pub version: String,
+    /// Delay before answering a request that failed authentication (PVE: 3000).
+    pub auth_fail_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,6 +182,7 @@ impl Default for SimConfig {
             task_ms: 0,
             lock_timeout_ms: 10_000,
             version: "8.4.1".into(),
+            auth_fail_delay_ms: 0,
         }
     }
 }
