@@ -407,7 +407,7 @@ async fn authentication_and_permissions() {
 
 #[tokio::test]
 async fn allocation_rules_follow_dir_storage() {
-    let h = start(|_| {}).await;
+    let h = start(thin_storage).await;
     let (s, b) = h
         .alloc("pve1", "local", "101", "vm-101-a.raw", "1024")
         .await;
@@ -423,11 +423,22 @@ async fn allocation_rules_follow_dir_storage() {
         b["message"].as_str().unwrap().contains("already exists"),
         "{b}"
     );
-    let (s, b) = h.alloc("pve1", "local", "101", "vm-102-a.raw", "1M").await;
+    // The dir plugin accepts any file name; LVM-thin wants the owner prefix.
+    let (s, b) = h.alloc("pve1", "local", "101", "pvc-1.raw", "1M").await;
+    assert_eq!((s, b["data"].as_str()), (200, Some("local:101/pvc-1.raw")));
+    let (s, b) = h.alloc("pve1", "thin", "101", "vm-102-a", "1M").await;
     assert_eq!(s, 500);
     assert_eq!(
         b["message"],
-        "illegal name 'vm-102-a.raw' - should be 'vm-101-*'\n"
+        "illegal name 'vm-102-a' - should be 'vm-101-*'\n"
+    );
+    let (s, b) = h.alloc("pve1", "local", "101", "vm-101-noext", "1M").await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (
+            500,
+            Some("unable to parse volume filename 'vm-101-noext'\n")
+        )
     );
     let (s, b) = h.alloc("pve1", "nosuch", "101", "vm-101-a.raw", "1M").await;
     assert_eq!(
@@ -462,7 +473,7 @@ async fn allocation_rules_follow_dir_storage() {
         .get("/nodes/pve1/storage/local/content", &[("vmid", "101")])
         .await;
     let list = b["data"].as_array().unwrap();
-    assert_eq!(list.len(), 2, "{b}");
+    assert_eq!(list.len(), 3, "{b}");
     let a = list
         .iter()
         .find(|e| e["volid"] == "local:101/vm-101-a.raw")
@@ -523,7 +534,7 @@ async fn allocation_rules_follow_dir_storage() {
 
     let (_, st) = h.get("/nodes/pve1/storage/local/status", &[]).await;
     assert_eq!(st["data"]["total"], 100u64 << 30);
-    assert_eq!(st["data"]["used"], 3 * 1024 * 1024);
+    assert_eq!(st["data"]["used"], 4 * 1024 * 1024);
 }
 
 #[tokio::test]
