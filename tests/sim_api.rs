@@ -652,6 +652,7 @@ async fn volume_lifecycle_with_hotplug() {
             urlencode(&volid)
         ))
         .await;
+    assert!(b["data"].as_str().unwrap().contains(":imgdel:101@local:"));
     assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
     assert!(!h
         .sim
