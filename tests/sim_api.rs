@@ -285,7 +285,21 @@ async fn authentication_and_permissions() {
             id: "ro@pve!ro".into(),
             secret: "ro".into(),
             privs: Some(vec!["VM.Audit".into()]),
-        })
+            acl: Default::default(),
+        });
+        c.tokens.push(TokenConfig {
+            id: "scoped@pve!csi".into(),
+            secret: "s".into(),
+            privs: None,
+            acl: [
+                (
+                    "/storage/shared".to_string(),
+                    vec!["Datastore.AllocateSpace".to_string()],
+                ),
+                ("/vms/101".to_string(), vec!["VM.Audit".to_string()]),
+            ]
+            .into(),
+        });
     })
     .await;
     // pveproxy's texts; authentication comes before routing, so unknown paths say the same.
@@ -345,6 +359,29 @@ async fn authentication_and_permissions() {
         b["message"],
         "Permission check failed (/vms/101, VM.Config.Disk)\n"
     );
+
+    // ACL-scoped token: privileges only on the listed paths and below.
+    h.auth = "PVEAPIToken=scoped@pve!csi=s".into();
+    assert_eq!(
+        h.alloc("pve1", "shared", "101", "vm-101-s.raw", "1M")
+            .await
+            .0,
+        200
+    );
+    let (s, b) = h.alloc("pve1", "local", "101", "vm-101-s.raw", "1M").await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (
+            403,
+            Some("Permission check failed (/storage/local, Datastore.AllocateSpace)\n")
+        )
+    );
+    assert_eq!(h.get("/nodes/pve1/qemu/101/config", &[]).await.0, 200);
+    assert_eq!(h.get("/nodes/pve2/qemu/102/config", &[]).await.0, 403);
+    let (_, b) = h.get("/access/permissions", &[]).await;
+    assert!(b["data"]["/storage/shared"]["Datastore.AllocateSpace"] == 1);
+    assert!(b["data"]["/"].as_object().unwrap().is_empty());
+    h.auth = "PVEAPIToken=ro@pve!ro=ro".into();
 
     // Ticket login: writes need the CSRF token.
     let r = h

@@ -75,9 +75,12 @@ pub struct TokenConfig {
     /// Full token id `user@realm!name`.
     pub id: String,
     pub secret: String,
-    /// Privileges granted on every path; unset = all privileges.
+    /// Privileges granted on every path; unset (and no `acl`) = all privileges.
     #[serde(default)]
     pub privs: Option<Vec<String>>,
+    /// Privileges granted on a path and everything below it, e.g. `/storage/local`.
+    #[serde(default)]
+    pub acl: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,6 +90,8 @@ pub struct UserConfig {
     pub password: String,
     #[serde(default)]
     pub privs: Option<Vec<String>>,
+    #[serde(default)]
+    pub acl: BTreeMap<String, Vec<String>>,
 }
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -168,11 +173,13 @@ impl Default for SimConfig {
                 id: "csi@pve!csi".into(),
                 secret: "sim-secret".into(),
                 privs: None,
+                acl: BTreeMap::new(),
             }],
             users: vec![UserConfig {
                 userid: "root@pam".into(),
                 password: "sim".into(),
                 privs: None,
+                acl: BTreeMap::new(),
             }],
             hotplug: if nix::unistd::Uid::effective().is_root() {
                 HotplugMode::Loop

@@ -134,6 +134,7 @@ async fn pipeline(
         Identity {
             userid: String::new(),
             privs: Some(vec![]),
+            acl: Default::default(),
             is_token: false,
         }
     } else {
