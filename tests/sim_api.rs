@@ -285,16 +285,62 @@ async fn authentication_and_permissions() {
             id: "ro@pve!ro".into(),
             secret: "ro".into(),
             privs: Some(vec!["VM.Audit".into()]),
-        })
+            acl: Default::default(),
+        });
+        c.tokens.push(TokenConfig {
+            id: "scoped@pve!csi".into(),
+            secret: "s".into(),
+            privs: None,
+            acl: [
+                (
+                    "/storage/shared".to_string(),
+                    vec!["Datastore.AllocateSpace".to_string()],
+                ),
+                ("/vms/101".to_string(), vec!["VM.Audit".to_string()]),
+            ]
+            .into(),
+        });
     })
     .await;
+    // pveproxy's texts; authentication comes before routing, so unknown paths say the same.
     h.auth = String::new();
-    assert_eq!(h.get("/version", &[]).await.0, 401);
+    let (s, b) = h.get("/version", &[]).await;
+    assert_eq!((s, b["message"].as_str()), (401, Some("No ticket\n")));
+    assert_eq!(h.get("/no/such/path", &[]).await.0, 401);
     h.auth = "PVEAPIToken=csi@pve!csi=wrong".into();
     let (s, b) = h.get("/version", &[]).await;
     assert_eq!(
         (s, b["message"].as_str()),
-        (401, Some("authentication failure\n"))
+        (401, Some("invalid token value!\n"))
+    );
+    h.auth = "PVEAPIToken=csi@pve!other=sim-secret".into();
+    let (s, b) = h.get("/version", &[]).await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (401, Some("no such token 'other' for user 'csi@pve'\n"))
+    );
+    // A space may replace the first '='.
+    h.auth = "PVEAPIToken csi@pve!csi=sim-secret".into();
+    assert_eq!(h.get("/version", &[]).await.0, 200);
+    let (s, b) = h
+        .put(
+            "/access/password",
+            &[("userid", "csi@pve"), ("password", "x12345")],
+        )
+        .await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (403, Some("Permission check failed (URI '/access/password' not available with API token, need proper ticket.\n)\n"))
+    );
+    let (s, b) = h
+        .get("/nodes/pve1/qemu/101/config", &[("node", "pve2")])
+        .await;
+    assert_eq!(
+        (s, b["errors"]["node"].as_str()),
+        (
+            400,
+            Some("duplicate parameter (already defined in URI) with conflicting values!")
+        )
     );
 
     h.auth = "PVEAPIToken=ro@pve!ro=ro".into();
@@ -313,6 +359,29 @@ async fn authentication_and_permissions() {
         b["message"],
         "Permission check failed (/vms/101, VM.Config.Disk)\n"
     );
+
+    // ACL-scoped token: privileges only on the listed paths and below.
+    h.auth = "PVEAPIToken=scoped@pve!csi=s".into();
+    assert_eq!(
+        h.alloc("pve1", "shared", "101", "vm-101-s.raw", "1M")
+            .await
+            .0,
+        200
+    );
+    let (s, b) = h.alloc("pve1", "local", "101", "vm-101-s.raw", "1M").await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (
+            403,
+            Some("Permission check failed (/storage/local, Datastore.AllocateSpace)\n")
+        )
+    );
+    assert_eq!(h.get("/nodes/pve1/qemu/101/config", &[]).await.0, 200);
+    assert_eq!(h.get("/nodes/pve2/qemu/102/config", &[]).await.0, 403);
+    let (_, b) = h.get("/access/permissions", &[]).await;
+    assert!(b["data"]["/storage/shared"]["Datastore.AllocateSpace"] == 1);
+    assert!(b["data"]["/"].as_object().unwrap().is_empty());
+    h.auth = "PVEAPIToken=ro@pve!ro=ro".into();
 
     // Ticket login: writes need the CSRF token.
     let r = h
@@ -375,7 +444,7 @@ async fn authentication_and_permissions() {
 
 #[tokio::test]
 async fn allocation_rules_follow_dir_storage() {
-    let h = start(|_| {}).await;
+    let h = start(thin_storage).await;
     let (s, b) = h
         .alloc("pve1", "local", "101", "vm-101-a.raw", "1024")
         .await;
@@ -391,11 +460,22 @@ async fn allocation_rules_follow_dir_storage() {
         b["message"].as_str().unwrap().contains("already exists"),
         "{b}"
     );
-    let (s, b) = h.alloc("pve1", "local", "101", "vm-102-a.raw", "1M").await;
+    // The dir plugin accepts any file name; LVM-thin wants the owner prefix.
+    let (s, b) = h.alloc("pve1", "local", "101", "pvc-1.raw", "1M").await;
+    assert_eq!((s, b["data"].as_str()), (200, Some("local:101/pvc-1.raw")));
+    let (s, b) = h.alloc("pve1", "thin", "101", "vm-102-a", "1M").await;
     assert_eq!(s, 500);
     assert_eq!(
         b["message"],
-        "illegal name 'vm-102-a.raw' - should be 'vm-101-*'\n"
+        "illegal name 'vm-102-a' - should be 'vm-101-*'\n"
+    );
+    let (s, b) = h.alloc("pve1", "local", "101", "vm-101-noext", "1M").await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (
+            500,
+            Some("unable to parse volume filename 'vm-101-noext'\n")
+        )
     );
     let (s, b) = h.alloc("pve1", "nosuch", "101", "vm-101-a.raw", "1M").await;
     assert_eq!(
@@ -430,7 +510,7 @@ async fn allocation_rules_follow_dir_storage() {
         .get("/nodes/pve1/storage/local/content", &[("vmid", "101")])
         .await;
     let list = b["data"].as_array().unwrap();
-    assert_eq!(list.len(), 2, "{b}");
+    assert_eq!(list.len(), 3, "{b}");
     let a = list
         .iter()
         .find(|e| e["volid"] == "local:101/vm-101-a.raw")
@@ -491,7 +571,7 @@ async fn allocation_rules_follow_dir_storage() {
 
     let (_, st) = h.get("/nodes/pve1/storage/local/status", &[]).await;
     assert_eq!(st["data"]["total"], 100u64 << 30);
-    assert_eq!(st["data"]["used"], 3 * 1024 * 1024);
+    assert_eq!(st["data"]["used"], 4 * 1024 * 1024);
 }
 
 #[tokio::test]
@@ -609,6 +689,7 @@ async fn volume_lifecycle_with_hotplug() {
             urlencode(&volid)
         ))
         .await;
+    assert!(b["data"].as_str().unwrap().contains(":imgdel:101@local:"));
     assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
     assert!(!h
         .sim
@@ -1473,10 +1554,7 @@ async fn error_text_is_also_the_http_reason_phrase() {
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
-    assert!(
-        out.starts_with("HTTP/1.1 401 authentication failure\r\n"),
-        "{out}"
-    );
+    assert!(out.starts_with("HTTP/1.1 401 No ticket\r\n"), "{out}");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use super::error::{ApiError, ApiResult};
 use axum::http::HeaderMap;
 use rand::Rng;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,16 +17,37 @@ const TICKET_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 pub struct Identity {
     /// `user@realm` or `user@realm!token`.
     pub userid: String,
-    /// None = every privilege.
+    /// Privileges on every path. None (with no ACL) = every privilege.
     pub privs: Option<Vec<String>>,
+    /// Extra privileges on ACL paths, propagating to the paths below them.
+    pub acl: BTreeMap<String, Vec<String>>,
     pub is_token: bool,
 }
 
+/// Is `path` the ACL path `acl` or below it?
+fn under(path: &str, acl: &str) -> bool {
+    let acl = acl.trim_end_matches('/');
+    acl.is_empty() || path == acl || path.starts_with(&format!("{acl}/"))
+}
+
 impl Identity {
-    pub fn has(&self, privilege: &str) -> bool {
-        self.privs
+    pub fn unrestricted(&self) -> bool {
+        self.privs.is_none() && self.acl.is_empty()
+    }
+
+    pub fn has(&self, path: &str, privilege: &str) -> bool {
+        if self.unrestricted() {
+            return true;
+        }
+        let global = self
+            .privs
             .as_ref()
-            .is_none_or(|p| p.iter().any(|x| x == privilege))
+            .is_some_and(|p| p.iter().any(|x| x == privilege));
+        global
+            || self
+                .acl
+                .iter()
+                .any(|(a, ps)| under(path, a) && ps.iter().any(|x| x == privilege))
     }
 }
 
@@ -143,35 +164,39 @@ pub fn authenticate(
     write: bool,
 ) -> ApiResult<Identity> {
     if let Some(auth) = headers.get("authorization").and_then(|h| h.to_str().ok()) {
-        // `PVEAPIToken=user@realm!token=secret`; PVE also accepts ':' between id and secret.
+        // `PVEAPIToken=user@realm!token=secret` (a space instead of the first '=' is accepted);
+        // PVE splits id and secret at the last '='.
         let rest = auth
             .strip_prefix("PVEAPIToken=")
             .or_else(|| auth.strip_prefix("PVEAPIToken "));
         let Some(rest) = rest else {
-            return Err(ApiError::auth());
+            return Err(ApiError::new(401, "No ticket"));
         };
-        let (id, secret) = rest
-            .split_once('=')
-            .or_else(|| rest.rsplit_once(':'))
-            .ok_or_else(ApiError::auth)?;
-        let tok = cfg
-            .tokens
-            .iter()
-            .find(|t| t.id == id.trim() && t.secret == secret.trim());
-        let Some(tok) = tok else {
-            return Err(ApiError::auth());
+        let Some((id, secret)) = rest.rsplit_once('=') else {
+            return Err(ApiError::new(401, "no tokenid specified"));
         };
+        let Some(tok) = cfg.tokens.iter().find(|t| t.id == id) else {
+            let (user, name) = id.split_once('!').unwrap_or((id, ""));
+            return Err(ApiError::new(
+                401,
+                format!("no such token '{name}' for user '{user}'"),
+            ));
+        };
+        if tok.secret != secret {
+            return Err(ApiError::new(401, "invalid token value!"));
+        }
         return Ok(Identity {
             userid: tok.id.clone(),
             privs: tok.privs.clone(),
+            acl: tok.acl.clone(),
             is_token: true,
         });
     }
     let Some(ticket) = cookie(headers, "PVEAuthCookie") else {
-        return Err(ApiError::auth());
+        return Err(ApiError::new(401, "No ticket"));
     };
     let Some((userid, csrf)) = tickets.lookup(&ticket) else {
-        return Err(ApiError::auth());
+        return Err(ApiError::new(401, "permission denied - invalid PVE ticket"));
     };
     if write {
         let sent = headers
@@ -181,14 +206,11 @@ pub fn authenticate(
             return Err(ApiError::new(401, "Permission denied - invalid csrf token"));
         }
     }
-    let privs = cfg
-        .users
-        .iter()
-        .find(|u| u.userid == userid)
-        .and_then(|u| u.privs.clone());
+    let user = cfg.users.iter().find(|u| u.userid == userid);
     Ok(Identity {
+        privs: user.and_then(|u| u.privs.clone()),
+        acl: user.map(|u| u.acl.clone()).unwrap_or_default(),
         userid,
-        privs,
         is_token: false,
     })
 }
@@ -240,13 +262,13 @@ pub fn check(
 /// Requires all (or, with `any`, one) of `privs` on `path`.
 pub fn require(who: &Identity, path: &str, privs: &[&str], any: bool) -> ApiResult<()> {
     if any {
-        if privs.is_empty() || privs.iter().any(|p| who.has(p)) {
+        if privs.is_empty() || privs.iter().any(|p| who.has(path, p)) {
             return Ok(());
         }
         return Err(ApiError::perm(path, &privs.join("|")));
     }
     for p in privs {
-        if !who.has(p) {
+        if !who.has(path, p) {
             return Err(ApiError::perm(path, p));
         }
     }

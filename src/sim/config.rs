@@ -32,6 +32,8 @@ pub struct SimConfig {
     pub lock_timeout_ms: u64,
     /// Reported by GET /version.
     pub version: String,
+    /// Delay before answering a request that failed authentication (PVE: 3000).
+    pub auth_fail_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,9 +75,12 @@ pub struct TokenConfig {
     /// Full token id `user@realm!name`.
     pub id: String,
     pub secret: String,
-    /// Privileges granted on every path; unset = all privileges.
+    /// Privileges granted on every path; unset (and no `acl`) = all privileges.
     #[serde(default)]
     pub privs: Option<Vec<String>>,
+    /// Privileges granted on a path and everything below it, e.g. `/storage/local`.
+    #[serde(default)]
+    pub acl: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +90,8 @@ pub struct UserConfig {
     pub password: String,
     #[serde(default)]
     pub privs: Option<Vec<String>>,
+    #[serde(default)]
+    pub acl: BTreeMap<String, Vec<String>>,
 }
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -166,11 +173,13 @@ impl Default for SimConfig {
                 id: "csi@pve!csi".into(),
                 secret: "sim-secret".into(),
                 privs: None,
+                acl: BTreeMap::new(),
             }],
             users: vec![UserConfig {
                 userid: "root@pam".into(),
                 password: "sim".into(),
                 privs: None,
+                acl: BTreeMap::new(),
             }],
             hotplug: if nix::unistd::Uid::effective().is_root() {
                 HotplugMode::Loop
@@ -180,6 +189,7 @@ impl Default for SimConfig {
             task_ms: 0,
             lock_timeout_ms: 10_000,
             version: "8.4.1".into(),
+            auth_fail_delay_ms: 0,
         }
     }
 }

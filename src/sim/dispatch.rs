@@ -127,6 +127,29 @@ async fn pipeline(
         .map(auth::percent_decode)
         .collect();
     let shown = format!("/{}", segs.join("/"));
+    let write = matches!(m.as_str(), "POST" | "PUT" | "DELETE");
+    // Like pveproxy, authenticate before routing: only login is reachable without credentials.
+    let public = shown == "/access/ticket" || (shown == "/access/domains" && m == "GET");
+    let who = if public {
+        Identity {
+            userid: String::new(),
+            privs: Some(vec![]),
+            acl: Default::default(),
+            is_token: false,
+        }
+    } else {
+        match auth::authenticate(&sim.inner.cfg, &sim.inner.tickets, headers, write) {
+            Ok(who) => who,
+            Err(e) => {
+                // PVE delays every rejected login to slow down guessing.
+                let delay = sim.inner.cfg.auth_fail_delay_ms;
+                if delay > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                }
+                return Err(e);
+            }
+        }
+    };
     let matched = sim.inner.schema.lookup(&segs);
     let Some(matched) = matched else {
         return Err(ApiError::not_implemented(&m, &shown));
@@ -136,20 +159,6 @@ async fn pipeline(
     let Some(def) = sim.inner.schema.method(&template, &m).cloned() else {
         return Err(ApiError::not_implemented(&m, &shown));
     };
-    let write = matches!(m.as_str(), "POST" | "PUT" | "DELETE");
-    let world = def.pointer("/permissions/user").and_then(Value::as_str) == Some("world");
-    let who = if world {
-        Identity {
-            userid: String::new(),
-            privs: Some(vec![]),
-            is_token: false,
-        }
-    } else {
-        auth::authenticate(&sim.inner.cfg, &sim.inner.tickets, headers, write)?
-    };
-    if who.is_token && def.get("allowtoken").and_then(Value::as_i64) == Some(0) {
-        return Err(ApiError::new(401, "authentication failure"));
-    }
 
     let mut task_error = None;
     let mut hotplug_error = None;
@@ -175,13 +184,24 @@ async fn pipeline(
     }
 
     let mut params = parse_params(uri, headers, body)?;
+    for (k, v) in &path_params {
+        if params.get(k).is_some_and(|p| p != v) {
+            return Err(ApiError::param(
+                k,
+                "duplicate parameter (already defined in URI) with conflicting values!",
+            ));
+        }
+    }
     params.extend(path_params);
+    if who.is_token && def.get("allowtoken").and_then(Value::as_i64) == Some(0) {
+        return Err(ApiError::perm_text(&format!(
+            "URI '{shown}' not available with API token, need proper ticket.\n"
+        )));
+    }
     if let Some(check) = def.pointer("/permissions/check") {
         auth::check(&who, check, &params)?;
     }
-    let empty = Value::Null;
-    validate::validate(def.get("parameters").unwrap_or(&empty), &params)
-        .map_err(ApiError::params)?;
+    // Requests for another node are proxied there; an unknown node fails that lookup.
     if let Some(node) = params.get("node") {
         if !sim.cfg().has_node(node) {
             return Err(ApiError::new(
@@ -190,6 +210,9 @@ async fn pipeline(
             ));
         }
     }
+    let empty = Value::Null;
+    validate::validate(def.get("parameters").unwrap_or(&empty), &params)
+        .map_err(ApiError::params)?;
     let ctx = Ctx {
         path: shown,
         template,

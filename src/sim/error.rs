@@ -40,6 +40,10 @@ impl ApiError {
     pub fn auth() -> Self {
         Self::new(401, "authentication failure")
     }
+    /// PVE's raise_perm_exc with a free text.
+    pub fn perm_text(what: &str) -> Self {
+        Self::new(403, format!("Permission check failed ({what})"))
+    }
     pub fn perm(path: &str, privs: &str) -> Self {
         Self::new(403, format!("Permission check failed ({path}, {privs})"))
     }

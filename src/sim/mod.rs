@@ -9,9 +9,9 @@
 //!
 //! Simulated endpoints (everything else in the schema answers 501 like PVE):
 //! - `/version`, `/cluster/status`, `/cluster/resources`, `/cluster/nextid`, `/nodes`,
-//!   `/nodes/{node}/status|version`, `POST /access/ticket`
-//! - storages: `/nodes/{node}/storage[/{storage}/status]`, `.../content` (list, allocate),
-//!   `.../content/{volume}` (info, free)
+//!   `/nodes/{node}/status|version`, `POST /access/ticket`, `GET /access/permissions`
+//! - storages (`dir`, and `lvmthin` simulated with files): `/nodes/{node}/storage[/{storage}/status]`,
+//!   `.../content` (list, allocate), `.../content/{volume}` (info, free)
 //! - VMs: list, create, destroy, `config` (GET/POST/PUT), `pending`, `unlink`, `resize`,
 //!   `status/current|start|stop`, `snapshot` (list/create/delete/rollback), `clone`
 //! - tasks: `/nodes/{node}/tasks[/{upid}/status|log]`

@@ -213,16 +213,17 @@ pub fn alloc(
     fmt: &str,
     size_kib: u64,
 ) -> ApiResult<String> {
-    if !name.starts_with(&format!("vm-{vmid}-")) && !name.starts_with(&format!("base-{vmid}-")) {
-        return Err(ApiError::internal(format!(
-            "illegal name '{name}' - should be 'vm-{vmid}-*'"
-        )));
-    }
     let dir = image_dir(cfg, st, node, vmid);
     let path = dir.join(name);
+    // Only LVM-like plugins insist on the owner prefix; the dir plugin takes any file name.
     if st.kind == "lvmthin" {
         if fmt != "raw" {
             return Err(ApiError::internal(format!("unsupported format '{fmt}'")));
+        }
+        if !name.starts_with(&format!("vm-{vmid}-")) {
+            return Err(ApiError::internal(format!(
+                "illegal name '{name}' - should be 'vm-{vmid}-*'"
+            )));
         }
         if name.contains('/') {
             return Err(ApiError::internal(format!(

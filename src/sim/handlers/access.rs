@@ -65,14 +65,27 @@ pub fn ticket(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     )
 }
 
-/// GET /access/permissions: privileges are granted on `/` with propagation, so every path
-/// inherits them.
+/// GET /access/permissions: the caller's privileges on `path`, or on `/` and each ACL path.
 pub fn permissions(ctx: &Ctx) -> ApiResult<Value> {
-    let privs: Vec<String> = match &ctx.who.privs {
-        Some(p) => p.clone(),
-        None => ALL_PRIVS.iter().map(|s| s.to_string()).collect(),
+    let who = &ctx.who;
+    let on = |path: &str| -> Map<String, Value> {
+        ALL_PRIVS
+            .iter()
+            .filter(|p| who.has(path, p))
+            .map(|p| (p.to_string(), json!(1)))
+            .collect()
     };
-    let map: Map<String, Value> = privs.into_iter().map(|p| (p, json!(1))).collect();
-    let path = ctx.get("path").unwrap_or("/").to_string();
-    Ok(json!({ path: map }))
+    let mut out = Map::new();
+    match ctx.get("path") {
+        Some(p) => {
+            out.insert(p.to_string(), Value::Object(on(p)));
+        }
+        None => {
+            out.insert("/".into(), Value::Object(on("/")));
+            for p in who.acl.keys() {
+                out.insert(p.clone(), Value::Object(on(p)));
+            }
+        }
+    }
+    Ok(Value::Object(out))
 }

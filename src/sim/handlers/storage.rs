@@ -166,9 +166,11 @@ pub fn free(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         &["Datastore.Allocate"],
         false,
     )?;
-    let (path, _) = volumes::resolve(sim.cfg(), &node, &volid)?;
+    let (path, vol) = volumes::resolve(sim.cfg(), &node, &volid)?;
     let id = volid.clone();
-    let upid = sim.spawn_task(ctx, &node, "imgdel", &volid, move |log| async move {
+    // PVE names the task after owner and storage: `imgdel:<vmid>@<storage>`.
+    let task_id = format!("{}@{sid}", vol.owner);
+    let upid = sim.spawn_task(ctx, &node, "imgdel", &task_id, move |log| async move {
         // Like PVE: a missing image is only a warning, and VM references are not checked.
         match volumes::free(&path) {
             Ok(true) => {
