@@ -34,12 +34,20 @@ impl Identity for IdentityService {
         if self.controller.is_some() {
             types.push(ServiceType::ControllerService);
         }
-        let capabilities = types
+        let mut capabilities: Vec<PluginCapability> = types
             .into_iter()
             .map(|t| PluginCapability {
                 r#type: Some(plugin_capability::Type::Service(plugin_capability::Service { r#type: t as i32 })),
             })
             .collect();
+        if self.controller.is_some() {
+            // Disks grow while attached (through the worker VM) or not (through the holder VM).
+            capabilities.push(PluginCapability {
+                r#type: Some(plugin_capability::Type::VolumeExpansion(plugin_capability::VolumeExpansion {
+                    r#type: plugin_capability::volume_expansion::Type::Online as i32,
+                })),
+            });
+        }
         Ok(Response::new(GetPluginCapabilitiesResponse { capabilities }))
     }
 

@@ -52,9 +52,9 @@ enum Command {
         /// Keep simulator disks and the socket here instead of a temp dir.
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
-        /// Filesystem for the demo volume.
-        #[arg(long, default_value = "ext4", value_parser = ["ext4", "xfs"])]
-        fs_type: String,
+        /// Filesystem for the demo volume [default: xfs when mkfs.xfs is installed, else ext4].
+        #[arg(long, value_parser = ["ext4", "xfs"])]
+        fs_type: Option<String>,
         /// Volume size in MiB.
         #[arg(long, default_value_t = 1024)]
         size_mib: u64,

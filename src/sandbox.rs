@@ -26,6 +26,8 @@ const TOKEN_SECRET: &str = "sim-secret";
 const WORKER: &str = "worker-1";
 const WORKER_VMID: u32 = 101;
 const WORKER_NODE: &str = "pve1";
+/// Thin LVM: the storage type that gives snapshots.
+const STORAGE: &str = "local-lvm";
 
 pub struct SandboxOptions {
     /// Where the simulator keeps disks and the driver its socket; a temp dir when None.
@@ -34,8 +36,8 @@ pub struct SandboxOptions {
     pub size_bytes: u64,
     /// Bytes written through the mounted filesystem and read back.
     pub write_bytes: u64,
-    /// Filesystem to format with (ext4 or xfs).
-    pub fs_type: String,
+    /// Filesystem to format with (ext4 or xfs); None picks one.
+    pub fs_type: Option<String>,
 }
 
 struct Progress {
@@ -49,7 +51,7 @@ impl Progress {
         F: std::future::Future<Output = anyhow::Result<T>>,
     {
         self.n += 1;
-        print!("[{:>2}/{}] {title:<58}", self.n, self.total);
+        print!("[{:>2}/{}] {title:<72}", self.n, self.total);
         let _ = std::io::stdout().flush();
         let start = Instant::now();
         let r = f.await;
@@ -59,12 +61,6 @@ impl Progress {
             Err(e) => println!(" FAIL {ms:>8.1} ms\n        {e:#}"),
         }
         r
-    }
-
-    /// A step the driver cannot do yet: shown, never counted as passed.
-    fn skip(&mut self, title: &str, why: &str) {
-        self.n += 1;
-        println!("[{:>2}/{}] {title:<58} SKIP\n        {why}", self.n, self.total);
     }
 
     fn note(&self, text: &str) {
@@ -145,7 +141,15 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
         }
     };
     println!("proxmox-csi sandbox: driver + Proxmox VE simulator in {}", data_dir.display());
-    let mut p = Progress { n: 0, total: 14 };
+    // xfs grows online without extra privileges; ext4 online growth needs
+    // CAP_SYS_RESOURCE, which some containers lack.
+    let fs_type = opts.fs_type.clone().unwrap_or_else(|| {
+        let has_xfs = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).chain(["/sbin".into(), "/usr/sbin".into()]).any(|d| d.join("mkfs.xfs").exists()))
+            .unwrap_or(false);
+        if has_xfs { "xfs" } else { "ext4" }.to_string()
+    });
+    let mut p = Progress { n: 0, total: 19 };
 
     // 1. Simulator.
     let sim_dir = data_dir.join("sim");
@@ -210,9 +214,9 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
         .await?;
     p.note(&format!("{} {}", info.name, info.vendor_version));
 
-    let cap = mount_cap(&opts.fs_type);
+    let cap = mount_cap(&fs_type);
     let volume = p
-        .step(&format!("CreateVolume {} MiB on storage 'local' of pve1", opts.size_bytes >> 20), async {
+        .step(&format!("CreateVolume {} MiB on thin LVM 'local-lvm' of pve1", opts.size_bytes >> 20), async {
             let topo = Topology {
                 segments: HashMap::from([(TOPOLOGY_REGION.into(), "sim".into()), (TOPOLOGY_ZONE.into(), WORKER_NODE.into())]),
             };
@@ -220,7 +224,7 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
                 name: "sandbox-volume".into(),
                 capacity_range: Some(CapacityRange { required_bytes: opts.size_bytes as i64, limit_bytes: 0 }),
                 volume_capabilities: vec![cap.clone()],
-                parameters: HashMap::from([("storage".into(), "local".into())]),
+                parameters: HashMap::from([("storage".into(), STORAGE.into())]),
                 accessibility_requirements: Some(TopologyRequirement { requisite: vec![topo.clone()], preferred: vec![topo] }),
                 ..Default::default()
             };
@@ -232,11 +236,21 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
 
     let result = lifecycle(&mut p, &mut c, &vid, &cap, &data_dir, &opts).await;
 
-    // Tear-down runs whatever happened above, so a failed demo leaves nothing behind.
-    let staging = data_dir.join("staging");
-    let target = data_dir.join("target");
-    let _ = c.node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: vid.clone(), target_path: target.to_string_lossy().into() }).await;
-    let _ = c.node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: vid.clone(), staging_target_path: staging.to_string_lossy().into() }).await;
+    // Tear-down runs whatever happened above, so a failed demo leaves nothing
+    // behind. The simulator is the sandbox's own, so all in it may go.
+    for dir in [data_dir.clone(), data_dir.join("restored")] {
+        let staging = dir.join("staging");
+        let target = dir.join("target");
+        for v in c.controller.list_volumes(ListVolumesRequest::default()).await.map(|r| r.into_inner().entries).unwrap_or_default() {
+            let Some(v) = v.volume else { continue };
+            let _ = unmount_from_worker(&mut c, &v.volume_id, &staging, &target).await;
+        }
+    }
+    for s in c.controller.list_snapshots(ListSnapshotsRequest::default()).await.map(|r| r.into_inner().entries).unwrap_or_default() {
+        if let Some(s) = s.snapshot {
+            let _ = c.controller.delete_snapshot(DeleteSnapshotRequest { snapshot_id: s.snapshot_id, secrets: Default::default() }).await;
+        }
+    }
     p.step("ControllerUnpublishVolume (hot-unplug from worker-1)", async {
         c.controller
             .controller_unpublish_volume(ControllerUnpublishVolumeRequest { volume_id: vid.clone(), node_id: WORKER.into(), secrets: Default::default() })
@@ -266,9 +280,10 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
 }
 
 /// The part between create and delete; errors here still get cleaned up.
-async fn lifecycle(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &VolumeCapability, data_dir: &Path, opts: &SandboxOptions) -> anyhow::Result<()> {
+/// Stage and publish a volume on worker-1; returns its target path.
+async fn mount_on_worker(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &VolumeCapability, dir: &Path, what: &str) -> anyhow::Result<(HashMap<String, String>, PathBuf, PathBuf)> {
     let ctx = p
-        .step("ControllerPublishVolume (hot-plug into worker-1)", async {
+        .step(&format!("ControllerPublishVolume {what}(hot-plug into worker-1)"), async {
             let req = ControllerPublishVolumeRequest {
                 volume_id: vid.into(),
                 node_id: WORKER.into(),
@@ -279,9 +294,13 @@ async fn lifecycle(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &Volume
         })
         .await?;
     p.note(&format!("publish_context {ctx:?}"));
-    let staging = data_dir.join("staging");
-    let target = data_dir.join("target");
-    p.step(&format!("NodeStageVolume (find disk by wwn, mkfs.{}, mount)", opts.fs_type), async {
+    let staging = dir.join("staging");
+    let target = dir.join("target");
+    let fs = match &cap.access_type {
+        Some(AccessType::Mount(m)) => m.fs_type.clone(),
+        _ => String::new(),
+    };
+    p.step(&format!("NodeStage + NodePublish {what}(wwn lookup, mkfs.{fs} if blank)"), async {
         std::fs::create_dir_all(&staging)?;
         let req = NodeStageVolumeRequest {
             volume_id: vid.into(),
@@ -291,10 +310,6 @@ async fn lifecycle(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &Volume
             ..Default::default()
         };
         c.node.node_stage_volume(req).await?;
-        Ok(())
-    })
-    .await?;
-    p.step("NodePublishVolume (bind mount to the pod's path)", async {
         let req = NodePublishVolumeRequest {
             volume_id: vid.into(),
             publish_context: ctx.clone(),
@@ -307,6 +322,42 @@ async fn lifecycle(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &Volume
         Ok(())
     })
     .await?;
+    Ok((ctx, staging, target))
+}
+
+async fn unmount_from_worker(c: &mut CsiClients, vid: &str, staging: &Path, target: &Path) -> anyhow::Result<()> {
+    c.node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: vid.into(), target_path: target.to_string_lossy().into() }).await?;
+    c.node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: vid.into(), staging_target_path: staging.to_string_lossy().into() }).await?;
+    anyhow::ensure!(!target.exists(), "target {} still exists", target.display());
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+async fn bytes_total(c: &mut CsiClients, vid: &str, target: &Path) -> anyhow::Result<VolumeUsage> {
+    let r = c
+        .node
+        .node_get_volume_stats(NodeGetVolumeStatsRequest { volume_id: vid.into(), volume_path: target.to_string_lossy().into(), staging_target_path: String::new() })
+        .await?
+        .into_inner();
+    Ok(r.usage.iter().find(|u| u.unit == volume_usage::Unit::Bytes as i32).cloned().unwrap_or_default())
+}
+
+/// The part between create and delete; errors here still get cleaned up.
+async fn lifecycle(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &VolumeCapability, data_dir: &Path, opts: &SandboxOptions) -> anyhow::Result<()> {
+    let (_ctx, staging, target) = mount_on_worker(p, c, vid, cap, data_dir, "").await?;
     let digest = p
         .step(&format!("write {} MiB through the mount, fsync, read back", opts.write_bytes >> 20), async {
             let t = target.clone();
@@ -317,24 +368,87 @@ async fn lifecycle(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &Volume
     p.note(&format!("sha256 {digest}"));
     let usage = p
         .step("NodeGetVolumeStats", async {
-            let r = c
-                .node
-                .node_get_volume_stats(NodeGetVolumeStatsRequest { volume_id: vid.into(), volume_path: target.to_string_lossy().into(), staging_target_path: String::new() })
-                .await?
-                .into_inner();
-            let bytes = r.usage.iter().find(|u| u.unit == volume_usage::Unit::Bytes as i32).cloned().unwrap_or_default();
+            let bytes = bytes_total(c, vid, &target).await?;
             anyhow::ensure!(bytes.used as u64 >= opts.write_bytes, "used {} < written {}", bytes.used, opts.write_bytes);
             Ok(bytes)
         })
         .await?;
     p.note(&format!("used {} MiB of {} MiB", usage.used >> 20, usage.total >> 20));
-    p.skip("CreateSnapshot, ControllerExpandVolume", "not implemented yet in this driver");
-    p.step("NodeUnpublishVolume + NodeUnstageVolume", async {
-        c.node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: vid.into(), target_path: target.to_string_lossy().into() }).await?;
-        c.node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: vid.into(), staging_target_path: staging.to_string_lossy().into() }).await?;
-        anyhow::ensure!(!target.exists(), "target {} still exists", target.display());
-        Ok(())
+
+    let snapshot = p
+        .step("CreateSnapshot (thin LVM snapshot via the holder VM)", async {
+            let req = CreateSnapshotRequest { source_volume_id: vid.into(), name: "sandbox-snapshot".into(), ..Default::default() };
+            Ok(c.controller.create_snapshot(req).await?.into_inner().snapshot.unwrap_or_default())
+        })
+        .await?;
+    p.note(&format!("snapshot_id {}", snapshot.snapshot_id));
+
+    let grown = opts.size_bytes * 2;
+    let after = p.step(&format!("ControllerExpandVolume + NodeExpandVolume to {} MiB (online)", grown >> 20), async {
+        let req = ControllerExpandVolumeRequest {
+            volume_id: vid.into(),
+            capacity_range: Some(CapacityRange { required_bytes: grown as i64, limit_bytes: 0 }),
+            volume_capability: Some(cap.clone()),
+            ..Default::default()
+        };
+        let r = c.controller.controller_expand_volume(req).await?.into_inner();
+        anyhow::ensure!(r.capacity_bytes as u64 == grown, "controller reports {} bytes", r.capacity_bytes);
+        let req = NodeExpandVolumeRequest {
+            volume_id: vid.into(),
+            volume_path: target.to_string_lossy().into(),
+            capacity_range: Some(CapacityRange { required_bytes: grown as i64, limit_bytes: 0 }),
+            staging_target_path: staging.to_string_lossy().into(),
+            volume_capability: Some(cap.clone()),
+            ..Default::default()
+        };
+        c.node.node_expand_volume(req).await?;
+        let after = bytes_total(c, vid, &target).await?;
+        anyhow::ensure!(after.total > usage.total + (opts.size_bytes as i64) / 2, "filesystem is {} bytes after expansion", after.total);
+        Ok(after)
     })
     .await?;
+    p.note(&format!("filesystem now {} MiB", after.total >> 20));
+
+    let restore_dir = data_dir.join("restored");
+    let restored = p
+        .step("CreateVolume from the snapshot (full clone of the holder)", async {
+            let req = CreateVolumeRequest {
+                name: "sandbox-restored".into(),
+                capacity_range: Some(CapacityRange { required_bytes: opts.size_bytes as i64, limit_bytes: 0 }),
+                volume_capabilities: vec![cap.clone()],
+                parameters: HashMap::from([("storage".into(), STORAGE.into())]),
+                volume_content_source: Some(VolumeContentSource {
+                    r#type: Some(volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource { snapshot_id: snapshot.snapshot_id.clone() })),
+                }),
+                ..Default::default()
+            };
+            Ok(c.controller.create_volume(req).await?.into_inner().volume.unwrap_or_default())
+        })
+        .await?;
+    let rid = restored.volume_id.clone();
+    p.note(&format!("volume_id {rid}"));
+    let (_, rstaging, rtarget) = mount_on_worker(p, c, &rid, cap, &restore_dir, "of the restore ").await?;
+    let check = p
+        .step("restored data equals what was written before the snapshot", async {
+            let f = rtarget.join("sandbox-data.bin");
+            let got = tokio::task::spawn_blocking(move || sha256_file(&f)).await??;
+            anyhow::ensure!(got == digest, "restored file has sha256 {got}");
+            Ok(())
+        })
+        .await;
+    let cleanup = p
+        .step("remove the restore and the snapshot", async {
+            unmount_from_worker(c, &rid, &rstaging, &rtarget).await?;
+            c.controller
+                .controller_unpublish_volume(ControllerUnpublishVolumeRequest { volume_id: rid.clone(), node_id: WORKER.into(), secrets: Default::default() })
+                .await?;
+            c.controller.delete_volume(DeleteVolumeRequest { volume_id: rid.clone(), secrets: Default::default() }).await?;
+            c.controller.delete_snapshot(DeleteSnapshotRequest { snapshot_id: snapshot.snapshot_id.clone(), secrets: Default::default() }).await?;
+            Ok(())
+        })
+        .await;
+    check?;
+    cleanup?;
+    p.step("NodeUnpublishVolume + NodeUnstageVolume", unmount_from_worker(c, vid, &staging, &target)).await?;
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! node the disk was allocated on, the storage id, and PVE's volume name
 //! (which may itself contain `/`, e.g. `9999/vm-9999-csi-x.raw` on a dir
 //! storage). Everything the controller needs to find the disk again is in
-//! the id, so no state is kept outside Proxmox.
+//! the id, so no state is kept outside Proxmox. The volume name carries the
+//! vmid of the holder VM that owns the disk (`vm-<holder>-disk-0`).
 
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -73,24 +74,63 @@ fn hash_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// Prefix of every disk name the driver allocates, given the owner vmid.
-pub fn disk_prefix(owner_vmid: u64) -> String {
-    format!("vm-{owner_vmid}-csi-")
-}
+/// Prefix of the name of every holder VM (the stopped VM that owns one volume).
+pub const HOLDER_PREFIX: &str = "csi-vol-";
 
-/// The PVE disk name for a CSI volume name. Deterministic, so a repeated
-/// CreateVolume finds the disk it made before without any other state.
+/// The holder VM name for a CSI volume name. Deterministic, so a repeated
+/// CreateVolume finds the volume it made before without any other state.
 /// Kubernetes names (`pvc-<uuid>`) stay readable in the PVE UI; any other
-/// name (up to 128 bytes of anything) is hashed into `h<hex>`.
-pub fn disk_name(owner_vmid: u64, csi_name: &str) -> String {
-    let prefix = disk_prefix(owner_vmid);
+/// name (up to 128 bytes of anything) is hashed, which also keeps it a
+/// valid DNS name as PVE requires.
+pub fn holder_name(csi_name: &str) -> String {
     let is_pvc = csi_name.len() == 40
         && csi_name.starts_with("pvc-")
-        && csi_name[4..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase() || c == '-');
+        && csi_name[4..].chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c) || c == '-');
     if is_pvc {
-        format!("{prefix}{csi_name}")
+        format!("{HOLDER_PREFIX}{csi_name}")
     } else {
-        format!("{prefix}h{}", &hash_hex(csi_name)[..32])
+        format!("{HOLDER_PREFIX}h{}", &hash_hex(csi_name)[..32])
+    }
+}
+
+/// The PVE snapshot name for a CSI snapshot name (`pve-configid`: starts
+/// with a letter, at most 40 characters).
+pub fn snap_name(csi_name: &str) -> String {
+    format!("s{}", &hash_hex(csi_name)[..32])
+}
+
+/// The disk of holder `vmid`, as PVE names a VM's first disk.
+pub fn holder_disk(vmid: u64, file_based: bool) -> String {
+    if file_based {
+        format!("vm-{vmid}-disk-0.raw")
+    } else {
+        format!("vm-{vmid}-disk-0")
+    }
+}
+
+/// A CSI snapshot id: `<volume id>@<PVE snapshot name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotId {
+    pub volume: VolumeId,
+    pub snapname: String,
+}
+
+impl SnapshotId {
+    pub fn parse(s: &str) -> Option<SnapshotId> {
+        let (vol, snap) = s.rsplit_once('@')?;
+        let ok = snap.len() <= 40
+            && snap.starts_with(|c: char| c.is_ascii_lowercase())
+            && snap.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !ok {
+            return None;
+        }
+        Some(SnapshotId { volume: VolumeId::parse(vol)?, snapname: snap.to_string() })
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.volume, self.snapname)
     }
 }
 
@@ -126,15 +166,28 @@ mod tests {
     }
 
     #[test]
-    fn disk_names() {
+    fn holder_names() {
         let pvc = "pvc-0f8e2c4a-1b3d-4e5f-8a9b-0c1d2e3f4a5b";
-        assert_eq!(disk_name(9999, pvc), format!("vm-9999-csi-{pvc}"));
+        assert_eq!(holder_name(pvc), format!("csi-vol-{pvc}"));
         let long = "x".repeat(128);
-        let n = disk_name(9999, &long);
-        assert!(n.starts_with("vm-9999-csi-h") && n.len() == "vm-9999-csi-h".len() + 32);
-        assert_ne!(disk_name(9999, "a"), disk_name(9999, "b"));
-        assert_eq!(disk_name(9999, "a"), disk_name(9999, "a"));
-        // Upper-case uuid is not the canonical form: hashed, so no two names map to one disk.
-        assert!(disk_name(9999, &pvc.to_uppercase()).contains("-csi-h"));
+        let n = holder_name(&long);
+        assert!(n.starts_with("csi-vol-h") && n.len() == "csi-vol-h".len() + 32);
+        assert_ne!(holder_name("a"), holder_name("b"));
+        assert_eq!(holder_name("a"), holder_name("a"));
+        // Upper-case uuid is not the canonical form: hashed, so no two names map to one holder.
+        assert!(holder_name(&pvc.to_uppercase()).starts_with("csi-vol-h"));
+        assert_eq!(holder_disk(100001, true), "vm-100001-disk-0.raw");
+    }
+
+    #[test]
+    fn snapshot_ids() {
+        let s = snap_name("snapshot-1");
+        assert!(s.len() <= 40 && s.starts_with('s'));
+        let id = SnapshotId::parse(&format!("sim/pve1/local-lvm/vm-100000-disk-0@{s}")).unwrap();
+        assert_eq!(id.volume.volname, "vm-100000-disk-0");
+        assert_eq!(id.to_string(), format!("sim/pve1/local-lvm/vm-100000-disk-0@{s}"));
+        assert!(SnapshotId::parse("sim/pve1/x/v").is_none());
+        assert!(SnapshotId::parse("sim/pve1/x/v@Bad").is_none());
+        assert!(SnapshotId::parse("junk@s1").is_none());
     }
 }

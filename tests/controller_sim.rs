@@ -62,6 +62,11 @@ fn code(e: ControllerError) -> (Code, String) {
     (s.code(), s.message().to_string())
 }
 
+/// Does a worker config reference any volume of this driver (owned by a holder VM)?
+fn has_driver_volume(cfg: &HashMap<String, String>) -> bool {
+    cfg.iter().any(|(k, v)| k != "scsi0" && v.contains("vm-1000"))
+}
+
 async fn vm_config(t: &TestSim, node: &str, vmid: u64, current: bool) -> HashMap<String, String> {
     let c = controller(&t.url);
     let cfg = c.cluster("sim").unwrap().client.vm_config(node, vmid, current).await.unwrap();
@@ -164,7 +169,7 @@ async fn publish_errors() {
     assert!(k == Code::NotFound && m.contains("node_id"), "{m}");
     let (k, _) = code(c.publish_volume(publish_req("garbage", "worker-1", false)).await.unwrap_err());
     assert_eq!(k, Code::NotFound);
-    let (k, _) = code(c.publish_volume(publish_req("sim/pve1/shared/9999/vm-9999-csi-hnope.raw", "worker-1", false)).await.unwrap_err());
+    let (k, _) = code(c.publish_volume(publish_req("sim/pve1/shared/100099/vm-100099-disk-0.raw", "worker-1", false)).await.unwrap_err());
     assert_eq!(k, Code::NotFound);
     let mut r = publish_req(&v.volume_id, "worker-2", false);
     r.volume_capability = None;
@@ -181,6 +186,7 @@ async fn delete_refuses_attached_volumes_and_is_idempotent() {
     let v = c.create_volume(create_req("pvc-d", "shared", GIB)).await.unwrap().volume.unwrap();
     c.publish_volume(publish_req(&v.volume_id, "worker-1", false)).await.unwrap();
     let del = || DeleteVolumeRequest { volume_id: v.volume_id.clone(), secrets: Default::default() };
+    assert!(has_driver_volume(&vm_config(&t, "pve1", 101, false).await));
     let (k, m) = code(c.delete_volume(del()).await.unwrap_err());
     assert_eq!(k, Code::FailedPrecondition, "{m}");
     assert_eq!(c.all_volumes().await.unwrap().len(), 1, "attached disk kept");
@@ -188,7 +194,7 @@ async fn delete_refuses_attached_volumes_and_is_idempotent() {
     c.unpublish_volume(un.clone()).await.unwrap();
     c.unpublish_volume(un).await.unwrap(); // idempotent
     let cfg = vm_config(&t, "pve1", 101, false).await;
-    assert!(!cfg.values().any(|x| x.contains("vm-9999-csi")), "detached: {cfg:?}");
+    assert!(!has_driver_volume(&cfg), "detached: {cfg:?}");
     c.delete_volume(del()).await.unwrap();
     c.delete_volume(del()).await.unwrap(); // already gone: still OK
     assert!(c.all_volumes().await.unwrap().is_empty());
@@ -258,7 +264,7 @@ async fn publish_retries_through_a_config_lock_then_gives_up() {
     assert_eq!(k, Code::Aborted, "{m}");
     t.sim.faults().clear();
     let cfg = vm_config(&t, "pve1", 101, false).await;
-    assert!(!cfg.values().any(|x| x.contains("vm-9999-csi")));
+    assert!(!has_driver_volume(&cfg), "{cfg:?}");
 }
 
 #[tokio::test]
@@ -277,7 +283,7 @@ async fn publish_to_vm_without_disk_hotplug_is_reverted() {
     assert_eq!(k, Code::FailedPrecondition, "{m}");
     assert!(m.contains("hotplug"), "{m}");
     let pending = vm_config(&t, "pve1", 101, false).await;
-    assert!(!pending.values().any(|x| x.contains("vm-9999-csi")), "pending change reverted: {pending:?}");
+    assert!(!has_driver_volume(&pending), "pending change reverted: {pending:?}");
 }
 
 #[tokio::test]
@@ -331,7 +337,7 @@ async fn get_volume_reports_publications_and_unknown_ids() {
     c.publish_volume(publish_req(&v.volume_id, "worker-1", false)).await.unwrap();
     let r = c.get_volume(get(&v.volume_id)).await.unwrap();
     assert_eq!(r.status.unwrap().published_node_ids, vec!["worker-1".to_string()]);
-    let (k, _) = code(c.get_volume(get("sim/pve1/shared/9999/vm-9999-csi-hgone.raw")).await.unwrap_err());
+    let (k, _) = code(c.get_volume(get("sim/pve1/shared/100099/vm-100099-disk-0.raw")).await.unwrap_err());
     assert_eq!(k, Code::NotFound);
     let (k, _) = code(c.get_volume(get("")).await.unwrap_err());
     assert_eq!(k, Code::InvalidArgument);

@@ -33,13 +33,12 @@ async fn capabilities_are_advertised() {
     for want in [
         RpcType::StageUnstageVolume,
         RpcType::GetVolumeStats,
+        RpcType::ExpandVolume,
         RpcType::VolumeCondition,
         RpcType::SingleNodeMultiWriter,
     ] {
         assert!(types.contains(&(want as i32)), "missing {want:?}");
     }
-    // Not offered until the controller can grow disks (see CAPABILITIES).
-    assert!(!types.contains(&(RpcType::ExpandVolume as i32)));
 }
 
 #[tokio::test]

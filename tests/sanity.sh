@@ -21,7 +21,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN/pve-sim" --listen "127.0.0.1:$PORT" --data-dir "$WORK/sim" >"$WORK/sim.log" 2>&1 &
+"$BIN/pve-sim" --listen "127.0.0.1:$PORT" --data-dir "$WORK/sim" --config "$ROOT/tests/sanity-sim.yaml" >"$WORK/sim.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 50); do
     curl -fsS -o /dev/null -H 'Authorization: PVEAPIToken=csi@pve!csi=sim-secret' "http://127.0.0.1:$PORT/api2/json/version" && break
@@ -36,7 +36,7 @@ clusters:
     token_secret: sim-secret
 YAML
 cat >"$WORK/params.yaml" <<YAML
-storage: shared
+storage: local-lvm
 YAML
 
 "$BIN/proxmox-csi" all --endpoint "unix://$WORK/csi.sock" --config "$WORK/config.yaml" \

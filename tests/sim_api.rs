@@ -1018,7 +1018,7 @@ async fn cluster_views() {
     let (_, b) = h.get("/nodes", &[]).await;
     assert_eq!(b["data"].as_array().unwrap().len(), 2);
     let (_, b) = h.get("/nodes/pve1/storage", &[]).await;
-    assert_eq!(b["data"].as_array().unwrap().len(), 2);
+    assert_eq!(b["data"].as_array().unwrap().len(), 3, "local, shared, local-lvm");
     let (s, _) = h.get("/nodes/pve9/storage", &[]).await;
     assert_eq!(s, 500);
 }

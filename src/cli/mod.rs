@@ -13,9 +13,9 @@ pub struct ControllerArgs {
     /// Cluster configuration file (YAML).
     #[arg(long, env = "PROXMOX_CSI_CONFIG", default_value = "/etc/proxmox-csi/config.yaml")]
     pub config: PathBuf,
-    /// VM id that owns the disks the driver allocates. Must not be a real VM.
-    #[arg(long, default_value_t = 9999)]
-    pub owner_vmid: u64,
+    /// Holder VMs (one stopped VM owning each volume) get ids from here up.
+    #[arg(long, default_value_t = 100_000)]
+    pub holder_vmid_base: u64,
     /// Storage for StorageClasses that name none.
     #[arg(long)]
     pub default_storage: Option<String>,
@@ -33,7 +33,7 @@ impl ControllerArgs {
         Controller::new(
             &cfg,
             ControllerOptions {
-                owner_vmid: self.owner_vmid,
+                holder_vmid_base: self.holder_vmid_base,
                 default_storage: self.default_storage.clone(),
                 task_timeout: Duration::from_secs(self.task_timeout),
                 max_volumes_per_vm: self.max_volumes_per_node,

@@ -1,14 +1,14 @@
 //! ControllerPublishVolume / ControllerUnpublishVolume: hot-plug a disk into
 //! the worker VM and out again, and ValidateVolumeCapabilities.
 
-use super::cluster::Cluster;
+use super::cluster::{owner_vmid, Cluster};
 use super::error::{ControllerError, PveContext, Result};
 use super::params::{check_capabilities, check_capability, drive_options};
 use super::{required, Controller};
 use crate::csi::*;
 use crate::pve::drive::{Drive, SCSI_SLOTS};
 use crate::pve::types::VmResource;
-use crate::volume_id::{disk_prefix, VolumeId};
+use crate::volume_id::VolumeId;
 use std::collections::HashMap;
 
 /// Keys of the publish context the node reads.
@@ -26,11 +26,12 @@ impl Controller {
         Ok((id, cluster))
     }
 
+    /// The volume must exist and be held by one of our holder VMs: a forged
+    /// id must not get another VM's disk attached to a worker.
     async fn require_volume(&self, cluster: &Cluster, id: &VolumeId) -> Result<u64> {
-        let volid = id.volid();
-        let item = cluster.find_volume(&id.zone, &id.storage, &volid).await?;
-        item.map(|i| i.size.unwrap_or(0))
-            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {id}: volume {volid} does not exist")))
+        let held = self.held(cluster, id).await?;
+        held.map(|h| h.size)
+            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {id}: volume {} does not exist", id.volid())))
     }
 
     async fn require_vm(&self, cluster: &Cluster, node_id: &str) -> Result<VmResource> {
@@ -119,8 +120,8 @@ impl Controller {
             return Ok(context(&slot));
         }
 
-        let ours = disk_prefix(self.opts.owner_vmid);
-        let attached = cfg.drives().filter(|(_, d)| d.volume.contains(&ours)).count() as u32;
+        let holders: std::collections::HashSet<u64> = cluster.holders().await?.iter().map(|h| h.vmid).collect();
+        let attached = cfg.drives().filter(|(_, d)| owner_vmid(&d.volume).is_some_and(|o| holders.contains(&o))).count() as u32;
         if attached >= self.opts.max_volumes_per_vm {
             return Err(ControllerError::ResourceExhausted(format!(
                 "VM {} already has {attached} volumes of this driver attached (limit {})",

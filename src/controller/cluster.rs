@@ -12,6 +12,8 @@ pub struct Cluster {
     pub region: String,
     pub client: PveClient,
     vm_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held from choosing a free vmid until the VM exists.
+    pub(crate) alloc_lock: tokio::sync::Mutex<()>,
 }
 
 /// A disk slot of a VM that holds a given volume.
@@ -24,7 +26,7 @@ pub struct Attachment {
 
 impl Cluster {
     pub fn new(region: String, client: PveClient) -> Cluster {
-        Cluster { region, client, vm_locks: Mutex::new(HashMap::new()) }
+        Cluster { region, client, vm_locks: Mutex::new(HashMap::new()), alloc_lock: tokio::sync::Mutex::new(()) }
     }
 
     /// Serialize this controller's config edits of one VM. Other writers
@@ -74,7 +76,8 @@ impl Cluster {
     }
 
     /// Every slot of every VM that holds `volid`, pending changes included:
-    /// a disk waiting to be hot-plugged is as good as attached.
+    /// a disk waiting to be hot-plugged is as good as attached. The VM that
+    /// owns a volume (its holder) does not count as an attachment.
     pub async fn attachments_of(&self, volids: &[String]) -> Result<Vec<(String, Attachment)>> {
         let vms = self.client.vms().await.ctx(|| format!("listing VMs of cluster {}", self.region))?;
         let configs = futures::future::join_all(vms.iter().map(|vm| async move {
@@ -90,6 +93,9 @@ impl Cluster {
                 Err(e) => return Err(ControllerError::Pve { context: format!("reading config of VM {}", vm.vmid), source: Box::new(e) }),
             };
             for (slot, drive) in cfg.drives() {
+                if owner_vmid(&drive.volume) == Some(vm.vmid) {
+                    continue;
+                }
                 if volids.iter().any(|v| v == &drive.volume) {
                     out.push((drive.volume.clone(), Attachment { vm: vm.clone(), slot: slot.to_string(), drive }));
                 }
@@ -110,7 +116,7 @@ pub fn owner_vmid(volid: &str) -> Option<u64> {
 mod tests {
     #[test]
     fn owner_from_volume_names() {
-        assert_eq!(super::owner_vmid("local:9999/vm-9999-csi-a.raw"), Some(9999));
+        assert_eq!(super::owner_vmid("local:100000/vm-100000-disk-0.raw"), Some(100000));
         assert_eq!(super::owner_vmid("lvm:vm-101-disk-0"), Some(101));
         assert_eq!(super::owner_vmid("lvm:base-101-disk-0"), None);
     }

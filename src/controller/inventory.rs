@@ -3,7 +3,8 @@
 use super::error::{ControllerError, PveContext, Result};
 use super::Controller;
 use crate::csi::*;
-use crate::volume_id::{disk_prefix, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
+use super::cluster::owner_vmid;
+use crate::volume_id::{VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
 use std::collections::{BTreeMap, HashMap};
 
 /// One volume of this driver found on a storage.
@@ -19,9 +20,12 @@ impl Controller {
     /// Every volume of this driver in every cluster, sorted by id, with the
     /// nodes (VM names) it is attached to.
     pub async fn all_volumes(&self) -> Result<Vec<Found>> {
-        let prefix = disk_prefix(self.opts.owner_vmid);
         let mut out: BTreeMap<String, Found> = BTreeMap::new();
         for cluster in self.clusters() {
+            let holders: HashMap<u64, String> = cluster.holders().await?.into_iter().map(|h| (h.vmid, h.node)).collect();
+            if holders.is_empty() {
+                continue;
+            }
             let storages = cluster.image_storages().await?;
             let mut seen_shared = std::collections::HashSet::new();
             let mut volids = Vec::new();
@@ -31,11 +35,18 @@ impl Controller {
                 }
                 let items = cluster
                     .client
-                    .storage_content(&s.node, &s.storage, Some(self.opts.owner_vmid))
+                    .storage_content(&s.node, &s.storage, None)
                     .await
                     .ctx(|| format!("listing {} on {}", s.storage, s.node))?;
-                for item in items.into_iter().filter(|i| i.volid.contains(&prefix)) {
-                    let Some(id) = VolumeId::from_volid(&cluster.region, &s.node, &item.volid) else { continue };
+                for item in items {
+                    let Some(owner) = owner_vmid(&item.volid) else { continue };
+                    let Some(holder_node) = holders.get(&owner) else { continue };
+                    if !item.volid.contains(&format!("vm-{owner}-disk-0")) {
+                        continue;
+                    }
+                    // Same zone as CreateVolume gave: the holder's node for shared storages.
+                    let zone = if s.shared { holder_node } else { &s.node };
+                    let Some(id) = VolumeId::from_volid(&cluster.region, zone, &item.volid) else { continue };
                     volids.push(item.volid.clone());
                     out.insert(
                         item.volid.clone() + "\0" + &cluster.region,
@@ -153,8 +164,8 @@ impl Controller {
             .cluster(&id.region)
             .ok_or_else(|| ControllerError::NotFound(format!("volume_id {raw:?}: region {:?} is not configured", id.region)))?;
         let volid = id.volid();
-        let item = cluster
-            .find_volume(&id.zone, &id.storage, &volid)
+        let held = self
+            .held(cluster, &id)
             .await?
             .ok_or_else(|| ControllerError::NotFound(format!("volume_id {raw}: volume {volid} does not exist")))?;
         let shared = cluster.image_storages().await?.iter().any(|s| s.storage == id.storage && s.shared);
@@ -172,7 +183,7 @@ impl Controller {
         }
         Ok(ControllerGetVolumeResponse {
             volume: Some(Volume {
-                capacity_bytes: item.size.unwrap_or(0) as i64,
+                capacity_bytes: held.size as i64,
                 volume_id: raw.to_string(),
                 volume_context: HashMap::from([("storage".to_string(), id.storage.clone())]),
                 content_source: None,

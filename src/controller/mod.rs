@@ -5,9 +5,12 @@
 pub mod attach;
 pub mod cluster;
 pub mod error;
+pub mod expand;
+pub mod holder;
 pub mod inventory;
 pub mod params;
 pub mod service;
+pub mod snapshots;
 pub mod volumes;
 
 use crate::config::ConfigFile;
@@ -21,10 +24,9 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
-    /// VM id that owns every disk the driver allocates (`vm-<id>-csi-*`).
-    /// No VM needs to exist with this id; it must not be used by a real VM,
-    /// because destroying that VM would free the disks it owns.
-    pub owner_vmid: u64,
+    /// Holder VMs get the lowest free vmid at or above this, away from the
+    /// ids people give their VMs.
+    pub holder_vmid_base: u64,
     /// Storage used when a StorageClass gives none.
     pub default_storage: Option<String>,
     /// How long to wait for a PVE worker task.
@@ -40,7 +42,7 @@ pub struct ControllerOptions {
 impl Default for ControllerOptions {
     fn default() -> Self {
         ControllerOptions {
-            owner_vmid: 9999,
+            holder_vmid_base: 100_000,
             default_storage: None,
             task_timeout: Duration::from_secs(120),
             max_volumes_per_vm: 24,

@@ -21,6 +21,10 @@ const CAPABILITIES: &[Rpc] = &[
     Rpc::GetCapacity,
     Rpc::PublishReadonly,
     Rpc::GetVolume,
+    Rpc::ExpandVolume,
+    Rpc::CreateDeleteSnapshot,
+    Rpc::ListSnapshots,
+    Rpc::CloneVolume,
 ];
 
 fn unimplemented(what: &str) -> Status {
@@ -81,16 +85,17 @@ impl CsiController for ControllerService {
         Ok(Response::new(ControllerGetCapabilitiesResponse { capabilities }))
     }
 
-    async fn create_snapshot(&self, _r: Request<CreateSnapshotRequest>) -> Result<Response<CreateSnapshotResponse>, Status> {
-        Err(unimplemented("CreateSnapshot"))
+    async fn create_snapshot(&self, r: Request<CreateSnapshotRequest>) -> Result<Response<CreateSnapshotResponse>, Status> {
+        Ok(Response::new(self.inner.create_snapshot(r.into_inner()).await?))
     }
 
-    async fn delete_snapshot(&self, _r: Request<DeleteSnapshotRequest>) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        Err(unimplemented("DeleteSnapshot"))
+    async fn delete_snapshot(&self, r: Request<DeleteSnapshotRequest>) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        self.inner.delete_snapshot(r.into_inner()).await?;
+        Ok(Response::new(DeleteSnapshotResponse {}))
     }
 
-    async fn list_snapshots(&self, _r: Request<ListSnapshotsRequest>) -> Result<Response<ListSnapshotsResponse>, Status> {
-        Err(unimplemented("ListSnapshots"))
+    async fn list_snapshots(&self, r: Request<ListSnapshotsRequest>) -> Result<Response<ListSnapshotsResponse>, Status> {
+        Ok(Response::new(self.inner.list_snapshots(r.into_inner()).await?))
     }
 
     async fn get_snapshot(&self, _r: Request<GetSnapshotRequest>) -> Result<Response<GetSnapshotResponse>, Status> {
@@ -99,9 +104,9 @@ impl CsiController for ControllerService {
 
     async fn controller_expand_volume(
         &self,
-        _r: Request<ControllerExpandVolumeRequest>,
+        r: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
-        Err(unimplemented("ControllerExpandVolume"))
+        Ok(Response::new(self.inner.expand_volume(r.into_inner()).await?))
     }
 
     async fn controller_get_volume(

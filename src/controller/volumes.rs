@@ -1,19 +1,30 @@
-//! CreateVolume and DeleteVolume.
+//! CreateVolume (empty, from a snapshot, or a clone of a volume) and DeleteVolume.
 
+use super::cluster::Cluster;
 use super::error::{ControllerError, PveContext, Result};
+use super::holder::{HeldVolume, HOLDER_SLOT};
 use super::params::{check_capabilities, parse_volume_params, size_fits, size_for, VolumeParams};
 use super::{required, Controller};
-use crate::csi::{CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, Topology, Volume};
+use crate::csi::volume_content_source::Type as Source;
+use crate::csi::{CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, Topology, Volume, VolumeContentSource};
+use crate::params;
 use crate::pve::types::StorageResource;
-use crate::volume_id::{disk_name, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
+use crate::volume_id::{holder_name, SnapshotId, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
 use std::collections::HashMap;
 
 /// Where a volume may be allocated: the cluster and its candidate nodes.
-struct Placement {
-    region: String,
-    /// (node, storage entry) in order of preference.
-    candidates: Vec<StorageResource>,
-    shared: bool,
+pub(super) struct Placement {
+    pub region: String,
+    /// Storage entries (one per node) in order of preference.
+    pub candidates: Vec<StorageResource>,
+    pub shared: bool,
+}
+
+/// What the new volume starts from.
+enum Origin {
+    Empty,
+    Snapshot(SnapshotId, HeldVolume),
+    Volume(HeldVolume),
 }
 
 impl Controller {
@@ -22,11 +33,6 @@ impl Controller {
         check_capabilities(&req.volume_capabilities)?;
         let params = parse_volume_params(&req.parameters, self.opts.default_storage.as_deref())?;
         let size = size_for(req.capacity_range.as_ref())?;
-        if req.volume_content_source.is_some() {
-            return Err(ControllerError::InvalidArgument(
-                "volume_content_source: creating from a snapshot or another volume is not supported yet".into(),
-            ));
-        }
         if !req.mutable_parameters.is_empty() {
             return Err(ControllerError::InvalidArgument(
                 "mutable_parameters: this driver has no modifiable volume parameters".into(),
@@ -36,47 +42,212 @@ impl Controller {
 
         let placement = self.place(&params.storage, req.accessibility_requirements.as_ref()).await?;
         let cluster = self.cluster(&placement.region).expect("placement picks a configured cluster");
-        let disk = disk_name(self.opts.owner_vmid, name);
+        let holder_name = holder_name(name);
+        let origin = self.origin(cluster, req.volume_content_source.as_ref()).await?;
 
-        // The same name always maps to the same disk name: look for it first.
-        if let Some((id, actual)) = self.find_disk(&placement, &disk).await? {
-            if !size_fits(actual, req.capacity_range.as_ref()) {
+        // The same name always maps to the same holder: look for it first.
+        if let Some(holder) = cluster.find_holder(&holder_name).await? {
+            let zone = self.zone_of(&placement, &holder.node);
+            let held = cluster.held_volume(&holder, &zone).await?.ok_or_else(|| {
+                ControllerError::Aborted(format!(
+                    "name {name:?}: holder VM {} exists without its disk (an earlier create was interrupted); \
+                     delete it or retry after it is cleaned up",
+                    holder.vmid
+                ))
+            })?;
+            if held.id.storage != params.storage {
                 return Err(ControllerError::AlreadyExists(format!(
-                    "name {name:?}: volume {id} exists with {actual} bytes, which does not fit the requested capacity_range"
+                    "name {name:?}: volume {} exists on storage {}, not {}",
+                    held.id, held.id.storage, params.storage
                 )));
             }
-            return Ok(self.volume_response(&placement, id, actual, &params));
+            if !size_fits(held.size, req.capacity_range.as_ref()) {
+                return Err(ControllerError::AlreadyExists(format!(
+                    "name {name:?}: volume {} exists with {} bytes, which does not fit the requested capacity_range",
+                    held.id, held.size
+                )));
+            }
+            return Ok(self.volume_response(&placement, held.id, held.size, &params, req.volume_content_source));
         }
 
-        let target = self.pick_node(&placement, size).await?;
-        let filename = if target.is_file_based() { format!("{disk}.raw") } else { disk.clone() };
-        let volid = match cluster
-            .client
-            .alloc_disk(&target.node, &target.storage, self.opts.owner_vmid, &filename, size / 1024, "raw")
-            .await
-        {
-            Ok(v) => v,
-            // Another controller replica created it between our lookup and now.
-            Err(e) if e.message().contains("already exists") => {
-                if let Some((id, actual)) = self.find_disk(&placement, &disk).await? {
-                    return Ok(self.volume_response(&placement, id, actual, &params));
-                }
-                return Err(ControllerError::Pve { context: format!("allocating {filename} on {}", target.storage), source: Box::new(e) });
+        let held = match &origin {
+            Origin::Empty => {
+                let target = self.pick_node(&placement, size).await?;
+                self.create_holder(cluster, &target, &holder_name, name, size, params.backup).await?
             }
-            Err(e) => return Err(ControllerError::Pve { context: format!("allocating {filename} on {}/{}", target.node, target.storage), source: Box::new(e) }),
+            Origin::Snapshot(snap, source) => {
+                self.clone_holder(cluster, &placement, source, Some(&snap.snapname), &holder_name, name, size, &params).await?
+            }
+            Origin::Volume(source) => self.clone_volume(cluster, &placement, source, &holder_name, name, size, &params).await?,
         };
-        let id = VolumeId::from_volid(&placement.region, &target.node, &volid)
-            .ok_or_else(|| ControllerError::Internal(format!("PVE returned a malformed volume id {volid:?}")))?;
-        let info = cluster
-            .find_volume(&target.node, &target.storage, &volid)
-            .await?
-            .ok_or_else(|| ControllerError::Internal(format!("volume {volid} vanished right after allocation")))?;
-        let size = info.size.unwrap_or(size);
-        tracing::info!(volume = %id, size, "volume created");
-        Ok(self.volume_response(&placement, id, size, &params))
+        tracing::info!(volume = %held.id, size = held.size, holder = held.holder.vmid, "volume created");
+        Ok(self.volume_response(&placement, held.id, held.size, &params, req.volume_content_source))
     }
 
-    fn volume_response(&self, placement: &Placement, id: VolumeId, size: u64, params: &VolumeParams) -> CreateVolumeResponse {
+    fn zone_of(&self, placement: &Placement, holder_node: &str) -> String {
+        if placement.shared {
+            holder_node.to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    /// Resolve the content source; a missing snapshot or volume is NotFound.
+    async fn origin(&self, cluster: &Cluster, source: Option<&VolumeContentSource>) -> Result<Origin> {
+        let Some(src) = source.and_then(|s| s.r#type.as_ref()) else { return Ok(Origin::Empty) };
+        match src {
+            Source::Snapshot(s) => {
+                let raw = required(&s.snapshot_id, "volume_content_source.snapshot.snapshot_id")?;
+                let not_found = || ControllerError::NotFound(format!("volume_content_source.snapshot.snapshot_id {raw:?}: no such snapshot"));
+                let id = SnapshotId::parse(raw).ok_or_else(not_found)?;
+                if id.volume.region != cluster.region {
+                    return Err(ControllerError::InvalidArgument(format!(
+                        "volume_content_source: snapshot {raw} is in region {}, the new volume in {}",
+                        id.volume.region, cluster.region
+                    )));
+                }
+                let held = self.held(cluster, &id.volume).await?.ok_or_else(not_found)?;
+                let snaps = cluster.client.snapshots(&held.holder.node, held.holder.vmid).await.ctx(|| format!("listing snapshots of holder VM {}", held.holder.vmid))?;
+                if !snaps.iter().any(|x| x.name == id.snapname) {
+                    return Err(not_found());
+                }
+                Ok(Origin::Snapshot(id, held))
+            }
+            Source::Volume(v) => {
+                let raw = required(&v.volume_id, "volume_content_source.volume.volume_id")?;
+                let not_found = || ControllerError::NotFound(format!("volume_content_source.volume.volume_id {raw:?}: no such volume"));
+                let id = VolumeId::parse(raw).ok_or_else(not_found)?;
+                if id.region != cluster.region {
+                    return Err(ControllerError::InvalidArgument(format!(
+                        "volume_content_source: volume {raw} is in region {}, the new volume in {}",
+                        id.region, cluster.region
+                    )));
+                }
+                Ok(Origin::Volume(self.held(cluster, &id).await?.ok_or_else(not_found)?))
+            }
+        }
+    }
+
+    /// The volume `id` through its holder; None when either is gone.
+    pub(super) async fn held(&self, cluster: &Cluster, id: &VolumeId) -> Result<Option<HeldVolume>> {
+        let Some(holder) = cluster.holder_of(id).await? else { return Ok(None) };
+        let Some(held) = cluster.held_volume(&holder, &id.zone).await? else { return Ok(None) };
+        Ok((held.id.volid() == id.volid()).then_some(held))
+    }
+
+    /// Full clone of a holder (optionally of one of its snapshots) into a new
+    /// holder on a node of the placement, grown to `size` if that is larger.
+    #[allow(clippy::too_many_arguments)]
+    async fn clone_holder(
+        &self,
+        cluster: &Cluster,
+        placement: &Placement,
+        source: &HeldVolume,
+        snapname: Option<&str>,
+        name: &str,
+        csi_name: &str,
+        size: u64,
+        params: &VolumeParams,
+    ) -> Result<HeldVolume> {
+        let source_size = match snapname {
+            Some(s) => self.snapshot_size(cluster, source, s).await?,
+            None => source.size,
+        };
+        if size < source_size {
+            return Err(ControllerError::OutOfRange(format!(
+                "capacity_range: {size} bytes is smaller than the source ({source_size} bytes)"
+            )));
+        }
+        // PVE clones onto the source's node; a clone can land elsewhere only
+        // through a shared storage.
+        let target_node = if placement.candidates.iter().any(|c| c.node == source.holder.node) || placement.shared {
+            source.holder.node.clone()
+        } else {
+            return Err(ControllerError::ResourceExhausted(format!(
+                "accessibility_requirements: the source lives on node {}, which they exclude",
+                source.holder.node
+            )));
+        };
+        let _alloc = cluster.alloc_lock.lock().await;
+        let newid = self.free_vmid(cluster).await?;
+        let mut opts = params![
+            ("name", name),
+            ("description", format!("proxmox-csi volume {csi_name}. Holds the disk; never start or delete this VM by hand."))
+        ];
+        if let Some(s) = snapname {
+            opts.push(("snapname".into(), s.into()));
+        }
+        if params.storage != source.id.storage {
+            opts.push(("storage".into(), params.storage.clone()));
+        }
+        cluster
+            .client
+            .clone_vm(&source.holder.node, source.holder.vmid, newid, &opts, self.opts.task_timeout)
+            .await
+            .ctx(|| format!("cloning holder VM {} into {newid}", source.holder.vmid))?;
+        drop(_alloc);
+        let holder = cluster
+            .holders()
+            .await?
+            .into_iter()
+            .find(|v| v.vmid == newid)
+            .ok_or_else(|| ControllerError::Internal(format!("cloned holder VM {newid} not found (is it tagged?)")))?;
+        let zone = self.zone_of(placement, &target_node);
+        let mut held = cluster
+            .held_volume(&holder, &zone)
+            .await?
+            .ok_or_else(|| ControllerError::Internal(format!("cloned holder VM {newid} has no disk in {HOLDER_SLOT}")))?;
+        if size > held.size {
+            cluster
+                .client
+                .resize(&holder.node, holder.vmid, HOLDER_SLOT, size, self.opts.task_timeout)
+                .await
+                .ctx(|| format!("growing the clone {} to {size} bytes", held.id))?;
+            held = cluster.held_volume(&holder, &zone).await?.ok_or_else(|| ControllerError::Internal("clone vanished".into()))?;
+        }
+        Ok(held)
+    }
+
+    /// Clone a volume that may be in use: through a temporary snapshot, so the
+    /// copy is one point in time rather than blocks read while a pod writes.
+    #[allow(clippy::too_many_arguments)]
+    async fn clone_volume(
+        &self,
+        cluster: &Cluster,
+        placement: &Placement,
+        source: &HeldVolume,
+        name: &str,
+        csi_name: &str,
+        size: u64,
+        params: &VolumeParams,
+    ) -> Result<HeldVolume> {
+        let temp = format!("clone_{}", &crate::volume_id::snap_name(csi_name)[1..25]);
+        let h = &source.holder;
+        match cluster.client.create_snapshot(&h.node, h.vmid, &temp, "proxmox-csi: temporary, for a clone", self.opts.task_timeout).await {
+            Ok(()) => {
+                let r = self.clone_holder(cluster, placement, source, Some(&temp), name, csi_name, size, params).await;
+                if let Err(e) = cluster.client.delete_snapshot(&h.node, h.vmid, &temp, self.opts.task_timeout).await {
+                    tracing::warn!(vmid = h.vmid, snapshot = %temp, error = %e, "temporary clone snapshot left behind");
+                }
+                r
+            }
+            // Storages without snapshots (plain files): a direct copy is only
+            // consistent while nothing writes, i.e. the volume is not attached.
+            Err(e) if e.message().contains("snapshot feature is not available") => {
+                let volid = source.id.volid();
+                if let Some((_, a)) = cluster.attachments_of(std::slice::from_ref(&volid)).await?.first() {
+                    return Err(ControllerError::FailedPrecondition(format!(
+                        "volume_content_source: {} is attached to VM {} and its storage {} has no snapshots, so it cannot be copied consistently; detach it or use a storage with snapshots",
+                        source.id, a.vm.vmid, source.id.storage
+                    )));
+                }
+                self.clone_holder(cluster, placement, source, None, name, csi_name, size, params).await
+            }
+            Err(e) => Err(ControllerError::Pve { context: format!("snapshotting {} for a clone", source.id), source: Box::new(e) }),
+        }
+    }
+
+    fn volume_response(&self, placement: &Placement, id: VolumeId, size: u64, params: &VolumeParams, source: Option<VolumeContentSource>) -> CreateVolumeResponse {
         let mut segments = HashMap::from([(TOPOLOGY_REGION.to_string(), placement.region.clone())]);
         if !placement.shared {
             segments.insert(TOPOLOGY_ZONE.to_string(), id.zone.clone());
@@ -86,7 +257,7 @@ impl Controller {
                 capacity_bytes: size as i64,
                 volume_id: id.to_string(),
                 volume_context: params.to_context(),
-                content_source: None,
+                content_source: source,
                 accessible_topology: vec![Topology { segments }],
             }),
         }
@@ -94,7 +265,7 @@ impl Controller {
 
     /// Choose the cluster and the nodes whose storage may hold the volume,
     /// honouring the topology requirements (preferred first, then requisite).
-    async fn place(&self, storage: &str, reqs: Option<&crate::csi::TopologyRequirement>) -> Result<Placement> {
+    pub(super) async fn place(&self, storage: &str, reqs: Option<&crate::csi::TopologyRequirement>) -> Result<Placement> {
         let wanted: Vec<&Topology> = reqs.map(|r| r.preferred.iter().chain(r.requisite.iter()).collect()).unwrap_or_default();
         let regions: Vec<String> = if wanted.is_empty() {
             self.clusters().map(|c| c.region.clone()).collect()
@@ -182,32 +353,6 @@ impl Controller {
         )))
     }
 
-    /// Find an existing disk by its name on any candidate node.
-    async fn find_disk(&self, placement: &Placement, disk: &str) -> Result<Option<(VolumeId, u64)>> {
-        let cluster = self.cluster(&placement.region).expect("configured");
-        let mut nodes: Vec<&StorageResource> = placement.candidates.iter().collect();
-        if placement.shared {
-            nodes.truncate(1); // one listing shows a shared storage's whole content
-        }
-        for s in nodes {
-            let items = cluster
-                .client
-                .storage_content(&s.node, &s.storage, Some(self.opts.owner_vmid))
-                .await
-                .ctx(|| format!("listing {} on {}", s.storage, s.node))?;
-            for item in items {
-                let Some((_, volname)) = item.volid.split_once(':') else { continue };
-                let base = volname.rsplit('/').next().unwrap_or(volname);
-                let stem = base.strip_suffix(".raw").or_else(|| base.strip_suffix(".qcow2")).unwrap_or(base);
-                if stem == disk {
-                    let id = VolumeId::from_volid(&placement.region, &s.node, &item.volid).expect("has a colon");
-                    return Ok(Some((id, item.size.unwrap_or(0))));
-                }
-            }
-        }
-        Ok(None)
-    }
-
     pub async fn delete_volume(&self, req: DeleteVolumeRequest) -> Result<()> {
         let raw = required(&req.volume_id, "volume_id")?;
         // An id we never issued names nothing: deleting it succeeds (CSI idempotency).
@@ -215,9 +360,10 @@ impl Controller {
         let Some(cluster) = self.cluster(&id.region) else { return Ok(()) };
         let _guard = self.begin(raw)?;
         let volid = id.volid();
-        if cluster.find_volume(&id.zone, &id.storage, &volid).await?.is_none() {
+        let Some(holder) = cluster.holder_of(&id).await? else {
+            // No holder: either long gone, or a disk this driver does not own.
             return Ok(());
-        }
+        };
         // PVE frees a volume even while a VM uses it; never let that happen.
         let users = cluster.attachments_of(std::slice::from_ref(&volid)).await?;
         if let Some((_, a)) = users.first() {
@@ -228,12 +374,16 @@ impl Controller {
                 a.slot
             )));
         }
-        cluster
-            .client
-            .free_volume(&id.zone, &id.storage, &volid, self.opts.task_timeout)
-            .await
-            .ctx(|| format!("freeing {volid}"))?;
-        tracing::info!(volume = %raw, "volume deleted");
+        // Snapshots live in the holder and would go with it.
+        let snaps = cluster.client.snapshots(&holder.node, holder.vmid).await.ctx(|| format!("listing snapshots of holder VM {}", holder.vmid))?;
+        if !snaps.is_empty() {
+            return Err(ControllerError::FailedPrecondition(format!(
+                "volume {raw} has {} snapshot(s); delete them before the volume",
+                snaps.len()
+            )));
+        }
+        self.destroy_holder(cluster, &holder, &volid).await?;
+        tracing::info!(volume = %raw, holder = holder.vmid, "volume deleted");
         Ok(())
     }
 }

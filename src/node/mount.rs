@@ -108,6 +108,10 @@ pub fn unmount_all(target: &Path) -> Result<usize, NodeError> {
     // A bound on the loop guards against a mount we cannot remove but
     // which keeps reporting success (should never happen, must not hang).
     const MAX_STACK: usize = 16;
+    // A probe (blkid, udev) holding the device for a moment makes umount
+    // fail with EBUSY; that passes within milliseconds, a real user does not.
+    const BUSY_RETRIES: u32 = 20;
+    let mut busy = 0;
     let mut removed = 0;
     while mountinfo::mount_at(target)?.is_some() {
         if removed == MAX_STACK {
@@ -120,6 +124,10 @@ pub fn unmount_all(target: &Path) -> Result<usize, NodeError> {
             Ok(()) => removed += 1,
             // Raced with another unmount: the loop condition re-checks.
             Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(Errno::EBUSY) if busy < BUSY_RETRIES => {
+                busy += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             Err(errno) => {
                 return Err(NodeError::Sys {
                     op: "umount",

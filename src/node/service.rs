@@ -60,12 +60,11 @@ impl NodeService {
     }
 }
 
-/// Capabilities this node plugin offers. NodeExpandVolume is implemented
-/// and tested, but only offered once the controller can grow the disk:
-/// offering it alone makes a CO call it for a disk that never grew.
-pub const CAPABILITIES: [RpcType; 4] = [
+/// Capabilities this node plugin offers.
+pub const CAPABILITIES: [RpcType; 5] = [
     RpcType::StageUnstageVolume,
     RpcType::GetVolumeStats,
+    RpcType::ExpandVolume,
     RpcType::VolumeCondition,
     RpcType::SingleNodeMultiWriter,
 ];

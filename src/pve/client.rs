@@ -316,6 +316,13 @@ impl PveClient {
         VmConfig::from_json(v).ok_or_else(|| PveError::Decode { method: "GET".into(), path, detail: "config is not an object".into() })
     }
 
+    /// The VM config as it was when snapshot `snapname` was taken.
+    pub async fn vm_snapshot_config(&self, node: &str, vmid: u64, snapname: &str) -> Result<VmConfig, PveError> {
+        let path = format!("/nodes/{node}/qemu/{vmid}/config");
+        let v: serde_json::Value = self.get(&path, &params![("snapshot", snapname)]).await?;
+        VmConfig::from_json(v).ok_or_else(|| PveError::Decode { method: "GET".into(), path, detail: "config is not an object".into() })
+    }
+
     /// Asynchronous config update (POST); waits for the `qmconfig` task.
     pub async fn update_vm_config(&self, node: &str, vmid: u64, params: &Params, timeout: Duration) -> Result<(), PveError> {
         let upid: Option<String> = self.post(&format!("/nodes/{node}/qemu/{vmid}/config"), params).await?;
@@ -342,6 +349,53 @@ impl PveClient {
             Some(u) if u.starts_with("UPID:") => self.wait_task(&u, timeout).await,
             _ => Ok(()),
         }
+    }
+
+    async fn task_or_done(&self, upid: Option<String>, timeout: Duration) -> Result<(), PveError> {
+        match upid {
+            Some(u) if u.starts_with("UPID:") => self.wait_task(&u, timeout).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Create a VM (`qmcreate` task) with the given config options.
+    pub async fn create_vm(&self, node: &str, vmid: u64, options: &Params, timeout: Duration) -> Result<(), PveError> {
+        let mut p = params![("vmid", vmid)];
+        p.extend(options.iter().cloned());
+        let upid: Option<String> = self.post(&format!("/nodes/{node}/qemu"), &p).await?;
+        self.task_or_done(upid, timeout).await
+    }
+
+    /// Destroy a VM and every volume it owns, snapshots included.
+    pub async fn destroy_vm(&self, node: &str, vmid: u64, timeout: Duration) -> Result<(), PveError> {
+        let p = params![("purge", 1), ("destroy-unreferenced-disks", 1)];
+        let upid: Option<String> = self.delete(&format!("/nodes/{node}/qemu/{vmid}"), &p).await?;
+        self.task_or_done(upid, timeout).await
+    }
+
+    pub async fn snapshots(&self, node: &str, vmid: u64) -> Result<Vec<SnapshotInfo>, PveError> {
+        let all: Vec<SnapshotInfo> = self.get(&format!("/nodes/{node}/qemu/{vmid}/snapshot"), &vec![]).await?;
+        // "current" is PVE's marker for the live state, not a snapshot.
+        Ok(all.into_iter().filter(|s| s.name != "current").collect())
+    }
+
+    pub async fn create_snapshot(&self, node: &str, vmid: u64, snapname: &str, description: &str, timeout: Duration) -> Result<(), PveError> {
+        let p = params![("snapname", snapname), ("description", description)];
+        let upid: Option<String> = self.post(&format!("/nodes/{node}/qemu/{vmid}/snapshot"), &p).await?;
+        self.task_or_done(upid, timeout).await
+    }
+
+    pub async fn delete_snapshot(&self, node: &str, vmid: u64, snapname: &str, timeout: Duration) -> Result<(), PveError> {
+        let upid: Option<String> = self.delete(&format!("/nodes/{node}/qemu/{vmid}/snapshot/{snapname}"), &vec![]).await?;
+        self.task_or_done(upid, timeout).await
+    }
+
+    /// Full clone of a VM (optionally of one of its snapshots) into `newid`.
+    pub async fn clone_vm(&self, node: &str, vmid: u64, newid: u64, options: &Params, timeout: Duration) -> Result<(), PveError> {
+        let mut p = params![("newid", newid), ("full", 1)];
+        p.extend(options.iter().cloned());
+        let upid: Option<String> = self.post(&format!("/nodes/{node}/qemu/{vmid}/clone"), &p).await?;
+        self.task_or_done(upid, timeout).await
     }
 }
 

@@ -77,6 +77,23 @@ impl fmt::Display for Drive {
     }
 }
 
+/// Bytes in a PVE `disk-size` value (`32G`, `1536M`, `0.5T`; bare = bytes).
+pub fn parse_disk_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last()? {
+        'K' => (&s[..s.len() - 1], 1u64 << 10),
+        'M' => (&s[..s.len() - 1], 1 << 20),
+        'G' => (&s[..s.len() - 1], 1 << 30),
+        'T' => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(mult);
+    }
+    let f: f64 = num.parse().ok()?;
+    (f.is_finite() && f >= 0.0).then(|| (f * mult as f64).round() as u64)
+}
+
 /// Disk buses a hot-plugged CSI volume may use, in the order slots are tried.
 /// scsi first: it carries a wwn, which is how the node finds the disk.
 pub const SCSI_SLOTS: u32 = 31;
@@ -120,6 +137,16 @@ mod tests {
     fn rejects_stray_bare_words() {
         assert!(Drive::parse("a:b,oops").is_none());
         assert!(Drive::parse("").is_none());
+    }
+
+    #[test]
+    fn disk_sizes() {
+        assert_eq!(parse_disk_size("32G"), Some(32 << 30));
+        assert_eq!(parse_disk_size("1536M"), Some(1536 << 20));
+        assert_eq!(parse_disk_size("0.5T"), Some(1 << 39));
+        assert_eq!(parse_disk_size("4096"), Some(4096));
+        assert_eq!(parse_disk_size("12X"), None);
+        assert_eq!(parse_disk_size(""), None);
     }
 
     #[test]

@@ -40,6 +40,25 @@ pub struct VmResource {
     pub status: Option<String>,
     #[serde(default, deserialize_with = "de_bool")]
     pub template: bool,
+    /// `;`-separated tags.
+    #[serde(default)]
+    pub tags: Option<String>,
+}
+
+impl VmResource {
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.as_deref().is_some_and(|t| t.split([';', ',', ' ']).any(|x| x == tag))
+    }
+}
+
+/// One entry of `GET /nodes/{node}/qemu/{vmid}/snapshot` (without the `current` pseudo-entry).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub snaptime: Option<i64>,
 }
 
 /// One storage on one node from `GET /cluster/resources?type=storage`.

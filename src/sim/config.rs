@@ -40,7 +40,7 @@ pub struct SimConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     pub id: String,
-    /// Only `dir` is simulated.
+    /// `dir` or `lvmthin`.
     #[serde(rename = "type")]
     pub kind: String,
     pub content: String,
@@ -162,6 +162,12 @@ impl Default for SimConfig {
                 StorageConfig {
                     id: "shared".into(),
                     shared: true,
+                    ..Default::default()
+                },
+                // As on a default PVE install: thin LVM next to `local`, with snapshots.
+                StorageConfig {
+                    id: "local-lvm".into(),
+                    kind: "lvmthin".into(),
                     ..Default::default()
                 },
             ],

@@ -57,12 +57,17 @@ pub fn resources(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     if kind.is_none() || kind == Some("vm") {
         let st = sim.inner.state.lock().unwrap();
         for vm in st.vms.values() {
-            out.push(json!({
+            let mut entry = json!({
                 "id": format!("qemu/{}", vm.vmid), "type": "qemu", "vmid": vm.vmid, "name": vm.name(),
                 "node": vm.node, "status": vm.status,
                 "template": i32::from(vm.conf.get("template").map(String::as_str) == Some("1")),
                 "maxmem": 2u64 << 30, "maxcpu": 2, "maxdisk": 32u64 << 30,
-            }));
+            });
+            // PVE lists a guest's tags here (`;`-separated), only when it has some.
+            if let Some(tags) = vm.conf.get("tags") {
+                entry["tags"] = json!(tags);
+            }
+            out.push(entry);
         }
     }
     if kind.is_none() || kind == Some("node") {

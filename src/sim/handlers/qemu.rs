@@ -88,10 +88,16 @@ pub fn get_config(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         e.insert("current".into(), msg.into());
         return Err(ApiError::params(e));
     }
-    if let Some(s) = ctx.get("snapshot") {
-        return Err(ApiError::internal(format!("snapshot '{s}' does not exist")));
-    }
     let vm = sim.vm(&node, vmid)?;
+    if let Some(s) = ctx.get("snapshot") {
+        // The `[snapname]` section: the config as it was when the snapshot was taken.
+        let Some(section) = vm.snapshots.get(s) else {
+            return Err(ApiError::internal(format!("snapshot '{s}' does not exist")));
+        };
+        let mut out = typed_config(sim, section);
+        out.insert("digest".into(), json!(vm.digest()));
+        return Ok(Value::Object(out));
+    }
     let conf = if ctx.flag("current") {
         vm.conf.clone()
     } else {

@@ -1,0 +1,163 @@
+//! Holder VMs: every volume is the first disk of its own stopped VM.
+//!
+//! PVE has no storage-level resize, snapshot or clone; those exist only for
+//! disks of a VM. A holder VM per volume makes them available whether or not
+//! the volume is attached to a worker, and snapshots taken through it use the
+//! storage's own copy-on-write (lvmthin, zfs, rbd). The holder is never
+//! started; workers attach the disk as a foreign volume, so detaching from a
+//! worker can never free it. Holders carry the `proxmox-csi` tag, a
+//! `csi-vol-` name and a description that says what they are.
+
+use super::cluster::{owner_vmid, Cluster};
+use super::error::{ControllerError, PveContext, Result};
+use super::Controller;
+use crate::params;
+use crate::pve::drive::Drive;
+use crate::pve::types::{StorageResource, VmResource};
+use crate::volume_id::{holder_disk, VolumeId, HOLDER_PREFIX};
+
+pub const HOLDER_TAG: &str = "proxmox-csi";
+/// The holder's slot for its volume.
+pub const HOLDER_SLOT: &str = "scsi0";
+
+/// A volume as found through its holder.
+#[derive(Debug, Clone)]
+pub struct HeldVolume {
+    pub holder: VmResource,
+    pub id: VolumeId,
+    pub size: u64,
+}
+
+pub fn is_holder(vm: &VmResource) -> bool {
+    vm.has_tag(HOLDER_TAG) && vm.name.as_deref().is_some_and(|n| n.starts_with(HOLDER_PREFIX))
+}
+
+impl Cluster {
+    pub async fn holders(&self) -> Result<Vec<VmResource>> {
+        let vms = self.client.vms().await.ctx(|| format!("listing VMs of cluster {}", self.region))?;
+        Ok(vms.into_iter().filter(is_holder).collect())
+    }
+
+    pub async fn find_holder(&self, name: &str) -> Result<Option<VmResource>> {
+        let mut found: Vec<VmResource> = self.holders().await?.into_iter().filter(|v| v.name.as_deref() == Some(name)).collect();
+        found.sort_by_key(|v| v.vmid);
+        Ok(found.into_iter().next())
+    }
+
+    /// The holder that owns the volume `id`, if it still exists.
+    pub async fn holder_of(&self, id: &VolumeId) -> Result<Option<VmResource>> {
+        let Some(vmid) = owner_vmid(&id.volid()) else { return Ok(None) };
+        Ok(self.holders().await?.into_iter().find(|v| v.vmid == vmid))
+    }
+
+    /// The volume in the holder's slot, with its size.
+    pub async fn held_volume(&self, holder: &VmResource, zone_hint: &str) -> Result<Option<HeldVolume>> {
+        let cfg = self.client.vm_config(&holder.node, holder.vmid, false).await.ctx(|| format!("reading config of holder VM {}", holder.vmid))?;
+        let Some(drive) = cfg.get(HOLDER_SLOT).and_then(Drive::parse) else { return Ok(None) };
+        let Some((storage, _)) = drive.volume.split_once(':') else { return Ok(None) };
+        // For a node-local storage the disk is where the holder is; a shared
+        // one is reachable from there too.
+        let node = if zone_hint.is_empty() { holder.node.as_str() } else { zone_hint };
+        let Some(item) = self.find_volume(node, storage, &drive.volume).await? else { return Ok(None) };
+        let id = VolumeId::from_volid(&self.region, node, &drive.volume).expect("has a colon");
+        Ok(Some(HeldVolume { holder: holder.clone(), id, size: item.size.unwrap_or(0) }))
+    }
+}
+
+impl Controller {
+    /// Lowest free vmid at or above the configured base. Serialized by the
+    /// caller so two creates of this controller never pick the same id.
+    pub(super) async fn free_vmid(&self, cluster: &Cluster) -> Result<u64> {
+        let vms = cluster.client.vms().await.ctx(|| "listing VMs".to_string())?;
+        let used: std::collections::HashSet<u64> = vms.iter().map(|v| v.vmid).collect();
+        (self.opts.holder_vmid_base..)
+            .take(1_000_000)
+            .find(|id| !used.contains(id))
+            .ok_or_else(|| ControllerError::ResourceExhausted("no free VM id for a holder VM".into()))
+    }
+
+    /// Create a holder VM on `target.node` owning a new disk of `size` bytes.
+    pub(super) async fn create_holder(&self, cluster: &Cluster, target: &StorageResource, name: &str, csi_name: &str, size: u64, backup: bool) -> Result<HeldVolume> {
+        let _alloc = cluster.alloc_lock.lock().await;
+        let t = self.opts.task_timeout;
+        let mut attempts = 0;
+        let vmid = loop {
+            attempts += 1;
+            let vmid = self.free_vmid(cluster).await?;
+            let opts = params![
+                ("name", name),
+                ("tags", HOLDER_TAG),
+                ("description", format!("proxmox-csi volume {csi_name}. Holds the disk; never start or delete this VM by hand.")),
+                ("onboot", 0)
+            ];
+            match cluster.client.create_vm(&target.node, vmid, &opts, t).await {
+                Ok(()) => break vmid,
+                // Someone else took the id between our list and the create.
+                Err(e) if e.message().contains("already exists") && attempts < 5 => continue,
+                Err(e) => return Err(ControllerError::Pve { context: format!("creating holder VM {vmid} on {}", target.node), source: Box::new(e) }),
+            }
+        };
+        let filename = holder_disk(vmid, target.is_file_based());
+        let volid = match cluster.client.alloc_disk(&target.node, &target.storage, vmid, &filename, size / 1024, "raw").await {
+            Ok(v) => v,
+            Err(e) => {
+                self.discard_holder(cluster, &target.node, vmid).await;
+                return Err(ControllerError::Pve { context: format!("allocating {filename} on {}/{}", target.node, target.storage), source: Box::new(e) });
+            }
+        };
+        let drive = Drive::new(&volid).with("backup", if backup { "1" } else { "0" });
+        let set = vec![(HOLDER_SLOT.to_string(), drive.to_string())];
+        if let Err(e) = cluster.client.update_vm_config(&target.node, vmid, &set, t).await {
+            self.discard_holder(cluster, &target.node, vmid).await;
+            return Err(ControllerError::Pve { context: format!("adding {volid} to holder VM {vmid}"), source: Box::new(e) });
+        }
+        let holder = cluster
+            .holders()
+            .await?
+            .into_iter()
+            .find(|v| v.vmid == vmid)
+            .ok_or_else(|| ControllerError::Internal(format!("holder VM {vmid} vanished right after creation")))?;
+        let zone = if target.shared { holder.node.clone() } else { target.node.clone() };
+        cluster
+            .held_volume(&holder, &zone)
+            .await?
+            .ok_or_else(|| ControllerError::Internal(format!("volume {volid} vanished right after allocation")))
+    }
+
+    /// Best-effort removal of a half-created holder (it owns at most a new, empty disk).
+    async fn discard_holder(&self, cluster: &Cluster, node: &str, vmid: u64) {
+        if let Err(e) = cluster.client.destroy_vm(node, vmid, self.opts.task_timeout).await {
+            tracing::warn!(vmid, error = %e, "could not remove half-created holder VM");
+        }
+    }
+
+    /// Destroy a holder and with it the volume. Only a VM that is provably
+    /// ours and holds exactly this volume is destroyed: a forged volume id
+    /// must never take a real VM's disks with it.
+    pub(super) async fn destroy_holder(&self, cluster: &Cluster, holder: &VmResource, volid: &str) -> Result<()> {
+        if !is_holder(holder) {
+            return Err(ControllerError::FailedPrecondition(format!("VM {} is not a holder VM of this driver", holder.vmid)));
+        }
+        let cfg = cluster.client.vm_config(&holder.node, holder.vmid, false).await.ctx(|| format!("reading config of holder VM {}", holder.vmid))?;
+        let held = cfg.get(HOLDER_SLOT).and_then(Drive::parse).map(|d| d.volume);
+        if held.as_deref() != Some(volid) {
+            return Err(ControllerError::FailedPrecondition(format!(
+                "holder VM {} holds {:?}, not {volid}; refusing to destroy it",
+                holder.vmid, held
+            )));
+        }
+        let others: Vec<String> = cfg.drives().filter(|(k, _)| *k != HOLDER_SLOT).map(|(k, d)| format!("{k}={}", d.volume)).collect();
+        if !others.is_empty() {
+            return Err(ControllerError::FailedPrecondition(format!(
+                "holder VM {} has other disks ({}); refusing to destroy it",
+                holder.vmid,
+                others.join(", ")
+            )));
+        }
+        cluster
+            .client
+            .destroy_vm(&holder.node, holder.vmid, self.opts.task_timeout)
+            .await
+            .ctx(|| format!("destroying holder VM {} of {volid}", holder.vmid))
+    }
+}

@@ -1,0 +1,209 @@
+//! The holder-VM model against the simulator: every volume is owned by a
+//! stopped, tagged VM; expansion, snapshots, restore and clone go through it.
+
+mod support;
+
+use proxmox_csi::controller::error::ControllerError;
+use proxmox_csi::controller::holder::HOLDER_TAG;
+use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
+use proxmox_csi::csi::*;
+use proxmox_csi::sim::HotplugMode;
+use proxmox_csi::volume_id::{VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
+use std::collections::HashMap;
+use support::*;
+use tonic::Code;
+
+const MIB: i64 = 1 << 20;
+
+fn cap() -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode { mode: Mode::SingleNodeWriter as i32 }),
+        access_type: Some(AccessType::Mount(MountVolume { fs_type: "ext4".into(), ..Default::default() })),
+    }
+}
+
+fn create(name: &str, storage: &str, size: i64, zone: Option<&str>) -> CreateVolumeRequest {
+    let mut r = CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange { required_bytes: size, limit_bytes: 0 }),
+        volume_capabilities: vec![cap()],
+        parameters: HashMap::from([("storage".into(), storage.into())]),
+        ..Default::default()
+    };
+    if let Some(z) = zone {
+        let t = Topology { segments: HashMap::from([(TOPOLOGY_REGION.into(), "sim".into()), (TOPOLOGY_ZONE.into(), z.into())]) };
+        r.accessibility_requirements = Some(TopologyRequirement { requisite: vec![t.clone()], preferred: vec![t] });
+    }
+    r
+}
+
+fn code(e: ControllerError) -> (Code, String) {
+    let s: tonic::Status = e.into();
+    (s.code(), s.message().to_string())
+}
+
+fn publish(vol: &str, node: &str) -> ControllerPublishVolumeRequest {
+    ControllerPublishVolumeRequest { volume_id: vol.into(), node_id: node.into(), volume_capability: Some(cap()), ..Default::default() }
+}
+
+#[tokio::test]
+async fn volume_is_owned_by_a_stopped_tagged_holder_vm() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let v = c.create_volume(create("pvc-h", "local-lvm", 64 * MIB, Some("pve2"))).await.unwrap().volume.unwrap();
+    let id = VolumeId::parse(&v.volume_id).unwrap();
+    assert_eq!(id.zone, "pve2");
+    let cluster = c.cluster("sim").unwrap();
+    let holder = cluster.holder_of(&id).await.unwrap().expect("holder exists");
+    assert_eq!(holder.node, "pve2");
+    assert!(holder.has_tag(HOLDER_TAG));
+    assert_eq!(holder.status.as_deref(), Some("stopped"));
+    assert!(holder.vmid >= 100_000);
+    assert_eq!(id.volname, format!("vm-{}-disk-0", holder.vmid));
+    // Deleting the volume removes the holder and the disk.
+    c.delete_volume(DeleteVolumeRequest { volume_id: v.volume_id.clone(), secrets: Default::default() }).await.unwrap();
+    assert!(cluster.holder_of(&id).await.unwrap().is_none());
+    assert!(cluster.find_volume("pve2", "local-lvm", &id.volid()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn forged_ids_never_touch_other_vms_disks() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    // worker-2's own OS disk, addressed as if it were a volume of this driver.
+    let forged = "sim/pve2/local/102/vm-102-disk-0.raw";
+    let (k, m) = code(c.publish_volume(publish(forged, "worker-2")).await.unwrap_err());
+    assert_eq!(k, Code::NotFound, "{m}");
+    c.delete_volume(DeleteVolumeRequest { volume_id: forged.into(), secrets: Default::default() }).await.unwrap();
+    let cfg = c.cluster("sim").unwrap().client.vm_config("pve2", 102, false).await.unwrap();
+    assert!(cfg.get("scsi0").unwrap().starts_with("local:102/vm-102-disk-0.raw"), "worker-2 untouched");
+    let r = c
+        .expand_volume(ControllerExpandVolumeRequest { volume_id: forged.into(), capacity_range: Some(CapacityRange { required_bytes: 64 << 30, limit_bytes: 0 }), ..Default::default() })
+        .await;
+    assert_eq!(code(r.unwrap_err()).0, Code::NotFound);
+}
+
+#[tokio::test]
+async fn expand_offline_through_the_holder_and_online_through_the_worker() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let v = c.create_volume(create("pvc-x", "shared", 64 * MIB, None)).await.unwrap().volume.unwrap();
+    let grow = |to: i64| ControllerExpandVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        capacity_range: Some(CapacityRange { required_bytes: to, limit_bytes: 0 }),
+        volume_capability: Some(cap()),
+        ..Default::default()
+    };
+    let r = c.expand_volume(grow(128 * MIB)).await.unwrap();
+    assert_eq!(r.capacity_bytes, 128 * MIB);
+    assert!(r.node_expansion_required);
+    // Same size again: nothing to do, same answer.
+    assert_eq!(c.expand_volume(grow(128 * MIB)).await.unwrap().capacity_bytes, 128 * MIB);
+    // Smaller: a no-op, never a shrink.
+    assert_eq!(c.expand_volume(grow(64 * MIB)).await.unwrap().capacity_bytes, 128 * MIB);
+    let slot = c.publish_volume(publish(&v.volume_id, "worker-1")).await.unwrap().publish_context["bus"].clone();
+    let r = c.expand_volume(grow(256 * MIB)).await.unwrap();
+    assert_eq!(r.capacity_bytes, 256 * MIB);
+    // Through the worker: its drive entry shows the new size.
+    let cfg = c.cluster("sim").unwrap().client.vm_config("pve1", 101, true).await.unwrap();
+    assert!(cfg.get(&slot).unwrap().contains("size=256M"), "{:?}", cfg.get(&slot));
+    let (k, _) = code(c.expand_volume(ControllerExpandVolumeRequest { volume_id: v.volume_id.clone(), ..Default::default() }).await.unwrap_err());
+    assert_eq!(k, Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn snapshots_restore_and_clone() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let v = c.create_volume(create("pvc-s", "local-lvm", 64 * MIB, Some("pve1"))).await.unwrap().volume.unwrap();
+    let snap = |name: &str, src: &str| CreateSnapshotRequest { name: name.into(), source_volume_id: src.into(), ..Default::default() };
+    let s1 = c.create_snapshot(snap("snap-1", &v.volume_id)).await.unwrap().snapshot.unwrap();
+    assert!(s1.ready_to_use);
+    assert_eq!(s1.source_volume_id, v.volume_id);
+    assert_eq!(s1.size_bytes, 64 * MIB);
+    assert!(s1.creation_time.unwrap().seconds > 0);
+    // Idempotent; same name for another volume is a conflict.
+    let again = c.create_snapshot(snap("snap-1", &v.volume_id)).await.unwrap().snapshot.unwrap();
+    assert_eq!(again.snapshot_id, s1.snapshot_id);
+    let other = c.create_volume(create("pvc-s2", "local-lvm", 64 * MIB, Some("pve1"))).await.unwrap().volume.unwrap();
+    let (k, m) = code(c.create_snapshot(snap("snap-1", &other.volume_id)).await.unwrap_err());
+    assert_eq!(k, Code::AlreadyExists, "{m}");
+    // Listing by id, by source, and all.
+    let list = |sid: &str, src: &str| ListSnapshotsRequest { snapshot_id: sid.into(), source_volume_id: src.into(), ..Default::default() };
+    assert_eq!(c.list_snapshots(list(&s1.snapshot_id, "")).await.unwrap().entries.len(), 1);
+    assert_eq!(c.list_snapshots(list("", &v.volume_id)).await.unwrap().entries.len(), 1);
+    assert_eq!(c.list_snapshots(list("", &other.volume_id)).await.unwrap().entries.len(), 0);
+    assert_eq!(c.list_snapshots(list("", "")).await.unwrap().entries.len(), 1);
+    assert_eq!(c.list_snapshots(list("sim/pve1/local-lvm/vm-1-disk-0@sdeadbeef", "")).await.unwrap().entries.len(), 0);
+    // The volume cannot go while a snapshot depends on it.
+    let (k, m) = code(c.delete_volume(DeleteVolumeRequest { volume_id: v.volume_id.clone(), secrets: Default::default() }).await.unwrap_err());
+    assert_eq!(k, Code::FailedPrecondition, "{m}");
+
+    // Restore into a new, larger volume.
+    let mut r = create("pvc-restored", "local-lvm", 128 * MIB, Some("pve1"));
+    r.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource { snapshot_id: s1.snapshot_id.clone() })),
+    });
+    let restored = c.create_volume(r.clone()).await.unwrap().volume.unwrap();
+    assert_eq!(restored.capacity_bytes, 128 * MIB);
+    assert_ne!(restored.volume_id, v.volume_id);
+    assert!(restored.content_source.is_some());
+    assert_eq!(c.create_volume(r).await.unwrap().volume.unwrap().volume_id, restored.volume_id, "idempotent restore");
+    // Unknown snapshot: NotFound.
+    let mut r = create("pvc-nosnap", "local-lvm", 64 * MIB, Some("pve1"));
+    r.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource { snapshot_id: format!("{}@s{}", v.volume_id, "0".repeat(32)) })),
+    });
+    assert_eq!(code(c.create_volume(r).await.unwrap_err()).0, Code::NotFound);
+
+    // Clone of a volume (goes through a temporary snapshot, which is gone afterwards).
+    let mut r = create("pvc-clone", "local-lvm", 64 * MIB, Some("pve1"));
+    r.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Volume(volume_content_source::VolumeSource { volume_id: v.volume_id.clone() })),
+    });
+    let clone = c.create_volume(r).await.unwrap().volume.unwrap();
+    assert_eq!(clone.capacity_bytes, 64 * MIB);
+    assert_eq!(c.list_snapshots(list("", &v.volume_id)).await.unwrap().entries.len(), 1, "temporary snapshot removed");
+    let cluster = c.cluster("sim").unwrap();
+    let h = cluster.holder_of(&VolumeId::parse(&v.volume_id).unwrap()).await.unwrap().unwrap();
+    assert_eq!(cluster.client.snapshots(&h.node, h.vmid).await.unwrap().len(), 1);
+
+    // Delete the snapshot (twice: idempotent), then the volume can go.
+    let del = DeleteSnapshotRequest { snapshot_id: s1.snapshot_id.clone(), secrets: Default::default() };
+    c.delete_snapshot(del.clone()).await.unwrap();
+    c.delete_snapshot(del).await.unwrap();
+    c.delete_volume(DeleteVolumeRequest { volume_id: v.volume_id.clone(), secrets: Default::default() }).await.unwrap();
+    // The restored volume and the clone are independent of the deleted source.
+    let all = c.all_volumes().await.unwrap();
+    let ids: Vec<String> = all.iter().map(|f| f.id.to_string()).collect();
+    assert!(ids.contains(&restored.volume_id) && ids.contains(&clone.volume_id) && !ids.contains(&v.volume_id), "{ids:?}");
+}
+
+#[tokio::test]
+async fn snapshot_on_a_storage_without_snapshots_is_refused_clearly() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let v = c.create_volume(create("pvc-dir", "shared", 64 * MIB, None)).await.unwrap().volume.unwrap();
+    let (k, m) = code(
+        c.create_snapshot(CreateSnapshotRequest { name: "s".into(), source_volume_id: v.volume_id.clone(), ..Default::default() })
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(k, Code::FailedPrecondition, "{m}");
+    assert!(m.contains("shared"), "{m}");
+    let (k, _) = code(c.create_snapshot(CreateSnapshotRequest { name: "s".into(), source_volume_id: "sim/pve1/x/vm-5-disk-0".into(), ..Default::default() }).await.unwrap_err());
+    assert_eq!(k, Code::NotFound);
+    let (k, _) = code(c.create_snapshot(CreateSnapshotRequest { name: "".into(), source_volume_id: v.volume_id.clone(), ..Default::default() }).await.unwrap_err());
+    assert_eq!(k, Code::InvalidArgument);
+    // An unattached volume on such a storage can still be cloned (nothing writes to it).
+    let mut r = create("pvc-dir-clone", "shared", 64 * MIB, None);
+    r.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Volume(volume_content_source::VolumeSource { volume_id: v.volume_id.clone() })),
+    });
+    c.create_volume(r.clone()).await.unwrap();
+    // Attached, it cannot be copied consistently.
+    c.publish_volume(publish(&v.volume_id, "worker-1")).await.unwrap();
+    r.name = "pvc-dir-clone-2".into();
+    let (k, m) = code(c.create_volume(r).await.unwrap_err());
+    assert_eq!(k, Code::FailedPrecondition, "{m}");
+}
