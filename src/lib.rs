@@ -12,6 +12,7 @@ pub mod controller;
 pub mod csi_client;
 pub mod identity;
 pub mod inflight;
+pub mod metrics;
 pub mod node;
 pub mod pve;
 pub mod sandbox;

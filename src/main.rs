@@ -1,6 +1,6 @@
 //! `proxmox-csi`: the CSI driver binary.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use proxmox_csi::cli::{ControllerArgs, NodeArgs};
 use proxmox_csi::controller::service::ControllerService;
 use proxmox_csi::identity::{IdentityService, DRIVER_NAME};
@@ -15,6 +15,15 @@ struct Cli {
     command: Command,
 }
 
+/// Options every serving subcommand shares.
+#[derive(Args)]
+struct MetricsArgs {
+    /// Serve Prometheus metrics (`/metrics`) and `/healthz` on this TCP address,
+    /// e.g. `0.0.0.0:9810` (9808 is the liveness-probe sidecar's). Off when not given.
+    #[arg(long, env = "METRICS_ADDRESS")]
+    metrics_address: Option<std::net::SocketAddr>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the Controller service (Deployment next to the CSI sidecars).
@@ -25,6 +34,8 @@ enum Command {
         driver_name: String,
         #[command(flatten)]
         controller: ControllerArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Serve the Node service (DaemonSet on every worker VM).
     Node {
@@ -34,6 +45,8 @@ enum Command {
         driver_name: String,
         #[command(flatten)]
         node: NodeArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Serve Controller and Node on one socket (tests, single-VM set-ups).
     All {
@@ -45,6 +58,8 @@ enum Command {
         controller: ControllerArgs,
         #[command(flatten)]
         node: NodeArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Run the driver against the built-in Proxmox VE simulator: provision,
     /// attach, format, mount, write, clean up, with progress (needs root).
@@ -96,12 +111,26 @@ async fn main() -> anyhow::Result<()> {
         })
         .await;
     }
-    let (endpoint, driver_name, controller, node) = match cli.command {
-        Command::Controller { endpoint, driver_name, controller } => (endpoint, driver_name, Some(controller), None),
-        Command::Node { endpoint, driver_name, node } => (endpoint, driver_name, None, Some(node)),
-        Command::All { endpoint, driver_name, controller, node } => (endpoint, driver_name, Some(controller), Some(node)),
+    let (endpoint, driver_name, controller, node, metrics) = match cli.command {
+        Command::Controller { endpoint, driver_name, controller, metrics } => {
+            (endpoint, driver_name, Some(controller), None, metrics)
+        }
+        Command::Node { endpoint, driver_name, node, metrics } => (endpoint, driver_name, None, Some(node), metrics),
+        Command::All { endpoint, driver_name, controller, node, metrics } => {
+            (endpoint, driver_name, Some(controller), Some(node), metrics)
+        }
         Command::Sandbox { .. } => unreachable!("handled above"),
     };
+    if let Some(addr) = metrics.metrics_address {
+        // Bound before serving CSI so a taken port fails the start instead of going unnoticed.
+        let listener = proxmox_csi::metrics::http::bind(addr).await?;
+        tracing::info!(%addr, "serving metrics");
+        tokio::spawn(async move {
+            if let Err(e) = proxmox_csi::metrics::http::serve(listener).await {
+                tracing::error!("metrics server stopped: {e}");
+            }
+        });
+    }
     let controller = controller.map(|c| c.build()).transpose()?.map(Arc::new);
     let node = node.map(|n| NodeService::new(n.build()));
     let identity = IdentityService { driver_name, controller: controller.clone() };

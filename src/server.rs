@@ -46,6 +46,7 @@ pub async fn serve<N: Node>(
 ) -> anyhow::Result<()> {
     let router = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        .layer(crate::metrics::grpc::GrpcMetricsLayer)
         .add_service(IdentityServer::new(identity))
         .add_optional_service(controller.map(ControllerServer::new))
         .add_optional_service(node.map(NodeServer::new));

@@ -193,20 +193,24 @@ impl PveClient {
                     }
                 }
             }
-            let resp = req.send().await.map_err(|source| PveError::Transport {
-                method: method.to_string(),
-                path: path.into(),
-                source,
+            let sent = Instant::now();
+            let resp = req.send().await.map_err(|source| {
+                crate::metrics::record_pve_request(method.as_str(), path, None, sent.elapsed());
+                PveError::Transport { method: method.to_string(), path: path.into(), source }
             })?;
+            let status = resp.status().as_u16();
             // A ticket can be invalidated early (PVE key rotation): get a new one once.
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED
                 && matches!(self.credentials, Credentials::Password { .. })
                 && !retried_auth
             {
                 retried_auth = true;
+                crate::metrics::record_pve_request(method.as_str(), path, Some(status), sent.elapsed());
                 continue;
             }
-            return Self::decode(method.as_str(), path, resp).await;
+            let decoded = Self::decode(method.as_str(), path, resp).await;
+            crate::metrics::record_pve_request(method.as_str(), path, Some(status), sent.elapsed());
+            return decoded;
         }
     }
 
@@ -236,22 +240,34 @@ impl PveClient {
         let path = format!("/nodes/{}/tasks/{}/status", parsed.node, encode_segment(upid));
         let start = Instant::now();
         let mut delay = Duration::from_millis(50);
-        loop {
-            let st: TaskStatus = self.get(&path, &vec![]).await?;
-            if st.status == "stopped" {
-                let exit = st.exitstatus.unwrap_or_default();
-                return if exitstatus_is_ok(&exit) {
-                    Ok(())
-                } else {
-                    Err(PveError::TaskFailed { upid: upid.to_string(), exitstatus: exit })
-                };
+        let outcome = async {
+            loop {
+                let st: TaskStatus = self.get(&path, &vec![]).await?;
+                if st.status == "stopped" {
+                    let exit = st.exitstatus.unwrap_or_default();
+                    return if exitstatus_is_ok(&exit) {
+                        Ok(())
+                    } else {
+                        Err(PveError::TaskFailed { upid: upid.to_string(), exitstatus: exit })
+                    };
+                }
+                if start.elapsed() >= timeout {
+                    return Err(PveError::TaskTimeout { upid: upid.to_string(), waited_secs: start.elapsed().as_secs() });
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
             }
-            if start.elapsed() >= timeout {
-                return Err(PveError::TaskTimeout { upid: upid.to_string(), waited_secs: start.elapsed().as_secs() });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
         }
+        .await;
+        let result = match &outcome {
+            Ok(()) => "ok",
+            Err(PveError::TaskFailed { .. }) => "failed",
+            Err(PveError::TaskTimeout { .. }) => "timeout",
+            // Polling itself failed: the task's own outcome is unknown.
+            Err(_) => "error",
+        };
+        crate::metrics::record_task(&parsed.task_type, result, start.elapsed());
+        outcome
     }
 
     // ---- typed calls -------------------------------------------------------

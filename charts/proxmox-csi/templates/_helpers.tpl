@@ -60,6 +60,15 @@ Pod spec of one node-plugin DaemonSet. Called with a dict:
   region, zone  topology to report; empty means "do not report"
   nodeSelector  merged over .Values.node.nodeSelector
 */}}
+{{/*
+Pod annotations that let an annotation-based Prometheus scrape the driver.
+*/}}
+{{- define "proxmox-csi.metricsAnnotations" -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.metrics.port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+
 {{- define "proxmox-csi.nodeDaemonSet" -}}
 {{- $root := .root -}}
 {{- $v := $root.Values -}}
@@ -87,9 +96,14 @@ spec:
         {{- include "proxmox-csi.selectorLabels" $root | nindent 8 }}
         app.kubernetes.io/component: node
         proxmox-csi.dev/node-group: {{ .group | quote }}
-      {{- with $v.node.podAnnotations }}
+      {{- if or $v.metrics.enabled $v.node.podAnnotations }}
       annotations:
+        {{- if $v.metrics.enabled }}
+        {{- include "proxmox-csi.metricsAnnotations" $root | nindent 8 }}
+        {{- end }}
+        {{- with $v.node.podAnnotations }}
         {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- end }}
     spec:
       serviceAccountName: {{ include "proxmox-csi.nodeServiceAccount" $root }}
@@ -127,6 +141,9 @@ spec:
             # Same limit the controller enforces, so the scheduler's count
             # of attachable volumes matches what the controller will allow.
             - --node-max-volumes={{ $v.controller.maxVolumesPerNode }}
+            {{- if $v.metrics.enabled }}
+            - --metrics-address=0.0.0.0:{{ $v.metrics.port }}
+            {{- end }}
             {{- range $v.node.extraArgs }}
             - {{ . | quote }}
             {{- end }}
@@ -152,6 +169,10 @@ spec:
           ports:
             - name: healthz
               containerPort: 9808
+            {{- if $v.metrics.enabled }}
+            - name: metrics
+              containerPort: {{ $v.metrics.port }}
+            {{- end }}
           livenessProbe:
             httpGet:
               path: /healthz
