@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod csi_client;
+pub mod doctor;
 pub mod identity;
 pub mod inflight;
 pub mod metrics;

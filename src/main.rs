@@ -77,6 +77,21 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         write_mib: u64,
     },
+    /// Check a Proxmox VE endpoint before install: reachability, credentials,
+    /// privileges, storages, worker VMs. Exit code 1 if any check fails.
+    Doctor {
+        /// Cluster configuration file (YAML), the same the controller reads.
+        #[arg(long, env = "PROXMOX_CSI_CONFIG", default_value = "/etc/proxmox-csi/config.yaml")]
+        config: std::path::PathBuf,
+        /// Storage the StorageClasses will use (repeatable); default: every storage holding disk images.
+        #[arg(long = "storage")]
+        storages: Vec<String>,
+        /// Worker VM name (Kubernetes node id) to check (repeatable).
+        #[arg(long = "node-id")]
+        node_ids: Vec<String>,
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
+    },
 }
 
 async fn shutdown_signal() {
@@ -93,7 +108,7 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The sandbox shows its own progress; driver logs would drown it.
-    let default_level = if matches!(cli.command, Command::Sandbox { .. }) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Command::Sandbox { .. } | Command::Doctor { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()),
@@ -111,6 +126,15 @@ async fn main() -> anyhow::Result<()> {
         })
         .await;
     }
+    if let Command::Doctor { config, storages, node_ids, output } = cli.command {
+        let cfg = proxmox_csi::config::ConfigFile::load(&config)?;
+        let opts = proxmox_csi::doctor::DoctorOptions { storages, node_ids };
+        let report = proxmox_csi::doctor::run(&cfg, &opts).await;
+        let text = if output == "json" { serde_json::to_string_pretty(&report.to_json())? + "\n" } else { report.to_text() };
+        // A closed pipe (`doctor | head`) is not an error worth a panic.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+        std::process::exit(report.exit_code());
+    }
     let (endpoint, driver_name, controller, node, metrics) = match cli.command {
         Command::Controller { endpoint, driver_name, controller, metrics } => {
             (endpoint, driver_name, Some(controller), None, metrics)
@@ -119,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
         Command::All { endpoint, driver_name, controller, node, metrics } => {
             (endpoint, driver_name, Some(controller), Some(node), metrics)
         }
-        Command::Sandbox { .. } => unreachable!("handled above"),
+        Command::Sandbox { .. } | Command::Doctor { .. } => unreachable!("handled above"),
     };
     if let Some(addr) = metrics.metrics_address {
         // Bound before serving CSI so a taken port fails the start instead of going unnoticed.

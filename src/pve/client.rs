@@ -427,6 +427,38 @@ pub fn encode_segment(s: &str) -> String {
     out
 }
 
+// ---- calls used by `proxmox-csi doctor` -------------------------------------
+
+impl PveClient {
+    /// `GET /version` without credentials: proves TLS and HTTP work before
+    /// authentication is tried, so the two kinds of failure can be told apart.
+    /// Any HTTP answer is returned as its status; only transport errors fail.
+    pub async fn probe_unauthenticated(&self) -> Result<u16, PveError> {
+        let path = "/version";
+        let resp = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .send()
+            .await
+            .map_err(|source| PveError::Transport { method: "GET".into(), path: path.into(), source })?;
+        Ok(resp.status().as_u16())
+    }
+
+    /// Every guest (VMs and containers) from `/cluster/resources?type=vm`;
+    /// a container's vmid owns `vm-<vmid>-*` disks just like a VM's.
+    pub async fn guests(&self) -> Result<Vec<VmResource>, PveError> {
+        self.get("/cluster/resources", &params![("type", "vm")]).await
+    }
+
+    /// The caller's effective privileges on one ACL path (`GET /access/permissions?path=`).
+    pub async fn permissions_on(&self, acl_path: &str) -> Result<Vec<String>, PveError> {
+        let all: BTreeMap<String, BTreeMap<String, serde_json::Value>> =
+            self.get("/access/permissions", &params![("path", acl_path)]).await?;
+        // The value is PVE's propagate flag, not a grant bit: a listed privilege is held.
+        Ok(all.get(acl_path).map(|privs| privs.keys().cloned().collect()).unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
