@@ -207,3 +207,33 @@ async fn snapshot_on_a_storage_without_snapshots_is_refused_clearly() {
     let (k, m) = code(c.create_volume(r).await.unwrap_err());
     assert_eq!(k, Code::FailedPrecondition, "{m}");
 }
+
+/// The controller died after creating the holder VM but before giving it its
+/// disk. The retried CreateVolume must not be stuck on the leftover.
+#[tokio::test]
+async fn create_recovers_from_a_holder_left_without_disk() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let name = "pvc-0f8e2c4a-1b3d-4e5f-8a9b-0c1d2e3f4a5b";
+    let cluster = c.cluster("sim").unwrap();
+    let opts = vec![
+        ("name".to_string(), format!("csi-vol-{name}")),
+        ("tags".to_string(), HOLDER_TAG.to_string()),
+    ];
+    cluster.client.create_vm("pve1", 100_000, &opts, std::time::Duration::from_secs(5)).await.unwrap();
+    let v = c.create_volume(create(name, "local-lvm", 64 * MIB, Some("pve1"))).await.unwrap().volume.unwrap();
+    assert_eq!(v.capacity_bytes, 64 * MIB);
+    let holders: Vec<_> = cluster.holders().await.unwrap().into_iter().filter(|h| h.name.as_deref() == Some(&format!("csi-vol-{name}"))).collect();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    // A holder that holds some other disk is never removed automatically.
+    let other = "pvc-1f8e2c4a-1b3d-4e5f-8a9b-0c1d2e3f4a5b";
+    let opts = vec![
+        ("name".to_string(), format!("csi-vol-{other}")),
+        ("tags".to_string(), HOLDER_TAG.to_string()),
+        ("scsi1".to_string(), "local-lvm:1".to_string()),
+    ];
+    cluster.client.create_vm("pve1", 100_500, &opts, std::time::Duration::from_secs(5)).await.unwrap();
+    let (k, m) = code(c.create_volume(create(other, "local-lvm", 64 * MIB, Some("pve1"))).await.unwrap_err());
+    assert_eq!(k, Code::FailedPrecondition, "{m}");
+    assert!(cluster.holders().await.unwrap().iter().any(|h| h.vmid == 100_500));
+}

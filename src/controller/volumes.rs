@@ -43,32 +43,31 @@ impl Controller {
         let placement = self.place(&params.storage, req.accessibility_requirements.as_ref()).await?;
         let cluster = self.cluster(&placement.region).expect("placement picks a configured cluster");
         let holder_name = holder_name(name);
-        let origin = self.origin(cluster, req.volume_content_source.as_ref()).await?;
-
         // The same name always maps to the same holder: look for it first.
         if let Some(holder) = cluster.find_holder(&holder_name).await? {
             let zone = self.zone_of(&placement, &holder.node);
-            let held = cluster.held_volume(&holder, &zone).await?.ok_or_else(|| {
-                ControllerError::Aborted(format!(
-                    "name {name:?}: holder VM {} exists without its disk (an earlier create was interrupted); \
-                     delete it or retry after it is cleaned up",
-                    holder.vmid
-                ))
-            })?;
-            if held.id.storage != params.storage {
-                return Err(ControllerError::AlreadyExists(format!(
-                    "name {name:?}: volume {} exists on storage {}, not {}",
-                    held.id, held.id.storage, params.storage
-                )));
+            match cluster.held_volume(&holder, &zone).await? {
+                Some(held) => {
+                    if held.id.storage != params.storage {
+                        return Err(ControllerError::AlreadyExists(format!(
+                            "name {name:?}: volume {} exists on storage {}, not {}",
+                            held.id, held.id.storage, params.storage
+                        )));
+                    }
+                    if !size_fits(held.size, req.capacity_range.as_ref()) {
+                        return Err(ControllerError::AlreadyExists(format!(
+                            "name {name:?}: volume {} exists with {} bytes, which does not fit the requested capacity_range",
+                            held.id, held.size
+                        )));
+                    }
+                    return Ok(self.volume_response(&placement, held.id, held.size, &params, req.volume_content_source));
+                }
+                // An earlier create stopped half-way (the controller died
+                // between its steps): clear the diskless holder and redo it.
+                None => self.clear_unfinished_holder(cluster, &holder).await?,
             }
-            if !size_fits(held.size, req.capacity_range.as_ref()) {
-                return Err(ControllerError::AlreadyExists(format!(
-                    "name {name:?}: volume {} exists with {} bytes, which does not fit the requested capacity_range",
-                    held.id, held.size
-                )));
-            }
-            return Ok(self.volume_response(&placement, held.id, held.size, &params, req.volume_content_source));
         }
+        let origin = self.origin(cluster, req.volume_content_source.as_ref()).await?;
 
         let held = match &origin {
             Origin::Empty => {
@@ -82,6 +81,31 @@ impl Controller {
         };
         tracing::info!(volume = %held.id, size = held.size, holder = held.holder.vmid, "volume created");
         Ok(self.volume_response(&placement, held.id, held.size, &params, req.volume_content_source))
+    }
+
+    /// A holder without its disk is what an interrupted create leaves. While
+    /// PVE still works on it (a clone task holds the VM lock), wait; once it
+    /// is idle and holds no disk at all, it carries no data and may go.
+    async fn clear_unfinished_holder(&self, cluster: &Cluster, holder: &crate::pve::types::VmResource) -> Result<()> {
+        let cfg = cluster.client.vm_config(&holder.node, holder.vmid, false).await.ctx(|| format!("reading config of holder VM {}", holder.vmid))?;
+        if let Some(lock) = cfg.get("lock") {
+            return Err(ControllerError::Aborted(format!(
+                "holder VM {} is still being set up (locked: {lock}); retry later",
+                holder.vmid
+            )));
+        }
+        if let Some((slot, d)) = cfg.drives().next() {
+            return Err(ControllerError::FailedPrecondition(format!(
+                "holder VM {} has {slot}={} but not the expected disk; inspect it by hand",
+                holder.vmid, d.volume
+            )));
+        }
+        tracing::warn!(vmid = holder.vmid, "removing a holder VM left without a disk by an interrupted create");
+        cluster
+            .client
+            .destroy_vm(&holder.node, holder.vmid, self.opts.task_timeout)
+            .await
+            .ctx(|| format!("removing unfinished holder VM {}", holder.vmid))
     }
 
     fn zone_of(&self, placement: &Placement, holder_node: &str) -> String {
