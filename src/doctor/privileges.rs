@@ -24,6 +24,7 @@ pub const HOLDER_PRIVS: &[(&str, &str)] = &[
     ("VM.Allocate", "create and destroy the holder VM of each volume"),
     ("VM.Audit", "find holder VMs"),
     ("VM.Config.Disk", "give a holder its disk and grow it"),
+    ("VM.Config.Options", "name, tag and describe holder VMs"),
     ("VM.Snapshot", "take and delete snapshots"),
     ("VM.Clone", "restore snapshots and clone volumes"),
 ];
