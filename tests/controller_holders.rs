@@ -60,6 +60,9 @@ async fn volume_is_owned_by_a_stopped_tagged_holder_vm() {
     assert_eq!(holder.status.as_deref(), Some("stopped"));
     assert!(holder.vmid >= 100_000);
     assert_eq!(id.volname, format!("vm-{}-disk-0", holder.vmid));
+    // Protected: removing the holder by hand (UI, API) is refused by PVE.
+    let e = cluster.client.destroy_vm("pve2", holder.vmid, std::time::Duration::from_secs(5)).await.unwrap_err();
+    assert!(e.message().contains("protection mode enabled"), "{e}");
     // Deleting the volume removes the holder and the disk.
     c.delete_volume(DeleteVolumeRequest { volume_id: v.volume_id.clone(), secrets: Default::default() }).await.unwrap();
     assert!(cluster.holder_of(&id).await.unwrap().is_none());

@@ -88,7 +88,9 @@ impl Controller {
                 ("name", name),
                 ("tags", HOLDER_TAG),
                 ("description", format!("proxmox-csi volume {csi_name}. Holds the disk; never start or delete this VM by hand.")),
-                ("onboot", 0)
+                ("onboot", 0),
+                // PVE then refuses "Remove" on the holder (and with it the volume) from the UI or API.
+                ("protection", 1)
             ];
             match cluster.client.create_vm(&target.node, vmid, &opts, t).await {
                 Ok(()) => break vmid,
@@ -126,9 +128,24 @@ impl Controller {
 
     /// Best-effort removal of a half-created holder (it owns at most a new, empty disk).
     async fn discard_holder(&self, cluster: &Cluster, node: &str, vmid: u64) {
-        if let Err(e) = cluster.client.destroy_vm(node, vmid, self.opts.task_timeout).await {
+        if let Err(e) = self.unprotect_and_destroy(cluster, node, vmid).await {
             tracing::warn!(vmid, error = %e, "could not remove half-created holder VM");
         }
+    }
+
+    /// Holders are created protected; the driver lifts that only right
+    /// before it destroys one, after all its own checks passed.
+    pub(super) async fn unprotect_and_destroy(&self, cluster: &Cluster, node: &str, vmid: u64) -> Result<()> {
+        let t = self.opts.task_timeout;
+        let unprotect = params![("delete", "protection")];
+        cluster.client.update_vm_config(node, vmid, &unprotect, t).await.ctx(|| format!("lifting protection of holder VM {vmid}"))?;
+        cluster.client.destroy_vm(node, vmid, t).await.ctx(|| format!("destroying holder VM {vmid}"))
+    }
+
+    /// Make a holder made by a clone look like one made by create.
+    pub(super) async fn mark_holder(&self, cluster: &Cluster, node: &str, vmid: u64) -> Result<()> {
+        let mark = params![("tags", HOLDER_TAG), ("protection", 1)];
+        cluster.client.update_vm_config(node, vmid, &mark, self.opts.task_timeout).await.ctx(|| format!("marking holder VM {vmid}"))
     }
 
     /// Destroy a holder and with it the volume. Only a VM that is provably
@@ -154,10 +171,6 @@ impl Controller {
                 others.join(", ")
             )));
         }
-        cluster
-            .client
-            .destroy_vm(&holder.node, holder.vmid, self.opts.task_timeout)
-            .await
-            .ctx(|| format!("destroying holder VM {} of {volid}", holder.vmid))
+        self.unprotect_and_destroy(cluster, &holder.node, holder.vmid).await
     }
 }

@@ -101,11 +101,7 @@ impl Controller {
             )));
         }
         tracing::warn!(vmid = holder.vmid, "removing a holder VM left without a disk by an interrupted create");
-        cluster
-            .client
-            .destroy_vm(&holder.node, holder.vmid, self.opts.task_timeout)
-            .await
-            .ctx(|| format!("removing unfinished holder VM {}", holder.vmid))
+        self.unprotect_and_destroy(cluster, &holder.node, holder.vmid).await
     }
 
     fn zone_of(&self, placement: &Placement, holder_node: &str) -> String {
@@ -210,6 +206,7 @@ impl Controller {
             .await
             .ctx(|| format!("cloning holder VM {} into {newid}", source.holder.vmid))?;
         drop(_alloc);
+        self.mark_holder(cluster, &source.holder.node, newid).await?;
         let holder = cluster
             .holders()
             .await?

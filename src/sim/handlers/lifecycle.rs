@@ -183,6 +183,11 @@ pub async fn destroy(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
             "VM {vmid} is running - destroy failed"
         )));
     }
+    if vm.conf.get("protection").map(String::as_str) == Some("1") {
+        return Err(ApiError::internal(format!(
+            "can't remove VM {vmid} - protection mode enabled"
+        )));
+    }
     let unreferenced = ctx.flag("destroy-unreferenced-disks");
     let sim2 = sim.clone();
     let upid = sim.spawn_task(

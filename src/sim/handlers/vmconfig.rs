@@ -167,6 +167,10 @@ fn write_and_apply(
         vm.pending_delete.remove(r);
     }
     for d in &upd.deletes {
+        // A protected guest keeps its disks (PVE's check_protection).
+        if is_drive_key(d) && vm.conf.contains_key(d) && vm.conf.get("protection").map(String::as_str) == Some("1") {
+            return Err(WorkerError::Die(format!("can't remove drive '{d}' - protection mode enabled")));
+        }
         let was_pending = vm.pending.remove(d).is_some();
         if vm.conf.contains_key(d) {
             vm.pending_delete.insert(d.clone());
