@@ -156,7 +156,10 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let controller = controller.map(|c| c.build()).transpose()?.map(Arc::new);
-    let node = node.map(|n| NodeService::new(n.build()));
+    let node = match node {
+        Some(n) => Some(NodeService::new(n.resolve().await?)),
+        None => None,
+    };
     let identity = IdentityService { driver_name, controller: controller.clone() };
     let listener = server::bind(&endpoint)?;
     tracing::info!(%endpoint, controller = controller.is_some(), node = node.is_some(), "serving CSI");

@@ -63,9 +63,29 @@ pub struct NodeArgs {
     /// Reported as max_volumes_per_node (0 = no limit); keep equal to the controller's.
     #[arg(long = "node-max-volumes", default_value_t = 24)]
     pub max_volumes: i64,
+    /// Take region and zone from this Node's topology.kubernetes.io labels
+    /// (needs `get nodes` for the pod's service account); --region/--zone win.
+    #[arg(long)]
+    pub topology_from_node_labels: bool,
 }
 
 impl NodeArgs {
+    /// The node configuration, with topology read from the Node's labels when asked.
+    pub async fn resolve(&self) -> anyhow::Result<NodeConfig> {
+        let mut cfg = self.build();
+        if self.topology_from_node_labels {
+            let api = crate::node::node_labels::ApiServer::in_cluster()?;
+            let labels = fetch_with_retries(&api, &self.node_id).await?;
+            if labels.is_empty() {
+                tracing::warn!(node = %self.node_id, "the Node has no topology.kubernetes.io region/zone labels: volumes on node-local storages cannot be scheduled here");
+            }
+            for (k, v) in labels {
+                cfg.topology.entry(k).or_insert(v);
+            }
+        }
+        Ok(cfg)
+    }
+
     pub fn build(&self) -> NodeConfig {
         let mut cfg = NodeConfig::new(self.node_id.clone());
         cfg.device_dir = self.device_dir.clone();
@@ -79,4 +99,20 @@ impl NodeArgs {
         }
         cfg
     }
+}
+
+/// The API server may still be coming up when a node boots; a few tries.
+async fn fetch_with_retries(api: &crate::node::node_labels::ApiServer, node: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut last = None;
+    for attempt in 0..5 {
+        match crate::node::node_labels::topology_labels(api, node).await {
+            Ok(l) => return Ok(l),
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "reading the Node's topology labels failed");
+                last = Some(e);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+    Err(last.expect("at least one attempt").context(format!("reading topology labels of Node {node}")))
 }

@@ -108,7 +108,7 @@ spec:
     spec:
       serviceAccountName: {{ include "proxmox-csi.nodeServiceAccount" $root }}
       # Neither the plugin nor the registrar calls the API server.
-      automountServiceAccountToken: false
+      automountServiceAccountToken: {{ $v.node.topologyFromNodeLabels }}
       {{- with $v.node.priorityClassName }}
       priorityClassName: {{ . }}
       {{- end }}
@@ -141,6 +141,9 @@ spec:
             # Same limit the controller enforces, so the scheduler's count
             # of attachable volumes matches what the controller will allow.
             - --node-max-volumes={{ $v.controller.maxVolumesPerNode }}
+            {{- if $v.node.topologyFromNodeLabels }}
+            - --topology-from-node-labels
+            {{- end }}
             {{- if $v.metrics.enabled }}
             - --metrics-address=0.0.0.0:{{ $v.metrics.port }}
             {{- end }}

@@ -1,0 +1,53 @@
+//! Reading a Node's topology labels from a (fake) Kubernetes API server.
+
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use proxmox_csi::node::node_labels::{topology_labels, ApiServer};
+
+async fn node(Path(name): Path<String>, headers: HeaderMap) -> Result<axum::Json<serde_json::Value>, StatusCode> {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer sa-token") {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    match name.as_str() {
+        "worker-1" => Ok(axum::Json(serde_json::json!({
+            "kind": "Node",
+            "metadata": {"name": "worker-1", "labels": {
+                "topology.kubernetes.io/region": "pve-a",
+                "topology.kubernetes.io/zone": "pve1",
+                "kubernetes.io/hostname": "worker-1"
+            }}
+        }))),
+        "bare" => Ok(axum::Json(serde_json::json!({"kind": "Node", "metadata": {"name": "bare"}}))),
+        _ => Err(StatusCode::NOT_FOUND),
+    }
+}
+
+async fn fake_api() -> String {
+    let app = axum::Router::new().route("/api/v1/nodes/:name", get(node));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    url
+}
+
+#[tokio::test]
+async fn reads_region_and_zone_only() {
+    let api = ApiServer { base_url: fake_api().await, token: "sa-token".into(), ca_pem: None };
+    let labels = topology_labels(&api, "worker-1").await.unwrap();
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    assert_eq!(labels["topology.kubernetes.io/region"], "pve-a");
+    assert_eq!(labels["topology.kubernetes.io/zone"], "pve1");
+    assert!(topology_labels(&api, "bare").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn errors_name_the_request() {
+    let base = fake_api().await;
+    let api = ApiServer { base_url: base.clone(), token: "sa-token".into(), ca_pem: None };
+    let e = topology_labels(&api, "ghost").await.unwrap_err().to_string();
+    assert!(e.contains("/api/v1/nodes/ghost") && e.contains("404"), "{e}");
+    let api = ApiServer { base_url: base, token: "wrong".into(), ca_pem: None };
+    let e = topology_labels(&api, "worker-1").await.unwrap_err().to_string();
+    assert!(e.contains("401"), "{e}");
+}
