@@ -49,6 +49,16 @@ impl VolumeId {
         format!("{}:{}", self.storage, self.volname)
     }
 
+    /// Where the volume can be used: its region, and its zone unless the
+    /// storage is shared by every node of the cluster.
+    pub fn topology(&self, shared: bool) -> crate::csi::Topology {
+        let mut segments = std::collections::HashMap::from([(TOPOLOGY_REGION.to_string(), self.region.clone())]);
+        if !shared {
+            segments.insert(TOPOLOGY_ZONE.to_string(), self.zone.clone());
+        }
+        crate::csi::Topology { segments }
+    }
+
     /// The WWN the disk is attached with. Derived from the volume (never the
     /// slot) so the node can tell this disk from every other one, even after
     /// detach/attach cycles land it in different slots. NAA type 5, 64 bit.

@@ -70,45 +70,24 @@ impl Controller {
     }
 
     pub async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse> {
-        if req.max_entries < 0 {
-            return Err(ControllerError::InvalidArgument("max_entries: must not be negative".into()));
-        }
-        let start: usize = if req.starting_token.is_empty() {
-            0
-        } else {
-            req.starting_token
-                .parse()
-                .map_err(|_| ControllerError::Aborted(format!("starting_token {:?}: not a token this driver issued", req.starting_token)))?
-        };
+        let page = super::paging::PageRequest::parse(req.max_entries, &req.starting_token)?;
         let all = self.all_volumes().await?;
-        if start > all.len() {
-            return Err(ControllerError::Aborted(format!(
-                "starting_token {start}: past the end of the volume list ({} volumes)",
-                all.len()
-            )));
-        }
-        let take = if req.max_entries == 0 { usize::MAX } else { req.max_entries as usize };
-        let end = start.saturating_add(take).min(all.len());
-        let entries = all[start..end]
+        let (found, next_token) = page.cut(&all)?;
+        let entries = found
             .iter()
             .map(|f| {
-                let mut segments = HashMap::from([(TOPOLOGY_REGION.to_string(), f.id.region.clone())]);
-                if !f.shared {
-                    segments.insert(TOPOLOGY_ZONE.to_string(), f.id.zone.clone());
-                }
                 list_volumes_response::Entry {
                     volume: Some(Volume {
                         capacity_bytes: f.size as i64,
                         volume_id: f.id.to_string(),
                         volume_context: HashMap::from([("storage".to_string(), f.id.storage.clone())]),
                         content_source: None,
-                        accessible_topology: vec![Topology { segments }],
+                        accessible_topology: vec![f.id.topology(f.shared)],
                     }),
                     status: Some(list_volumes_response::VolumeStatus { published_node_ids: f.published_to.clone(), volume_condition: None }),
                 }
             })
             .collect();
-        let next_token = if end < all.len() { end.to_string() } else { String::new() };
         Ok(ListVolumesResponse { entries, next_token })
     }
 
@@ -177,17 +156,13 @@ impl Controller {
                 }
             }
         }
-        let mut segments = HashMap::from([(TOPOLOGY_REGION.to_string(), id.region.clone())]);
-        if !shared {
-            segments.insert(TOPOLOGY_ZONE.to_string(), id.zone.clone());
-        }
         Ok(ControllerGetVolumeResponse {
             volume: Some(Volume {
                 capacity_bytes: held.size as i64,
                 volume_id: raw.to_string(),
                 volume_context: HashMap::from([("storage".to_string(), id.storage.clone())]),
                 content_source: None,
-                accessible_topology: vec![Topology { segments }],
+                accessible_topology: vec![id.topology(shared)],
             }),
             status: Some(controller_get_volume_response::VolumeStatus { published_node_ids: published, volume_condition: None }),
         })

@@ -124,16 +124,7 @@ impl Controller {
     }
 
     pub async fn list_snapshots(&self, req: ListSnapshotsRequest) -> Result<ListSnapshotsResponse> {
-        if req.max_entries < 0 {
-            return Err(ControllerError::InvalidArgument("max_entries: must not be negative".into()));
-        }
-        let start: usize = if req.starting_token.is_empty() {
-            0
-        } else {
-            req.starting_token
-                .parse()
-                .map_err(|_| ControllerError::Aborted(format!("starting_token {:?}: not a token this driver issued", req.starting_token)))?
-        };
+        let page = super::paging::PageRequest::parse(req.max_entries, &req.starting_token)?;
         let mut all: Vec<Snapshot> = Vec::new();
         if !req.snapshot_id.is_empty() {
             if let Some(id) = SnapshotId::parse(&req.snapshot_id) {
@@ -161,13 +152,8 @@ impl Controller {
             }
         }
         all.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
-        if start > all.len() {
-            return Err(ControllerError::Aborted(format!("starting_token {start}: past the end ({} snapshots)", all.len())));
-        }
-        let take = if req.max_entries == 0 { usize::MAX } else { req.max_entries as usize };
-        let end = start.saturating_add(take).min(all.len());
-        let next_token = if end < all.len() { end.to_string() } else { String::new() };
-        let entries = all[start..end].iter().cloned().map(|s| list_snapshots_response::Entry { snapshot: Some(s) }).collect();
+        let (snaps, next_token) = page.cut(&all)?;
+        let entries = snaps.into_iter().map(|s| list_snapshots_response::Entry { snapshot: Some(s) }).collect();
         Ok(ListSnapshotsResponse { entries, next_token })
     }
 }

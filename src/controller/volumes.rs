@@ -10,7 +10,6 @@ use crate::csi::{CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest,
 use crate::params;
 use crate::pve::types::StorageResource;
 use crate::volume_id::{holder_name, SnapshotId, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
-use std::collections::HashMap;
 
 /// Where a volume may be allocated: the cluster and its candidate nodes.
 pub(super) struct Placement {
@@ -269,17 +268,14 @@ impl Controller {
     }
 
     fn volume_response(&self, placement: &Placement, id: VolumeId, size: u64, params: &VolumeParams, source: Option<VolumeContentSource>) -> CreateVolumeResponse {
-        let mut segments = HashMap::from([(TOPOLOGY_REGION.to_string(), placement.region.clone())]);
-        if !placement.shared {
-            segments.insert(TOPOLOGY_ZONE.to_string(), id.zone.clone());
-        }
+        let topology = id.topology(placement.shared);
         CreateVolumeResponse {
             volume: Some(Volume {
                 capacity_bytes: size as i64,
                 volume_id: id.to_string(),
                 volume_context: params.to_context(),
                 content_source: source,
-                accessible_topology: vec![Topology { segments }],
+                accessible_topology: vec![topology],
             }),
         }
     }
