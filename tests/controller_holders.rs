@@ -240,3 +240,60 @@ async fn create_recovers_from_a_holder_left_without_disk() {
     assert_eq!(k, Code::FailedPrecondition, "{m}");
     assert!(cluster.holders().await.unwrap().iter().any(|h| h.vmid == 100_500));
 }
+
+/// PVE fails a task half-way (storage error during a clone, a resize, a
+/// snapshot). The driver reports PVE's text, leaves nothing behind, and the
+/// retry works once PVE is healthy again.
+#[tokio::test]
+async fn failed_pve_tasks_leave_nothing_behind() {
+    use proxmox_csi::sim::{Fault, FaultAction};
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let v = c.create_volume(create("pvc-f", "local-lvm", 64 * MIB, Some("pve1"))).await.unwrap().volume.unwrap();
+    let s = c
+        .create_snapshot(CreateSnapshotRequest { name: "f-snap".into(), source_volume_id: v.volume_id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .snapshot
+        .unwrap();
+    // Only the writes start tasks; GETs on the same paths must not use up the fault.
+    let fail = |path: &str, text: &str| Fault {
+        method: Some(if path.contains("resize") { "PUT" } else { "POST" }.into()),
+        path_regex: path.into(),
+        action: FaultAction::TaskError(text.into()),
+        count: Some(1),
+    };
+    let holders_before = c.cluster("sim").unwrap().holders().await.unwrap().len();
+
+    // Clone task dies: no half-made holder stays around.
+    t.sim.faults().add(fail("/qemu/\\d+/clone$", "clone failed: lvcreate 'pve/vm-100002-disk-0' error: out of space")).unwrap();
+    let mut r = create("pvc-f-restored", "local-lvm", 64 * MIB, Some("pve1"));
+    r.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource { snapshot_id: s.snapshot_id.clone() })),
+    });
+    let (k, m) = code(c.create_volume(r.clone()).await.unwrap_err());
+    assert!(m.contains("out of space"), "PVE's reason reaches the CO: {k:?} {m}");
+    assert_eq!(c.cluster("sim").unwrap().holders().await.unwrap().len(), holders_before, "no leftover holder");
+    c.create_volume(r).await.unwrap();
+
+    // Resize task dies: the size stays, the error says why.
+    t.sim.faults().add(fail("/qemu/\\d+/resize$", "lvextend failed")).unwrap();
+    let grow = ControllerExpandVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        capacity_range: Some(CapacityRange { required_bytes: 128 * MIB, limit_bytes: 0 }),
+        ..Default::default()
+    };
+    let (_, m) = code(c.expand_volume(grow.clone()).await.unwrap_err());
+    assert!(m.contains("lvextend failed"), "{m}");
+    let got = c.get_volume(ControllerGetVolumeRequest { volume_id: v.volume_id.clone() }).await.unwrap();
+    assert_eq!(got.volume.unwrap().capacity_bytes, 64 * MIB);
+    assert_eq!(c.expand_volume(grow).await.unwrap().capacity_bytes, 128 * MIB);
+
+    // Snapshot task dies: no snapshot is listed.
+    t.sim.faults().add(fail("/qemu/\\d+/snapshot$", "snapshot failed")).unwrap();
+    let req = CreateSnapshotRequest { name: "f-snap-2".into(), source_volume_id: v.volume_id.clone(), ..Default::default() };
+    assert!(c.create_snapshot(req.clone()).await.is_err());
+    let listed = c.list_snapshots(ListSnapshotsRequest { source_volume_id: v.volume_id.clone(), ..Default::default() }).await.unwrap();
+    assert_eq!(listed.entries.len(), 1, "only the first snapshot");
+    c.create_snapshot(req).await.unwrap();
+}
