@@ -1,11 +1,14 @@
 //! The CSI volume id, and the names and disk identities derived from it.
 //!
-//! A volume id is `<region>/<zone>/<storage>/<volname>`: the cluster, the PVE
-//! node the disk was allocated on, the storage id, and PVE's volume name
-//! (which may itself contain `/`, e.g. `9999/vm-9999-csi-x.raw` on a dir
-//! storage). Everything the controller needs to find the disk again is in
-//! the id, so no state is kept outside Proxmox. The volume name carries the
-//! vmid of the holder VM that owns the disk (`vm-<holder>-disk-0`).
+//! A volume id is `<region>/<zone>/<storage>/<tag>/<volname>`: the cluster,
+//! the PVE node the disk was allocated on, the storage id, a tag naming the
+//! holder VM, and PVE's volume name (which may itself contain `/`, e.g.
+//! `100000/vm-100000-disk-0.raw` on a dir storage). Everything the controller
+//! needs to find the disk again is in the id, so no state is kept outside
+//! Proxmox. The volume name carries the vmid of the holder VM that owns the
+//! disk (`vm-<holder>-disk-0`); vmids are reused once free, so the tag (a
+//! hash of the holder's name) is what keeps an old id from ever naming a
+//! newer volume that got the same vmid.
 
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -20,28 +23,43 @@ pub struct VolumeId {
     pub region: String,
     pub zone: String,
     pub storage: String,
+    /// `holder_tag` of the holder VM's name.
+    pub tag: String,
     pub volname: String,
+}
+
+/// 8 hex digits identifying a holder VM by name (see the module comment).
+pub fn holder_tag(holder_name: &str) -> String {
+    hash_hex(holder_name)[..8].to_string()
 }
 
 impl VolumeId {
     /// Parse an id; `None` when it is not one of ours (callers answer NotFound).
     pub fn parse(s: &str) -> Option<VolumeId> {
-        let mut it = s.splitn(4, '/');
+        let mut it = s.splitn(5, '/');
         let region = it.next()?;
         let zone = it.next()?;
         let storage = it.next()?;
+        let tag = it.next()?;
         let volname = it.next()?;
         let ok = |p: &str| !p.is_empty() && !p.contains(char::is_whitespace) && !p.contains(':');
-        if !(ok(region) && ok(zone) && ok(storage) && !volname.is_empty()) || volname.contains(char::is_whitespace) {
+        let tag_ok = tag.len() == 8 && tag.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        if !(ok(region) && ok(zone) && ok(storage) && tag_ok && !volname.is_empty()) || volname.contains(char::is_whitespace) {
             return None;
         }
-        Some(VolumeId { region: region.into(), zone: zone.into(), storage: storage.into(), volname: volname.into() })
+        Some(VolumeId { region: region.into(), zone: zone.into(), storage: storage.into(), tag: tag.into(), volname: volname.into() })
     }
 
-    /// Build from a PVE volid (`<storage>:<volname>`).
-    pub fn from_volid(region: &str, zone: &str, volid: &str) -> Option<VolumeId> {
+    /// Build from a PVE volid (`<storage>:<volname>`) and the holder's name.
+    pub fn from_volid(region: &str, zone: &str, volid: &str, holder_name: &str) -> Option<VolumeId> {
         let (storage, volname) = volid.split_once(':')?;
-        Some(VolumeId { region: region.into(), zone: zone.into(), storage: storage.into(), volname: volname.into() })
+        Some(VolumeId {
+            region: region.into(),
+            zone: zone.into(),
+            storage: storage.into(),
+            tag: holder_tag(holder_name),
+            volname: volname.into(),
+        })
     }
 
     /// PVE's volume id.
@@ -62,21 +80,27 @@ impl VolumeId {
     /// The WWN the disk is attached with. Derived from the volume (never the
     /// slot) so the node can tell this disk from every other one, even after
     /// detach/attach cycles land it in different slots. NAA type 5, 64 bit.
+    /// The tag is part of it, so a later volume that reuses the vmid (and so
+    /// the volid) still gets a different WWN.
     pub fn wwn(&self) -> String {
-        let h = hash_hex(&self.volid());
+        let h = hash_hex(&self.identity());
         format!("0x5{}", &h[..15])
     }
 
     /// The SCSI serial (max 20 bytes in the guest), also derived from the volume.
     pub fn serial(&self) -> String {
-        let h = hash_hex(&self.volid());
+        let h = hash_hex(&self.identity());
         format!("csi-{}", &h[..16])
+    }
+
+    fn identity(&self) -> String {
+        format!("{}#{}", self.volid(), self.tag)
     }
 }
 
 impl fmt::Display for VolumeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}/{}", self.region, self.zone, self.storage, self.volname)
+        write!(f, "{}/{}/{}/{}/{}", self.region, self.zone, self.storage, self.tag, self.volname)
     }
 }
 
@@ -150,26 +174,44 @@ mod tests {
 
     #[test]
     fn round_trips_with_slash_in_volname() {
-        let id = VolumeId::parse("sim/pve1/local/9999/vm-9999-csi-ha.raw").unwrap();
+        let id = VolumeId::parse("sim/pve1/local/0a1b2c3d/100000/vm-100000-disk-0.raw").unwrap();
         assert_eq!(id.zone, "pve1");
-        assert_eq!(id.volid(), "local:9999/vm-9999-csi-ha.raw");
-        assert_eq!(id.to_string(), "sim/pve1/local/9999/vm-9999-csi-ha.raw");
+        assert_eq!(id.tag, "0a1b2c3d");
+        assert_eq!(id.volid(), "local:100000/vm-100000-disk-0.raw");
+        assert_eq!(id.to_string(), "sim/pve1/local/0a1b2c3d/100000/vm-100000-disk-0.raw");
+        let built = VolumeId::from_volid("sim", "pve1", "local:100000/vm-100000-disk-0.raw", "csi-vol-x").unwrap();
+        assert_eq!(VolumeId::parse(&built.to_string()).unwrap(), built);
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "abc", "a/b/c", "a//c/d", "a/b/c/", "a b/c/d/e", "a/b/st:x/v"] {
+        for bad in [
+            "",
+            "abc",
+            "a/b/c",
+            "a//c/0a1b2c3d/v",
+            "a/b/c/0a1b2c3d/",
+            "a b/c/d/0a1b2c3d/e",
+            "a/b/st:x/0a1b2c3d/v",
+            "a/b/c/notatag0/v",
+            "a/b/c/0A1B2C3D/v",
+            "sim/pve1/local/100000/vm-100000-disk-0.raw",
+        ] {
             assert!(VolumeId::parse(bad).is_none(), "{bad:?} parsed");
         }
     }
 
     #[test]
-    fn wwn_depends_on_volume_only() {
-        let a = VolumeId::parse("r/z1/s/vm-9999-csi-a").unwrap();
-        let a2 = VolumeId::parse("r/z2/s/vm-9999-csi-a").unwrap();
-        let b = VolumeId::parse("r/z1/s/vm-9999-csi-b").unwrap();
+    fn wwn_depends_on_volume_and_holder_only() {
+        let a = VolumeId::from_volid("r", "z1", "s:vm-100000-disk-0", "csi-vol-a").unwrap();
+        let a2 = VolumeId::from_volid("r", "z2", "s:vm-100000-disk-0", "csi-vol-a").unwrap();
+        let b = VolumeId::from_volid("r", "z1", "s:vm-100001-disk-0", "csi-vol-b").unwrap();
+        // Same vmid reused by a later volume of another name: another disk, another WWN.
+        let reused = VolumeId::from_volid("r", "z1", "s:vm-100000-disk-0", "csi-vol-c").unwrap();
         assert_eq!(a.wwn(), a2.wwn());
         assert_ne!(a.wwn(), b.wwn());
+        assert_ne!(a.wwn(), reused.wwn());
+        assert_ne!(a.to_string(), reused.to_string());
         assert_eq!(a.wwn().len(), 18);
         assert!(a.wwn().starts_with("0x5"));
         assert!(a.serial().len() <= 20);
@@ -193,9 +235,9 @@ mod tests {
     fn snapshot_ids() {
         let s = snap_name("snapshot-1");
         assert!(s.len() <= 40 && s.starts_with('s'));
-        let id = SnapshotId::parse(&format!("sim/pve1/local-lvm/vm-100000-disk-0@{s}")).unwrap();
+        let id = SnapshotId::parse(&format!("sim/pve1/local-lvm/0a1b2c3d/vm-100000-disk-0@{s}")).unwrap();
         assert_eq!(id.volume.volname, "vm-100000-disk-0");
-        assert_eq!(id.to_string(), format!("sim/pve1/local-lvm/vm-100000-disk-0@{s}"));
+        assert_eq!(id.to_string(), format!("sim/pve1/local-lvm/0a1b2c3d/vm-100000-disk-0@{s}"));
         assert!(SnapshotId::parse("sim/pve1/x/v").is_none());
         assert!(SnapshotId::parse("sim/pve1/x/v@Bad").is_none());
         assert!(SnapshotId::parse("junk@s1").is_none());

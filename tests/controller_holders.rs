@@ -74,7 +74,7 @@ async fn forged_ids_never_touch_other_vms_disks() {
     let t = start_sim(HotplugMode::None, |_| {}).await;
     let c = controller(&t.url);
     // worker-2's own OS disk, addressed as if it were a volume of this driver.
-    let forged = "sim/pve2/local/102/vm-102-disk-0.raw";
+    let forged = "sim/pve2/local/0a1b2c3d/102/vm-102-disk-0.raw";
     let (k, m) = code(c.publish_volume(publish(forged, "worker-2")).await.unwrap_err());
     assert_eq!(k, Code::NotFound, "{m}");
     c.delete_volume(DeleteVolumeRequest { volume_id: forged.into(), secrets: Default::default() }).await.unwrap();
@@ -296,4 +296,25 @@ async fn failed_pve_tasks_leave_nothing_behind() {
     let listed = c.list_snapshots(ListSnapshotsRequest { source_volume_id: v.volume_id.clone(), ..Default::default() }).await.unwrap();
     assert_eq!(listed.entries.len(), 1, "only the first snapshot");
     c.create_snapshot(req).await.unwrap();
+}
+
+/// Holder vmids are reused once free. An id of a deleted volume must never
+/// name the newer volume that got the same vmid: a late retry of the old
+/// DeleteVolume would otherwise delete someone else's data.
+#[tokio::test]
+async fn ids_of_deleted_volumes_never_name_a_newer_volume() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let old = c.create_volume(create("pvc-old", "local-lvm", 64 * MIB, Some("pve1"))).await.unwrap().volume.unwrap();
+    c.delete_volume(DeleteVolumeRequest { volume_id: old.volume_id.clone(), secrets: Default::default() }).await.unwrap();
+    let new = c.create_volume(create("pvc-new", "local-lvm", 64 * MIB, Some("pve1"))).await.unwrap().volume.unwrap();
+    let (o, n) = (VolumeId::parse(&old.volume_id).unwrap(), VolumeId::parse(&new.volume_id).unwrap());
+    assert_eq!(o.volid(), n.volid(), "the vmid (and so the PVE volume) was reused");
+    assert_ne!(old.volume_id, new.volume_id);
+    assert_ne!(o.wwn(), n.wwn());
+    // The late retry of the old delete is a no-op; the new volume survives.
+    c.delete_volume(DeleteVolumeRequest { volume_id: old.volume_id.clone(), secrets: Default::default() }).await.unwrap();
+    assert_eq!(code(c.publish_volume(publish(&old.volume_id, "worker-1")).await.unwrap_err()).0, Code::NotFound);
+    let got = c.get_volume(ControllerGetVolumeRequest { volume_id: new.volume_id.clone() }).await.unwrap();
+    assert_eq!(got.volume.unwrap().capacity_bytes, 64 * MIB);
 }

@@ -351,20 +351,28 @@ async fn publish_cancelled_mid_call_is_completed_by_the_retry() {
     let t = start_sim(HotplugMode::None, |_| {}).await;
     let c = std::sync::Arc::new(controller(&t.url));
     let v = c.create_volume(create_req("pvc-k", "shared", GIB)).await.unwrap().volume.unwrap();
-    // PVE is slow to answer the config POST; the caller gives up meanwhile.
+    // PVE is slow to report the task done; the caller dies while it waits.
     t.sim
         .faults()
-        .add(Fault { method: Some("GET".into()), path_regex: "/tasks/.*/status$".into(), action: FaultAction::DelayMs(500), count: Some(1) })
+        .add(Fault { method: Some("GET".into()), path_regex: "/tasks/.*/status$".into(), action: FaultAction::DelayMs(2000), count: Some(1) })
         .unwrap();
     let c1 = c.clone();
     let id = v.volume_id.clone();
     let call = tokio::spawn(async move { c1.publish_volume(publish_req(&id, "worker-1", false)).await });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    call.abort();
-    assert!(call.await.unwrap_err().is_cancelled());
-    // The config change went through on the PVE side before the caller vanished.
-    let cfg = vm_config(&t, "pve1", 101, false).await;
+    // Kill the call once PVE has the change but the driver still waits for the task.
     let volid = VolumeId::parse(&v.volume_id).unwrap().volid();
+    let mut seen = false;
+    for _ in 0..100 {
+        if vm_config(&t, "pve1", 101, false).await.values().any(|x| x.starts_with(&volid)) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(seen, "the attach never reached PVE");
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled(), "the call was still waiting for its task");
+    let cfg = vm_config(&t, "pve1", 101, false).await;
     let slots: Vec<_> = cfg.iter().filter(|(_, x)| x.starts_with(&volid)).map(|(k, _)| k.clone()).collect();
     assert_eq!(slots.len(), 1, "{cfg:?}");
     // The in-flight guard died with the call, so the retry is not Aborted.

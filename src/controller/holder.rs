@@ -14,7 +14,7 @@ use super::Controller;
 use crate::params;
 use crate::pve::drive::Drive;
 use crate::pve::types::{StorageResource, VmResource};
-use crate::volume_id::{holder_disk, VolumeId, HOLDER_PREFIX};
+use crate::volume_id::{holder_disk, holder_tag, VolumeId, HOLDER_PREFIX};
 
 pub const HOLDER_TAG: &str = "proxmox-csi";
 /// The holder's slot for its volume.
@@ -44,22 +44,42 @@ impl Cluster {
         Ok(found.into_iter().next())
     }
 
-    /// The holder that owns the volume `id`, if it still exists.
+    /// The holder that owns the volume `id`, if it still exists: the vmid
+    /// from the volume name and the tag from the holder's name must both match.
     pub async fn holder_of(&self, id: &VolumeId) -> Result<Option<VmResource>> {
         let Some(vmid) = owner_vmid(&id.volid()) else { return Ok(None) };
-        Ok(self.holders().await?.into_iter().find(|v| v.vmid == vmid))
+        Ok(self
+            .holders()
+            .await?
+            .into_iter()
+            .find(|v| v.vmid == vmid && v.name.as_deref().map(holder_tag).as_deref() == Some(id.tag.as_str())))
+    }
+
+    /// Snapshots of a holder; none when the holder vanished meanwhile (a
+    /// volume deleted while another call walks the list).
+    pub async fn holder_snapshots(&self, holder: &VmResource) -> Result<Vec<crate::pve::types::SnapshotInfo>> {
+        match self.client.snapshots(&holder.node, holder.vmid).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(ControllerError::Pve { context: format!("listing snapshots of holder VM {}", holder.vmid), source: Box::new(e) }),
+        }
     }
 
     /// The volume in the holder's slot, with its size.
     pub async fn held_volume(&self, holder: &VmResource, zone_hint: &str) -> Result<Option<HeldVolume>> {
-        let cfg = self.client.vm_config(&holder.node, holder.vmid, false).await.ctx(|| format!("reading config of holder VM {}", holder.vmid))?;
+        let cfg = match self.client.vm_config(&holder.node, holder.vmid, false).await {
+            Ok(c) => c,
+            // Deleted since it was listed: it holds nothing any more.
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(ControllerError::Pve { context: format!("reading config of holder VM {}", holder.vmid), source: Box::new(e) }),
+        };
         let Some(drive) = cfg.get(HOLDER_SLOT).and_then(Drive::parse) else { return Ok(None) };
         let Some((storage, _)) = drive.volume.split_once(':') else { return Ok(None) };
         // For a node-local storage the disk is where the holder is; a shared
         // one is reachable from there too.
         let node = if zone_hint.is_empty() { holder.node.as_str() } else { zone_hint };
         let Some(item) = self.find_volume(node, storage, &drive.volume).await? else { return Ok(None) };
-        let id = VolumeId::from_volid(&self.region, node, &drive.volume).expect("has a colon");
+        let id = VolumeId::from_volid(&self.region, node, &drive.volume, holder.name.as_deref().unwrap_or("")).expect("has a colon");
         Ok(Some(HeldVolume { holder: holder.clone(), id, size: item.size.unwrap_or(0) }))
     }
 }

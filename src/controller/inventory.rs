@@ -22,7 +22,8 @@ impl Controller {
     pub async fn all_volumes(&self) -> Result<Vec<Found>> {
         let mut out: BTreeMap<String, Found> = BTreeMap::new();
         for cluster in self.clusters() {
-            let holders: HashMap<u64, String> = cluster.holders().await?.into_iter().map(|h| (h.vmid, h.node)).collect();
+            let holders: HashMap<u64, (String, String)> =
+                cluster.holders().await?.into_iter().map(|h| (h.vmid, (h.node, h.name.unwrap_or_default()))).collect();
             if holders.is_empty() {
                 continue;
             }
@@ -40,13 +41,13 @@ impl Controller {
                     .ctx(|| format!("listing {} on {}", s.storage, s.node))?;
                 for item in items {
                     let Some(owner) = owner_vmid(&item.volid) else { continue };
-                    let Some(holder_node) = holders.get(&owner) else { continue };
+                    let Some((holder_node, holder_name)) = holders.get(&owner) else { continue };
                     if !item.volid.contains(&format!("vm-{owner}-disk-0")) {
                         continue;
                     }
                     // Same zone as CreateVolume gave: the holder's node for shared storages.
                     let zone = if s.shared { holder_node } else { &s.node };
-                    let Some(id) = VolumeId::from_volid(&cluster.region, zone, &item.volid) else { continue };
+                    let Some(id) = VolumeId::from_volid(&cluster.region, zone, &item.volid, holder_name) else { continue };
                     volids.push(item.volid.clone());
                     out.insert(
                         item.volid.clone() + "\0" + &cluster.region,

@@ -61,7 +61,7 @@ impl Controller {
             if other.vmid == h.vmid {
                 continue;
             }
-            let snaps = cluster.client.snapshots(&other.node, other.vmid).await.ctx(|| format!("listing snapshots of holder VM {}", other.vmid))?;
+            let snaps = cluster.holder_snapshots(&other).await?;
             if snaps.iter().any(|s| s.name == snapname) {
                 return Err(ControllerError::AlreadyExists(format!(
                     "name {name:?}: a snapshot of that name exists for another volume (holder VM {})",

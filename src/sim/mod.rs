@@ -210,7 +210,11 @@ impl Sim {
     }
 
     fn persist(&self) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(&*self.inner.state.lock().unwrap())?;
+        // Snapshot and write under the state lock: concurrent writers sharing
+        // the one temp file would otherwise rename it from under each other
+        // (and an older snapshot could land after a newer one).
+        let st = self.inner.state.lock().unwrap();
+        let text = serde_json::to_string_pretty(&*st)?;
         let path = self.inner.cfg.data_dir.join("state.json");
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text)?;
