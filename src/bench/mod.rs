@@ -7,9 +7,9 @@ mod lifecycle;
 pub mod report;
 
 use crate::controller::ControllerOptions;
-use crate::csi::{DeleteSnapshotRequest, ListSnapshotsRequest};
+use crate::csi::{ControllerUnpublishVolumeRequest, DeleteSnapshotRequest, DeleteVolumeRequest, ListSnapshotsRequest, ListVolumesRequest};
 use crate::csi_client::CsiClients;
-use crate::sandbox::harness::{check_clean, default_fs_type, mount_cap, start_driver, start_sim};
+use crate::sandbox::harness::{check_clean, default_fs_type, mount_cap, start_driver, start_sim, WORKER};
 use crate::sim::{HotplugMode, SimConfig};
 use lifecycle::{Clients, Plan, Volume};
 use report::{Report, RunInfo};
@@ -160,8 +160,10 @@ async fn measure(report: &mut Report, c: &CsiClients, plan: &Arc<Plan>, parallel
 
 /// Second pass, not measured: delete the snapshots still listed (a failed
 /// CreateSnapshot may have made one the run never learned of), try the failed
-/// tear-downs again, then check that no volume, snapshot, loop device or mount
-/// is left. Ok says what the second pass had to remove.
+/// tear-downs again, then detach and delete any volume still listed (a failed
+/// CreateVolume may have made one the run never learned of); then check that
+/// no volume, snapshot, loop device or mount is left. Ok says what the second
+/// pass had to do.
 async fn clean_up(c: &mut CsiClients, leftovers: Vec<Volume>, data_dir: &Path) -> anyhow::Result<String> {
     let snaps = c.controller.list_snapshots(ListSnapshotsRequest::default()).await?.into_inner().entries;
     for s in snaps.iter().filter_map(|e| e.snapshot.as_ref()) {
@@ -172,11 +174,19 @@ async fn clean_up(c: &mut CsiClients, leftovers: Vec<Volume>, data_dir: &Path) -
     for v in &leftovers {
         lifecycle::teardown(&mut clients, v, &mut Vec::new()).await;
     }
+    let strays = c.controller.list_volumes(ListVolumesRequest::default()).await?.into_inner().entries;
+    for v in strays.iter().filter_map(|e| e.volume.as_ref()) {
+        let req = ControllerUnpublishVolumeRequest { volume_id: v.volume_id.clone(), node_id: WORKER.into(), secrets: Default::default() };
+        let _ = c.controller.controller_unpublish_volume(req).await;
+        let _ = c.controller.delete_volume(DeleteVolumeRequest { volume_id: v.volume_id.clone(), secrets: Default::default() }).await;
+    }
     let left = c.controller.list_snapshots(ListSnapshotsRequest::default()).await?.into_inner().entries.len();
     anyhow::ensure!(left == 0, "{left} snapshots still listed");
     check_clean(c, data_dir).await?;
-    Ok(match (snaps.len(), leftovers.len()) {
-        (0, 0) => "ok (no volume, snapshot, loop device or mount left)".into(),
-        (s, v) => format!("ok after a second pass ({s} leftover snapshots deleted, tear-down of {v} volumes retried): no volume, snapshot, loop device or mount left"),
+    Ok(match (snaps.len(), leftovers.len(), strays.len()) {
+        (0, 0, 0) => "ok (no volume, snapshot, loop device or mount left)".into(),
+        (s, v, d) => format!(
+            "ok after a second pass ({s} stray snapshots deleted, tear-down of {v} volumes retried, {d} stray volumes deleted): no volume, snapshot, loop device or mount left"
+        ),
     })
 }
