@@ -6,6 +6,7 @@ pub mod csi {
     tonic::include_proto!("csi.v1");
 }
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod controller;

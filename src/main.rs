@@ -77,6 +77,10 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         write_mib: u64,
     },
+    /// Measure the driver's latency and throughput against the built-in
+    /// simulator: N volumes through the full CSI lifecycle, P at a time (needs
+    /// root unless --controller-only). Exit code 1 if any call failed.
+    Bench(proxmox_csi::bench::BenchArgs),
     /// Check a Proxmox VE endpoint before install: reachability, credentials,
     /// privileges, storages, worker VMs. Exit code 1 if any check fails.
     Doctor {
@@ -108,7 +112,7 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The sandbox shows its own progress; driver logs would drown it.
-    let default_level = if matches!(cli.command, Command::Sandbox { .. } | Command::Doctor { .. }) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Command::Sandbox { .. } | Command::Bench(_) | Command::Doctor { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()),
@@ -125,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
             fs_type,
         })
         .await;
+    }
+    if let Command::Bench(args) = cli.command {
+        std::process::exit(proxmox_csi::bench::main(args).await?);
     }
     if let Command::Doctor { config, storages, node_ids, output } = cli.command {
         let cfg = proxmox_csi::config::ConfigFile::load(&config)?;
@@ -143,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
         Command::All { endpoint, driver_name, controller, node, metrics } => {
             (endpoint, driver_name, Some(controller), Some(node), metrics)
         }
-        Command::Sandbox { .. } | Command::Doctor { .. } => unreachable!("handled above"),
+        Command::Sandbox { .. } | Command::Bench(_) | Command::Doctor { .. } => unreachable!("handled above"),
     };
     if let Some(addr) = metrics.metrics_address {
         // Bound before serving CSI so a taken port fails the start instead of going unnoticed.

@@ -3,29 +3,19 @@
 //! simulated VM (a real loop device), formats, mounts, writes and reads back
 //! data, then tears everything down and checks nothing was left behind.
 
-use crate::config::{ClusterConfig, ConfigFile};
-use crate::controller::service::ControllerService;
-use crate::controller::{Controller, ControllerOptions};
-use crate::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
+pub(crate) mod harness;
+
+use crate::csi::volume_capability::AccessType;
 use crate::csi::*;
-use crate::csi_client::{connect, CsiClients};
-use crate::identity::{IdentityService, DRIVER_NAME};
-use crate::node::config::NodeConfig;
-use crate::node::service::NodeService;
-use crate::sim::{Sim, SimConfig};
-use crate::volume_id::{TOPOLOGY_REGION, TOPOLOGY_ZONE};
+use crate::csi_client::CsiClients;
+use crate::sim::SimConfig;
+use harness::{check_clean, mount_cap, start_driver, start_sim, worker_topology, TOKEN_ID, WORKER};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const TOKEN_ID: &str = "csi@pve!csi";
-const TOKEN_SECRET: &str = "sim-secret";
-const WORKER: &str = "worker-1";
-const WORKER_VMID: u32 = 101;
-const WORKER_NODE: &str = "pve1";
 /// Thin LVM: the storage type that gives snapshots.
 const STORAGE: &str = "local-lvm";
 
@@ -65,13 +55,6 @@ impl Progress {
 
     fn note(&self, text: &str) {
         println!("        {text}");
-    }
-}
-
-fn mount_cap(fs: &str) -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode { mode: Mode::SingleNodeWriter as i32 }),
-        access_type: Some(AccessType::Mount(MountVolume { fs_type: fs.into(), ..Default::default() })),
     }
 }
 
@@ -115,16 +98,6 @@ fn write_and_verify(dir: &Path, len: u64) -> anyhow::Result<String> {
     Ok(want)
 }
 
-fn loop_devices_under(dir: &Path) -> Vec<String> {
-    let out = std::process::Command::new("losetup").arg("-a").output();
-    let Ok(out) = out else { return vec![] };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&*dir.to_string_lossy()))
-        .map(|l| l.split(':').next().unwrap_or("").to_string())
-        .collect()
-}
-
 pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("the sandbox needs root: it attaches loop devices, runs mkfs and mounts (try: sudo proxmox-csi sandbox)");
@@ -141,68 +114,20 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
         }
     };
     println!("proxmox-csi sandbox: driver + Proxmox VE simulator in {}", data_dir.display());
-    // xfs grows online without extra privileges; ext4 online growth needs
-    // CAP_SYS_RESOURCE, which some containers lack.
-    let fs_type = opts.fs_type.clone().unwrap_or_else(|| {
-        let has_xfs = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).chain(["/sbin".into(), "/usr/sbin".into()]).any(|d| d.join("mkfs.xfs").exists()))
-            .unwrap_or(false);
-        if has_xfs { "xfs" } else { "ext4" }.to_string()
-    });
+    let fs_type = opts.fs_type.clone().unwrap_or_else(harness::default_fs_type);
     let mut p = Progress { n: 0, total: 19 };
 
     // 1. Simulator.
     let sim_dir = data_dir.join("sim");
     let (sim, base_url) = p
-        .step("start Proxmox VE simulator (cluster sim, nodes pve1+pve2)", async {
-            let sim = Sim::new(SimConfig::default_for(sim_dir.clone()))?;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let addr = listener.local_addr()?;
-            let s = sim.clone();
-            tokio::spawn(async move {
-                if let Err(e) = s.serve(listener).await {
-                    eprintln!("simulator stopped: {e:#}");
-                }
-            });
-            Ok((sim, format!("http://{addr}/api2/json")))
-        })
+        .step("start Proxmox VE simulator (cluster sim, nodes pve1+pve2)", start_sim(SimConfig::default_for(sim_dir.clone())))
         .await?;
     p.note(&format!("API at {base_url}, token {TOKEN_ID}"));
 
     // 2. Driver.
     let socket = data_dir.join("csi.sock");
     let mut c: CsiClients = p
-        .step("start driver (controller + node as VM worker-1)", async {
-            let cfg = ConfigFile {
-                clusters: vec![ClusterConfig {
-                    region: "sim".into(),
-                    url: base_url.clone(),
-                    token_id: Some(TOKEN_ID.into()),
-                    token_secret: Some(TOKEN_SECRET.into()),
-                    username: None,
-                    password: None,
-                    insecure: false,
-                    ca_file: None,
-                    timeout_seconds: 30,
-                }],
-            };
-            let controller = Arc::new(Controller::new(&cfg, ControllerOptions::default())?);
-            let mut ncfg = NodeConfig::new(WORKER);
-            ncfg.device_dir = sim.guest_by_id_dir(WORKER_VMID);
-            ncfg.device_wait = Duration::from_secs(10);
-            ncfg.topology.insert(TOPOLOGY_REGION.into(), "sim".into());
-            ncfg.topology.insert(TOPOLOGY_ZONE.into(), WORKER_NODE.into());
-            let identity = IdentityService { driver_name: DRIVER_NAME.into(), controller: Some(controller.clone()) };
-            let listener = crate::server::bind(&socket.to_string_lossy())?;
-            tokio::spawn(crate::server::serve(
-                listener,
-                identity,
-                Some(ControllerService { inner: controller }),
-                Some(NodeService::new(ncfg)),
-                std::future::pending(),
-            ));
-            connect(&socket).await
-        })
+        .step("start driver (controller + node as VM worker-1)", start_driver(&sim, &base_url, &socket))
         .await?;
 
     let info = p
@@ -217,9 +142,7 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
     let cap = mount_cap(&fs_type);
     let volume = p
         .step(&format!("CreateVolume {} MiB on thin LVM 'local-lvm' of pve1", opts.size_bytes >> 20), async {
-            let topo = Topology {
-                segments: HashMap::from([(TOPOLOGY_REGION.into(), "sim".into()), (TOPOLOGY_ZONE.into(), WORKER_NODE.into())]),
-            };
+            let topo = worker_topology();
             let req = CreateVolumeRequest {
                 name: "sandbox-volume".into(),
                 capacity_range: Some(CapacityRange { required_bytes: opts.size_bytes as i64, limit_bytes: 0 }),
@@ -263,16 +186,7 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
         Ok(())
     })
     .await?;
-    p.step("check: no volume, loop device or mount left", async {
-        let left = c.controller.list_volumes(ListVolumesRequest::default()).await?.into_inner().entries.len();
-        anyhow::ensure!(left == 0, "{left} volumes still listed");
-        let loops = loop_devices_under(&data_dir);
-        anyhow::ensure!(loops.is_empty(), "loop devices still attached: {loops:?}");
-        let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-        anyhow::ensure!(!mounts.contains(&*data_dir.to_string_lossy()), "mounts left under {}", data_dir.display());
-        Ok(())
-    })
-    .await?;
+    p.step("check: no volume, loop device or mount left", check_clean(&mut c, &data_dir)).await?;
     sim.detach_all();
     result?;
     println!("sandbox finished: every step passed");
