@@ -80,6 +80,10 @@ impl Cluster {
     /// owns a volume (its holder) does not count as an attachment.
     pub async fn attachments_of(&self, volids: &[String]) -> Result<Vec<(String, Attachment)>> {
         let vms = self.client.vms().await.ctx(|| format!("listing VMs of cluster {}", self.region))?;
+        // Holder VMs only ever hold their own disk, and there is one per
+        // volume: reading their configs would make every publish and delete
+        // cost a request per volume in the cluster.
+        let vms: Vec<VmResource> = vms.into_iter().filter(|vm| !super::holder::is_holder(vm)).collect();
         let configs = futures::future::join_all(vms.iter().map(|vm| async move {
             (vm.clone(), self.client.vm_config(&vm.node, vm.vmid, false).await)
         }))
