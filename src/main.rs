@@ -17,7 +17,13 @@ struct Cli {
 
 /// Options every serving subcommand shares.
 #[derive(Args)]
-struct MetricsArgs {
+struct ServeArgs {
+    /// The CSI unix socket.
+    #[arg(long, default_value = "unix:///csi/csi.sock")]
+    endpoint: String,
+    /// The name the driver registers under (CSIDriver, StorageClass provisioner).
+    #[arg(long, default_value = DRIVER_NAME)]
+    driver_name: String,
     /// Serve Prometheus metrics (`/metrics`) and `/healthz` on this TCP address,
     /// e.g. `0.0.0.0:9810` (9808 is the liveness-probe sidecar's). Off when not given.
     #[arg(long, env = "METRICS_ADDRESS")]
@@ -28,38 +34,26 @@ struct MetricsArgs {
 enum Command {
     /// Serve the Controller service (Deployment next to the CSI sidecars).
     Controller {
-        #[arg(long, default_value = "unix:///csi/csi.sock")]
-        endpoint: String,
-        #[arg(long, default_value = DRIVER_NAME)]
-        driver_name: String,
+        #[command(flatten)]
+        serve: ServeArgs,
         #[command(flatten)]
         controller: ControllerArgs,
-        #[command(flatten)]
-        metrics: MetricsArgs,
     },
     /// Serve the Node service (DaemonSet on every worker VM).
     Node {
-        #[arg(long, default_value = "unix:///csi/csi.sock")]
-        endpoint: String,
-        #[arg(long, default_value = DRIVER_NAME)]
-        driver_name: String,
+        #[command(flatten)]
+        serve: ServeArgs,
         #[command(flatten)]
         node: NodeArgs,
-        #[command(flatten)]
-        metrics: MetricsArgs,
     },
     /// Serve Controller and Node on one socket (tests, single-VM set-ups).
     All {
-        #[arg(long, default_value = "unix:///csi/csi.sock")]
-        endpoint: String,
-        #[arg(long, default_value = DRIVER_NAME)]
-        driver_name: String,
+        #[command(flatten)]
+        serve: ServeArgs,
         #[command(flatten)]
         controller: ControllerArgs,
         #[command(flatten)]
         node: NodeArgs,
-        #[command(flatten)]
-        metrics: MetricsArgs,
     },
     /// Run the driver against the built-in Proxmox VE simulator: provision,
     /// attach, format, mount, write, clean up, with progress (needs root).
@@ -142,17 +136,14 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
         std::process::exit(report.exit_code());
     }
-    let (endpoint, driver_name, controller, node, metrics) = match cli.command {
-        Command::Controller { endpoint, driver_name, controller, metrics } => {
-            (endpoint, driver_name, Some(controller), None, metrics)
-        }
-        Command::Node { endpoint, driver_name, node, metrics } => (endpoint, driver_name, None, Some(node), metrics),
-        Command::All { endpoint, driver_name, controller, node, metrics } => {
-            (endpoint, driver_name, Some(controller), Some(node), metrics)
-        }
+    let (serve, controller, node) = match cli.command {
+        Command::Controller { serve, controller } => (serve, Some(controller), None),
+        Command::Node { serve, node } => (serve, None, Some(node)),
+        Command::All { serve, controller, node } => (serve, Some(controller), Some(node)),
         Command::Sandbox { .. } | Command::Bench(_) | Command::Doctor { .. } => unreachable!("handled above"),
     };
-    if let Some(addr) = metrics.metrics_address {
+    let ServeArgs { endpoint, driver_name, metrics_address } = serve;
+    if let Some(addr) = metrics_address {
         // Bound before serving CSI so a taken port fails the start instead of going unnoticed.
         let listener = proxmox_csi::metrics::http::bind(addr).await?;
         tracing::info!(%addr, "serving metrics");
