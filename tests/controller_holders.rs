@@ -318,3 +318,46 @@ async fn ids_of_deleted_volumes_never_name_a_newer_volume() {
     let got = c.get_volume(ControllerGetVolumeRequest { volume_id: new.volume_id.clone() }).await.unwrap();
     assert_eq!(got.volume.unwrap().capacity_bytes, 64 * MIB);
 }
+
+/// I/O limits from a VolumeAttributesClass: set at create, kept in the
+/// holder, copied to the worker on attach, changed live on the worker.
+#[tokio::test]
+async fn io_limits_follow_the_volume_and_change_live() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let mut r = create("pvc-qos", "shared", 64 * MIB, None);
+    r.mutable_parameters = HashMap::from([("iopsRead".into(), "500".into()), ("mbpsWrite".into(), "20".into())]);
+    let v = c.create_volume(r).await.unwrap().volume.unwrap();
+    let slot = c.publish_volume(publish(&v.volume_id, "worker-1")).await.unwrap().publish_context["bus"].clone();
+    let client = &c.cluster("sim").unwrap().client;
+    let drive = |cfg: &proxmox_csi::pve::types::VmConfig| proxmox_csi::pve::drive::Drive::parse(cfg.get(&slot).unwrap()).unwrap();
+    let cfg = client.vm_config("pve1", 101, true).await.unwrap();
+    assert_eq!(drive(&cfg).get("iops_rd"), Some("500"));
+    assert_eq!(drive(&cfg).get("mbps_wr"), Some("20"));
+    // Changed while attached: applied to the running disk, not left pending.
+    let modify = |p: &[(&str, &str)]| ControllerModifyVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        mutable_parameters: p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    };
+    c.modify_volume(modify(&[("iopsRead", "0"), ("iopsWrite", "300")])).await.unwrap();
+    let cfg = client.vm_config("pve1", 101, true).await.unwrap();
+    assert_eq!(drive(&cfg).get("iops_rd"), None);
+    assert_eq!(drive(&cfg).get("iops_wr"), Some("300"));
+    assert_eq!(drive(&cfg).get("mbps_wr"), Some("20"), "untouched limits stay");
+    // Detach and attach again: the limits come back from the holder.
+    c.unpublish_volume(ControllerUnpublishVolumeRequest { volume_id: v.volume_id.clone(), node_id: "worker-1".into(), secrets: Default::default() }).await.unwrap();
+    let slot2 = c.publish_volume(publish(&v.volume_id, "worker-1")).await.unwrap().publish_context["bus"].clone();
+    let cfg = client.vm_config("pve1", 101, true).await.unwrap();
+    let d = proxmox_csi::pve::drive::Drive::parse(cfg.get(&slot2).unwrap()).unwrap();
+    assert_eq!((d.get("iops_wr"), d.get("iops_rd")), (Some("300"), None));
+    // Errors name the field.
+    let (k, m) = code(c.modify_volume(modify(&[("XXX_FakeKey", "1")])).await.unwrap_err());
+    assert!(k == Code::InvalidArgument && m.contains("mutable_parameters.XXX_FakeKey"), "{m}");
+    let (k, _) = code(
+        c.modify_volume(ControllerModifyVolumeRequest { volume_id: "non-existing-volume-id".into(), ..Default::default() })
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(k, Code::NotFound);
+}

@@ -38,6 +38,10 @@ YAML
 cat >"$WORK/params.yaml" <<YAML
 storage: local-lvm
 YAML
+cat >"$WORK/mutable.yaml" <<YAML
+iopsRead: "1000"
+mbpsWrite: "50"
+YAML
 
 "$BIN/proxmox-csi" all --endpoint "unix://$WORK/csi.sock" --config "$WORK/config.yaml" \
     --node-id worker-1 --region sim --zone pve1 --device-dir "$WORK/sim/guests/101/disk/by-id" \
@@ -50,6 +54,7 @@ rc=0
     --csi.mountdir="$WORK/mnt" --csi.stagingdir="$WORK/staging" \
     --csi.testvolumesize=1073741824 --csi.testvolumeexpandsize=2147483648 \
     --csi.testvolumeparameters="$WORK/params.yaml" \
+    --csi.testvolumemutableparameters="$WORK/mutable.yaml" \
     --csi.testvolumeaccesstype="$ACCESS" --csi.testnodevolumeattachlimit \
     --ginkgo.timeout=20m --ginkgo.no-color || rc=$?
 if [ $rc -ne 0 ]; then

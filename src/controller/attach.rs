@@ -28,9 +28,9 @@ impl Controller {
 
     /// The volume must exist and be held by one of our holder VMs: a forged
     /// id must not get another VM's disk attached to a worker.
-    async fn require_volume(&self, cluster: &Cluster, id: &VolumeId) -> Result<u64> {
-        let held = self.held(cluster, id).await?;
-        held.map(|h| h.size)
+    async fn require_volume(&self, cluster: &Cluster, id: &VolumeId) -> Result<super::holder::HeldVolume> {
+        self.held(cluster, id)
+            .await?
             .ok_or_else(|| ControllerError::NotFound(format!("volume_id {id}: volume {} does not exist", id.volid())))
     }
 
@@ -49,7 +49,7 @@ impl Controller {
             .ok_or_else(|| ControllerError::InvalidArgument("volume_capability: required".into()))?;
         check_capability(cap, "volume_capability")?;
         let (id, cluster) = self.volume_cluster(raw)?;
-        self.require_volume(cluster, &id).await?;
+        let held = self.require_volume(cluster, &id).await?;
         let vm = self.require_vm(cluster, node_id).await?;
         let _guard = self.begin(raw)?;
 
@@ -75,7 +75,13 @@ impl Controller {
             }
         }
 
-        let options = drive_options(&req.volume_context)?;
+        let mut options = drive_options(&req.volume_context)?;
+        // I/O limits (VolumeAttributesClass) travel with the volume, in its holder.
+        for (k, v) in super::params::io_limits_of(&held.drive) {
+            if let Some(v) = v {
+                options.push((k, v));
+            }
+        }
         let _vm_lock = cluster.lock_vm(vm.vmid).await;
         let mut attempt = 0;
         loop {

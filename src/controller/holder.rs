@@ -26,6 +26,8 @@ pub struct HeldVolume {
     pub holder: VmResource,
     pub id: VolumeId,
     pub size: u64,
+    /// The holder's drive entry: where the volume's I/O limits are kept.
+    pub drive: Drive,
 }
 
 pub fn is_holder(vm: &VmResource) -> bool {
@@ -80,7 +82,7 @@ impl Cluster {
         let node = if zone_hint.is_empty() { holder.node.as_str() } else { zone_hint };
         let Some(item) = self.find_volume(node, storage, &drive.volume).await? else { return Ok(None) };
         let id = VolumeId::from_volid(&self.region, node, &drive.volume, holder.name.as_deref().unwrap_or("")).expect("has a colon");
-        Ok(Some(HeldVolume { holder: holder.clone(), id, size: item.size.unwrap_or(0) }))
+        Ok(Some(HeldVolume { holder: holder.clone(), id, size: item.size.unwrap_or(0), drive }))
     }
 }
 

@@ -123,6 +123,63 @@ pub fn drive_options(ctx: &HashMap<String, String>) -> Result<Vec<(&'static str,
     Ok(out)
 }
 
+/// Mutable parameters (VolumeAttributesClass): I/O limits QEMU applies to
+/// the disk, changeable while it is in use. CSI key, PVE drive option, and
+/// whether the value may have a fraction.
+pub const IO_LIMITS: &[(&str, &str, bool)] = &[
+    ("iopsRead", "iops_rd", false),
+    ("iopsWrite", "iops_wr", false),
+    ("mbpsRead", "mbps_rd", true),
+    ("mbpsWrite", "mbps_wr", true),
+];
+
+/// Validated I/O limits: PVE option and value, `None` = no limit (given as 0).
+pub type IoLimits = Vec<(&'static str, Option<String>)>;
+
+pub fn parse_io_limits(params: &HashMap<String, String>) -> Result<IoLimits> {
+    let mut keys: Vec<&String> = params.keys().collect();
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        let v = params[key].trim();
+        let Some((_, pve, fractional)) = IO_LIMITS.iter().find(|(k, _, _)| k == key) else {
+            let known: Vec<&str> = IO_LIMITS.iter().map(|(k, _, _)| *k).collect();
+            return Err(ControllerError::InvalidArgument(format!(
+                "mutable_parameters.{key}: unknown parameter (known: {})",
+                known.join(", ")
+            )));
+        };
+        let bad = || ControllerError::InvalidArgument(format!("mutable_parameters.{key}: {v:?} is not a non-negative {}", if *fractional { "number" } else { "integer" }));
+        let value = if *fractional {
+            let f: f64 = v.parse().map_err(|_| bad())?;
+            if !f.is_finite() || f < 0.0 {
+                return Err(bad());
+            }
+            (f > 0.0).then(|| v.to_string())
+        } else {
+            let n: u64 = v.parse().map_err(|_| bad())?;
+            (n > 0).then(|| n.to_string())
+        };
+        out.push((*pve, value));
+    }
+    Ok(out)
+}
+
+/// Set (or, for 0, clear) the limits on a drive entry.
+pub fn apply_io_limits(drive: &mut crate::pve::drive::Drive, limits: &IoLimits) {
+    for (key, value) in limits {
+        match value {
+            Some(v) => drive.set(key, v.clone()),
+            None => drive.remove(key),
+        }
+    }
+}
+
+/// The limits a drive entry carries, to copy from the holder to a worker.
+pub fn io_limits_of(drive: &crate::pve::drive::Drive) -> IoLimits {
+    IO_LIMITS.iter().map(|(_, pve, _)| (*pve, drive.get(pve).map(str::to_string))).collect()
+}
+
 pub const FS_TYPES: &[&str] = &["ext4", "xfs"];
 
 /// A Proxmox disk attaches to one VM at a time, so only single-node modes.
@@ -267,6 +324,22 @@ mod tests {
         let bad = HashMap::from([("cache".to_string(), "fast".to_string())]);
         assert!(drive_options(&bad).unwrap_err().to_string().contains("volume_context.cache"));
         assert!(!v.to_context().contains_key("encrypted"));
+    }
+
+    #[test]
+    fn io_limits() {
+        let p = HashMap::from([("iopsRead".to_string(), "500".to_string()), ("mbpsWrite".to_string(), "12.5".to_string())]);
+        let l = parse_io_limits(&p).unwrap();
+        assert_eq!(l, vec![("iops_rd", Some("500".to_string())), ("mbps_wr", Some("12.5".to_string()))]);
+        let mut d = crate::pve::drive::Drive::new("s:v").with("iops_rd", "1").with("backup", "0");
+        apply_io_limits(&mut d, &l);
+        assert_eq!(d.to_string(), "s:v,iops_rd=500,backup=0,mbps_wr=12.5");
+        apply_io_limits(&mut d, &parse_io_limits(&HashMap::from([("iopsRead".to_string(), "0".to_string())])).unwrap());
+        assert_eq!(d.get("iops_rd"), None, "0 lifts the limit");
+        for (k, v) in [("XXX_FakeKey", "1"), ("iopsRead", "-1"), ("iopsRead", "1.5"), ("mbpsRead", "fast")] {
+            let e = parse_io_limits(&HashMap::from([(k.to_string(), v.to_string())])).unwrap_err();
+            assert!(e.to_string().contains(&format!("mutable_parameters.{k}")), "{e}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ const CAPABILITIES: &[Rpc] = &[
     Rpc::CreateDeleteSnapshot,
     Rpc::ListSnapshots,
     Rpc::CloneVolume,
+    Rpc::ModifyVolume,
 ];
 
 fn unimplemented(what: &str) -> Status {
@@ -118,8 +119,8 @@ impl CsiController for ControllerService {
 
     async fn controller_modify_volume(
         &self,
-        _r: Request<ControllerModifyVolumeRequest>,
+        r: Request<ControllerModifyVolumeRequest>,
     ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
-        Err(unimplemented("ControllerModifyVolume"))
+        Ok(Response::new(self.inner.modify_volume(r.into_inner()).await?))
     }
 }

@@ -32,11 +32,7 @@ impl Controller {
         check_capabilities(&req.volume_capabilities)?;
         let params = parse_volume_params(&req.parameters, self.opts.default_storage.as_deref())?;
         let size = size_for(req.capacity_range.as_ref())?;
-        if !req.mutable_parameters.is_empty() {
-            return Err(ControllerError::InvalidArgument(
-                "mutable_parameters: this driver has no modifiable volume parameters".into(),
-            ));
-        }
+        let limits = super::params::parse_io_limits(&req.mutable_parameters)?;
         let _guard = self.begin(name)?;
 
         let placement = self.place(&params.storage, req.accessibility_requirements.as_ref()).await?;
@@ -78,6 +74,9 @@ impl Controller {
             }
             Origin::Volume(source) => self.clone_volume(cluster, &placement, source, &holder_name, name, size, &params).await?,
         };
+        if !limits.is_empty() {
+            self.store_limits(cluster, &held, &limits).await?;
+        }
         tracing::info!(volume = %held.id, size = held.size, holder = held.holder.vmid, "volume created");
         Ok(self.volume_response(&placement, held.id, held.size, &params, req.volume_content_source))
     }

@@ -35,6 +35,10 @@ impl Drive {
         }
     }
 
+    pub fn remove(&mut self, key: &str) {
+        self.options.retain(|(k, _)| k != key);
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.options.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }

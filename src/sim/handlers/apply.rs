@@ -153,6 +153,16 @@ pub(crate) fn apply_pending(
         if is_drive_key(&key) {
             let old = vm.conf.get(&key).cloned();
             let old_file = old.as_deref().map(|o| Drive::parse(o).file);
+            if running && old_file.as_deref() == Some(Drive::parse(&val).file.as_str()) {
+                // Same disk, new options: PVE changes I/O limits of a running
+                // drive in place (block_set_io_throttle); any other option
+                // waits for the next VM start.
+                if only_throttle_changed(old.as_deref().unwrap_or(""), &val) {
+                    vm.conf.insert(key.clone(), val);
+                    vm.pending.remove(&key);
+                }
+                continue;
+            }
             if running {
                 let plugged = match inject {
                     Some(msg) => Err(msg.to_string()),
@@ -181,6 +191,19 @@ pub(crate) fn apply_pending(
     } else {
         Err(errors)
     }
+}
+
+/// Drive options QEMU can change on a running disk.
+const THROTTLE_PREFIXES: &[&str] = &["iops", "mbps", "bps"];
+
+fn only_throttle_changed(old: &str, new: &str) -> bool {
+    let (a, b) = (Drive::parse(old).opts, Drive::parse(new).opts);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let only = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .all(|k| k.as_str() == "size" || THROTTLE_PREFIXES.iter().any(|p| k.starts_with(p)));
+    only
 }
 
 /// Whether a drive's image exists (used to skip disks without a backing file on startup).
