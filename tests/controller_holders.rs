@@ -361,3 +361,29 @@ async fn io_limits_follow_the_volume_and_change_live() {
     );
     assert_eq!(k, Code::NotFound);
 }
+
+/// Changing I/O limits must not re-plug the disk under a mounted filesystem:
+/// the guest keeps the same device.
+#[tokio::test]
+async fn io_limit_change_keeps_the_guest_device() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP io_limit_change_keeps_the_guest_device: needs root (loop devices)");
+        return;
+    }
+    let t = start_sim(HotplugMode::Loop, |_| {}).await;
+    let c = controller(&t.url);
+    let v = c.create_volume(create("pvc-qos-loop", "shared", 16 * MIB, None)).await.unwrap().volume.unwrap();
+    let wwn = c.publish_volume(publish(&v.volume_id, "worker-1")).await.unwrap().publish_context["wwn"].clone();
+    let link = t.sim.guest_by_id_dir(101).join(format!("wwn-{wwn}"));
+    let before = std::fs::read_link(&link).unwrap();
+    c.modify_volume(ControllerModifyVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        mutable_parameters: HashMap::from([("iopsWrite".into(), "100".into())]),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read_link(&link).unwrap(), before, "same device after the change");
+    c.unpublish_volume(ControllerUnpublishVolumeRequest { volume_id: v.volume_id.clone(), node_id: "worker-1".into(), secrets: Default::default() }).await.unwrap();
+    assert!(!link.exists());
+}
