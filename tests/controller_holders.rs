@@ -387,3 +387,41 @@ async fn io_limit_change_keeps_the_guest_device() {
     c.unpublish_volume(ControllerUnpublishVolumeRequest { volume_id: v.volume_id.clone(), node_id: "worker-1".into(), secrets: Default::default() }).await.unwrap();
     assert!(!link.exists());
 }
+
+/// The token the README (and `doctor`) asks for is enough, and one privilege
+/// less is refused by PVE with its name: creating a holder VM sets its name,
+/// tags and description (VM.Config.Options).
+#[tokio::test]
+async fn documented_privileges_are_sufficient_and_needed() {
+    use proxmox_csi::sim::TokenConfig;
+    use std::collections::BTreeMap;
+    let vms = ["VM.Allocate", "VM.Audit", "VM.Config.Disk", "VM.Config.Options", "VM.Snapshot", "VM.Clone"];
+    let storage = ["Datastore.AllocateSpace", "Datastore.Allocate", "Datastore.Audit"];
+    let token = |skip: &str| {
+        let keep = |l: &[&str]| l.iter().filter(|p| **p != skip).map(|p| p.to_string()).collect::<Vec<_>>();
+        TokenConfig {
+            id: "csi@pve!csi".into(),
+            secret: "sim-secret".into(),
+            privs: Some(vec![]),
+            acl: BTreeMap::from([("/vms".to_string(), keep(&vms)), ("/storage".to_string(), keep(&storage))]),
+        }
+    };
+    let t = start_sim(HotplugMode::None, |c| c.tokens = vec![token("")]).await;
+    let c = controller(&t.url);
+    let v = c.create_volume(create("pvc-perm", "local-lvm", 64 * MIB, Some("pve1"))).await.unwrap().volume.unwrap();
+    c.publish_volume(publish(&v.volume_id, "worker-1")).await.unwrap();
+    let s = c
+        .create_snapshot(CreateSnapshotRequest { name: "perm-snap".into(), source_volume_id: v.volume_id.clone(), ..Default::default() })
+        .await
+        .unwrap();
+    c.delete_snapshot(DeleteSnapshotRequest { snapshot_id: s.snapshot.unwrap().snapshot_id, secrets: Default::default() }).await.unwrap();
+    c.unpublish_volume(ControllerUnpublishVolumeRequest { volume_id: v.volume_id.clone(), node_id: "worker-1".into(), secrets: Default::default() }).await.unwrap();
+    c.delete_volume(DeleteVolumeRequest { volume_id: v.volume_id.clone(), secrets: Default::default() }).await.unwrap();
+
+    let t = start_sim(HotplugMode::None, |c| c.tokens = vec![token("VM.Config.Options")]).await;
+    let c = controller(&t.url);
+    let (k, m) = code(c.create_volume(create("pvc-perm", "local-lvm", 64 * MIB, Some("pve1"))).await.unwrap_err());
+    assert_eq!(k, Code::PermissionDenied, "{m}");
+    assert!(m.contains("VM.Config.Options"), "{m}");
+    assert!(c.cluster("sim").unwrap().holders().await.unwrap().is_empty(), "nothing half-made");
+}

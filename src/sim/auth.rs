@@ -260,6 +260,21 @@ pub fn check(
 }
 
 /// Requires all (or, with `any`, one) of `privs` on `path`.
+/// The privilege PVE asks for to set or delete one VM config option
+/// (qemu-server's check_vm_modify_config_perm, by option family).
+pub fn config_privilege(key: &str) -> &'static str {
+    let family = key.trim_end_matches(|c: char| c.is_ascii_digit());
+    match family {
+        "scsi" | "virtio" | "sata" | "ide" | "efidisk" | "tpmstate" | "unused" => "VM.Config.Disk",
+        "cores" | "sockets" | "cpu" | "cpulimit" | "cpuunits" | "vcpus" | "numa" | "affinity" => "VM.Config.CPU",
+        "memory" | "balloon" | "shares" => "VM.Config.Memory",
+        "net" => "VM.Config.Network",
+        "scsihw" | "vga" | "machine" | "bios" | "acpi" | "kvm" | "tablet" | "keyboard" | "ostype" => "VM.Config.HWType",
+        // name, description, tags, onboot, protection, hotplug, boot, ...
+        _ => "VM.Config.Options",
+    }
+}
+
 pub fn require(who: &Identity, path: &str, privs: &[&str], any: bool) -> ApiResult<()> {
     if any {
         if privs.is_empty() || privs.iter().any(|p| who.has(path, p)) {

@@ -94,6 +94,9 @@ pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         .filter(|(k, _)| !CREATE_CONTROL.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    for k in sets.keys() {
+        require(&ctx.who, &format!("/vms/{vmid}"), &[crate::sim::auth::config_privilege(k)], false)?;
+    }
     let start = ctx.flag("start");
     reserve_vm(sim, vmid, &node, "create")?;
     let sim2 = sim.clone();

@@ -186,19 +186,8 @@ fn write_and_apply(
 async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<Value> {
     let (node, vmid) = node_vmid(ctx)?;
     sim.vm(&node, vmid)?;
-    if upd
-        .sets
-        .iter()
-        .map(|(k, _)| k)
-        .chain(upd.deletes.iter())
-        .any(|k| is_drive_key(k) || k.starts_with("unused"))
-    {
-        require(
-            &ctx.who,
-            &format!("/vms/{vmid}"),
-            &["VM.Config.Disk"],
-            false,
-        )?;
+    for k in upd.sets.iter().map(|(k, _)| k).chain(upd.deletes.iter()).chain(upd.reverts.iter()) {
+        require(&ctx.who, &format!("/vms/{vmid}"), &[crate::sim::auth::config_privilege(k)], false)?;
     }
     // Storage permissions are checked before anything runs, as PVE's check_storage_access.
     for (k, v) in upd.sets.iter().filter(|(k, _)| is_drive_key(k)) {
