@@ -14,6 +14,7 @@ pub mod csi_client;
 pub mod doctor;
 pub mod identity;
 pub mod inflight;
+pub mod kube;
 pub mod metrics;
 pub mod node;
 pub mod pve;

@@ -153,7 +153,12 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
+    let label = controller.as_ref().filter(|c| c.label_nodes).map(|c| std::time::Duration::from_secs(c.label_interval));
     let controller = controller.map(|c| c.build()).transpose()?.map(Arc::new);
+    if let (Some(interval), Some(c)) = (label, &controller) {
+        let api = proxmox_csi::kube::ApiServer::in_cluster()?;
+        tokio::spawn(c.clone().run_labeller(api, interval));
+    }
     let node = match node {
         Some(n) => Some(NodeService::new(n.resolve().await?)),
         None => None,

@@ -3,7 +3,7 @@
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
-use proxmox_csi::node::node_labels::{topology_labels, ApiServer};
+use proxmox_csi::kube::{topology_labels, ApiServer};
 
 async fn node(Path(name): Path<String>, headers: HeaderMap) -> Result<axum::Json<serde_json::Value>, StatusCode> {
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer sa-token") {

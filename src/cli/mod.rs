@@ -25,6 +25,14 @@ pub struct ControllerArgs {
     /// Seconds to wait for a Proxmox task.
     #[arg(long, default_value_t = 120)]
     pub task_timeout: u64,
+    /// Keep every Node's topology.kubernetes.io/region and zone labels equal
+    /// to where its VM runs (needs get/list/patch on nodes). Leave off when
+    /// a Proxmox cloud controller manager sets them.
+    #[arg(long)]
+    pub label_nodes: bool,
+    /// Seconds between two labelling passes.
+    #[arg(long, default_value_t = 60)]
+    pub label_interval: u64,
 }
 
 impl ControllerArgs {
@@ -74,10 +82,18 @@ impl NodeArgs {
     pub async fn resolve(&self) -> anyhow::Result<NodeConfig> {
         let mut cfg = self.build();
         if self.topology_from_node_labels {
-            let api = crate::node::node_labels::ApiServer::in_cluster()?;
-            let labels = fetch_with_retries(&api, &self.node_id).await?;
-            if labels.is_empty() {
-                tracing::warn!(node = %self.node_id, "the Node has no topology.kubernetes.io region/zone labels: volumes on node-local storages cannot be scheduled here");
+            let api = crate::kube::ApiServer::in_cluster()?;
+            // At first install the labels may still be on their way (the
+            // controller's --label-nodes, or a cloud controller manager):
+            // wait a while rather than register without a topology.
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            let mut labels = fetch_with_retries(&api, &self.node_id).await?;
+            while labels.len() < 2 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                labels = fetch_with_retries(&api, &self.node_id).await?;
+            }
+            if labels.len() < 2 {
+                tracing::warn!(node = %self.node_id, ?labels, "the Node lacks topology.kubernetes.io region/zone labels: volumes on node-local storages cannot be scheduled here");
             }
             for (k, v) in labels {
                 cfg.topology.entry(k).or_insert(v);
@@ -102,10 +118,10 @@ impl NodeArgs {
 }
 
 /// The API server may still be coming up when a node boots; a few tries.
-async fn fetch_with_retries(api: &crate::node::node_labels::ApiServer, node: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+async fn fetch_with_retries(api: &crate::kube::ApiServer, node: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     let mut last = None;
     for attempt in 0..5 {
-        match crate::node::node_labels::topology_labels(api, node).await {
+        match crate::kube::topology_labels(api, node).await {
             Ok(l) => return Ok(l),
             Err(e) => {
                 tracing::warn!(attempt, error = %e, "reading the Node's topology labels failed");

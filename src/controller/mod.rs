@@ -8,6 +8,7 @@ pub mod error;
 pub mod expand;
 pub mod holder;
 pub mod inventory;
+pub mod labeller;
 pub mod modify;
 pub mod paging;
 pub mod params;

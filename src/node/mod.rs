@@ -23,7 +23,6 @@ pub mod expand;
 pub mod mkfs;
 pub mod mount;
 pub mod mountinfo;
-pub mod node_labels;
 pub mod probe;
 pub mod publish;
 pub mod request;
