@@ -81,7 +81,8 @@ impl NodeArgs {
     /// The node configuration, with topology read from the Node's labels when asked.
     pub async fn resolve(&self) -> anyhow::Result<NodeConfig> {
         let mut cfg = self.build();
-        if self.topology_from_node_labels {
+        // Flags given for both keys leave nothing to read.
+        if self.topology_from_node_labels && cfg.topology.len() < 2 {
             let api = crate::kube::ApiServer::in_cluster()?;
             // At first install the labels may still be on their way (the
             // controller's --label-nodes, or a cloud controller manager):
