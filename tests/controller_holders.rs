@@ -274,6 +274,8 @@ async fn failed_pve_tasks_leave_nothing_behind() {
     let (k, m) = code(c.create_volume(r.clone()).await.unwrap_err());
     assert!(m.contains("out of space"), "PVE's reason reaches the CO: {k:?} {m}");
     assert_eq!(c.cluster("sim").unwrap().holders().await.unwrap().len(), holders_before, "no leftover holder");
+    let in_range = c.cluster("sim").unwrap().client.vms().await.unwrap().into_iter().filter(|v| v.vmid >= 100_000).count();
+    assert_eq!(in_range, holders_before, "no half-made VM either");
     c.create_volume(r).await.unwrap();
 
     // Resize task dies: the size stays, the error says why.

@@ -14,6 +14,8 @@ pub struct Cluster {
     vm_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     /// Held from choosing a free vmid until the VM exists.
     pub(crate) alloc_lock: tokio::sync::Mutex<()>,
+    /// Holder vmids this process is creating or cloning right now.
+    pub(crate) creating: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// A disk slot of a VM that holds a given volume.
@@ -26,7 +28,7 @@ pub struct Attachment {
 
 impl Cluster {
     pub fn new(region: String, client: PveClient) -> Cluster {
-        Cluster { region, client, vm_locks: Mutex::new(HashMap::new()), alloc_lock: tokio::sync::Mutex::new(()) }
+        Cluster { region, client, vm_locks: Mutex::new(HashMap::new()), alloc_lock: tokio::sync::Mutex::new(()), creating: Mutex::new(Default::default()) }
     }
 
     /// Serialize this controller's config edits of one VM. Other writers

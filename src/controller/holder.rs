@@ -86,7 +86,45 @@ impl Cluster {
     }
 }
 
+/// Marks a vmid as being set up by this process until dropped.
+pub(super) struct Creating<'a> {
+    cluster: &'a Cluster,
+    vmid: u64,
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.cluster.creating.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.vmid);
+    }
+}
+
+impl Cluster {
+    pub(super) fn mark_creating(&self, vmid: u64) -> Creating<'_> {
+        self.creating.lock().unwrap_or_else(|p| p.into_inner()).insert(vmid);
+        Creating { cluster: self, vmid }
+    }
+}
+
 impl Controller {
+    /// A VM in the holder range that PVE is still creating or cloning, and not
+    /// for this process: an earlier controller died mid-create, and its task
+    /// goes on. Its name only shows once the task ends, so a create now could
+    /// make a second holder for the same volume. Wait for it instead.
+    pub(super) async fn refuse_while_foreign_creation(&self, cluster: &Cluster) -> Result<()> {
+        let vms = cluster.client.vms().await.ctx(|| "listing VMs".to_string())?;
+        let ours = cluster.creating.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(vm) = vms.iter().find(|v| {
+            v.vmid >= self.opts.holder_vmid_base && matches!(v.lock.as_deref(), Some("create" | "clone")) && !ours.contains(&v.vmid)
+        }) {
+            return Err(ControllerError::Aborted(format!(
+                "VM {} is still being created by an earlier request (lock: {}); retry when it is done",
+                vm.vmid,
+                vm.lock.as_deref().unwrap_or("")
+            )));
+        }
+        Ok(())
+    }
+
     /// Lowest free vmid at or above the configured base. Serialized by the
     /// caller so two creates of this controller never pick the same id.
     pub(super) async fn free_vmid(&self, cluster: &Cluster) -> Result<u64> {
@@ -103,7 +141,7 @@ impl Controller {
         let _alloc = cluster.alloc_lock.lock().await;
         let t = self.opts.task_timeout;
         let mut attempts = 0;
-        let vmid = loop {
+        let (vmid, _creating) = loop {
             attempts += 1;
             let vmid = self.free_vmid(cluster).await?;
             let opts = params![
@@ -114,8 +152,9 @@ impl Controller {
                 // PVE then refuses "Remove" on the holder (and with it the volume) from the UI or API.
                 ("protection", 1)
             ];
+            let creating = cluster.mark_creating(vmid);
             match cluster.client.create_vm(&target.node, vmid, &opts, t).await {
-                Ok(()) => break vmid,
+                Ok(()) => break (vmid, creating),
                 // Someone else took the id between our list and the create.
                 Err(e) if e.message().contains("already exists") && attempts < 5 => continue,
                 Err(e) => return Err(ControllerError::Pve { context: format!("creating holder VM {vmid} on {}", target.node), source: Box::new(e) }),

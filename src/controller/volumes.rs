@@ -63,6 +63,7 @@ impl Controller {
             }
         }
         let origin = self.origin(cluster, req.volume_content_source.as_ref()).await?;
+        self.refuse_while_foreign_creation(cluster).await?;
 
         let held = match &origin {
             Origin::Empty => {
@@ -188,6 +189,7 @@ impl Controller {
         };
         let _alloc = cluster.alloc_lock.lock().await;
         let newid = self.free_vmid(cluster).await?;
+        let _creating = cluster.mark_creating(newid);
         let mut opts = params![
             ("name", name),
             ("description", format!("proxmox-csi volume {csi_name}. Holds the disk; never start or delete this VM by hand."))

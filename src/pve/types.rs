@@ -43,6 +43,9 @@ pub struct VmResource {
     /// `;`-separated tags.
     #[serde(default)]
     pub tags: Option<String>,
+    /// Set while PVE works on the VM (`create`, `clone`, `backup`, ...).
+    #[serde(default)]
+    pub lock: Option<String>,
 }
 
 impl VmResource {

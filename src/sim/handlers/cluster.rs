@@ -67,6 +67,9 @@ pub fn resources(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
             if let Some(tags) = vm.conf.get("tags") {
                 entry["tags"] = json!(tags);
             }
+            if let Some(lock) = vm.conf.get("lock") {
+                entry["lock"] = json!(lock);
+            }
             out.push(entry);
         }
     }

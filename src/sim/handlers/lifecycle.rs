@@ -98,7 +98,11 @@ pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         require(&ctx.who, &format!("/vms/{vmid}"), &[crate::sim::auth::config_privilege(k)], false)?;
     }
     let start = ctx.flag("start");
-    reserve_vm(sim, vmid, &node, "create")?;
+    // An injected task failure skips the task body; PVE removes the new VM
+    // when its create task fails, so there is no placeholder to leave behind.
+    if ctx.task_error.is_none() {
+        reserve_vm(sim, vmid, &node, "create")?;
+    }
     let sim2 = sim.clone();
     let who = ctx.who.clone();
     let upid = sim.spawn_task(

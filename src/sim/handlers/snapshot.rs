@@ -298,7 +298,11 @@ pub async fn clone(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         .map(str::to_string)
         .unwrap_or_else(|| format!("Copy-of-VM-{}", src.name()));
     let description = ctx.get("description").map(str::to_string);
-    reserve_vm(sim, newid, &target, "clone")?;
+    // An injected task failure skips the task body; PVE removes the new VM
+    // when its clone task fails, so there is no placeholder to leave behind.
+    if ctx.task_error.is_none() {
+        reserve_vm(sim, newid, &target, "clone")?;
+    }
     let sim2 = sim.clone();
     let upid = sim.spawn_task(
         ctx,
