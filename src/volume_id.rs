@@ -108,6 +108,24 @@ fn hash_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
+/// At most this many bytes of a caller's text go into an error message: a
+/// 1 MiB id must not come back as a 2 MiB error.
+pub const MAX_ECHO: usize = 256;
+
+/// A caller-supplied text for a message: cut to [`MAX_ECHO`] bytes (on a
+/// character boundary) and with control characters escaped.
+pub fn shorten(s: &str) -> String {
+    let mut end = s.len().min(MAX_ECHO);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out: String = s[..end].chars().flat_map(char::escape_debug).collect();
+    if end < s.len() {
+        out.push_str(&format!("…({} bytes)", s.len()));
+    }
+    out
+}
+
 /// Prefix of the name of every holder VM (the stopped VM that owns one volume).
 pub const HOLDER_PREFIX: &str = "csi-vol-";
 

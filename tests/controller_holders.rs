@@ -262,6 +262,7 @@ async fn failed_pve_tasks_leave_nothing_behind() {
         path_regex: path.into(),
         action: FaultAction::TaskError(text.into()),
         count: Some(1),
+            skip: None,
     };
     let holders_before = c.cluster("sim").unwrap().holders().await.unwrap().len();
 

@@ -253,6 +253,7 @@ async fn publish_retries_through_a_config_lock_then_gives_up() {
         path_regex: "/qemu/101/config$".into(),
         action: FaultAction::Error { status: 500, message: "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout".into() },
         count,
+        skip: None,
     };
     // Two lock timeouts, then PVE is free again: the publish gets through.
     t.sim.faults().add(lock_err(Some(2))).unwrap();
@@ -297,6 +298,7 @@ async fn failed_allocation_task_leaves_nothing() {
             path_regex: "/storage/shared/content$".into(),
             action: FaultAction::Error { status: 500, message: "storage 'shared' is not online".into() },
             count: Some(1),
+            skip: None,
         })
         .unwrap();
     let (k, m) = code(c.create_volume(create_req("pvc-f", "shared", GIB)).await.unwrap_err());
@@ -314,7 +316,7 @@ async fn concurrent_operations_on_one_volume_are_aborted() {
     let v = c.create_volume(create_req("pvc-c", "shared", GIB)).await.unwrap().volume.unwrap();
     t.sim
         .faults()
-        .add(Fault { method: Some("POST".into()), path_regex: "/qemu/101/config$".into(), action: FaultAction::DelayMs(800), count: Some(1) })
+        .add(Fault { method: Some("POST".into()), path_regex: "/qemu/101/config$".into(), action: FaultAction::DelayMs(800), count: Some(1), skip: None })
         .unwrap();
     let c1 = c.clone();
     let id = v.volume_id.clone();
@@ -354,7 +356,7 @@ async fn publish_cancelled_mid_call_is_completed_by_the_retry() {
     // PVE is slow to report the task done; the caller dies while it waits.
     t.sim
         .faults()
-        .add(Fault { method: Some("GET".into()), path_regex: "/tasks/.*/status$".into(), action: FaultAction::DelayMs(2000), count: Some(1) })
+        .add(Fault { method: Some("GET".into()), path_regex: "/tasks/.*/status$".into(), action: FaultAction::DelayMs(2000), count: Some(1), skip: None })
         .unwrap();
     let c1 = c.clone();
     let id = v.volume_id.clone();

@@ -846,6 +846,7 @@ async fn digest_mismatch_and_vm_lock() {
             path_regex: "/qemu/101/".into(),
             action: FaultAction::LockVm("backup".into()),
             count: Some(1),
+            skip: None,
         })
         .unwrap();
     let (s, b) = h
@@ -954,6 +955,7 @@ async fn faults_inject_errors_delays_and_task_failures() {
                 message: "injected".into(),
             },
             count: Some(1),
+            skip: None,
         })
         .unwrap();
     let (s, b) = h.get("/nodes", &[]).await;
@@ -984,6 +986,7 @@ async fn faults_inject_errors_delays_and_task_failures() {
             path_regex: "/version".into(),
             action: FaultAction::DelayMs(300),
             count: None,
+            skip: None,
         })
         .unwrap();
     let t = std::time::Instant::now();
@@ -1495,6 +1498,7 @@ async fn hotplug_failures_leave_changes_pending() {
         path_regex: "/qemu/101/(config|unlink)$".into(),
         action: FaultAction::HotplugError(msg.into()),
         count: Some(1),
+            skip: None,
     };
     h.sim.faults().add(fault("plug timeout")).unwrap();
     let drive = format!("{volid},wwn={WWN}");

@@ -2,12 +2,14 @@
 //! the worker VM and out again, and ValidateVolumeCapabilities.
 
 use super::cluster::{owner_vmid, Cluster};
+use super::lookup::disk_key;
 use super::error::{ControllerError, PveContext, Result};
 use super::params::{check_capabilities, check_capability, drive_options};
 use super::{required, Controller};
 use crate::csi::*;
 use crate::pve::drive::{Drive, SCSI_SLOTS};
-use crate::pve::types::VmResource;
+use crate::pve::types::{SlotView, VmResource};
+use crate::pve::PveErrorKind;
 use crate::volume_id::VolumeId;
 use std::collections::HashMap;
 
@@ -16,30 +18,12 @@ pub const CTX_WWN: &str = "wwn";
 pub const CTX_BUS: &str = "bus";
 
 impl Controller {
-    /// Parse a volume id of this driver and find its cluster; NotFound otherwise.
-    fn volume_cluster(&self, raw: &str) -> Result<(VolumeId, &Cluster)> {
-        let id = VolumeId::parse(raw)
-            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {raw:?}: no such volume (not an id of this driver)")))?;
-        let cluster = self
-            .cluster(&id.region)
-            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {raw:?}: region {:?} is not configured", id.region)))?;
-        Ok((id, cluster))
-    }
-
-    /// The volume must exist and be held by one of our holder VMs: a forged
-    /// id must not get another VM's disk attached to a worker.
-    async fn require_volume(&self, cluster: &Cluster, id: &VolumeId) -> Result<super::holder::HeldVolume> {
-        self.held(cluster, id)
-            .await?
-            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {id}: volume {} does not exist", id.volid())))
-    }
-
-    async fn require_vm(&self, cluster: &Cluster, node_id: &str) -> Result<VmResource> {
-        cluster.find_vm(node_id).await?.ok_or_else(|| {
-            ControllerError::NotFound(format!("node_id {node_id:?}: no VM with that name in cluster {}", cluster.region))
-        })
-    }
-
+    /// Hot-plug the volume into the node's VM.
+    ///
+    /// Idempotent: a volume already in the VM (applied, or with its
+    /// hot-unplug still pending, which is then reverted) answers with the
+    /// slot it has. A disk is never in two VMs: any other VM that has it,
+    /// applied or pending, makes this FailedPrecondition.
     pub async fn publish_volume(&self, req: ControllerPublishVolumeRequest) -> Result<ControllerPublishVolumeResponse> {
         let raw = required(&req.volume_id, "volume_id")?;
         let node_id = required(&req.node_id, "node_id")?;
@@ -48,26 +32,27 @@ impl Controller {
             .as_ref()
             .ok_or_else(|| ControllerError::InvalidArgument("volume_capability: required".into()))?;
         check_capability(cap, "volume_capability")?;
-        let (id, cluster) = self.volume_cluster(raw)?;
+        let (id, cluster) = self.volume_cluster("volume_id", raw)?;
+        let _guard = self.begin(&disk_key(&id))?;
         let held = self.require_volume(cluster, &id).await?;
         let vm = self.require_vm(cluster, node_id).await?;
-        let _guard = self.begin(raw)?;
+        let id = held.id.clone();
 
         let volid = id.volid();
         // A disk on node-local storage can only be used by VMs on that node.
-        let storages = cluster.image_storages().await?;
-        let shared = storages.iter().any(|s| s.storage == id.storage && s.shared);
-        if !shared && vm.node != id.zone {
+        if vm.node != id.zone && !cluster.is_shared(&id.storage).await? {
             return Err(ControllerError::FailedPrecondition(format!(
-                "volume {raw} is on storage {} local to node {}, but VM {} ({node_id}) runs on node {}",
+                "volume {id} is on storage {} local to node {}, but VM {} ({node_id}) runs on node {}",
                 id.storage, id.zone, vm.vmid, vm.node
             )));
         }
-        // Single-node volumes: refuse while another VM holds the disk.
+        // Single-node volumes: refuse while another VM has the disk, also
+        // while its hot-unplug there is still pending (the guest has it).
         for (_, a) in cluster.attachments_of(std::slice::from_ref(&volid)).await? {
             if a.vm.vmid != vm.vmid {
+                let how = if a.pending && a.running { " (its hot-unplug there is still pending)" } else { "" };
                 return Err(ControllerError::FailedPrecondition(format!(
-                    "volume {raw} is published to VM {} ({}) as {}; unpublish it there first",
+                    "volume {id} is published to VM {} ({}) as {}{how}; unpublish it there first",
                     a.vm.vmid,
                     a.vm.name.as_deref().unwrap_or("?"),
                     a.slot
@@ -83,20 +68,7 @@ impl Controller {
             }
         }
         let _vm_lock = cluster.lock_vm(vm.vmid).await;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.try_attach(cluster, &vm, &id, req.readonly, &options).await {
-                Err(ControllerError::Pve { source, context }) if source.is_contention() => {
-                    if attempt >= self.opts.config_attempts {
-                        return Err(ControllerError::Aborted(format!("{context}: {source} (gave up after {attempt} attempts)")));
-                    }
-                    tracing::warn!(vmid = vm.vmid, attempt, error = %source, "VM config busy, retrying");
-                    tokio::time::sleep(self.opts.config_retry_delay).await;
-                }
-                other => return other,
-            }
-        }
+        self.retry_contended(|| self.try_attach(cluster, &vm, &id, req.readonly, &options)).await
     }
 
     async fn try_attach(
@@ -110,33 +82,47 @@ impl Controller {
         let volid = id.volid();
         let client = &cluster.client;
         let cfg = client.vm_config(&vm.node, vm.vmid, false).await.ctx(|| format!("reading config of VM {}", vm.vmid))?;
+        let slots = client.vm_slots(&vm.node, vm.vmid).await.ctx(|| format!("reading pending config of VM {}", vm.vmid))?;
         let context = |slot: &str| ControllerPublishVolumeResponse {
             publish_context: HashMap::from([(CTX_WWN.to_string(), id.wwn()), (CTX_BUS.to_string(), slot.to_string())]),
         };
 
-        if let Some((slot, drive)) = cfg.drives().find(|(_, d)| d.volume == volid) {
+        if let Some(s) = slots.iter().find(|s| s.holds(&volid)) {
+            let drive = s.current.iter().chain(s.pending.iter()).find(|d| d.volume == volid).expect("holds it");
             if drive.flag("ro") != readonly {
                 return Err(ControllerError::AlreadyExists(format!(
                     "volume {id} is already published to this node with readonly={}",
                     drive.flag("ro")
                 )));
             }
-            let slot = slot.to_string();
-            self.confirm_applied(cluster, vm, &slot, &volid).await?;
-            return Ok(context(&slot));
+            if s.delete {
+                // An unpublish left its hot-unplug pending: the guest still
+                // has the disk, so keep it by cancelling the removal.
+                let revert = vec![("revert".to_string(), s.slot.clone())];
+                client
+                    .update_vm_config(&vm.node, vm.vmid, &revert, self.opts.task_timeout)
+                    .await
+                    .ctx(|| format!("cancelling the pending removal of {volid} from VM {}", vm.vmid))?;
+            }
+            self.confirm_applied(cluster, vm, &s.slot, &volid).await?;
+            return Ok(context(&s.slot));
         }
 
         let holders: std::collections::HashSet<u64> = cluster.holders().await?.iter().map(|h| h.vmid).collect();
-        let attached = cfg.drives().filter(|(_, d)| owner_vmid(&d.volume).is_some_and(|o| holders.contains(&o))).count() as u32;
+        let attached = slots
+            .iter()
+            .filter(|s| s.current.iter().chain(s.pending.iter()).any(|d| owner_vmid(&d.volume).is_some_and(|o| holders.contains(&o))))
+            .count() as u32;
         if attached >= self.opts.max_volumes_per_vm {
             return Err(ControllerError::ResourceExhausted(format!(
                 "VM {} already has {attached} volumes of this driver attached (limit {})",
                 vm.vmid, self.opts.max_volumes_per_vm
             )));
         }
+        // Free: neither in the config nor in its applied or pending views.
         let slot = (0..SCSI_SLOTS)
             .map(|n| format!("scsi{n}"))
-            .find(|k| cfg.get(k).is_none())
+            .find(|k| cfg.get(k).is_none() && !slots.iter().any(|s| &s.slot == k))
             .ok_or_else(|| ControllerError::ResourceExhausted(format!("VM {} has no free scsi slot", vm.vmid)))?;
 
         let mut drive = Drive::new(&volid).with("wwn", id.wwn()).with("serial", id.serial());
@@ -151,13 +137,24 @@ impl Controller {
             // PVE refuses the edit if someone changed the config since our read.
             params.push(("digest".into(), d.to_string()));
         }
-        client
-            .update_vm_config(&vm.node, vm.vmid, &params, self.opts.task_timeout)
-            .await
-            .ctx(|| format!("attaching {volid} to VM {} as {slot}", vm.vmid))?;
+        if let Err(e) = client.update_vm_config(&vm.node, vm.vmid, &params, self.opts.task_timeout).await {
+            if e.kind() == PveErrorKind::Hotplug {
+                // PVE wrote the disk to the pending section and QEMU refused
+                // it: take it out again, so nothing half-attached stays.
+                self.revert_pending(cluster, vm, &slot).await;
+            }
+            return Err(ControllerError::Pve { context: format!("attaching {volid} to VM {} as {slot}", vm.vmid), source: Box::new(e) });
+        }
         self.confirm_applied(cluster, vm, &slot, &volid).await?;
         tracing::info!(volume = %id, vmid = vm.vmid, %slot, "volume attached");
         Ok(context(&slot))
+    }
+
+    async fn revert_pending(&self, cluster: &Cluster, vm: &VmResource, slot: &str) {
+        let revert = vec![("revert".to_string(), slot.to_string())];
+        if let Err(e) = cluster.client.update_vm_config(&vm.node, vm.vmid, &revert, self.opts.task_timeout).await {
+            tracing::warn!(vmid = vm.vmid, slot, error = %e, "reverting a pending attach failed");
+        }
     }
 
     /// A config change PVE could not hot-plug stays pending and the guest
@@ -168,10 +165,7 @@ impl Controller {
         if current.get(slot).and_then(Drive::parse).is_some_and(|d| d.volume == volid) {
             return Ok(());
         }
-        let revert = vec![("revert".to_string(), slot.to_string())];
-        if let Err(e) = client.update_vm_config(&vm.node, vm.vmid, &revert, self.opts.task_timeout).await {
-            tracing::warn!(vmid = vm.vmid, slot, error = %e, "reverting pending attach failed");
-        }
+        self.revert_pending(cluster, vm, slot).await;
         Err(ControllerError::FailedPrecondition(format!(
             "VM {} did not hot-plug {volid} into {slot} (the change stayed pending and was reverted); \
              the VM must be running with 'disk' in its hotplug option",
@@ -179,44 +173,51 @@ impl Controller {
         )))
     }
 
+    /// Hot-unplug the volume from the node's VM.
+    ///
+    /// Touches only a disk owned by the holder VM the id names (tag and, for
+    /// node-local storage, zone checked): a stale id of a deleted volume whose
+    /// vmid was reused, or a forged one naming a VM's own disk, is an OK
+    /// no-op. OK means the running VM no longer has the disk; while its
+    /// hot-unplug is pending the answer is Unavailable, and a retry asks PVE
+    /// to unplug again.
     pub async fn unpublish_volume(&self, req: ControllerUnpublishVolumeRequest) -> Result<()> {
         let raw = required(&req.volume_id, "volume_id")?;
         let node_id = required(&req.node_id, "node_id")?;
-        let (id, cluster) = self.volume_cluster(raw)?;
+        let Some(id) = VolumeId::parse(raw) else { return Ok(()) };
+        let Some(cluster) = self.cluster(&id.region) else { return Ok(()) };
+        let _guard = self.begin(&disk_key(&id))?;
         let vm = self.require_vm(cluster, node_id).await?;
-        let _guard = self.begin(raw)?;
-        let _vm_lock = cluster.lock_vm(vm.vmid).await;
+        let Some(holder) = self.canonical_holder(cluster, &id).await? else {
+            tracing::info!(volume = %id, "unpublish of an id that names no volume of this driver: nothing to do");
+            return Ok(());
+        };
         let volid = id.volid();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.try_detach(cluster, &vm, &volid).await {
-                Err(ControllerError::Pve { source, context }) if source.is_contention() => {
-                    if attempt >= self.opts.config_attempts {
-                        return Err(ControllerError::Aborted(format!("{context}: {source} (gave up after {attempt} attempts)")));
-                    }
-                    tokio::time::sleep(self.opts.config_retry_delay).await;
-                }
-                other => return other,
-            }
+        debug_assert_eq!(owner_vmid(&volid), Some(holder.vmid));
+        if owner_vmid(&volid) == Some(vm.vmid) {
+            return Ok(());
         }
+        let _vm_lock = cluster.lock_vm(vm.vmid).await;
+        self.retry_contended(|| self.try_detach(cluster, &vm, &volid)).await
     }
 
     async fn try_detach(&self, cluster: &Cluster, vm: &VmResource, volid: &str) -> Result<()> {
         let client = &cluster.client;
-        let cfg = client.vm_config(&vm.node, vm.vmid, false).await.ctx(|| format!("reading config of VM {}", vm.vmid))?;
-        let slots = cfg.slots_with_volume(volid);
+        let read = || async {
+            client.vm_slots(&vm.node, vm.vmid).await.ctx(|| format!("reading pending config of VM {}", vm.vmid))
+        };
+        let slots: Vec<String> = read().await?.into_iter().filter(|s| s.holds(volid)).map(|s| s.slot).collect();
         if slots.is_empty() {
             return Ok(()); // not attached: nothing to do
         }
         // unlink only drops a volume owned by another vmid from the config;
-        // the disk itself is kept (our disks are owned by owner_vmid).
+        // the disk itself is kept (it is owned by its holder VM).
         client.unlink(&vm.node, vm.vmid, &slots).await.ctx(|| format!("detaching {volid} from VM {}", vm.vmid))?;
-        let after = client.vm_config(&vm.node, vm.vmid, false).await.ctx(|| format!("reading config of VM {}", vm.vmid))?;
-        if !after.slots_with_volume(volid).is_empty() {
+        let still: Vec<SlotView> = read().await?.into_iter().filter(|s| s.holds(volid)).collect();
+        if let Some(s) = still.first() {
             return Err(ControllerError::Unavailable(format!(
-                "VM {} has not released {volid} yet (hot-unplug pending in the guest); retry",
-                vm.vmid
+                "VM {} still has {volid} in {} (hot-unplug pending: the guest has not released the disk); retry",
+                vm.vmid, s.slot
             )));
         }
         tracing::info!(volid, vmid = vm.vmid, "volume detached");
@@ -231,7 +232,7 @@ impl Controller {
         if req.volume_capabilities.is_empty() {
             return Err(ControllerError::InvalidArgument("volume_capabilities: at least one is required".into()));
         }
-        let (id, cluster) = self.volume_cluster(raw)?;
+        let (id, cluster) = self.volume_cluster("volume_id", raw)?;
         self.require_volume(cluster, &id).await?;
         match check_capabilities(&req.volume_capabilities) {
             Ok(()) => Ok(ValidateVolumeCapabilitiesResponse {

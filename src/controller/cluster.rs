@@ -3,7 +3,7 @@
 //! this controller never races itself on a VM config.
 
 use super::error::{ControllerError, PveContext, Result};
-use crate::pve::types::{ContentItem, StorageResource, VmConfig, VmResource};
+use crate::pve::types::{ContentItem, SlotView, StorageResource, VmResource};
 use crate::pve::PveClient;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,10 @@ pub struct Attachment {
     pub vm: VmResource,
     pub slot: String,
     pub drive: crate::pve::drive::Drive,
+    /// In the VM's applied config: a running VM's guest has the disk.
+    pub running: bool,
+    /// A hot-plug or hot-unplug of this slot is still pending in PVE.
+    pub pending: bool,
 }
 
 impl Cluster {
@@ -77,38 +81,54 @@ impl Cluster {
         Ok(all.into_iter().filter(|s| s.holds_images()).collect())
     }
 
-    /// Every slot of every VM that holds `volid`, pending changes included:
-    /// a disk waiting to be hot-plugged is as good as attached. The VM that
-    /// owns a volume (its holder) does not count as an attachment.
+    /// Whether `storage` is shared by the nodes of this cluster (PVE's `shared`).
+    pub async fn is_shared(&self, storage: &str) -> Result<bool> {
+        Ok(self.image_storages().await?.iter().any(|s| s.storage == storage && s.shared))
+    }
+
+    /// Every slot of every VM that holds `volid`, applied or pending: a
+    /// disk waiting to be hot-plugged is as good as attached, and one whose
+    /// hot-unplug is pending is still in the guest (PVE keeps it in the
+    /// running VM until the unplug succeeds). The VM that owns a volume (its
+    /// holder) does not count as an attachment.
     pub async fn attachments_of(&self, volids: &[String]) -> Result<Vec<(String, Attachment)>> {
         let vms = self.client.vms().await.ctx(|| format!("listing VMs of cluster {}", self.region))?;
         // Holder VMs only ever hold their own disk, and there is one per
         // volume: reading their configs would make every publish and delete
         // cost a request per volume in the cluster.
         let vms: Vec<VmResource> = vms.into_iter().filter(|vm| !super::holder::is_holder(vm)).collect();
-        let configs = futures::future::join_all(vms.iter().map(|vm| async move {
-            (vm.clone(), self.client.vm_config(&vm.node, vm.vmid, false).await)
+        let views = futures::future::join_all(vms.iter().map(|vm| async move {
+            (vm.clone(), self.client.vm_slots(&vm.node, vm.vmid).await)
         }))
         .await;
         let mut out = Vec::new();
-        for (vm, cfg) in configs {
-            let cfg: VmConfig = match cfg {
-                Ok(c) => c,
+        for (vm, slots) in views {
+            let slots = match slots {
+                Ok(s) => s,
                 // A VM deleted between the list and the read holds nothing.
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(ControllerError::Pve { context: format!("reading config of VM {}", vm.vmid), source: Box::new(e) }),
             };
-            for (slot, drive) in cfg.drives() {
-                if owner_vmid(&drive.volume) == Some(vm.vmid) {
-                    continue;
-                }
-                if volids.iter().any(|v| v == &drive.volume) {
-                    out.push((drive.volume.clone(), Attachment { vm: vm.clone(), slot: slot.to_string(), drive }));
-                }
-            }
+            out.extend(attachments_in(&vm, &slots, volids));
         }
         Ok(out)
     }
+}
+
+/// The slots of `vm` that hold one of `volids` as a foreign disk.
+pub fn attachments_in(vm: &VmResource, slots: &[SlotView], volids: &[String]) -> Vec<(String, Attachment)> {
+    let mut out = Vec::new();
+    for s in slots {
+        for volid in volids {
+            if !s.holds(volid) || owner_vmid(volid) == Some(vm.vmid) {
+                continue;
+            }
+            let drive = s.current.iter().chain(s.pending.iter()).find(|d| &d.volume == volid).cloned().expect("holds it");
+            let running = s.current.as_ref().is_some_and(|d| &d.volume == volid);
+            out.push((volid.clone(), Attachment { vm: vm.clone(), slot: s.slot.clone(), drive, running, pending: s.is_pending() }));
+        }
+    }
+    out
 }
 
 /// The vmid in a PVE disk name (`vm-<vmid>-...`, possibly behind `<vmid>/`).

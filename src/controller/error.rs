@@ -1,6 +1,6 @@
 //! The controller's error type and its one mapping to gRPC status codes.
 
-use crate::pve::PveError;
+use crate::pve::{PveError, PveErrorKind};
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,18 +46,18 @@ impl<T> PveContext<T> for std::result::Result<T, PveError> {
 }
 
 fn pve_code(e: &PveError) -> Code {
-    if e.is_contention() {
-        Code::Aborted
-    } else if e.is_unavailable() {
-        Code::Unavailable
-    } else if e.is_permission() {
-        Code::PermissionDenied
-    } else if e.is_not_found() {
-        Code::NotFound
-    } else if matches!(e.status(), Some(400)) {
-        Code::InvalidArgument
-    } else {
-        Code::Internal
+    match e.kind() {
+        PveErrorKind::Contention => Code::Aborted,
+        // The change stays pending in PVE; a later retry can complete it.
+        PveErrorKind::Hotplug | PveErrorKind::Unavailable => Code::Unavailable,
+        PveErrorKind::Permission => Code::PermissionDenied,
+        PveErrorKind::NotFound => Code::NotFound,
+        PveErrorKind::AlreadyExists => Code::AlreadyExists,
+        PveErrorKind::FeatureUnavailable => Code::FailedPrecondition,
+        PveErrorKind::InvalidParameter => Code::InvalidArgument,
+        PveErrorKind::ShrinkRefused => Code::OutOfRange,
+        PveErrorKind::NoSpace => Code::ResourceExhausted,
+        PveErrorKind::Other => Code::Internal,
     }
 }
 

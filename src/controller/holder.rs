@@ -14,6 +14,7 @@ use super::Controller;
 use crate::params;
 use crate::pve::drive::Drive;
 use crate::pve::types::{StorageResource, VmResource};
+use crate::pve::PveErrorKind;
 use crate::volume_id::{holder_disk, holder_tag, VolumeId, HOLDER_PREFIX};
 
 pub const HOLDER_TAG: &str = "proxmox-csi";
@@ -28,6 +29,13 @@ pub struct HeldVolume {
     pub size: u64,
     /// The holder's drive entry: where the volume's I/O limits are kept.
     pub drive: Drive,
+}
+
+/// The PVE description of a holder. The CSI name may hold any character
+/// (CSI only bounds its length): control characters are escaped so they
+/// never reach PVE's config file or UI as such.
+pub fn holder_description(csi_name: &str) -> String {
+    format!("proxmox-csi volume {}. Holds the disk; never start or delete this VM by hand.", csi_name.escape_debug())
 }
 
 pub fn is_holder(vm: &VmResource) -> bool {
@@ -147,7 +155,7 @@ impl Controller {
             let opts = params![
                 ("name", name),
                 ("tags", HOLDER_TAG),
-                ("description", format!("proxmox-csi volume {csi_name}. Holds the disk; never start or delete this VM by hand.")),
+                ("description", holder_description(csi_name)),
                 ("onboot", 0),
                 // PVE then refuses "Remove" on the holder (and with it the volume) from the UI or API.
                 ("protection", 1)
@@ -156,7 +164,7 @@ impl Controller {
             match cluster.client.create_vm(&target.node, vmid, &opts, t).await {
                 Ok(()) => break (vmid, creating),
                 // Someone else took the id between our list and the create.
-                Err(e) if e.message().contains("already exists") && attempts < 5 => continue,
+                Err(e) if e.kind() == PveErrorKind::AlreadyExists && attempts < 5 => continue,
                 Err(e) => return Err(ControllerError::Pve { context: format!("creating holder VM {vmid} on {}", target.node), source: Box::new(e) }),
             }
         };

@@ -1,6 +1,6 @@
 //! ListVolumes and GetCapacity: what the driver has on Proxmox, and how much room is left.
 
-use super::error::{ControllerError, PveContext, Result};
+use super::error::{PveContext, Result};
 use super::Controller;
 use crate::csi::*;
 use super::cluster::owner_vmid;
@@ -138,16 +138,9 @@ impl Controller {
     /// ControllerGetVolume: one volume with the nodes it is published to.
     pub async fn get_volume(&self, req: ControllerGetVolumeRequest) -> Result<ControllerGetVolumeResponse> {
         let raw = super::required(&req.volume_id, "volume_id")?;
-        let id = VolumeId::parse(raw)
-            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {raw:?}: no such volume (not an id of this driver)")))?;
-        let cluster = self
-            .cluster(&id.region)
-            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {raw:?}: region {:?} is not configured", id.region)))?;
+        let (id, cluster) = self.volume_cluster("volume_id", raw)?;
         let volid = id.volid();
-        let held = self
-            .held(cluster, &id)
-            .await?
-            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {raw}: volume {volid} does not exist")))?;
+        let held = self.require_volume(cluster, &id).await?;
         let shared = cluster.image_storages().await?.iter().any(|s| s.storage == id.storage && s.shared);
         let mut published: Vec<String> = Vec::new();
         for (_, a) in cluster.attachments_of(std::slice::from_ref(&volid)).await? {

@@ -9,6 +9,7 @@ pub mod expand;
 pub mod holder;
 pub mod inventory;
 pub mod labeller;
+pub mod lookup;
 pub mod modify;
 pub mod paging;
 pub mod params;
@@ -79,11 +80,39 @@ impl Controller {
         self.clusters.values()
     }
 
-    /// One operation per volume (or volume name) at a time; others get Aborted.
+    /// One operation per key at a time; others get Aborted. Keys are made by
+    /// [`lookup::disk_key`] (every call touching a PVE disk) and
+    /// [`lookup::name_key`] (CreateVolume/CreateSnapshot by name).
     fn begin(&self, key: &str) -> Result<InFlightGuard> {
-        self.inflight
-            .try_acquire(key)
-            .ok_or_else(|| ControllerError::Aborted(format!("an operation on volume {key:?} is already in progress")))
+        self.inflight.try_acquire(key).ok_or_else(|| {
+            ControllerError::Aborted(format!("an operation on {} is already in progress", crate::volume_id::shorten(key)))
+        })
+    }
+
+    /// Run a VM config edit again while PVE reports contention (its config
+    /// lock timed out, the VM is locked for a moment, or the digest changed
+    /// under us), with a jittered pause; then Aborted, so the CO retries.
+    pub(crate) async fn retry_contended<T, F, Fut>(&self, mut attempt_once: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match attempt_once().await {
+                Err(ControllerError::Pve { source, context }) if source.is_contention() => {
+                    if attempt >= self.opts.config_attempts {
+                        return Err(ControllerError::Aborted(format!("{context}: {source} (gave up after {attempt} attempts)")));
+                    }
+                    tracing::warn!(attempt, error = %source, "{context}: PVE busy, retrying");
+                    let base = self.opts.config_retry_delay;
+                    let jitter = base.mul_f64(rand::random::<f64>() * 0.5);
+                    tokio::time::sleep(base + jitter).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Connectivity check used by Probe: every cluster answers /version.

@@ -11,17 +11,15 @@ use super::params::{apply_io_limits, parse_io_limits, IoLimits};
 use super::{required, Controller};
 use crate::csi::{ControllerModifyVolumeRequest, ControllerModifyVolumeResponse};
 use crate::pve::drive::Drive;
-use crate::volume_id::VolumeId;
+use super::lookup::disk_key;
 
 impl Controller {
     pub async fn modify_volume(&self, req: ControllerModifyVolumeRequest) -> Result<ControllerModifyVolumeResponse> {
         let raw = required(&req.volume_id, "volume_id")?;
         let limits = parse_io_limits(&req.mutable_parameters)?;
-        let not_found = || ControllerError::NotFound(format!("volume_id {raw:?}: no such volume"));
-        let id = VolumeId::parse(raw).ok_or_else(not_found)?;
-        let cluster = self.cluster(&id.region).ok_or_else(not_found)?;
-        let _guard = self.begin(raw)?;
-        let held = self.held(cluster, &id).await?.ok_or_else(not_found)?;
+        let (id, cluster) = self.volume_cluster("volume_id", raw)?;
+        let _guard = self.begin(&disk_key(&id))?;
+        let held = self.require_volume(cluster, &id).await?;
         if limits.is_empty() {
             return Ok(ControllerModifyVolumeResponse {});
         }
@@ -29,22 +27,7 @@ impl Controller {
         let volid = id.volid();
         for (_, a) in cluster.attachments_of(std::slice::from_ref(&volid)).await? {
             let _vm_lock = cluster.lock_vm(a.vm.vmid).await;
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match self.limit_attached(cluster, &a.vm, &a.slot, &volid, &limits).await {
-                    Err(ControllerError::Pve { source, context }) if source.is_contention() => {
-                        if attempt >= self.opts.config_attempts {
-                            return Err(ControllerError::Aborted(format!("{context}: {source} (gave up after {attempt} attempts)")));
-                        }
-                        tokio::time::sleep(self.opts.config_retry_delay).await;
-                    }
-                    other => {
-                        other?;
-                        break;
-                    }
-                }
-            }
+            self.retry_contended(|| self.limit_attached(cluster, &a.vm, &a.slot, &volid, &limits)).await?;
         }
         tracing::info!(volume = %raw, ?limits, "I/O limits changed");
         Ok(ControllerModifyVolumeResponse {})

@@ -267,6 +267,29 @@ pub fn size_for(range: Option<&CapacityRange>) -> Result<u64> {
     Ok(size)
 }
 
+/// The smallest filesystem mkfs.xfs makes (xfsprogs 5.19 and later refuse
+/// anything below 300 MiB).
+pub const XFS_MIN_SIZE: u64 = 300 * MIB;
+
+/// `size`, raised to the minimum of the filesystem the volume will carry,
+/// so NodeStage never meets a disk its mkfs refuses. OutOfRange when the
+/// range's limit leaves no room for that minimum.
+pub fn fs_minimum(caps: &[VolumeCapability], params: &HashMap<String, String>, size: u64, range: Option<&CapacityRange>) -> Result<u64> {
+    let xfs = params.get("csi.storage.k8s.io/fstype").is_some_and(|f| f == "xfs")
+        || caps.iter().any(|c| matches!(&c.access_type, Some(volume_capability::AccessType::Mount(m)) if m.fs_type == "xfs"));
+    if !xfs || size >= XFS_MIN_SIZE {
+        return Ok(size);
+    }
+    let limit = range.map(|r| r.limit_bytes.max(0) as u64).unwrap_or(0);
+    if limit > 0 && limit < XFS_MIN_SIZE {
+        return Err(ControllerError::OutOfRange(format!(
+            "capacity_range: limit_bytes {limit} is below {XFS_MIN_SIZE} bytes, the smallest xfs filesystem mkfs.xfs makes"
+        )));
+    }
+    tracing::info!(asked = size, given = XFS_MIN_SIZE, "raising an xfs volume to the smallest size mkfs.xfs accepts");
+    Ok(XFS_MIN_SIZE)
+}
+
 /// Whether an existing disk of `size` satisfies the range (idempotent create).
 pub fn size_fits(size: u64, range: Option<&CapacityRange>) -> bool {
     let (required, limit) = range.map(|r| (r.required_bytes.max(0) as u64, r.limit_bytes.max(0) as u64)).unwrap_or((0, 0));

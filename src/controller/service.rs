@@ -1,6 +1,9 @@
 //! gRPC adapter for the Controller service: requests in, logic, status out.
 
+use super::error::ControllerError;
 use super::Controller;
+use crate::volume_id::shorten;
+use std::future::Future;
 use crate::csi::controller_server::Controller as CsiController;
 use crate::csi::controller_service_capability::rpc::Type as Rpc;
 use crate::csi::*;
@@ -32,14 +35,41 @@ fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not supported by this driver"))
 }
 
+impl ControllerService {
+    /// Runs one controller operation in a task of its own and waits for it.
+    /// When the CO's deadline passes, tonic drops this future; the task goes
+    /// on and ends what it started (a clone is grown, a temporary snapshot
+    /// removed) under the operation's in-flight key, so a retry meanwhile
+    /// gets Aborted and a retry after it the same answer. A failure is
+    /// logged here, once, with the method and the volume it concerns.
+    async fn run<T, Fut>(&self, method: &'static str, volume: String, op: impl FnOnce(Arc<Controller>) -> Fut) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, ControllerError>> + Send + 'static,
+    {
+        let task = tokio::spawn(op(self.inner.clone()));
+        let result = match task.await {
+            Ok(r) => r.map_err(Status::from),
+            Err(e) => Err(Status::internal(format!("{method} stopped: {e}"))),
+        };
+        if let Err(s) = &result {
+            tracing::warn!(method, volume = %shorten(&volume), code = ?s.code(), message = %s.message(), "request failed");
+        }
+        result
+    }
+}
+
 #[tonic::async_trait]
 impl CsiController for ControllerService {
     async fn create_volume(&self, r: Request<CreateVolumeRequest>) -> Result<Response<CreateVolumeResponse>, Status> {
-        Ok(Response::new(self.inner.create_volume(r.into_inner()).await?))
+        let req = r.into_inner();
+        let resp = self.run("CreateVolume", req.name.clone(), |c| async move { c.create_volume(req).await }).await?;
+        Ok(Response::new(resp))
     }
 
     async fn delete_volume(&self, r: Request<DeleteVolumeRequest>) -> Result<Response<DeleteVolumeResponse>, Status> {
-        self.inner.delete_volume(r.into_inner()).await?;
+        let req = r.into_inner();
+        self.run("DeleteVolume", req.volume_id.clone(), |c| async move { c.delete_volume(req).await }).await?;
         Ok(Response::new(DeleteVolumeResponse {}))
     }
 
@@ -47,14 +77,17 @@ impl CsiController for ControllerService {
         &self,
         r: Request<ControllerPublishVolumeRequest>,
     ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
-        Ok(Response::new(self.inner.publish_volume(r.into_inner()).await?))
+        let req = r.into_inner();
+        let resp = self.run("ControllerPublishVolume", req.volume_id.clone(), |c| async move { c.publish_volume(req).await }).await?;
+        Ok(Response::new(resp))
     }
 
     async fn controller_unpublish_volume(
         &self,
         r: Request<ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
-        self.inner.unpublish_volume(r.into_inner()).await?;
+        let req = r.into_inner();
+        self.run("ControllerUnpublishVolume", req.volume_id.clone(), |c| async move { c.unpublish_volume(req).await }).await?;
         Ok(Response::new(ControllerUnpublishVolumeResponse {}))
     }
 
@@ -62,15 +95,19 @@ impl CsiController for ControllerService {
         &self,
         r: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
-        Ok(Response::new(self.inner.validate_volume_capabilities(r.into_inner()).await?))
+        let req = r.into_inner();
+        let resp = self.run("ValidateVolumeCapabilities", req.volume_id.clone(), |c| async move { c.validate_volume_capabilities(req).await }).await?;
+        Ok(Response::new(resp))
     }
 
     async fn list_volumes(&self, r: Request<ListVolumesRequest>) -> Result<Response<ListVolumesResponse>, Status> {
-        Ok(Response::new(self.inner.list_volumes(r.into_inner()).await?))
+        let req = r.into_inner();
+        Ok(Response::new(self.run("ListVolumes", String::new(), |c| async move { c.list_volumes(req).await }).await?))
     }
 
     async fn get_capacity(&self, r: Request<GetCapacityRequest>) -> Result<Response<GetCapacityResponse>, Status> {
-        Ok(Response::new(self.inner.get_capacity(r.into_inner()).await?))
+        let req = r.into_inner();
+        Ok(Response::new(self.run("GetCapacity", String::new(), |c| async move { c.get_capacity(req).await }).await?))
     }
 
     async fn controller_get_capabilities(
@@ -87,16 +124,20 @@ impl CsiController for ControllerService {
     }
 
     async fn create_snapshot(&self, r: Request<CreateSnapshotRequest>) -> Result<Response<CreateSnapshotResponse>, Status> {
-        Ok(Response::new(self.inner.create_snapshot(r.into_inner()).await?))
+        let req = r.into_inner();
+        let resp = self.run("CreateSnapshot", req.source_volume_id.clone(), |c| async move { c.create_snapshot(req).await }).await?;
+        Ok(Response::new(resp))
     }
 
     async fn delete_snapshot(&self, r: Request<DeleteSnapshotRequest>) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        self.inner.delete_snapshot(r.into_inner()).await?;
+        let req = r.into_inner();
+        self.run("DeleteSnapshot", req.snapshot_id.clone(), |c| async move { c.delete_snapshot(req).await }).await?;
         Ok(Response::new(DeleteSnapshotResponse {}))
     }
 
     async fn list_snapshots(&self, r: Request<ListSnapshotsRequest>) -> Result<Response<ListSnapshotsResponse>, Status> {
-        Ok(Response::new(self.inner.list_snapshots(r.into_inner()).await?))
+        let req = r.into_inner();
+        Ok(Response::new(self.run("ListSnapshots", req.source_volume_id.clone(), |c| async move { c.list_snapshots(req).await }).await?))
     }
 
     async fn get_snapshot(&self, _r: Request<GetSnapshotRequest>) -> Result<Response<GetSnapshotResponse>, Status> {
@@ -107,20 +148,25 @@ impl CsiController for ControllerService {
         &self,
         r: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
-        Ok(Response::new(self.inner.expand_volume(r.into_inner()).await?))
+        let req = r.into_inner();
+        let resp = self.run("ControllerExpandVolume", req.volume_id.clone(), |c| async move { c.expand_volume(req).await }).await?;
+        Ok(Response::new(resp))
     }
 
     async fn controller_get_volume(
         &self,
         r: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        Ok(Response::new(self.inner.get_volume(r.into_inner()).await?))
+        let req = r.into_inner();
+        Ok(Response::new(self.run("ControllerGetVolume", req.volume_id.clone(), |c| async move { c.get_volume(req).await }).await?))
     }
 
     async fn controller_modify_volume(
         &self,
         r: Request<ControllerModifyVolumeRequest>,
     ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
-        Ok(Response::new(self.inner.modify_volume(r.into_inner()).await?))
+        let req = r.into_inner();
+        let resp = self.run("ControllerModifyVolume", req.volume_id.clone(), |c| async move { c.modify_volume(req).await }).await?;
+        Ok(Response::new(resp))
     }
 }

@@ -6,7 +6,9 @@ use super::cluster::Cluster;
 use super::error::{ControllerError, PveContext, Result};
 use super::holder::{HeldVolume, HOLDER_SLOT};
 use crate::pve::drive::{parse_disk_size, Drive};
+use super::lookup::{disk_key, name_key};
 use super::{required, Controller};
+use crate::pve::PveErrorKind;
 use crate::csi::*;
 use crate::volume_id::{snap_name, SnapshotId, VolumeId};
 
@@ -47,11 +49,13 @@ impl Controller {
     pub async fn create_snapshot(&self, req: CreateSnapshotRequest) -> Result<CreateSnapshotResponse> {
         let name = required(&req.name, "name")?;
         let source = required(&req.source_volume_id, "source_volume_id")?;
-        let not_found = || ControllerError::NotFound(format!("source_volume_id {source:?}: no such volume"));
-        let id = VolumeId::parse(source).ok_or_else(not_found)?;
-        let cluster = self.cluster(&id.region).ok_or_else(not_found)?;
-        let _guard = self.begin(&format!("snapshot/{name}"))?;
-        let held = self.held(cluster, &id).await?.ok_or_else(not_found)?;
+        let (id, cluster) = self.volume_cluster("source_volume_id", source)?;
+        // The source disk's key: no DeleteVolume (or other snapshot call) of
+        // this volume runs meanwhile; the name's key: no second snapshot of
+        // this name on another volume.
+        let _guard = self.begin(&disk_key(&id))?;
+        let _name_guard = self.begin(&name_key("snapshot", name))?;
+        let held = self.require_volume(cluster, &id).await?;
         let snapname = snap_name(name);
         let h = &held.holder;
 
@@ -71,12 +75,14 @@ impl Controller {
         }
         let existing = cluster.client.snapshots(&h.node, h.vmid).await.ctx(|| format!("listing snapshots of holder VM {}", h.vmid))?;
         if let Some(s) = existing.iter().find(|s| s.name == snapname) {
+            // Taken by an earlier attempt (perhaps one that was cut off while
+            // PVE worked on it): answer for it once PVE has committed it.
             let size = self.snapshot_size(cluster, &held, &snapname).await?;
             return Ok(CreateSnapshotResponse { snapshot: Some(to_csi(&held, &snapname, s.snaptime, size)) });
         }
-        let description = format!("proxmox-csi snapshot {name}");
+        let description = format!("proxmox-csi snapshot {}", name.escape_debug());
         if let Err(e) = cluster.client.create_snapshot(&h.node, h.vmid, &snapname, &description, self.opts.task_timeout).await {
-            if e.message().contains("snapshot feature is not available") {
+            if e.kind() == PveErrorKind::FeatureUnavailable {
                 return Err(ControllerError::FailedPrecondition(format!(
                     "source_volume_id {source}: storage {} cannot take snapshots of raw disks (use lvmthin, zfs or rbd)",
                     id.storage
@@ -96,7 +102,7 @@ impl Controller {
         // Ids we never issued, and snapshots already gone: nothing to do.
         let Some(id) = SnapshotId::parse(raw) else { return Ok(()) };
         let Some(cluster) = self.cluster(&id.volume.region) else { return Ok(()) };
-        let _guard = self.begin(raw)?;
+        let _guard = self.begin(&disk_key(&id.volume))?;
         let Some(held) = self.held(cluster, &id.volume).await? else { return Ok(()) };
         let h = &held.holder;
         let snaps = cluster.client.snapshots(&h.node, h.vmid).await.ctx(|| format!("listing snapshots of holder VM {}", h.vmid))?;

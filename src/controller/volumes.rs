@@ -9,7 +9,12 @@ use crate::csi::volume_content_source::Type as Source;
 use crate::csi::{CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, Topology, Volume, VolumeContentSource};
 use crate::params;
 use crate::pve::types::StorageResource;
-use crate::volume_id::{holder_name, SnapshotId, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
+use super::lookup::{disk_key, name_key};
+use crate::pve::PveErrorKind;
+use crate::volume_id::{holder_name, shorten, SnapshotId, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
+
+/// Prefix of the temporary snapshot a clone of a live volume is taken from.
+pub const TEMP_SNAPSHOT_PREFIX: &str = "clone_";
 
 /// Where a volume may be allocated: the cluster and its candidate nodes.
 pub(super) struct Placement {
@@ -17,6 +22,14 @@ pub(super) struct Placement {
     /// Storage entries (one per node) in order of preference.
     pub candidates: Vec<StorageResource>,
     pub shared: bool,
+}
+
+/// The disk a content source names, if its id parses (for its in-flight key).
+fn source_disk(source: Option<&VolumeContentSource>) -> Option<VolumeId> {
+    match source?.r#type.as_ref()? {
+        Source::Snapshot(s) => SnapshotId::parse(&s.snapshot_id).map(|s| s.volume),
+        Source::Volume(v) => VolumeId::parse(&v.volume_id),
+    }
 }
 
 /// What the new volume starts from.
@@ -27,34 +40,46 @@ enum Origin {
 }
 
 impl Controller {
+    /// CreateVolume.
+    ///
+    /// Idempotent and resumable by name: the holder VM's name is derived
+    /// from the CSI name, so a retry after a cancel, a crash or a PVE error
+    /// at any step finds what the earlier attempt made and finishes it (a
+    /// holder without its disk is cleared and redone, a clone not yet grown
+    /// to the size asked is grown, I/O limits not yet stored are stored, a
+    /// temporary clone snapshot left on the source is removed), then answers
+    /// as the first attempt would have.
     pub async fn create_volume(&self, req: CreateVolumeRequest) -> Result<CreateVolumeResponse> {
         let name = required(&req.name, "name")?;
         check_capabilities(&req.volume_capabilities)?;
         let params = parse_volume_params(&req.parameters, self.opts.default_storage.as_deref())?;
         let size = size_for(req.capacity_range.as_ref())?;
+        let size = super::params::fs_minimum(&req.volume_capabilities, &req.parameters, size, req.capacity_range.as_ref())?;
         let limits = super::params::parse_io_limits(&req.mutable_parameters)?;
-        let _guard = self.begin(name)?;
+        let _guard = self.begin(&name_key("volume", name))?;
 
         let placement = self.place(&params.storage, req.accessibility_requirements.as_ref()).await?;
         let cluster = self.cluster(&placement.region).expect("placement picks a configured cluster");
         let holder_name = holder_name(name);
+        // Taken before anything is looked up, and held to the end: the source
+        // of a clone or restore must not be deleted or changed meanwhile.
+        let source = req.volume_content_source.as_ref();
+        let _source_guard = match source_disk(source) {
+            Some(id) => Some(self.begin(&disk_key(&id))?),
+            None => None,
+        };
         // The same name always maps to the same holder: look for it first.
         if let Some(holder) = cluster.find_holder(&holder_name).await? {
             let zone = self.zone_of(&placement, &holder.node);
             match cluster.held_volume(&holder, &zone).await? {
                 Some(held) => {
-                    if held.id.storage != params.storage {
-                        return Err(ControllerError::AlreadyExists(format!(
-                            "name {name:?}: volume {} exists on storage {}, not {}",
-                            held.id, held.id.storage, params.storage
-                        )));
-                    }
-                    if !size_fits(held.size, req.capacity_range.as_ref()) {
-                        return Err(ControllerError::AlreadyExists(format!(
-                            "name {name:?}: volume {} exists with {} bytes, which does not fit the requested capacity_range",
-                            held.id, held.size
-                        )));
-                    }
+                    // The source may be gone by now; the copy is made.
+                    let origin = match self.origin(cluster, source).await {
+                        Ok(o) => Some(o),
+                        Err(ControllerError::NotFound(_)) => None,
+                        Err(e) => return Err(e),
+                    };
+                    let held = self.finish_existing(cluster, name, held, &params, source.is_some(), origin.as_ref(), &req, &limits).await?;
                     return Ok(self.volume_response(&placement, held.id, held.size, &params, req.volume_content_source));
                 }
                 // An earlier create stopped half-way (the controller died
@@ -62,7 +87,7 @@ impl Controller {
                 None => self.clear_unfinished_holder(cluster, &holder).await?,
             }
         }
-        let origin = self.origin(cluster, req.volume_content_source.as_ref()).await?;
+        let origin = self.origin(cluster, source).await?;
         self.refuse_while_foreign_creation(cluster).await?;
 
         let held = match &origin {
@@ -82,23 +107,89 @@ impl Controller {
         Ok(self.volume_response(&placement, held.id, held.size, &params, req.volume_content_source))
     }
 
+    /// The volume of this name exists: check it is what was asked for, and
+    /// finish what an interrupted attempt left undone.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_existing(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+        mut held: HeldVolume,
+        params: &VolumeParams,
+        has_source: bool,
+        origin: Option<&Origin>,
+        req: &CreateVolumeRequest,
+        limits: &super::params::IoLimits,
+    ) -> Result<HeldVolume> {
+        if held.id.storage != params.storage {
+            return Err(ControllerError::AlreadyExists(format!(
+                "name {name:?}: volume {} exists on storage {}, not {}",
+                held.id, held.id.storage, params.storage
+            )));
+        }
+        let required = req.capacity_range.as_ref().map(|r| r.required_bytes.max(0) as u64).unwrap_or(0);
+        if has_source && held.size < required {
+            // A restore or clone to a larger size stopped between the clone
+            // and the resize: the copy is ours and new, grow it now.
+            let want = size_for(req.capacity_range.as_ref())?;
+            let h = &held.holder;
+            cluster
+                .client
+                .resize(&h.node, h.vmid, HOLDER_SLOT, want, self.opts.task_timeout)
+                .await
+                .ctx(|| format!("growing the copy {} to {want} bytes", held.id))?;
+            held = cluster.held_volume(&held.holder, "").await?.ok_or_else(|| ControllerError::Aborted(format!("volume {} vanished while growing; retry", held.id)))?;
+        }
+        if !size_fits(held.size, req.capacity_range.as_ref()) {
+            return Err(ControllerError::AlreadyExists(format!(
+                "name {name:?}: volume {} exists with {} bytes, which does not fit the requested capacity_range",
+                held.id, held.size
+            )));
+        }
+        if let Some(Origin::Volume(source)) = origin {
+            self.drop_temp_snapshot(cluster, source, name).await?;
+        }
+        let stored = super::params::io_limits_of(&held.drive);
+        if limits.iter().any(|(k, v)| stored.iter().find(|(s, _)| s == k).map(|(_, sv)| sv) != Some(v)) {
+            self.store_limits(cluster, &held, limits).await?;
+        }
+        Ok(held)
+    }
+
     /// A holder without its disk is what an interrupted create leaves. While
-    /// PVE still works on it (a clone task holds the VM lock), wait; once it
-    /// is idle and holds no disk at all, it carries no data and may go.
+    /// PVE still works on it (a task holds the VM lock, or its disk is
+    /// being made or freed), wait; once it is idle and holds no disk at all,
+    /// it carries no data and may go.
     async fn clear_unfinished_holder(&self, cluster: &Cluster, holder: &crate::pve::types::VmResource) -> Result<()> {
-        let cfg = cluster.client.vm_config(&holder.node, holder.vmid, false).await.ctx(|| format!("reading config of holder VM {}", holder.vmid))?;
+        let cfg = match cluster.client.vm_config(&holder.node, holder.vmid, false).await {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => return Ok(()), // removed meanwhile
+            Err(e) => return Err(ControllerError::Pve { context: format!("reading config of holder VM {}", holder.vmid), source: Box::new(e) }),
+        };
         if let Some(lock) = cfg.get("lock") {
             return Err(ControllerError::Aborted(format!(
-                "holder VM {} is still being set up (locked: {lock}); retry later",
+                "holder VM {} is still being set up or removed (locked: {lock}); retry later",
                 holder.vmid
             )));
         }
         if let Some((slot, d)) = cfg.drives().next() {
-            return Err(ControllerError::FailedPrecondition(format!(
-                "holder VM {} has {slot}={} but not the expected disk; inspect it by hand",
+            let storage = d.volume.split_once(':').map(|(s, _)| s).unwrap_or("");
+            if cluster.find_volume(&holder.node, storage, &d.volume).await?.is_some() {
+                // A disk that exists, where this driver puts none: never ours to remove.
+                return Err(ControllerError::FailedPrecondition(format!(
+                    "holder VM {} has {slot}={} but not the expected disk; inspect it by hand",
+                    holder.vmid, d.volume
+                )));
+            }
+            // Its disk entry is there but the storage does not list the disk:
+            // a create or delete of it is under way. Not ours to judge yet.
+            return Err(ControllerError::Aborted(format!(
+                "holder VM {} has {slot}={} but the storage does not list that disk (being created or removed?); retry later",
                 holder.vmid, d.volume
             )));
         }
+        // Its disk may have been allocated without being put in scsi0; it is
+        // new and empty, owned by this holder, and goes with it.
         tracing::warn!(vmid = holder.vmid, "removing a holder VM left without a disk by an interrupted create");
         self.unprotect_and_destroy(cluster, &holder.node, holder.vmid).await
     }
@@ -111,13 +202,15 @@ impl Controller {
         }
     }
 
-    /// Resolve the content source; a missing snapshot or volume is NotFound.
+    /// Resolve the content source (the caller holds the source disk's
+    /// in-flight key: a clone must not race a delete or snapshot of its
+    /// source); a missing snapshot or volume is NotFound.
     async fn origin(&self, cluster: &Cluster, source: Option<&VolumeContentSource>) -> Result<Origin> {
         let Some(src) = source.and_then(|s| s.r#type.as_ref()) else { return Ok(Origin::Empty) };
         match src {
             Source::Snapshot(s) => {
                 let raw = required(&s.snapshot_id, "volume_content_source.snapshot.snapshot_id")?;
-                let not_found = || ControllerError::NotFound(format!("volume_content_source.snapshot.snapshot_id {raw:?}: no such snapshot"));
+                let not_found = || ControllerError::NotFound(format!("volume_content_source.snapshot.snapshot_id \"{}\": no such snapshot", shorten(raw)));
                 let id = SnapshotId::parse(raw).ok_or_else(not_found)?;
                 if id.volume.region != cluster.region {
                     return Err(ControllerError::InvalidArgument(format!(
@@ -134,7 +227,7 @@ impl Controller {
             }
             Source::Volume(v) => {
                 let raw = required(&v.volume_id, "volume_content_source.volume.volume_id")?;
-                let not_found = || ControllerError::NotFound(format!("volume_content_source.volume.volume_id {raw:?}: no such volume"));
+                let not_found = || ControllerError::NotFound(format!("volume_content_source.volume.volume_id \"{}\": no such volume", shorten(raw)));
                 let id = VolumeId::parse(raw).ok_or_else(not_found)?;
                 if id.region != cluster.region {
                     return Err(ControllerError::InvalidArgument(format!(
@@ -145,13 +238,6 @@ impl Controller {
                 Ok(Origin::Volume(self.held(cluster, &id).await?.ok_or_else(not_found)?))
             }
         }
-    }
-
-    /// The volume `id` through its holder; None when either is gone.
-    pub(super) async fn held(&self, cluster: &Cluster, id: &VolumeId) -> Result<Option<HeldVolume>> {
-        let Some(holder) = cluster.holder_of(id).await? else { return Ok(None) };
-        let Some(held) = cluster.held_volume(&holder, &id.zone).await? else { return Ok(None) };
-        Ok((held.id.volid() == id.volid()).then_some(held))
     }
 
     /// Full clone of a holder (optionally of one of its snapshots) into a new
@@ -192,7 +278,7 @@ impl Controller {
         let _creating = cluster.mark_creating(newid);
         let mut opts = params![
             ("name", name),
-            ("description", format!("proxmox-csi volume {csi_name}. Holds the disk; never start or delete this VM by hand."))
+            ("description", super::holder::holder_description(csi_name))
         ];
         if let Some(s) = snapname {
             opts.push(("snapname".into(), s.into()));
@@ -229,8 +315,30 @@ impl Controller {
         Ok(held)
     }
 
+    /// The name of the temporary snapshot a clone of `source` for the CSI
+    /// name `csi_name` is taken from (deterministic, so a retry finds it).
+    fn temp_snapshot_name(csi_name: &str) -> String {
+        format!("{TEMP_SNAPSHOT_PREFIX}{}", &crate::volume_id::snap_name(csi_name)[1..25])
+    }
+
+    /// Remove the temporary snapshot of a clone for `csi_name`, if there is one.
+    async fn drop_temp_snapshot(&self, cluster: &Cluster, source: &HeldVolume, csi_name: &str) -> Result<()> {
+        let temp = Self::temp_snapshot_name(csi_name);
+        let h = &source.holder;
+        if !cluster.holder_snapshots(h).await?.iter().any(|s| s.name == temp) {
+            return Ok(());
+        }
+        match cluster.client.delete_snapshot(&h.node, h.vmid, &temp, self.opts.task_timeout).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(ControllerError::Pve { context: format!("removing the temporary clone snapshot {temp} of {}", source.id), source: Box::new(e) }),
+        }
+    }
+
     /// Clone a volume that may be in use: through a temporary snapshot, so the
     /// copy is one point in time rather than blocks read while a pod writes.
+    /// Resumable: a temporary snapshot left by an interrupted attempt is the
+    /// same point in time for the same request and is used as it is.
     #[allow(clippy::too_many_arguments)]
     async fn clone_volume(
         &self,
@@ -242,19 +350,23 @@ impl Controller {
         size: u64,
         params: &VolumeParams,
     ) -> Result<HeldVolume> {
-        let temp = format!("clone_{}", &crate::volume_id::snap_name(csi_name)[1..25]);
+        let temp = Self::temp_snapshot_name(csi_name);
         let h = &source.holder;
-        match cluster.client.create_snapshot(&h.node, h.vmid, &temp, "proxmox-csi: temporary, for a clone", self.opts.task_timeout).await {
+        let exists = cluster.holder_snapshots(h).await?.iter().any(|s| s.name == temp);
+        let taken = if exists {
+            Ok(())
+        } else {
+            cluster.client.create_snapshot(&h.node, h.vmid, &temp, "proxmox-csi: temporary, for a clone", self.opts.task_timeout).await
+        };
+        match taken {
             Ok(()) => {
-                let r = self.clone_holder(cluster, placement, source, Some(&temp), name, csi_name, size, params).await;
-                if let Err(e) = cluster.client.delete_snapshot(&h.node, h.vmid, &temp, self.opts.task_timeout).await {
-                    tracing::warn!(vmid = h.vmid, snapshot = %temp, error = %e, "temporary clone snapshot left behind");
-                }
-                r
+                let held = self.clone_holder(cluster, placement, source, Some(&temp), name, csi_name, size, params).await?;
+                self.drop_temp_snapshot(cluster, source, csi_name).await?;
+                Ok(held)
             }
             // Storages without snapshots (plain files): a direct copy is only
             // consistent while nothing writes, i.e. the volume is not attached.
-            Err(e) if e.message().contains("snapshot feature is not available") => {
+            Err(e) if e.kind() == PveErrorKind::FeatureUnavailable => {
                 let volid = source.id.volid();
                 if let Some((_, a)) = cluster.attachments_of(std::slice::from_ref(&volid)).await?.first() {
                     return Err(ControllerError::FailedPrecondition(format!(
@@ -371,37 +483,56 @@ impl Controller {
         )))
     }
 
+    /// DeleteVolume.
+    ///
+    /// Idempotent: an id that names no volume of this driver (never issued,
+    /// already deleted, stale after its vmid was reused, a zone that is not
+    /// the holder's on node-local storage) is OK with nothing touched.
+    /// Refused while any VM has the disk (applied or pending) or while it
+    /// has snapshots; checked under the disk's in-flight key, which every
+    /// snapshot call takes too.
     pub async fn delete_volume(&self, req: DeleteVolumeRequest) -> Result<()> {
         let raw = required(&req.volume_id, "volume_id")?;
         // An id we never issued names nothing: deleting it succeeds (CSI idempotency).
         let Some(id) = VolumeId::parse(raw) else { return Ok(()) };
         let Some(cluster) = self.cluster(&id.region) else { return Ok(()) };
-        let _guard = self.begin(raw)?;
+        let _guard = self.begin(&disk_key(&id))?;
         let volid = id.volid();
-        let Some(holder) = cluster.holder_of(&id).await? else {
+        let Some(holder) = self.canonical_holder(cluster, &id).await? else {
             // No holder: either long gone, or a disk this driver does not own.
             return Ok(());
         };
         // PVE frees a volume even while a VM uses it; never let that happen.
         let users = cluster.attachments_of(std::slice::from_ref(&volid)).await?;
         if let Some((_, a)) = users.first() {
+            let how = if a.pending { " (a hot-plug or hot-unplug there is pending)" } else { "" };
             return Err(ControllerError::FailedPrecondition(format!(
-                "volume {raw} is still attached to VM {} ({}) as {}; unpublish it first",
+                "volume {id} is still attached to VM {} ({}) as {}{how}; unpublish it first",
                 a.vm.vmid,
                 a.vm.name.as_deref().unwrap_or("?"),
                 a.slot
             )));
         }
-        // Snapshots live in the holder and would go with it.
+        // Snapshots live in the holder and would go with it. A temporary
+        // clone snapshot is not the user's: a clone interrupted for good
+        // left it (a running clone holds this disk's key).
         let snaps = cluster.client.snapshots(&holder.node, holder.vmid).await.ctx(|| format!("listing snapshots of holder VM {}", holder.vmid))?;
-        if !snaps.is_empty() {
+        let (temp, kept): (Vec<_>, Vec<_>) = snaps.into_iter().partition(|s| s.name.starts_with(TEMP_SNAPSHOT_PREFIX));
+        if !kept.is_empty() {
             return Err(ControllerError::FailedPrecondition(format!(
-                "volume {raw} has {} snapshot(s); delete them before the volume",
-                snaps.len()
+                "volume {id} has {} snapshot(s); delete them before the volume",
+                kept.len()
             )));
         }
+        for s in temp {
+            cluster
+                .client
+                .delete_snapshot(&holder.node, holder.vmid, &s.name, self.opts.task_timeout)
+                .await
+                .ctx(|| format!("removing the temporary clone snapshot {} of {id}", s.name))?;
+        }
         self.destroy_holder(cluster, &holder, &volid).await?;
-        tracing::info!(volume = %raw, holder = holder.vmid, "volume deleted");
+        tracing::info!(volume = %id, holder = holder.vmid, "volume deleted");
         Ok(())
     }
 }

@@ -332,6 +332,12 @@ impl PveClient {
         VmConfig::from_json(v).ok_or_else(|| PveError::Decode { method: "GET".into(), path, detail: "config is not an object".into() })
     }
 
+    /// The VM's disk slots, applied and pending alike (one request).
+    pub async fn vm_slots(&self, node: &str, vmid: u64) -> Result<Vec<SlotView>, PveError> {
+        let entries: Vec<PendingEntry> = self.get(&format!("/nodes/{node}/qemu/{vmid}/pending"), &vec![]).await?;
+        Ok(slot_views(&entries))
+    }
+
     /// The VM config as it was when snapshot `snapname` was taken.
     pub async fn vm_snapshot_config(&self, node: &str, vmid: u64, snapname: &str) -> Result<VmConfig, PveError> {
         let path = format!("/nodes/{node}/qemu/{vmid}/config");

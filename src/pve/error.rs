@@ -45,6 +45,39 @@ fn fmt_param_errors(errors: &BTreeMap<String, String>) -> String {
     format!(" ({})", parts.join("; "))
 }
 
+/// What a PVE error means to the driver. PVE reports most failures as HTTP
+/// 500 (or a failed task) with a text; this is the one place those texts are
+/// read, so callers decide on kinds, never on wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PveErrorKind {
+    /// A config/storage lock could not be had in time, the VM is locked for
+    /// another operation, or the config changed under us (digest). Retrying
+    /// can succeed.
+    Contention,
+    /// PVE could not be reached or could not answer now.
+    Unavailable,
+    /// The token or user lacks a privilege (401/403).
+    Permission,
+    /// The VM, volume or storage addressed does not exist.
+    NotFound,
+    /// What was to be created exists already (VM id taken, snapshot name used).
+    AlreadyExists,
+    /// The storage cannot do this for this volume (no snapshots on raw files, ...).
+    FeatureUnavailable,
+    /// A resize asked for a smaller size than the disk has.
+    ShrinkRefused,
+    /// The storage has no room for the size asked (or the size is beyond
+    /// what it can hold at all).
+    NoSpace,
+    /// QEMU could not hot-plug or hot-unplug a device; the change stays
+    /// pending in the VM config. Retrying later can succeed.
+    Hotplug,
+    /// PVE refused the parameters (400).
+    InvalidParameter,
+    /// Anything else.
+    Other,
+}
+
 impl PveError {
     /// The text PVE gave, whether from the HTTP answer or a failed task.
     pub fn message(&self) -> String {
@@ -55,6 +88,17 @@ impl PveError {
         }
     }
 
+    /// The message with PVE's per-parameter texts, which is where PVE puts
+    /// e.g. "VM 100 already exists" or a hot-plug failure.
+    fn full_text(&self) -> String {
+        match self {
+            PveError::Api { message, param_errors, .. } if !param_errors.is_empty() => {
+                format!("{message}{}", fmt_param_errors(param_errors))
+            }
+            other => other.message(),
+        }
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             PveError::Api { status, .. } => Some(*status),
@@ -62,38 +106,114 @@ impl PveError {
         }
     }
 
-    /// Another writer holds the VM config, or the VM is locked for a
-    /// backup/migration/snapshot. Waiting and trying again can succeed.
-    pub fn is_contention(&self) -> bool {
-        let m = self.message();
-        (m.contains("can't lock file") && m.contains("got timeout"))
+    /// Classify by status and PVE's texts (qemu-server, pve-storage and
+    /// pve-common wording). Order matters: a hot-plug failure arrives as a
+    /// 400 parameter exception, a missing VM as a 500.
+    pub fn kind(&self) -> PveErrorKind {
+        let m = self.full_text();
+        if (m.contains("can't lock file") && m.contains("got timeout"))
+            || m.contains("got lock request timeout")
             || m.contains("is locked (")
             || m.contains("checksum mismatch")
             || m.contains("file change by other user")
-    }
-
-    /// The request could not reach PVE or PVE could not answer now.
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            PveError::Transport { .. } | PveError::TaskTimeout { .. } => true,
-            PveError::Api { status, .. } => matches!(status, 502..=504) || *status == 595 || *status == 596,
-            _ => false,
+        {
+            return PveErrorKind::Contention;
         }
-    }
-
-    pub fn is_permission(&self) -> bool {
-        matches!(self, PveError::Api { status: 401 | 403, .. })
-    }
-
-    /// PVE reports a missing volume/VM/storage as a plain 500 with a text;
-    /// these are the texts it uses for the objects the driver asks about.
-    pub fn is_not_found(&self) -> bool {
-        let m = self.message();
-        m.contains("does not exist")
+        if m.contains("hotplug problem") || m.contains("still busy in guest") || m.contains("can't unplug") {
+            return PveErrorKind::Hotplug;
+        }
+        match self {
+            PveError::Transport { .. } | PveError::TaskTimeout { .. } => return PveErrorKind::Unavailable,
+            PveError::Api { status, .. } if matches!(status, 502..=504 | 595 | 596) => return PveErrorKind::Unavailable,
+            PveError::Api { status: 401 | 403, .. } => return PveErrorKind::Permission,
+            _ => {}
+        }
+        if m.contains("does not exist")
             || m.contains("no such volume")
             || m.contains("unable to find configuration file")
             || m.contains("no such logical volume")
             || m.contains("dataset does not exist")
             || matches!(self, PveError::Api { status: 404, .. })
+        {
+            return PveErrorKind::NotFound;
+        }
+        if m.contains("already exists") || m.contains("already used") {
+            return PveErrorKind::AlreadyExists;
+        }
+        if m.contains("feature is not available") {
+            return PveErrorKind::FeatureUnavailable;
+        }
+        if m.contains("shrinking disks is not supported") {
+            return PveErrorKind::ShrinkRefused;
+        }
+        if m.contains("File too large")
+            || m.contains("Insufficient free space")
+            || m.contains("No space left on device")
+            || m.contains("not enough space")
+        {
+            return PveErrorKind::NoSpace;
+        }
+        if matches!(self, PveError::Api { status: 400, .. }) {
+            return PveErrorKind::InvalidParameter;
+        }
+        PveErrorKind::Other
+    }
+
+    /// Another writer holds the VM config, or the VM is locked for a
+    /// backup/migration/snapshot. Waiting and trying again can succeed.
+    pub fn is_contention(&self) -> bool {
+        self.kind() == PveErrorKind::Contention
+    }
+
+    /// The request could not reach PVE or PVE could not answer now.
+    pub fn is_unavailable(&self) -> bool {
+        self.kind() == PveErrorKind::Unavailable
+    }
+
+    pub fn is_permission(&self) -> bool {
+        self.kind() == PveErrorKind::Permission
+    }
+
+    /// PVE reports a missing volume/VM/storage as a plain 500 with a text.
+    pub fn is_not_found(&self) -> bool {
+        self.kind() == PveErrorKind::NotFound
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, message: &str, params: &[(&str, &str)]) -> PveError {
+        PveError::Api {
+            method: "POST".into(),
+            path: "/x".into(),
+            status,
+            message: message.into(),
+            param_errors: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn kinds_from_pve_texts() {
+        use PveErrorKind::*;
+        let cases = [
+            (api(500, "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout", &[]), Contention),
+            (api(500, "VM is locked (clone)", &[]), Contention),
+            (api(400, "Parameter verification failed.", &[("scsi3", "hotplug problem - unplug failed\n")]), Hotplug),
+            (api(400, "Parameter verification failed.", &[("vmid", "VM 100000 already exists")]), AlreadyExists),
+            (api(500, "snapshot name 'x' already used", &[]), AlreadyExists),
+            (api(500, "snapshot feature is not available", &[]), FeatureUnavailable),
+            (api(500, "shrinking disks is not supported", &[]), ShrinkRefused),
+            (api(500, "Configuration file 'nodes/pve1/qemu-server/5.conf' does not exist", &[]), NotFound),
+            (api(403, "Permission check failed", &[]), Permission),
+            (api(502, "Bad Gateway", &[]), Unavailable),
+            (api(400, "Parameter verification failed.", &[("size", "bad")]), InvalidParameter),
+            (api(500, "lvextend failed: Insufficient free space: 1 extents needed", &[]), NoSpace),
+            (api(500, "something else", &[]), Other),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.kind(), want, "{e}");
+        }
     }
 }

@@ -8,4 +8,4 @@ pub mod types;
 pub mod upid;
 
 pub use client::{Credentials, PveClient, PveEndpoint};
-pub use error::PveError;
+pub use error::{PveError, PveErrorKind};

@@ -194,3 +194,64 @@ impl VmConfig {
         self.drives().filter(|(_, d)| d.volume == volid).map(|(k, _)| k.to_string()).collect()
     }
 }
+
+/// One entry of `GET /nodes/{node}/qemu/{vmid}/pending`: a config key with
+/// its applied value (what the running VM has), its pending value, and
+/// whether its removal is pending (qemu-server API2/Qemu.pm, vm_pending).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PendingEntry {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    #[serde(default)]
+    pub pending: Option<serde_json::Value>,
+    #[serde(default)]
+    pub delete: Option<serde_json::Value>,
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A disk slot as the pending view shows it.
+#[derive(Debug, Clone)]
+pub struct SlotView {
+    pub slot: String,
+    /// In the applied config: for a running VM, the guest has this disk.
+    pub current: Option<super::drive::Drive>,
+    /// Waiting to be applied (a hot-plug that has not happened yet).
+    pub pending: Option<super::drive::Drive>,
+    /// Its removal is pending (a hot-unplug that has not happened yet).
+    pub delete: bool,
+}
+
+impl SlotView {
+    /// Whether either the applied or the pending value holds `volid`.
+    pub fn holds(&self, volid: &str) -> bool {
+        self.current.as_ref().is_some_and(|d| d.volume == volid) || self.pending.as_ref().is_some_and(|d| d.volume == volid)
+    }
+
+    /// Whether a change of this slot waits in the pending section.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some() || self.delete
+    }
+}
+
+/// The disk slots of a VM from its pending view: every slot a disk is in,
+/// applied or not.
+pub fn slot_views(entries: &[PendingEntry]) -> Vec<SlotView> {
+    entries
+        .iter()
+        .filter(|e| super::drive::is_disk_key(&e.key))
+        .map(|e| SlotView {
+            slot: e.key.clone(),
+            current: e.value.as_ref().and_then(|v| super::drive::Drive::parse(&json_text(v))),
+            pending: e.pending.as_ref().and_then(|v| super::drive::Drive::parse(&json_text(v))),
+            delete: e.delete.as_ref().is_some_and(|d| json_text(d) != "0"),
+        })
+        .filter(|s| s.current.is_some() || s.pending.is_some())
+        .collect()
+}

@@ -169,6 +169,7 @@ async fn pipeline(
             }
             FaultAction::Error { status, message } => return Err(ApiError::new(status, message)),
             FaultAction::TaskError(e) => task_error = Some(e),
+            FaultAction::Hang => std::future::pending::<()>().await,
             FaultAction::HotplugError(e) => hotplug_error = Some(e),
             FaultAction::LockVm(lock) => {
                 if let Some(vmid) = path_params.get("vmid").and_then(|v| v.parse::<u32>().ok()) {

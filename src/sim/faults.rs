@@ -18,6 +18,10 @@ pub enum FaultAction {
     HotplugError(String),
     /// Set `lock: <value>` on the VM in the path before handling the request (empty: unlock).
     LockVm(String),
+    /// Never answer and never handle the request: the connection stays open
+    /// until the client goes away. With `skip`, it models a driver that dies
+    /// (or is cancelled) right after its previous request was answered.
+    Hang,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -31,11 +35,16 @@ pub struct Fault {
     /// How many requests it fires for; unset = until cleared.
     #[serde(default)]
     pub count: Option<u32>,
+    /// How many matching requests pass untouched before it fires.
+    #[serde(default)]
+    pub skip: Option<u32>,
 }
 
 #[derive(Default)]
 pub struct Faults {
     rules: Mutex<Vec<Fault>>,
+    /// API requests seen so far (every request, matched or not).
+    seen: std::sync::atomic::AtomicU64,
 }
 
 impl Faults {
@@ -53,9 +62,15 @@ impl Faults {
         self.rules.lock().unwrap().clone()
     }
 
+    /// How many API requests the simulator has received.
+    pub fn seen(&self) -> u64 {
+        self.seen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Actions that fire for this request; consumes one use of each counted rule.
     pub fn take(&self, method: &str, path: &str) -> Vec<FaultAction> {
         let mut rules = self.rules.lock().unwrap();
+        self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut out = Vec::new();
         for r in rules.iter_mut() {
             if r.method
@@ -69,6 +84,12 @@ impl Faults {
             };
             if !re.is_match(path) {
                 continue;
+            }
+            if let Some(s) = r.skip.as_mut() {
+                if *s > 0 {
+                    *s -= 1;
+                    continue;
+                }
             }
             if let Some(c) = r.count.as_mut() {
                 if *c == 0 {
