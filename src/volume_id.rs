@@ -36,6 +36,11 @@ pub fn holder_tag(holder_name: &str) -> String {
 impl VolumeId {
     /// Parse an id; `None` when it is not one of ours (callers answer NotFound).
     pub fn parse(s: &str) -> Option<VolumeId> {
+        // Ours are well below this (PVE volume names are short); longer ones
+        // were never issued.
+        if s.len() > MAX_ID_LEN {
+            return None;
+        }
         let mut it = s.splitn(5, '/');
         let region = it.next()?;
         let zone = it.next()?;
@@ -107,6 +112,9 @@ impl fmt::Display for VolumeId {
 fn hash_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
+
+/// The longest volume id this driver issues or accepts.
+pub const MAX_ID_LEN: usize = 512;
 
 /// At most this many bytes of a caller's text go into an error message: a
 /// 1 MiB id must not come back as a 2 MiB error.

@@ -65,7 +65,7 @@ impl Controller {
     pub(super) async fn require_volume(&self, cluster: &Cluster, id: &VolumeId) -> Result<HeldVolume> {
         self.held(cluster, id)
             .await?
-            .ok_or_else(|| ControllerError::NotFound(format!("volume_id {id}: volume {} does not exist", id.volid())))
+            .ok_or_else(|| ControllerError::NotFound(format!("volume_id \"{}\": no such volume", shorten(&id.to_string()))))
     }
 
     /// The worker VM of a Kubernetes node. A holder VM is never a node: its
