@@ -218,7 +218,7 @@ async fn cli_exit_codes_and_json() {
     let config = sim.dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        format!("clusters:\n  - region: sim\n    url: {}\n    token_id: \"csi@pve!csi\"\n    token_secret: sim-secret\n", sim.url),
+        format!("clusters:\n  - region: sim\n    url: {}\n    token_id: \"csi@pve!csi\"\n    token_secret: sim-secret\n    allow_http: true\n", sim.url),
     )
     .unwrap();
     // tokio's Command: the simulator runs on this test's runtime and must keep serving meanwhile.
