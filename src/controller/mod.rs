@@ -85,14 +85,6 @@ impl Controller {
             .try_acquire(key)
             .ok_or_else(|| ControllerError::Aborted(format!("an operation on volume {key:?} is already in progress")))
     }
-
-    /// Connectivity check used by Probe: every cluster answers /version.
-    pub async fn probe(&self) -> Result<()> {
-        for c in self.clusters.values() {
-            c.client.version().await.map_err(|e| ControllerError::Unavailable(format!("cluster {}: {e}", c.region)))?;
-        }
-        Ok(())
-    }
 }
 
 pub(crate) fn required<'a>(value: &'a str, field: &str) -> Result<&'a str> {
