@@ -7,6 +7,7 @@
 //!     token_id: "kubernetes-csi@pve!csi"
 //!     token_secret: "..."           # or username/password for ticket auth
 //!     ca_file: /etc/proxmox-csi/ca.pem   # optional; insecure: true skips verification
+//!     # allow_http: true            # accept a plain http:// url (simulator, local tests only)
 //! ```
 
 use crate::pve::{Credentials, PveEndpoint};
@@ -37,6 +38,10 @@ pub struct ClusterConfig {
     pub insecure: bool,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Accept a plain `http://` url. Without it such a url is refused: the token
+    /// or password would cross the network unencrypted.
+    #[serde(default)]
+    pub allow_http: bool,
     /// Seconds one HTTP request may take.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
@@ -87,11 +92,20 @@ impl ClusterConfig {
                 self.region
             ),
         };
+        if self.url.starts_with("http://") && !self.allow_http {
+            anyhow::bail!(
+                "clusters[{}].url {:?} is plain http://: the credentials would cross the network unencrypted; \
+                 use https://, or set allow_http: true for this cluster (simulator, local tests only)",
+                self.region,
+                self.url
+            );
+        }
         Ok(PveEndpoint {
             url: self.url.clone(),
             credentials,
             insecure: self.insecure,
             ca_file: self.ca_file.clone(),
+            allow_http: self.allow_http,
             timeout: Duration::from_secs(self.timeout_seconds),
         })
     }
@@ -117,6 +131,18 @@ mod tests {
         assert!(ConfigFile::parse(base).is_err());
         assert!(ConfigFile::parse(&format!("{base}    token_id: u@pve!t\n    token_secret: s\n    password: p\n")).is_err());
         assert!(ConfigFile::parse(&format!("{base}    token_id: nobang\n    token_secret: s\n")).is_err());
+    }
+
+    #[test]
+    fn plain_http_needs_allow_http() {
+        let base = "clusters:\n  - region: a\n    url: http://h:8006/api2/json\n    token_id: u@pve!t\n    token_secret: s\n";
+        let err = ConfigFile::parse(base).unwrap_err().to_string();
+        assert!(err.contains("allow_http: true") && err.contains("unencrypted"), "{err}");
+        let c = ConfigFile::parse(&format!("{base}    allow_http: true\n")).unwrap();
+        assert!(c.clusters[0].allow_http);
+        assert!(c.clusters[0].endpoint().unwrap().allow_http);
+        // The key is only needed (and only does something) for http:// urls.
+        assert!(!ConfigFile::parse(&base.replace("http://", "https://")).unwrap().clusters[0].allow_http);
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub const DRIVER_NAME: &str = "csi.proxmox-csi.dev";
 #[derive(Clone)]
 pub struct IdentityService {
     pub driver_name: String,
-    /// Present when this process serves the Controller: Probe checks PVE.
+    /// Present when this process serves the Controller (capabilities say so).
     pub controller: Option<Arc<Controller>>,
 }
 
@@ -51,10 +51,10 @@ impl Identity for IdentityService {
         Ok(Response::new(GetPluginCapabilitiesResponse { capabilities }))
     }
 
+    /// Answers for this process only, never asks PVE: the liveness sidecar restarts
+    /// a container whose Probe fails, and a restarted controller cannot bring an
+    /// unreachable PVE back. PVE reachability is the `proxmox_csi_pve_up` gauge.
     async fn probe(&self, _r: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
-        if let Some(c) = &self.controller {
-            c.probe().await?;
-        }
         Ok(Response::new(ProbeResponse { ready: Some(true) }))
     }
 }

@@ -21,4 +21,5 @@ pub mod pve;
 pub mod sandbox;
 pub mod server;
 pub mod sim;
+pub mod uds_authority;
 pub mod volume_id;

@@ -155,6 +155,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let label = controller.as_ref().filter(|c| c.label_nodes).map(|c| std::time::Duration::from_secs(c.label_interval));
     let controller = controller.map(|c| c.build()).transpose()?.map(Arc::new);
+    if let Some(c) = &controller {
+        // PVE reachability as the proxmox_csi_pve_up gauge; Probe does not ask PVE.
+        tokio::spawn(proxmox_csi::metrics::pve_up::run(c.clone(), proxmox_csi::metrics::pve_up::INTERVAL));
+    }
     if let (Some(interval), Some(c)) = (label, &controller) {
         let api = proxmox_csi::kube::ApiServer::in_cluster()?;
         tokio::spawn(c.clone().run_labeller(api, interval));

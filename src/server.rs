@@ -7,6 +7,7 @@ use crate::csi::node_server::{Node, NodeServer};
 use crate::identity::IdentityService;
 use std::path::PathBuf;
 use tokio::net::UnixListener;
+use futures::TryStreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
 /// `unix:///csi/csi.sock`, `unix:/csi/csi.sock` or a bare path.
@@ -50,7 +51,9 @@ pub async fn serve<N: Node>(
         .add_service(IdentityServer::new(identity))
         .add_optional_service(controller.map(ControllerServer::new))
         .add_optional_service(node.map(NodeServer::new));
-    router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown).await?;
+    // Clients other than grpc-go send the socket path as :authority, which h2 refuses.
+    let incoming = UnixListenerStream::new(listener).map_ok(crate::uds_authority::AuthorityFix::new);
+    router.serve_with_incoming_shutdown(incoming, shutdown).await?;
     Ok(())
 }
 

@@ -29,7 +29,9 @@ fn check<'a>(report: &'a Report, name: &str) -> &'a doctor::Check {
 async fn default_sim_passes_everything() {
     let (_sim, report) = doctor_with(|_| {}, workers()).await;
     let text = report.to_text();
-    assert!(report.checks.iter().all(|c| c.status == Status::Pass), "{text}");
+    // The simulator speaks plain HTTP (allow_http: true), which the `tls` check warns about.
+    assert!(report.checks.iter().filter(|c| c.name != "tls").all(|c| c.status == Status::Pass), "{text}");
+    assert_eq!(check(&report, "tls").status, Status::Warn, "{text}");
     assert_eq!(report.exit_code(), 0);
     for name in [
         "endpoint",
@@ -194,7 +196,9 @@ async fn unreachable_url_fails_quickly() {
     let endpoint = check(&report, "endpoint");
     assert_eq!(endpoint.status, Status::Fail);
     assert!(endpoint.detail.contains("connection failed"), "{}", report.to_text());
-    assert_eq!(report.checks.len(), 1, "{}", report.to_text());
+    // Only the plain-HTTP warning besides: nothing after a failed endpoint.
+    assert_eq!(report.checks.len(), 2, "{}", report.to_text());
+    assert_eq!(check(&report, "tls").status, Status::Warn);
 }
 
 #[tokio::test]
@@ -218,7 +222,7 @@ async fn cli_exit_codes_and_json() {
     let config = sim.dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        format!("clusters:\n  - region: sim\n    url: {}\n    token_id: \"csi@pve!csi\"\n    token_secret: sim-secret\n", sim.url),
+        format!("clusters:\n  - region: sim\n    url: {}\n    token_id: \"csi@pve!csi\"\n    token_secret: sim-secret\n    allow_http: true\n", sim.url),
     )
     .unwrap();
     // tokio's Command: the simulator runs on this test's runtime and must keep serving meanwhile.
@@ -230,7 +234,8 @@ async fn cli_exit_codes_and_json() {
     let ok = run(&["--node-id", "worker-1"]).await.unwrap();
     let text = String::from_utf8_lossy(&ok.stdout).to_string();
     assert_eq!(ok.status.code(), Some(0), "{text}");
-    assert!(text.lines().all(|l| l.starts_with("PASS  ") || l.contains("passed")), "{text}");
+    assert!(text.lines().all(|l| l.starts_with("PASS  ") || l.starts_with("WARN  sim/tls ") || l.contains("passed")), "{text}");
+    assert!(text.contains("WARN  sim/tls ") && text.contains("plain HTTP in use"), "{text}");
 
     let bad = run(&["--storage", "nope", "--output", "json"]).await.unwrap();
     assert_eq!(bad.status.code(), Some(1));
@@ -240,6 +245,49 @@ async fn cli_exit_codes_and_json() {
     let failed: Vec<&serde_json::Value> = json["checks"].as_array().unwrap().iter().filter(|c| c["status"] == "FAIL").collect();
     assert_eq!(failed[0]["name"], "storage nope");
     assert_eq!(failed[0]["cluster"], "sim");
+}
+
+/// Plain HTTP and unverified TLS work, but never silently: a WARN line naming the cluster.
+#[tokio::test]
+async fn plain_http_and_insecure_tls_warn_naming_the_cluster() {
+    let (_sim, report) = doctor_with(|_| {}, DoctorOptions::default()).await;
+    let text = report.to_text();
+    let tls = check(&report, "tls");
+    assert_eq!(tls.status, Status::Warn, "{text}");
+    assert!(tls.detail.contains("cluster sim") && tls.detail.contains("plain HTTP in use"), "{text}");
+    assert!(tls.detail.contains("allow_http: true"), "{text}");
+    assert!(text.contains("WARN  sim/tls"), "{text}");
+    assert!(check(&report, "endpoint").detail.contains("plain HTTP (no TLS)"), "{text}");
+    assert_eq!(report.exit_code(), 0, "a warning does not block: {text}");
+
+    // insecure: true on https: warned even when the endpoint cannot be reached.
+    let mut cfg = cluster_config("https://127.0.0.1:1/api2/json");
+    cfg.clusters[0].region = "lab".into();
+    cfg.clusters[0].insecure = true;
+    let report = doctor::run(&cfg, &DoctorOptions::default()).await;
+    let text = report.to_text();
+    let tls = check(&report, "tls");
+    assert_eq!(tls.status, Status::Warn, "{text}");
+    assert!(tls.detail.contains("cluster lab") && tls.detail.contains("TLS certificate NOT verified (insecure: true)"), "{text}");
+    assert!(text.contains("WARN  lab/tls"), "{text}");
+
+    // Verified https: no tls line at all.
+    cfg.clusters[0].insecure = false;
+    let report = doctor::run(&cfg, &DoctorOptions::default()).await;
+    assert!(report.find("tls").is_none(), "{}", report.to_text());
+}
+
+/// A plain http:// url without allow_http is refused before anything is sent.
+#[tokio::test]
+async fn plain_http_without_allow_http_fails_naming_the_key() {
+    let sim = start_sim(HotplugMode::None, |_| {}).await;
+    let mut cfg = cluster_config(&sim.url);
+    cfg.clusters[0].allow_http = false;
+    let report = doctor::run(&cfg, &DoctorOptions::default()).await;
+    let endpoint = check(&report, "endpoint");
+    assert_eq!(endpoint.status, Status::Fail, "{}", report.to_text());
+    assert!(endpoint.detail.contains("allow_http: true") && endpoint.detail.contains("unencrypted"), "{}", report.to_text());
+    assert_eq!(report.checks.len(), 1, "{}", report.to_text());
 }
 
 /// An https endpoint whose certificate no trusted CA signed: the report must say so and point
@@ -295,4 +343,30 @@ async fn untrusted_certificate_suggests_ca_file() {
     let text = report.to_text();
     assert!(check(&report, "endpoint").detail.contains("TLS verified"), "{text}");
     assert!(check(&report, "auth").detail.contains("not the Proxmox VE API"), "{text}");
+    assert!(report.find("tls").is_none(), "{text}");
+
+    // insecure: true gets past the untrusted certificate, and says TLS is not verified.
+    cfg.clusters[0].ca_file = None;
+    cfg.clusters[0].insecure = true;
+    let server = tokio::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server did not restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = doctor::run(&cfg, &DoctorOptions::default()).await;
+    drop(server);
+    let text = report.to_text();
+    assert!(check(&report, "endpoint").detail.contains("TLS NOT verified (insecure: true)"), "{text}");
+    assert_eq!(check(&report, "tls").status, Status::Warn, "{text}");
 }

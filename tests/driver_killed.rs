@@ -28,7 +28,7 @@ fn start_driver(dir: &Path, url: &str) -> Driver {
     let cfg = dir.join("config.yaml");
     std::fs::write(
         &cfg,
-        format!("clusters:\n  - region: sim\n    url: {url}\n    token_id: \"csi@pve!csi\"\n    token_secret: sim-secret\n"),
+        format!("clusters:\n  - region: sim\n    url: {url}\n    token_id: \"csi@pve!csi\"\n    token_secret: sim-secret\n    allow_http: true\n"),
     )
     .unwrap();
     Command::new(env!("CARGO_BIN_EXE_proxmox-csi"))

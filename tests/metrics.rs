@@ -101,3 +101,93 @@ async fn csi_calls_and_pve_requests_are_scraped() {
     csi.abort();
     metrics.abort();
 }
+
+/// A "PVE" that accepts connections and never answers; counts the connections.
+async fn silent_pve() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api2/json", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(conn);
+        }
+    });
+    (url, seen)
+}
+
+fn one_cluster(region: &str, url: &str, timeout_seconds: u64) -> proxmox_csi::config::ConfigFile {
+    let mut cfg = cluster_config(url);
+    cfg.clusters[0].region = region.into();
+    cfg.clusters[0].timeout_seconds = timeout_seconds;
+    cfg
+}
+
+/// Probe answers for the process: ready while PVE is unreachable, without sending it anything.
+#[tokio::test]
+async fn probe_is_ready_without_asking_pve() {
+    let (url, seen) = silent_pve().await;
+    let controller = Arc::new(
+        proxmox_csi::controller::Controller::new(&one_cluster("probe-down", &url, 2), Default::default()).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("csi.sock");
+    let listener = proxmox_csi::server::bind(&socket.to_string_lossy()).unwrap();
+    let identity = IdentityService { driver_name: DRIVER_NAME.into(), controller: Some(controller.clone()) };
+    let csi = tokio::spawn(proxmox_csi::server::serve(
+        listener,
+        identity,
+        Some(ControllerService { inner: controller }),
+        None::<NodeService>,
+        std::future::pending(),
+    ));
+    let mut c = proxmox_csi::csi_client::connect(&socket).await.unwrap();
+    let start = std::time::Instant::now();
+    let ready = c.identity.probe(ProbeRequest {}).await.unwrap().into_inner().ready;
+    assert_eq!(ready, Some(true));
+    assert!(start.elapsed() < std::time::Duration::from_secs(1), "took {:?}", start.elapsed());
+    // And with nothing listening at all (a PVE that is down).
+    let down = Arc::new(
+        proxmox_csi::controller::Controller::new(&one_cluster("probe-refused", "http://127.0.0.1:1/api2/json", 2), Default::default())
+            .unwrap(),
+    );
+    let identity = IdentityService { driver_name: DRIVER_NAME.into(), controller: Some(down) };
+    let r = proxmox_csi::csi::identity_server::Identity::probe(&identity, tonic::Request::new(ProbeRequest {})).await.unwrap();
+    assert_eq!(r.into_inner().ready, Some(true));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0, "Probe sent a request to PVE");
+    csi.abort();
+}
+
+/// `proxmox_csi_pve_up{region}`: 1 while /version answers, 0 when it does not, back to 1 after.
+#[tokio::test]
+async fn pve_up_gauge_follows_reachability() {
+    use proxmox_csi::metrics::pve_up::PveUp;
+    let sim = start_sim(HotplugMode::None, |_| {}).await;
+    let up = proxmox_csi::controller::Controller::new(&one_cluster("gauge-up", &sim.url, 2), Default::default()).unwrap();
+    let mut state = PveUp::default();
+    assert_eq!(state.check(&up).await, vec![("gauge-up".to_string(), true)]);
+    let text = proxmox_csi::metrics::global().render();
+    assert_eq!(sample(&text, r#"proxmox_csi_pve_up{region="gauge-up"}"#), Some(1.0), "{text}");
+
+    // A cluster that does not answer within its timeout, and one that refuses connections.
+    let (url, _) = silent_pve().await;
+    let mut cfg = one_cluster("gauge-silent", &url, 1);
+    cfg.clusters.extend(one_cluster("gauge-refused", "http://127.0.0.1:1/api2/json", 1).clusters);
+    let down = proxmox_csi::controller::Controller::new(&cfg, Default::default()).unwrap();
+    let mut state = PveUp::default();
+    let got = state.check(&down).await;
+    assert_eq!(got, vec![("gauge-refused".to_string(), false), ("gauge-silent".to_string(), false)]);
+    let text = proxmox_csi::metrics::global().render();
+    assert_eq!(sample(&text, r#"proxmox_csi_pve_up{region="gauge-silent"}"#), Some(0.0), "{text}");
+    assert_eq!(sample(&text, r#"proxmox_csi_pve_up{region="gauge-refused"}"#), Some(0.0), "{text}");
+    assert!(text.contains("# TYPE proxmox_csi_pve_up gauge"), "{text}");
+
+    // Same region, PVE back: the gauge returns to 1.
+    let back = proxmox_csi::controller::Controller::new(&one_cluster("gauge-silent", &sim.url, 2), Default::default()).unwrap();
+    assert_eq!(state.check(&back).await, vec![("gauge-silent".to_string(), true)]);
+    let text = proxmox_csi::metrics::global().render();
+    assert_eq!(sample(&text, r#"proxmox_csi_pve_up{region="gauge-silent"}"#), Some(1.0), "{text}");
+}

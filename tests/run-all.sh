@@ -3,7 +3,8 @@
 #   1. Debian packages for the node tests and the simulator (mkfs, loop, qemu-img),
 #   2. csi-sanity (kubernetes-csi/csi-test) with `go install`,
 #   3. `cargo test` (unit, simulator, controller and node tests; node tests need root),
-#   4. csi-sanity against `proxmox-csi all` + `pve-sim`, for mount and for block volumes.
+#   4. csi-sanity against `proxmox-csi all` + `pve-sim`, for mount and for block volumes,
+#   5. a Python grpcio client on the CSI socket (grpcio from PyPI into a venv).
 # Usage: sudo bash tests/run-all.sh        (CI runs exactly this)
 set -euo pipefail
 
@@ -21,7 +22,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 install_packages() {
-    local want=(e2fsprogs xfsprogs util-linux mount qemu-utils cryptsetup-bin bc curl)
+    local want=(e2fsprogs xfsprogs util-linux mount qemu-utils cryptsetup-bin bc curl python3-venv)
     local missing=()
     for p in "${want[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -76,6 +77,13 @@ for access in mount block; do
     if ! bash "$ROOT/tests/sanity.sh" "$access" 2>&1 | tee "$LOG_DIR/sanity-$access.log"; then STATUS=1; fi
     count_ginkgo "$LOG_DIR/sanity-$access.log"
 done
+
+log "python grpcio client"
+if bash "$ROOT/tests/grpc_python.sh" 2>&1 | tee "$LOG_DIR/grpc-python.log"; then
+    PASSED=$((PASSED + 1))
+else
+    FAILED=$((FAILED + 1)); STATUS=1
+fi
 
 log "summary (logs in $LOG_DIR)"
 echo "total: $PASSED passed, $FAILED failed, $SKIPPED skipped"

@@ -34,6 +34,7 @@ clusters:
     url: http://127.0.0.1:$PORT/api2/json
     token_id: "csi@pve!csi"
     token_secret: sim-secret
+    allow_http: true
 YAML
 cat >"$WORK/params.yaml" <<YAML
 storage: local-lvm

@@ -114,14 +114,6 @@ impl Controller {
             }
         }
     }
-
-    /// Connectivity check used by Probe: every cluster answers /version.
-    pub async fn probe(&self) -> Result<()> {
-        for c in self.clusters.values() {
-            c.client.version().await.map_err(|e| ControllerError::Unavailable(format!("cluster {}: {e}", c.region)))?;
-        }
-        Ok(())
-    }
 }
 
 pub(crate) fn required<'a>(value: &'a str, field: &str) -> Result<&'a str> {

@@ -51,8 +51,9 @@ pub async fn check_cluster(cluster: &ClusterConfig, opts: &DoctorOptions) -> Vec
             return rec.checks;
         }
     };
+    endpoint::transport_security(&mut rec, &cluster.region, &ep);
     // Later steps only repeat the same failure once the endpoint or login does not work.
-    if !endpoint::reach(&mut rec, &client).await || !endpoint::authenticate(&mut rec, &client, &who, token_auth).await {
+    if !endpoint::reach(&mut rec, &client, ep.insecure).await || !endpoint::authenticate(&mut rec, &client, &who, token_auth).await {
         return rec.checks;
     }
     check_inventory(&mut rec, &client, opts).await;

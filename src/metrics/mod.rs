@@ -11,6 +11,7 @@
 pub mod grpc;
 pub mod http;
 pub mod labels;
+pub mod pve_up;
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use std::sync::OnceLock;
@@ -32,6 +33,7 @@ pub struct Metrics {
     pve_requests: IntCounterVec,
     pve_duration: HistogramVec,
     task_duration: HistogramVec,
+    pve_up: IntGaugeVec,
 }
 
 impl Metrics {
@@ -77,6 +79,14 @@ impl Metrics {
         )
         .expect("valid metric");
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let pve_up = IntGaugeVec::new(
+            Opts::new(
+                "proxmox_csi_pve_up",
+                "1 when the cluster's Proxmox VE API answered the controller's last GET /version, else 0.",
+            ),
+            &["region"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(grpc_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(grpc_duration.clone()),
@@ -84,10 +94,11 @@ impl Metrics {
             Box::new(pve_duration.clone()),
             Box::new(task_duration.clone()),
             Box::new(build_info),
+            Box::new(pve_up.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Metrics { registry, grpc_requests, grpc_duration, pve_requests, pve_duration, task_duration }
+        Metrics { registry, grpc_requests, grpc_duration, pve_requests, pve_duration, task_duration, pve_up }
     }
 
     /// The text exposition format, as Prometheus scrapes it.
@@ -126,4 +137,9 @@ pub fn record_pve_request(method: &str, path: &str, status: Option<u16>, elapsed
 pub fn record_task(task_type: &str, result: &str, elapsed: Duration) {
     let task_type = labels::task_type(task_type);
     global().task_duration.with_label_values(&[task_type, result]).observe(elapsed.as_secs_f64());
+}
+
+/// Whether the cluster of `region` answered its last reachability check.
+pub fn set_pve_up(region: &str, up: bool) {
+    global().pve_up.with_label_values(&[region]).set(up as i64);
 }

@@ -38,6 +38,9 @@ pub struct PveEndpoint {
     pub insecure: bool,
     /// PEM file with the CA that signed the PVE certificate.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Accept a plain `http://` url: credentials then cross the network
+    /// unencrypted. Off by default; for the simulator and local tests.
+    pub allow_http: bool,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -87,6 +90,9 @@ impl PveClient {
             .timeout(endpoint.timeout)
             .connect_timeout(Duration::from_secs(10))
             .danger_accept_invalid_certs(endpoint.insecure)
+            // Never follow a redirect: reqwest would re-send the request, the ticket
+            // login body (username and password) included, to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("proxmox-csi/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &endpoint.ca_file {
             let pem = std::fs::read(ca)
@@ -97,9 +103,7 @@ impl PveClient {
         }
         let http = builder.build().map_err(|e| PveError::Config(format!("HTTP client: {e}")))?;
         let base = endpoint.url.trim_end_matches('/').to_string();
-        if !(base.starts_with("https://") || base.starts_with("http://")) {
-            return Err(PveError::Config(format!("url {base:?} must start with https:// (or http://)")));
-        }
+        check_scheme(&base, endpoint.allow_http)?;
         Ok(PveClient { http, base, credentials: endpoint.credentials.clone(), ticket: Mutex::new(None) })
     }
 
@@ -138,6 +142,7 @@ impl PveClient {
 
     async fn decode<T: DeserializeOwned>(method: &str, path: &str, resp: reqwest::Response) -> Result<T, PveError> {
         let status = resp.status();
+        refuse_redirect(method, path, &resp)?;
         // PVE puts its error text in the HTTP reason phrase; hyper keeps a
         // non-standard phrase as a response extension.
         let reason = resp
@@ -421,6 +426,39 @@ impl PveClient {
     }
 }
 
+/// `https://` always; `http://` only with the explicit opt-in, since a token or
+/// password would then travel unencrypted.
+fn check_scheme(base: &str, allow_http: bool) -> Result<(), PveError> {
+    if base.starts_with("https://") {
+        return Ok(());
+    }
+    if base.starts_with("http://") {
+        if allow_http {
+            return Ok(());
+        }
+        return Err(PveError::Config(format!(
+            "url {base:?} is plain http://: the API token or password would cross the network unencrypted; \
+             use https://, or set allow_http: true for this cluster if that is really wanted (local tests, the simulator)"
+        )));
+    }
+    Err(PveError::Config(format!("url {base:?} must start with https://")))
+}
+
+/// A 3xx answer is never followed (see `PveClient::new`) and never a success:
+/// PVE itself does not redirect API calls, so something in between is sending
+/// the driver elsewhere.
+fn refuse_redirect(method: &str, path: &str, resp: &reqwest::Response) -> Result<(), PveError> {
+    if !resp.status().is_redirection() {
+        return Ok(());
+    }
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|l| String::from_utf8_lossy(l.as_bytes()).to_string())
+        .unwrap_or_else(|| "(no Location header)".into());
+    Err(PveError::Redirect { method: method.into(), path: path.into(), status: resp.status().as_u16(), location })
+}
+
 /// Percent-encode one path segment (volume ids contain ':' and '/').
 pub fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -447,6 +485,7 @@ impl PveClient {
             .send()
             .await
             .map_err(|source| PveError::Transport { method: "GET".into(), path: path.into(), source })?;
+        refuse_redirect("GET", path, &resp)?;
         Ok(resp.status().as_u16())
     }
 
@@ -482,8 +521,109 @@ mod tests {
             credentials: Credentials::Token { id: "a@pve!b".into(), secret: "s".into() },
             insecure: false,
             ca_file: None,
+            allow_http: false,
             timeout: Duration::from_secs(5),
         };
         assert!(matches!(PveClient::new(&ep), Err(PveError::Config(_))));
+    }
+
+    #[test]
+    fn plain_http_needs_allow_http() {
+        let mut ep = PveEndpoint {
+            url: "http://127.0.0.1:8006/api2/json".into(),
+            credentials: Credentials::Token { id: "a@pve!b".into(), secret: "s".into() },
+            insecure: false,
+            ca_file: None,
+            allow_http: false,
+            timeout: Duration::from_secs(5),
+        };
+        let err = PveClient::new(&ep).err().expect("http:// without allow_http is refused").to_string();
+        assert!(err.contains("allow_http: true") && err.contains("unencrypted"), "{err}");
+        ep.allow_http = true;
+        assert!(PveClient::new(&ep).is_ok());
+    }
+
+    /// Everything a listener received, connection by connection, until the test ends.
+    fn recording_listener(listener: tokio::net::TcpListener) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+        use tokio::io::AsyncReadExt;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let s = s.clone();
+                s.lock().unwrap().extend_from_slice(b"<connection>");
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = conn.read(&mut buf).await {
+                        s.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        seen
+    }
+
+    /// A server answering every request with `307` to `location`.
+    fn redirecting_listener(listener: tokio::net::TcpListener, location: String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let location = location.clone();
+                tokio::spawn(async move {
+                    // One request per connection: read its head (and a short body), answer, close.
+                    let mut buf = vec![0u8; 8192];
+                    let _ = conn.read(&mut buf).await;
+                    let answer = format!(
+                        "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+    }
+
+    async fn redirect_pair() -> (String, String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let location = format!("http://{}/api2/json/access/ticket", elsewhere.local_addr().unwrap());
+        let seen = recording_listener(elsewhere);
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api2/json", front.local_addr().unwrap());
+        redirecting_listener(front, location.clone());
+        (url, location, seen)
+    }
+
+    fn endpoint(url: &str, credentials: Credentials) -> PveEndpoint {
+        PveEndpoint { url: url.into(), credentials, insecure: false, ca_file: None, allow_http: true, timeout: Duration::from_secs(5) }
+    }
+
+    #[tokio::test]
+    async fn redirect_is_not_followed_and_password_stays_here() {
+        let (url, location, seen) = redirect_pair().await;
+        let creds = Credentials::Password { username: "root@pam".into(), password: "s3cret-pw".into() };
+        let client = PveClient::new(&endpoint(&url, creds)).unwrap();
+        let err = client.version().await.expect_err("a 307 is no success");
+        assert!(matches!(err, PveError::Redirect { status: 307, .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&location) && text.contains("307"), "{text}");
+        assert!(!err.is_unavailable(), "a redirect is not retried as an outage");
+        // Give a followed request time to arrive, then check none did.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
+        assert!(got.is_empty(), "the redirect target was contacted: {got:?}");
+        assert!(!got.contains("s3cret-pw"));
+    }
+
+    #[tokio::test]
+    async fn redirect_with_token_and_unauthenticated_probe_fail() {
+        let (url, location, seen) = redirect_pair().await;
+        let creds = Credentials::Token { id: "csi@pve!csi".into(), secret: "tok-secret".into() };
+        let client = PveClient::new(&endpoint(&url, creds)).unwrap();
+        let err = client.get::<serde_json::Value>("/cluster/resources", &vec![]).await.unwrap_err();
+        assert!(err.to_string().contains(&location), "{err}");
+        let probe = client.probe_unauthenticated().await.unwrap_err();
+        assert!(matches!(probe, PveError::Redirect { .. }), "{probe:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(seen.lock().unwrap().is_empty(), "the redirect target was contacted");
     }
 }

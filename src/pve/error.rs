@@ -23,6 +23,10 @@ pub enum PveError {
         #[source]
         source: reqwest::Error,
     },
+    /// PVE (or something in front of it) answered with a redirect, which is
+    /// never followed: credentials must not go to another address.
+    #[error("Proxmox API {method} {path}: HTTP {status} redirect to {location:?} refused; credentials are never sent to another address, set url to the real PVE API address")]
+    Redirect { method: String, path: String, status: u16, location: String },
     /// The answer was not what the API schema says it returns.
     #[error("Proxmox API {method} {path}: unexpected response: {detail}")]
     Decode { method: String, path: String, detail: String },

@@ -53,6 +53,8 @@ pub(crate) async fn start_driver(sim: &Sim, base_url: &str, socket: &Path) -> an
             password: None,
             insecure: false,
             ca_file: None,
+            // The simulator speaks plain HTTP on loopback.
+            allow_http: true,
             timeout_seconds: 30,
         }],
     };

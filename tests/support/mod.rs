@@ -44,6 +44,8 @@ pub fn cluster_config(url: &str) -> ConfigFile {
             password: None,
             insecure: false,
             ca_file: None,
+            // The simulator speaks plain HTTP on loopback.
+            allow_http: true,
             timeout_seconds: 10,
         }],
     }
