@@ -17,6 +17,11 @@ use std::collections::HashMap;
 pub const CTX_WWN: &str = "wwn";
 pub const CTX_BUS: &str = "bus";
 
+/// How often, and how far apart, the running config is read before a disk
+/// not in it counts as not hot-plugged.
+const CONFIRM_POLLS: u32 = 4;
+const CONFIRM_PAUSE: std::time::Duration = std::time::Duration::from_millis(150);
+
 impl Controller {
     /// Hot-plug the volume into the node's VM.
     ///
@@ -161,9 +166,16 @@ impl Controller {
     /// never sees the disk. Check the running view; revert if still pending.
     async fn confirm_applied(&self, cluster: &Cluster, vm: &VmResource, slot: &str, volid: &str) -> Result<()> {
         let client = &cluster.client;
-        let current = client.vm_config(&vm.node, vm.vmid, true).await.ctx(|| format!("reading running config of VM {}", vm.vmid))?;
-        if current.get(slot).and_then(Drive::parse).is_some_and(|d| d.volume == volid) {
-            return Ok(());
+        // A config task of an earlier, cut-off attempt may still be applying
+        // it: give PVE a moment before calling it pending for good.
+        for wait in 0..CONFIRM_POLLS {
+            let current = client.vm_config(&vm.node, vm.vmid, true).await.ctx(|| format!("reading running config of VM {}", vm.vmid))?;
+            if current.get(slot).and_then(Drive::parse).is_some_and(|d| d.volume == volid) {
+                return Ok(());
+            }
+            if wait + 1 < CONFIRM_POLLS {
+                tokio::time::sleep(CONFIRM_PAUSE).await;
+            }
         }
         self.revert_pending(cluster, vm, slot).await;
         Err(ControllerError::FailedPrecondition(format!(

@@ -114,11 +114,15 @@ impl Cluster {
 }
 
 impl Controller {
-    /// A VM in the holder range that PVE is still creating or cloning, and not
-    /// for this process: an earlier controller died mid-create, and its task
-    /// goes on. Its name only shows once the task ends, so a create now could
-    /// make a second holder for the same volume. Wait for it instead.
-    pub(super) async fn refuse_while_foreign_creation(&self, cluster: &Cluster) -> Result<()> {
+    /// The holder named `name`, from one listing of the cluster's VMs that
+    /// also shows no creation is under way. A VM in the holder range that
+    /// PVE is still creating or cloning, and not for this process, is what
+    /// an earlier controller that died mid-create leaves: its task goes on,
+    /// and its name only shows once the task ends, so a create now could
+    /// make a second holder for the same volume. Aborted until it is done.
+    /// One listing for both questions: with two, the task could end between
+    /// them, and the holder would be seen neither as being made nor as made.
+    pub(super) async fn find_holder_when_settled(&self, cluster: &Cluster, name: &str) -> Result<Option<VmResource>> {
         let vms = cluster.client.vms().await.ctx(|| "listing VMs".to_string())?;
         let ours = cluster.creating.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(vm) = vms.iter().find(|v| {
@@ -130,7 +134,9 @@ impl Controller {
                 vm.lock.as_deref().unwrap_or("")
             )));
         }
-        Ok(())
+        let mut found: Vec<VmResource> = vms.into_iter().filter(|v| is_holder(v) && v.name.as_deref() == Some(name)).collect();
+        found.sort_by_key(|v| v.vmid);
+        Ok(found.into_iter().next())
     }
 
     /// Lowest free vmid at or above the configured base. Serialized by the

@@ -69,7 +69,7 @@ impl Controller {
             None => None,
         };
         // The same name always maps to the same holder: look for it first.
-        if let Some(holder) = cluster.find_holder(&holder_name).await? {
+        if let Some(holder) = self.find_holder_when_settled(cluster, &holder_name).await? {
             let zone = self.zone_of(&placement, &holder.node);
             match cluster.held_volume(&holder, &zone).await? {
                 Some(held) => {
@@ -88,7 +88,6 @@ impl Controller {
             }
         }
         let origin = self.origin(cluster, source).await?;
-        self.refuse_while_foreign_creation(cluster).await?;
 
         let held = match &origin {
             Origin::Empty => {
