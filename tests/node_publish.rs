@@ -376,21 +376,35 @@ async fn publish_refuses_paths_outside_the_kubelet_dir() {
             kubelet.join("etc-link/hostname").display().to_string(),
             kubelet.display().to_string(),
         ] {
-            let mut req = publish_request(&disk, &staging, Path::new("/unused"), cap.clone(), false);
+            let mut req =
+                publish_request(&disk, &staging, Path::new("/unused"), cap.clone(), false);
             req.target_path = bad.clone();
             let err = publish(&svc, req).await.unwrap_err();
             assert_eq!(err.code(), Code::InvalidArgument, "{access} {bad}: {err:?}");
             assert!(err.message().contains("target_path"), "{err:?}");
             // The staging path follows the same rules.
-            let mut req = publish_request(&disk, Path::new("/unused"), &disk.path("t"), cap.clone(), false);
+            let mut req = publish_request(
+                &disk,
+                Path::new("/unused"),
+                &disk.path("t"),
+                cap.clone(),
+                false,
+            );
             req.staging_target_path = bad.clone();
             let err = publish(&svc, req).await.unwrap_err();
             assert_eq!(err.code(), Code::InvalidArgument, "{access} {bad}: {err:?}");
             assert!(err.message().contains("staging_target_path"), "{err:?}");
         }
         assert!(!disk.path("t").exists());
-        assert_eq!(is_mountpoint(Path::new("/etc")), etc_mounted, "{access}: /etc mounted over");
-        assert!(!is_mountpoint(Path::new("/etc/hostname")), "{access}: /etc/hostname mounted over");
+        assert_eq!(
+            is_mountpoint(Path::new("/etc")),
+            etc_mounted,
+            "{access}: /etc mounted over"
+        );
+        assert!(
+            !is_mountpoint(Path::new("/etc/hostname")),
+            "{access}: /etc/hostname mounted over"
+        );
         svc.node_unstage_volume(Request::new(csi::NodeUnstageVolumeRequest {
             volume_id: disk.volume_id.clone(),
             staging_target_path: staging.to_string_lossy().into_owned(),
@@ -413,9 +427,12 @@ async fn block_publish_never_binds_over_a_non_empty_file() {
     let target = disk.path("pods/a/precious.db");
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     std::fs::write(&target, b"precious").unwrap();
-    let err = publish(&svc, publish_request(&disk, &staging, &target, cap(), false))
-        .await
-        .unwrap_err();
+    let err = publish(
+        &svc,
+        publish_request(&disk, &staging, &target, cap(), false),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("non-empty regular file"), "{err:?}");
     assert!(!is_mountpoint(&target));
@@ -456,7 +473,12 @@ async fn unpublish_deletes_only_what_the_driver_made() {
     std::os::unix::fs::symlink(&foreign, &link).unwrap();
     for bad in [&foreign, &foreign_dir, &link, Path::new("/")] {
         let err = unpublish(&svc, &disk, bad).await.unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument, "{}: {err:?}", bad.display());
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{}: {err:?}",
+            bad.display()
+        );
         assert!(err.message().contains("target_path"), "{err:?}");
     }
     assert!(foreign.exists() && foreign_dir.exists() && link.exists());
@@ -490,7 +512,10 @@ async fn publish_refuses_another_volumes_wwn_and_unknown_ids() {
         req.publish_context.insert("wwn".into(), b.wwn.clone());
         let err = publish(&svc, req).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{access}: {err:?}");
-        assert!(err.message().contains("publish_context[\"wwn\"]"), "{err:?}");
+        assert!(
+            err.message().contains("publish_context[\"wwn\"]"),
+            "{err:?}"
+        );
         assert!(!target.exists() && !is_mountpoint(&target));
 
         let mut req = publish_request(&a, &sb, &target, cap.clone(), false);

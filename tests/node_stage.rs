@@ -519,7 +519,11 @@ fn run_ok(cmd: &str, args: &[&str]) -> String {
 fn stage_at(disk: &Disk, staging: &str) -> csi::NodeStageVolumeRequest {
     csi::NodeStageVolumeRequest {
         staging_target_path: staging.into(),
-        ..stage_request(disk, std::path::Path::new("/unused"), mount_cap("ext4", Mode::SingleNodeWriter))
+        ..stage_request(
+            disk,
+            std::path::Path::new("/unused"),
+            mount_cap("ext4", Mode::SingleNodeWriter),
+        )
     }
 }
 
@@ -548,10 +552,20 @@ async fn stage_and_unstage_refuse_paths_outside_the_kubelet_dir() {
     for path in &bad {
         let err = stage(&svc, stage_at(&disk, path)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
-        assert!(err.message().contains("staging_target_path"), "{path}: {err:?}");
+        assert!(
+            err.message().contains("staging_target_path"),
+            "{path}: {err:?}"
+        );
     }
-    assert_eq!(is_mountpoint(std::path::Path::new("/etc")), etc_mounted, "/etc was mounted over");
-    assert!(!fresh_outside.exists(), "a directory outside the kubelet dir was created");
+    assert_eq!(
+        is_mountpoint(std::path::Path::new("/etc")),
+        etc_mounted,
+        "/etc was mounted over"
+    );
+    assert!(
+        !fresh_outside.exists(),
+        "a directory outside the kubelet dir was created"
+    );
     assert!(!kubelet.join("etc-link/sub").exists());
     assert!(disk.checksum() == before, "the disk was formatted");
 
@@ -571,7 +585,10 @@ async fn stage_and_unstage_refuse_paths_outside_the_kubelet_dir() {
             volume_id: disk.volume_id.clone(),
             staging_target_path: path.clone(),
         };
-        let err = svc.node_unstage_volume(Request::new(req)).await.unwrap_err();
+        let err = svc
+            .node_unstage_volume(Request::new(req))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
         assert!(err.message().contains("staging_target_path"), "{err:?}");
     }
@@ -596,7 +613,10 @@ async fn stage_refuses_another_volumes_wwn_and_unknown_ids() {
     req.publish_context.insert("wwn".into(), b.wwn.clone());
     let err = stage(&svc, req).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("publish_context[\"wwn\"]"), "{err:?}");
+    assert!(
+        err.message().contains("publish_context[\"wwn\"]"),
+        "{err:?}"
+    );
     assert!(!is_mountpoint(&staging));
     assert!(b.checksum() == before, "B's disk was formatted as A");
     assert_eq!(b.blkid_type(), None);
@@ -613,9 +633,12 @@ async fn assert_refused_keeps_all(disk: &Disk, expect: &[&str]) {
     let svc = NodeService::new(disk.config());
     let staging = disk.path("staging");
     let before = disk.checksum();
-    let err = stage(&svc, stage_request(disk, &staging, mount_cap("ext4", Mode::SingleNodeWriter)))
-        .await
-        .unwrap_err();
+    let err = stage(
+        &svc,
+        stage_request(disk, &staging, mount_cap("ext4", Mode::SingleNodeWriter)),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     for e in expect {
         assert!(err.message().contains(e), "{:?} lacks {e:?}", err.message());
@@ -633,16 +656,34 @@ async fn stage_refuses_ext4_at_partition_offset() {
     // A partition at 1 MiB whose table was wiped: its filesystem remains.
     let part = run_ok(
         "losetup",
-        &["--find", "--show", "-o", "1048576", disk.image.to_str().unwrap()],
+        &[
+            "--find",
+            "--show",
+            "-o",
+            "1048576",
+            disk.image.to_str().unwrap(),
+        ],
     );
-    let made = std::process::Command::new("mkfs.ext4").args(["-q", &part]).status().unwrap();
+    let made = std::process::Command::new("mkfs.ext4")
+        .args(["-q", &part])
+        .status()
+        .unwrap();
     run_ok("losetup", &["-d", &part]);
     assert!(made.success());
     assert_eq!(disk.blkid_type(), None, "nothing at the start of the disk");
     assert_refused_keeps_all(&disk, &["ext4", "1048576"]).await;
     let found = run_ok(
         "blkid",
-        &["-p", "-O", "1048576", "-o", "value", "-s", "TYPE", disk.loopdev.to_str().unwrap()],
+        &[
+            "-p",
+            "-O",
+            "1048576",
+            "-o",
+            "value",
+            "-s",
+            "TYPE",
+            disk.loopdev.to_str().unwrap(),
+        ],
     );
     assert_eq!(found, "ext4", "the filesystem is still there");
 }
@@ -654,7 +695,10 @@ async fn stage_refuses_disk_with_only_a_backup_gpt() {
     }
     let size = 64 * MIB;
     let disk = Disk::new(size);
-    run_ok("sgdisk", &["-o", "-n", "1:2048:0", disk.loopdev.to_str().unwrap()]);
+    run_ok(
+        "sgdisk",
+        &["-o", "-n", "1:2048:0", disk.loopdev.to_str().unwrap()],
+    );
     // Wipe the protective MBR and the primary GPT (first 34 sectors).
     disk.write_at(0, &[0u8; 34 * 512]);
     assert!(disk.first_mib().iter().all(|&b| b == 0));
@@ -664,7 +708,11 @@ async fn stage_refuses_disk_with_only_a_backup_gpt() {
     let before = disk.checksum();
     let err = stage(
         &svc,
-        stage_request(&disk, &disk.path("staging"), mount_cap("ext4", Mode::SingleNodeWriter)),
+        stage_request(
+            &disk,
+            &disk.path("staging"),
+            mount_cap("ext4", Mode::SingleNodeWriter),
+        ),
     )
     .await
     .unwrap_err();
@@ -676,7 +724,10 @@ async fn stage_refuses_disk_with_only_a_backup_gpt() {
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{msg:?} names no offset"));
-    assert!(at >= err_offset - 512 && at < size, "offset {at} is not in the backup GPT");
+    assert!(
+        at >= err_offset - 512 && at < size,
+        "offset {at} is not in the backup GPT"
+    );
     assert!(disk.checksum() == before, "device was modified");
 }
 
@@ -692,10 +743,13 @@ async fn bad_mount_flags_are_invalid_argument() {
     if let Some(csi::volume_capability::AccessType::Mount(m)) = cap.access_type.as_mut() {
         m.mount_flags = vec!["noatime".into(), "no_such_option=1".into()];
     }
-    let err = stage(&svc, stage_request(&disk, &staging, cap)).await.unwrap_err();
+    let err = stage(&svc, stage_request(&disk, &staging, cap))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(
-        err.message().contains("volume_capability.mount.mount_flags")
+        err.message()
+            .contains("volume_capability.mount.mount_flags")
             && err.message().contains("no_such_option=1")
             && !err.message().contains("noatime"),
         "{err:?}"
@@ -712,11 +766,18 @@ async fn xfs_below_its_minimum_size_is_refused_up_front() {
     let svc = NodeService::new(disk.config());
     let staging = disk.path("staging");
     let before = disk.checksum();
-    let err = stage(&svc, stage_request(&disk, &staging, mount_cap("xfs", Mode::SingleNodeWriter)))
-        .await
-        .unwrap_err();
+    let err = stage(
+        &svc,
+        stage_request(&disk, &staging, mount_cap("xfs", Mode::SingleNodeWriter)),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
     assert!(err.message().contains("300 MiB"), "{err:?}");
-    assert!(err.message().len() < 400, "error too long: {}", err.message().len());
+    assert!(
+        err.message().len() < 400,
+        "error too long: {}",
+        err.message().len()
+    );
     assert!(disk.checksum() == before);
 }

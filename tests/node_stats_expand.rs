@@ -137,7 +137,9 @@ async fn stats_missing_path_is_not_found_and_unmounted_is_abnormal() {
     let err = stats(&svc, &disk, &disk.path("nope")).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     // A relative path cannot name a volume on this node either.
-    let err = stats(&svc, &disk, Path::new("some/path")).await.unwrap_err();
+    let err = stats(&svc, &disk, Path::new("some/path"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     let err = stats(&svc, &disk, Path::new("")).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
@@ -193,7 +195,9 @@ async fn expand_xfs_grows_online() {
     let (staging, target) = mounted(&svc, &disk, "xfs").await;
     let before = usage(&stats(&svc, &disk, &target).await.unwrap(), Unit::Bytes).total;
     disk.grow(600 * MIB);
-    let cap = expand(&svc, &disk, &target, &staging, 600 * MIB).await.unwrap();
+    let cap = expand(&svc, &disk, &target, &staging, 600 * MIB)
+        .await
+        .unwrap();
     assert_eq!(cap, 600 * MIB as i64);
     let after = usage(&stats(&svc, &disk, &target).await.unwrap(), Unit::Bytes).total;
     assert!(
@@ -271,12 +275,16 @@ async fn expand_block_returns_new_size_and_waits_for_it() {
     .await
     .unwrap();
     // The disk has not grown yet: the node waits, then says so.
-    let err = expand(&svc, &disk, &target, &staging, 32 * MIB).await.unwrap_err();
+    let err = expand(&svc, &disk, &target, &staging, 32 * MIB)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("below the requested"), "{err:?}");
     disk.grow(32 * MIB);
     assert_eq!(
-        expand(&svc, &disk, &target, &staging, 32 * MIB).await.unwrap(),
+        expand(&svc, &disk, &target, &staging, 32 * MIB)
+            .await
+            .unwrap(),
         32 * MIB as i64
     );
     assert_eq!(
@@ -333,7 +341,9 @@ async fn expand_grows_only_this_volumes_filesystem() {
     }
     // A plain directory, or a path outside the kubelet dir, is not A either.
     std::fs::create_dir(a.path("plain")).unwrap();
-    let err = expand(&svc, &a, &a.path("plain"), &sa, 0).await.unwrap_err();
+    let err = expand(&svc, &a, &a.path("plain"), &sa, 0)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     for bad in ["/", "/etc"] {
         let err = expand(&svc, &a, Path::new(bad), &sa, 0).await.unwrap_err();

@@ -153,9 +153,15 @@ mod tests {
 
     #[test]
     fn shorten_keeps_the_first_lines() {
-        let usage = format!("Filesystem must be larger than 300MB.\nUsage: mkfs.xfs\n{}", "/* x */ [-b size=num]\n".repeat(60));
+        let usage = format!(
+            "Filesystem must be larger than 300MB.\nUsage: mkfs.xfs\n{}",
+            "/* x */ [-b size=num]\n".repeat(60)
+        );
         let s = shorten(&usage);
-        assert!(s.starts_with("Filesystem must be larger than 300MB.; Usage: mkfs.xfs"), "{s}");
+        assert!(
+            s.starts_with("Filesystem must be larger than 300MB.; Usage: mkfs.xfs"),
+            "{s}"
+        );
         assert!(s.len() <= SHORT_ERROR_BYTES + '…'.len_utf8());
         assert!(s.ends_with('…'));
         assert_eq!(shorten("one line\n"), "one line");

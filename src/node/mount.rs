@@ -155,7 +155,9 @@ pub fn remount_bind_readonly(target: &Path) -> Result<(), NodeError> {
 pub fn unmount_all(target: &Path) -> Result<usize, NodeError> {
     // The root filesystem is never a volume; request paths are checked
     // against the kubelet directory already, this is the last line.
-    if target == Path::new("/") || std::fs::canonicalize(target).ok().as_deref() == Some(Path::new("/")) {
+    if target == Path::new("/")
+        || std::fs::canonicalize(target).ok().as_deref() == Some(Path::new("/"))
+    {
         return Err(NodeError::invalid("refusing to unmount /"));
     }
     // A bound on the loop guards against a mount we cannot remove but

@@ -95,7 +95,10 @@ fn resolve_existing(field: &str, p: &Path) -> Result<PathBuf, NodeError> {
                 // Not found, or a dead filesystem (EIO, ENOTCONN) at its own
                 // mount point, which must stay reachable for unmounting:
                 // resolve the parent instead.
-                match (prefix.file_name().map(|n| n.to_os_string()), prefix.parent()) {
+                match (
+                    prefix.file_name().map(|n| n.to_os_string()),
+                    prefix.parent(),
+                ) {
                     (Some(name), Some(parent)) => {
                         tail.push(name);
                         prefix = parent.to_path_buf();
@@ -140,10 +143,19 @@ mod tests {
             code(resolve(k, "target_path", &format!("{}/../../../etc", s(k)))),
             tonic::Code::InvalidArgument
         );
-        assert_eq!(code(resolve(k, "staging_target_path", "/etc")), tonic::Code::InvalidArgument);
-        assert_eq!(code(resolve(k, "target_path", "/")), tonic::Code::InvalidArgument);
+        assert_eq!(
+            code(resolve(k, "staging_target_path", "/etc")),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(resolve(k, "target_path", "/")),
+            tonic::Code::InvalidArgument
+        );
         // The kubelet directory itself is not a target.
-        assert_eq!(code(resolve(k, "target_path", &s(k))), tonic::Code::InvalidArgument);
+        assert_eq!(
+            code(resolve(k, "target_path", &s(k))),
+            tonic::Code::InvalidArgument
+        );
         // A symlink out of the kubelet directory, at the end or in between.
         std::os::unix::fs::symlink("/etc", k.join("link")).unwrap();
         let e = resolve(k, "target_path", &s(&k.join("link"))).unwrap_err();

@@ -67,7 +67,9 @@ pub async fn probe(device: &Path) -> Result<Content, NodeError> {
     match out.code {
         Some(0) => return Ok(classify(&parse_export(&out.stdout))),
         Some(BLKID_NOTHING_FOUND) => {}
-        Some(BLKID_AMBIVALENT) => return Ok(Content::Other("several conflicting signatures".into())),
+        Some(BLKID_AMBIVALENT) => {
+            return Ok(Content::Other("several conflicting signatures".into()))
+        }
         _ => return Err(out.into_error("blkid")),
     }
     let size = device::block_size(device)?;

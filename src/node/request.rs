@@ -375,7 +375,10 @@ mod tests {
         let ctx = HashMap::from([(VOLUME_CONTEXT_ENCRYPTED.to_string(), "true".to_string())]);
         let e = encryption(&ctx, &HashMap::new()).unwrap_err();
         assert!(e.to_string().contains(SECRET_ENCRYPTION_PASSPHRASE));
-        let secrets = HashMap::from([(SECRET_ENCRYPTION_PASSPHRASE.to_string(), "hunter2".to_string())]);
+        let secrets = HashMap::from([(
+            SECRET_ENCRYPTION_PASSPHRASE.to_string(),
+            "hunter2".to_string(),
+        )]);
         let p = encryption(&ctx, &secrets).unwrap().unwrap();
         assert_eq!(p.expose(), "hunter2");
         assert!(!format!("{p:?}").contains("hunter2"));
@@ -411,6 +414,8 @@ mod tests {
         let e = existing_volume_path(k, "volume_path", "/etc").unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.to_string().contains("volume_path"));
-        assert!(optional_path(k, "staging_target_path", "").unwrap().is_none());
+        assert!(optional_path(k, "staging_target_path", "")
+            .unwrap()
+            .is_none());
     }
 }
