@@ -9,6 +9,7 @@ pub mod csi {
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod controller;
 pub mod csi_client;
 pub mod doctor;

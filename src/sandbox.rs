@@ -106,7 +106,8 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
     let data_dir = match &opts.data_dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
-            d.clone()
+            // Node paths must be absolute.
+            std::fs::canonicalize(d)?
         }
         None => {
             tmp = tempfile::Builder::new().prefix("proxmox-csi-sandbox.").tempdir()?;
@@ -127,7 +128,7 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
     // 2. Driver.
     let socket = data_dir.join("csi.sock");
     let mut c: CsiClients = p
-        .step("start driver (controller + node as VM worker-1)", start_driver(&sim, &base_url, &socket))
+        .step("start driver (controller + node as VM worker-1)", start_driver(&sim, &base_url, &socket, &data_dir))
         .await?;
 
     let info = p

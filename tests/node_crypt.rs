@@ -56,11 +56,15 @@ fn luks_format(disk: &Disk, pass: &str) {
 
 #[tokio::test]
 async fn encrypted_volume_requires_passphrase() {
-    let svc = NodeService::new(proxmox_csi::node::NodeConfig::new("n"));
+    let kubelet = tempfile::tempdir().unwrap();
+    let mut cfg = proxmox_csi::node::NodeConfig::new("n");
+    cfg.kubelet_dir = kubelet.path().to_path_buf();
+    let svc = NodeService::new(cfg);
+    let id = new_volume_id();
     let disk_less = csi::NodeStageVolumeRequest {
-        volume_id: VOLUME_ID.into(),
-        publish_context: [("wwn".to_string(), "0x5000000000000001".to_string())].into(),
-        staging_target_path: "/tmp/x".into(),
+        volume_id: id.to_string(),
+        publish_context: [("wwn".to_string(), id.wwn())].into(),
+        staging_target_path: kubelet.path().join("x").to_string_lossy().into_owned(),
         volume_capability: Some(mount_cap("ext4", Mode::SingleNodeWriter)),
         volume_context: [("encrypted".to_string(), "true".to_string())].into(),
         ..Default::default()
@@ -128,7 +132,7 @@ async fn encrypted_stage_round_trip_or_clear_refusal() {
     let svc = NodeService::new(disk.config());
     let staging = disk.path("staging");
     let unstage = csi::NodeUnstageVolumeRequest {
-        volume_id: VOLUME_ID.into(),
+        volume_id: disk.volume_id.clone(),
         staging_target_path: staging.to_string_lossy().into_owned(),
     };
 
@@ -160,7 +164,7 @@ async fn encrypted_stage_round_trip_or_clear_refusal() {
     .await
     .unwrap();
     assert_eq!(disk.blkid_type().as_deref(), Some("crypto_LUKS"));
-    let mapped = crypt::mapping_path(&crypt::mapping_name(VOLUME_ID));
+    let mapped = crypt::mapping_path(&crypt::mapping_name(&disk.volume_id));
     assert!(mapped.exists());
     std::fs::write(staging.join("secret.txt"), b"inside").unwrap();
     svc.node_unstage_volume(Request::new(unstage.clone()))

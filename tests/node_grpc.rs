@@ -17,7 +17,9 @@ async fn node_service_over_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("csi.sock");
     let listener = UnixListener::bind(&sock).unwrap();
-    let svc = NodeService::new(NodeConfig::new("grpc-node"));
+    let mut cfg = NodeConfig::new("grpc-node");
+    cfg.kubelet_dir = dir.path().to_path_buf();
+    let svc = NodeService::new(cfg);
     let server = tokio::spawn(
         Server::builder()
             .add_service(NodeServer::new(svc))
@@ -45,7 +47,7 @@ async fn node_service_over_unix_socket() {
     let err = client
         .node_stage_volume(csi::NodeStageVolumeRequest {
             volume_id: "r/z/s/v".into(),
-            staging_target_path: "/tmp/never".into(),
+            staging_target_path: dir.path().join("never").to_string_lossy().into_owned(),
             ..Default::default()
         })
         .await

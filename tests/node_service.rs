@@ -103,12 +103,12 @@ async fn concurrent_operation_on_same_volume_is_aborted() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "{err:?}");
     assert!(
-        err.message().contains(VOLUME_ID) && err.message().contains("already in progress"),
+        err.message().contains(&disk.volume_id) && err.message().contains("already in progress"),
         "{err:?}"
     );
     let err = svc
         .node_unstage_volume(Request::new(csi::NodeUnstageVolumeRequest {
-            volume_id: VOLUME_ID.into(),
+            volume_id: disk.volume_id.clone(),
             staging_target_path: staging.to_string_lossy().into_owned(),
         }))
         .await
@@ -117,7 +117,7 @@ async fn concurrent_operation_on_same_volume_is_aborted() {
 
     // Another volume is not blocked.
     svc.node_unstage_volume(Request::new(csi::NodeUnstageVolumeRequest {
-        volume_id: "region1/zone-a/local-lvm/other".into(),
+        volume_id: new_volume_id().to_string(),
         staging_target_path: disk.path("other").to_string_lossy().into_owned(),
     }))
     .await
@@ -127,7 +127,7 @@ async fn concurrent_operation_on_same_volume_is_aborted() {
     let first = first.await.unwrap().unwrap_err();
     assert_eq!(first.code(), Code::NotFound);
     svc.node_unstage_volume(Request::new(csi::NodeUnstageVolumeRequest {
-        volume_id: VOLUME_ID.into(),
+        volume_id: disk.volume_id.clone(),
         staging_target_path: staging.to_string_lossy().into_owned(),
     }))
     .await
@@ -158,14 +158,14 @@ async fn full_lifecycle_through_the_service() {
     .unwrap();
     std::fs::write(target.join("f"), b"data").unwrap();
     svc.node_unpublish_volume(Request::new(csi::NodeUnpublishVolumeRequest {
-        volume_id: VOLUME_ID.into(),
+        volume_id: disk.volume_id.clone(),
         target_path: target.to_string_lossy().into_owned(),
     }))
     .await
     .unwrap();
     assert!(!target.exists());
     svc.node_unstage_volume(Request::new(csi::NodeUnstageVolumeRequest {
-        volume_id: VOLUME_ID.into(),
+        volume_id: disk.volume_id.clone(),
         staging_target_path: staging.to_string_lossy().into_owned(),
     }))
     .await

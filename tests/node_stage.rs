@@ -15,9 +15,13 @@ async fn stage(svc: &NodeService, req: csi::NodeStageVolumeRequest) -> Result<()
     svc.node_stage_volume(Request::new(req)).await.map(|_| ())
 }
 
-async fn unstage(svc: &NodeService, staging: &std::path::Path) -> Result<(), tonic::Status> {
+async fn unstage(
+    svc: &NodeService,
+    disk: &Disk,
+    staging: &std::path::Path,
+) -> Result<(), tonic::Status> {
     let req = csi::NodeUnstageVolumeRequest {
-        volume_id: VOLUME_ID.into(),
+        volume_id: disk.volume_id.clone(),
         staging_target_path: staging.to_string_lossy().into_owned(),
     };
     svc.node_unstage_volume(Request::new(req)).await.map(|_| ())
@@ -45,10 +49,10 @@ async fn formats_blank(fs: &str) {
     )
     .await
     .unwrap();
-    unstage(&svc, &staging).await.unwrap();
+    unstage(&svc, &disk, &staging).await.unwrap();
     assert!(!is_mountpoint(&staging));
     // Unstaging twice is fine too.
-    unstage(&svc, &staging).await.unwrap();
+    unstage(&svc, &disk, &staging).await.unwrap();
 }
 
 #[tokio::test]
@@ -112,7 +116,7 @@ async fn restage_keeps_existing_data() {
         let req = || stage_request(&disk, &staging, mount_cap(fs, Mode::SingleNodeWriter));
         stage(&svc, req()).await.unwrap();
         std::fs::write(staging.join("keep.txt"), b"precious").unwrap();
-        unstage(&svc, &staging).await.unwrap();
+        unstage(&svc, &disk, &staging).await.unwrap();
         assert!(
             !staging.join("keep.txt").exists(),
             "{fs}: file must live on the volume, not the directory"
@@ -123,7 +127,7 @@ async fn restage_keeps_existing_data() {
             b"precious",
             "{fs}: data lost on restage"
         );
-        unstage(&svc, &staging).await.unwrap();
+        unstage(&svc, &disk, &staging).await.unwrap();
     }
 }
 
@@ -207,19 +211,19 @@ async fn missing_wwn_link_times_out_with_not_found() {
     let mut cfg = disk.config();
     cfg.device_wait = Duration::from_millis(600);
     let svc = NodeService::new(cfg);
-    let mut req = stage_request(
+    // The link is missing: make the disk's link belong to nothing.
+    std::fs::remove_file(disk.device_dir.join(format!("wwn-{}", disk.wwn))).unwrap();
+    let req = stage_request(
         &disk,
         &disk.path("staging"),
         mount_cap("ext4", Mode::SingleNodeWriter),
     );
-    req.publish_context
-        .insert("wwn".into(), "0x5000000000000bad".into());
     let start = Instant::now();
     let err = stage(&svc, req).await.unwrap_err();
     let waited = start.elapsed();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(
-        err.message().contains("0x5000000000000bad") && err.message().contains("did not appear"),
+        err.message().contains(&disk.wwn) && err.message().contains("did not appear"),
         "{err:?}"
     );
     assert!(
@@ -316,8 +320,10 @@ async fn staging_path_taken_by_another_device_is_already_exists() {
     )
     .await
     .unwrap();
+    let mut bcfg = b.config();
+    bcfg.kubelet_dir = a.root.path().to_path_buf();
     let err = stage(
-        &NodeService::new(b.config()),
+        &NodeService::new(bcfg),
         stage_request(&b, &staging, mount_cap("ext4", Mode::SingleNodeWriter)),
     )
     .await
@@ -350,18 +356,22 @@ async fn block_stage_only_checks_the_device() {
     .unwrap();
     assert!(!is_mountpoint(&staging));
     assert!(disk.first_mib() == before, "block stage must not write");
-    unstage(&svc, &staging).await.unwrap();
+    unstage(&svc, &disk, &staging).await.unwrap();
 }
 
 #[tokio::test]
 async fn stage_validates_fields() {
     // Pure validation: no device access, so no root needed.
-    let cfg = proxmox_csi::node::NodeConfig::new("n");
+    let kubelet = tempfile::tempdir().unwrap();
+    let mut cfg = proxmox_csi::node::NodeConfig::new("n");
+    cfg.kubelet_dir = kubelet.path().to_path_buf();
     let svc = NodeService::new(cfg);
+    let id = new_volume_id();
+    let staging = kubelet.path().join("x").to_string_lossy().into_owned();
     let good = || csi::NodeStageVolumeRequest {
-        volume_id: VOLUME_ID.into(),
-        publish_context: [("wwn".to_string(), "0x5000000000000001".to_string())].into(),
-        staging_target_path: "/tmp/x".into(),
+        volume_id: id.to_string(),
+        publish_context: [("wwn".to_string(), id.wwn())].into(),
+        staging_target_path: staging.clone(),
         volume_capability: Some(mount_cap("ext4", Mode::SingleNodeWriter)),
         ..Default::default()
     };
@@ -428,7 +438,7 @@ async fn cloned_xfs_volumes_stage_side_by_side() {
     .await
     .unwrap();
     std::fs::write(s1.join("f"), b"v1").unwrap();
-    unstage(&svc, &s1).await.unwrap();
+    unstage(&svc, &original, &s1).await.unwrap();
 
     // A block-for-block copy, as a snapshot restore would produce: same
     // xfs UUID on two disks.
@@ -494,4 +504,280 @@ async fn mount_flags_from_the_capability_are_applied() {
         "xfs nouuid missing: {:?}",
         m.super_options
     );
+}
+
+fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn stage_at(disk: &Disk, staging: &str) -> csi::NodeStageVolumeRequest {
+    csi::NodeStageVolumeRequest {
+        staging_target_path: staging.into(),
+        ..stage_request(
+            disk,
+            std::path::Path::new("/unused"),
+            mount_cap("ext4", Mode::SingleNodeWriter),
+        )
+    }
+}
+
+#[tokio::test]
+async fn stage_and_unstage_refuse_paths_outside_the_kubelet_dir() {
+    if !require_root("stage_and_unstage_refuse_paths_outside_the_kubelet_dir") {
+        return;
+    }
+    let disk = Disk::new(64 * MIB);
+    let svc = NodeService::new(disk.config());
+    let kubelet = disk.root.path().to_path_buf();
+    std::os::unix::fs::symlink("/etc", kubelet.join("etc-link")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let fresh_outside = outside.path().join("would-be-created");
+    let before = disk.checksum();
+    let etc_mounted = is_mountpoint(std::path::Path::new("/etc"));
+    let bad = [
+        format!("{}/../../../etc", kubelet.display()),
+        kubelet.join("etc-link").display().to_string(),
+        kubelet.join("etc-link/sub").display().to_string(),
+        "/etc".to_string(),
+        kubelet.display().to_string(),
+        fresh_outside.display().to_string(),
+        "relative/staging".to_string(),
+    ];
+    for path in &bad {
+        let err = stage(&svc, stage_at(&disk, path)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
+        assert!(
+            err.message().contains("staging_target_path"),
+            "{path}: {err:?}"
+        );
+    }
+    assert_eq!(
+        is_mountpoint(std::path::Path::new("/etc")),
+        etc_mounted,
+        "/etc was mounted over"
+    );
+    assert!(
+        !fresh_outside.exists(),
+        "a directory outside the kubelet dir was created"
+    );
+    assert!(!kubelet.join("etc-link/sub").exists());
+    assert!(disk.checksum() == before, "the disk was formatted");
+
+    // Unstage of a mount outside the kubelet dir, or of /, unmounts nothing.
+    let foreign = outside.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &foreign,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    for path in [foreign.display().to_string(), "/".to_string()] {
+        let req = csi::NodeUnstageVolumeRequest {
+            volume_id: disk.volume_id.clone(),
+            staging_target_path: path.clone(),
+        };
+        let err = svc
+            .node_unstage_volume(Request::new(req))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
+        assert!(err.message().contains("staging_target_path"), "{err:?}");
+    }
+    assert!(is_mountpoint(&foreign), "a foreign mount was unmounted");
+    assert!(is_mountpoint(std::path::Path::new("/")));
+    nix::mount::umount2(&foreign, nix::mount::MntFlags::MNT_DETACH).unwrap();
+}
+
+#[tokio::test]
+async fn stage_refuses_another_volumes_wwn_and_unknown_ids() {
+    if !require_root("stage_refuses_another_volumes_wwn_and_unknown_ids") {
+        return;
+    }
+    let a = Disk::new(64 * MIB);
+    let b = Disk::new(64 * MIB);
+    // On a real node every attached disk is in the same by-id directory.
+    std::os::unix::fs::symlink(&b.loopdev, a.device_dir.join(format!("wwn-{}", b.wwn))).unwrap();
+    let svc = NodeService::new(a.config());
+    let staging = a.path("staging");
+    let before = b.checksum();
+    let mut req = stage_request(&a, &staging, mount_cap("ext4", Mode::SingleNodeWriter));
+    req.publish_context.insert("wwn".into(), b.wwn.clone());
+    let err = stage(&svc, req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("publish_context[\"wwn\"]"),
+        "{err:?}"
+    );
+    assert!(!is_mountpoint(&staging));
+    assert!(b.checksum() == before, "B's disk was formatted as A");
+    assert_eq!(b.blkid_type(), None);
+
+    let mut req = stage_request(&a, &staging, mount_cap("ext4", Mode::SingleNodeWriter));
+    req.volume_id = "region1/zone-a/local-lvm/vm-9999-disk-0".into();
+    let err = stage(&svc, req).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("volume_id"), "{err:?}");
+    assert!(!is_mountpoint(&staging));
+}
+
+async fn assert_refused_keeps_all(disk: &Disk, expect: &[&str]) {
+    let svc = NodeService::new(disk.config());
+    let staging = disk.path("staging");
+    let before = disk.checksum();
+    let err = stage(
+        &svc,
+        stage_request(disk, &staging, mount_cap("ext4", Mode::SingleNodeWriter)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    for e in expect {
+        assert!(err.message().contains(e), "{:?} lacks {e:?}", err.message());
+    }
+    assert!(!is_mountpoint(&staging));
+    assert!(disk.checksum() == before, "device was modified");
+}
+
+#[tokio::test]
+async fn stage_refuses_ext4_at_partition_offset() {
+    if !require_root("stage_refuses_ext4_at_partition_offset") {
+        return;
+    }
+    let disk = Disk::new(64 * MIB);
+    // A partition at 1 MiB whose table was wiped: its filesystem remains.
+    let part = run_ok(
+        "losetup",
+        &[
+            "--find",
+            "--show",
+            "-o",
+            "1048576",
+            disk.image.to_str().unwrap(),
+        ],
+    );
+    let made = std::process::Command::new("mkfs.ext4")
+        .args(["-q", &part])
+        .status()
+        .unwrap();
+    run_ok("losetup", &["-d", &part]);
+    assert!(made.success());
+    assert_eq!(disk.blkid_type(), None, "nothing at the start of the disk");
+    assert_refused_keeps_all(&disk, &["ext4", "1048576"]).await;
+    let found = run_ok(
+        "blkid",
+        &[
+            "-p",
+            "-O",
+            "1048576",
+            "-o",
+            "value",
+            "-s",
+            "TYPE",
+            disk.loopdev.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(found, "ext4", "the filesystem is still there");
+}
+
+#[tokio::test]
+async fn stage_refuses_disk_with_only_a_backup_gpt() {
+    if !require_root("stage_refuses_disk_with_only_a_backup_gpt") {
+        return;
+    }
+    let size = 64 * MIB;
+    let disk = Disk::new(size);
+    run_ok(
+        "sgdisk",
+        &["-o", "-n", "1:2048:0", disk.loopdev.to_str().unwrap()],
+    );
+    // Wipe the protective MBR and the primary GPT (first 34 sectors).
+    disk.write_at(0, &[0u8; 34 * 512]);
+    assert!(disk.first_mib().iter().all(|&b| b == 0));
+    assert_eq!(disk.blkid_type(), None);
+    let err_offset = size - 33 * 512;
+    let svc = NodeService::new(disk.config());
+    let before = disk.checksum();
+    let err = stage(
+        &svc,
+        stage_request(
+            &disk,
+            &disk.path("staging"),
+            mount_cap("ext4", Mode::SingleNodeWriter),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let msg = err.message();
+    let at: u64 = msg
+        .split("non-zero data at byte offset ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{msg:?} names no offset"));
+    assert!(
+        at >= err_offset - 512 && at < size,
+        "offset {at} is not in the backup GPT"
+    );
+    assert!(disk.checksum() == before, "device was modified");
+}
+
+#[tokio::test]
+async fn bad_mount_flags_are_invalid_argument() {
+    if !require_root("bad_mount_flags_are_invalid_argument") {
+        return;
+    }
+    let disk = Disk::new(64 * MIB);
+    let svc = NodeService::new(disk.config());
+    let staging = disk.path("staging");
+    let mut cap = mount_cap("ext4", Mode::SingleNodeWriter);
+    if let Some(csi::volume_capability::AccessType::Mount(m)) = cap.access_type.as_mut() {
+        m.mount_flags = vec!["noatime".into(), "no_such_option=1".into()];
+    }
+    let err = stage(&svc, stage_request(&disk, &staging, cap))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .contains("volume_capability.mount.mount_flags")
+            && err.message().contains("no_such_option=1")
+            && !err.message().contains("noatime"),
+        "{err:?}"
+    );
+    assert!(!is_mountpoint(&staging), "a trial mount was left behind");
+}
+
+#[tokio::test]
+async fn xfs_below_its_minimum_size_is_refused_up_front() {
+    if !require_root("xfs_below_its_minimum_size_is_refused_up_front") {
+        return;
+    }
+    let disk = Disk::new(200 * MIB);
+    let svc = NodeService::new(disk.config());
+    let staging = disk.path("staging");
+    let before = disk.checksum();
+    let err = stage(
+        &svc,
+        stage_request(&disk, &staging, mount_cap("xfs", Mode::SingleNodeWriter)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(err.message().contains("300 MiB"), "{err:?}");
+    assert!(
+        err.message().len() < 400,
+        "error too long: {}",
+        err.message().len()
+    );
+    assert!(disk.checksum() == before);
 }

@@ -14,10 +14,11 @@ use tonic::{Code, Request};
 
 async fn stats(
     svc: &NodeService,
+    disk: &Disk,
     path: &Path,
 ) -> Result<csi::NodeGetVolumeStatsResponse, tonic::Status> {
     let req = csi::NodeGetVolumeStatsRequest {
-        volume_id: VOLUME_ID.into(),
+        volume_id: disk.volume_id.clone(),
         volume_path: path.to_string_lossy().into_owned(),
         staging_target_path: String::new(),
     };
@@ -28,12 +29,13 @@ async fn stats(
 
 async fn expand(
     svc: &NodeService,
+    disk: &Disk,
     path: &Path,
     staging: &Path,
     required: u64,
 ) -> Result<i64, tonic::Status> {
     let req = csi::NodeExpandVolumeRequest {
-        volume_id: VOLUME_ID.into(),
+        volume_id: disk.volume_id.clone(),
         volume_path: path.to_string_lossy().into_owned(),
         staging_target_path: staging.to_string_lossy().into_owned(),
         capacity_range: Some(csi::CapacityRange {
@@ -89,7 +91,7 @@ async fn stats_of_mounted_volume_are_plausible() {
         let disk = Disk::new(size);
         let svc = NodeService::new(disk.config());
         let (_, target) = mounted(&svc, &disk, fs).await;
-        let before = stats(&svc, &target).await.unwrap();
+        let before = stats(&svc, &disk, &target).await.unwrap();
         let bytes = usage(&before, Unit::Bytes);
         // Filesystem overhead (journal, inode tables, log) stays below 10%.
         assert!(
@@ -115,7 +117,7 @@ async fn stats_of_mounted_volume_are_plausible() {
         // Writing 20 MiB moves the numbers accordingly.
         std::fs::write(target.join("blob"), vec![7u8; 20 * MIB as usize]).unwrap();
         nix::unistd::sync();
-        let after = stats(&svc, &target).await.unwrap();
+        let after = stats(&svc, &disk, &target).await.unwrap();
         let grown = usage(&after, Unit::Bytes).used - bytes.used;
         assert!(
             grown >= 20 * MIB as i64 && grown < 22 * MIB as i64,
@@ -132,16 +134,18 @@ async fn stats_missing_path_is_not_found_and_unmounted_is_abnormal() {
     }
     let disk = Disk::new(16 * MIB);
     let svc = NodeService::new(disk.config());
-    let err = stats(&svc, &disk.path("nope")).await.unwrap_err();
+    let err = stats(&svc, &disk, &disk.path("nope")).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     // A relative path cannot name a volume on this node either.
-    let err = stats(&svc, Path::new("some/path")).await.unwrap_err();
+    let err = stats(&svc, &disk, Path::new("some/path"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    let err = stats(&svc, Path::new("")).await.unwrap_err();
+    let err = stats(&svc, &disk, Path::new("")).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     let dir = disk.path("empty");
     std::fs::create_dir(&dir).unwrap();
-    let r = stats(&svc, &dir).await.unwrap();
+    let r = stats(&svc, &disk, &dir).await.unwrap();
     let cond = r.volume_condition.unwrap();
     assert!(
         cond.abnormal && cond.message.contains("not a mount point"),
@@ -175,7 +179,7 @@ async fn stats_of_block_volume_report_device_size() {
     )))
     .await
     .unwrap();
-    let r = stats(&svc, &target).await.unwrap();
+    let r = stats(&svc, &disk, &target).await.unwrap();
     assert_eq!(usage(&r, Unit::Bytes).total, 48 * MIB as i64);
     assert!(r.usage.iter().all(|u| u.unit != Unit::Inodes as i32));
     assert!(!r.volume_condition.unwrap().abnormal);
@@ -189,11 +193,13 @@ async fn expand_xfs_grows_online() {
     let disk = Disk::new(300 * MIB);
     let svc = NodeService::new(disk.config());
     let (staging, target) = mounted(&svc, &disk, "xfs").await;
-    let before = usage(&stats(&svc, &target).await.unwrap(), Unit::Bytes).total;
+    let before = usage(&stats(&svc, &disk, &target).await.unwrap(), Unit::Bytes).total;
     disk.grow(600 * MIB);
-    let cap = expand(&svc, &target, &staging, 600 * MIB).await.unwrap();
+    let cap = expand(&svc, &disk, &target, &staging, 600 * MIB)
+        .await
+        .unwrap();
     assert_eq!(cap, 600 * MIB as i64);
-    let after = usage(&stats(&svc, &target).await.unwrap(), Unit::Bytes).total;
+    let after = usage(&stats(&svc, &disk, &target).await.unwrap(), Unit::Bytes).total;
     assert!(
         after > before + 250 * MIB as i64,
         "xfs did not grow: {before} -> {after}"
@@ -208,12 +214,12 @@ async fn expand_ext4_online_grows_or_reports_why_not() {
     let disk = Disk::new(64 * MIB);
     let svc = NodeService::new(disk.config());
     let (staging, target) = mounted(&svc, &disk, "ext4").await;
-    let before = usage(&stats(&svc, &target).await.unwrap(), Unit::Bytes).total;
+    let before = usage(&stats(&svc, &disk, &target).await.unwrap(), Unit::Bytes).total;
     disk.grow(128 * MIB);
-    match expand(&svc, &target, &staging, 128 * MIB).await {
+    match expand(&svc, &disk, &target, &staging, 128 * MIB).await {
         Ok(cap) => {
             assert_eq!(cap, 128 * MIB as i64);
-            let after = usage(&stats(&svc, &target).await.unwrap(), Unit::Bytes).total;
+            let after = usage(&stats(&svc, &disk, &target).await.unwrap(), Unit::Bytes).total;
             assert!(
                 after > before + 50 * MIB as i64,
                 "ext4 did not grow: {before} -> {after}"
@@ -229,7 +235,7 @@ async fn expand_ext4_online_grows_or_reports_why_not() {
             );
             assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
             assert!(err.message().contains("resize2fs"), "{err:?}");
-            let after = usage(&stats(&svc, &target).await.unwrap(), Unit::Bytes).total;
+            let after = usage(&stats(&svc, &disk, &target).await.unwrap(), Unit::Bytes).total;
             assert_eq!(after, before);
         }
     }
@@ -269,12 +275,16 @@ async fn expand_block_returns_new_size_and_waits_for_it() {
     .await
     .unwrap();
     // The disk has not grown yet: the node waits, then says so.
-    let err = expand(&svc, &target, &staging, 32 * MIB).await.unwrap_err();
+    let err = expand(&svc, &disk, &target, &staging, 32 * MIB)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("below the requested"), "{err:?}");
     disk.grow(32 * MIB);
     assert_eq!(
-        expand(&svc, &target, &staging, 32 * MIB).await.unwrap(),
+        expand(&svc, &disk, &target, &staging, 32 * MIB)
+            .await
+            .unwrap(),
         32 * MIB as i64
     );
     assert_eq!(
@@ -291,12 +301,84 @@ async fn expand_missing_path_is_not_found() {
     }
     let disk = Disk::new(16 * MIB);
     let svc = NodeService::new(disk.config());
-    let err = expand(&svc, &disk.path("nope"), &disk.path("staging"), 0)
+    let err = expand(&svc, &disk, &disk.path("nope"), &disk.path("staging"), 0)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    let err = expand(&svc, Path::new("some/path"), Path::new(""), 0)
+    let err = expand(&svc, &disk, Path::new("some/path"), Path::new(""), 0)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
+}
+
+#[tokio::test]
+async fn expand_grows_only_this_volumes_filesystem() {
+    if !require_root("expand_grows_only_this_volumes_filesystem") {
+        return;
+    }
+    let a = Disk::new(64 * MIB);
+    // xfs grows online without extra privileges, so a wrong target would
+    // really be grown here.
+    let b = Disk::new(300 * MIB);
+    std::os::unix::fs::symlink(&b.loopdev, a.device_dir.join(format!("wwn-{}", b.wwn))).unwrap();
+    let svc = NodeService::new(a.config());
+    let (sa, ta) = mounted(&svc, &a, "ext4").await;
+    // Another volume's filesystem, mounted below the same kubelet dir.
+    let sb = a.path("staging-b");
+    svc.node_stage_volume(Request::new(stage_request(
+        &b,
+        &sb,
+        mount_cap("xfs", Mode::SingleNodeWriter),
+    )))
+    .await
+    .unwrap();
+    let b_before = nix::sys::statvfs::statvfs(&sb).unwrap().blocks();
+    b.grow(400 * MIB);
+    for path in [&sb, &a.path("staging-b/.")] {
+        let err = expand(&svc, &a, path, &sa, 0).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("staging-b"), "{err:?}");
+    }
+    // A plain directory, or a path outside the kubelet dir, is not A either.
+    std::fs::create_dir(a.path("plain")).unwrap();
+    let err = expand(&svc, &a, &a.path("plain"), &sa, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    for bad in ["/", "/etc"] {
+        let err = expand(&svc, &a, Path::new(bad), &sa, 0).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err:?}");
+        assert!(err.message().contains("volume_path"), "{err:?}");
+    }
+    assert_eq!(
+        nix::sys::statvfs::statvfs(&sb).unwrap().blocks(),
+        b_before,
+        "B's filesystem was grown by A's expand"
+    );
+    // A's own expand still works (or says why online ext4 growth cannot).
+    a.grow(128 * MIB);
+    if let Err(err) = expand(&svc, &a, &ta, &sa, 128 * MIB).await {
+        assert!(err.message().contains("resize2fs"), "{err:?}");
+    }
+    // Unknown ids name no volume.
+    let req = csi::NodeExpandVolumeRequest {
+        volume_id: "region1/zone-a/local-lvm/vm-9999-disk-0".into(),
+        volume_path: ta.to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    let err = svc.node_expand_volume(Request::new(req)).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("volume_id"), "{err:?}");
+}
+
+#[tokio::test]
+async fn stats_refuse_paths_outside_the_kubelet_dir() {
+    if !require_root("stats_refuse_paths_outside_the_kubelet_dir") {
+        return;
+    }
+    let disk = Disk::new(16 * MIB);
+    let svc = NodeService::new(disk.config());
+    let err = stats(&svc, &disk, Path::new("/etc")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("volume_path"), "{err:?}");
 }

@@ -44,15 +44,20 @@ iopsRead: "1000"
 mbpsWrite: "50"
 YAML
 
+# The node plugin only works below its kubelet directory, so csi-sanity's
+# mount and staging directories live below the one it is given.
+KUBELET="$WORK/kubelet"
+mkdir -p "$KUBELET"
 "$BIN/proxmox-csi" all --endpoint "unix://$WORK/csi.sock" --config "$WORK/config.yaml" \
     --node-id worker-1 --region sim --zone pve1 --device-dir "$WORK/sim/guests/101/disk/by-id" \
+    --kubelet-dir "$KUBELET" \
     --device-wait 10 --max-volumes-per-node 4 --node-max-volumes 4 >"$WORK/driver.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 50); do [ -S "$WORK/csi.sock" ] && break; sleep 0.1; done
 
 rc=0
 "$SANITY" --csi.endpoint="$WORK/csi.sock" \
-    --csi.mountdir="$WORK/mnt" --csi.stagingdir="$WORK/staging" \
+    --csi.mountdir="$KUBELET/mnt" --csi.stagingdir="$KUBELET/staging" \
     --csi.testvolumesize=1073741824 --csi.testvolumeexpandsize=2147483648 \
     --csi.testvolumeparameters="$WORK/params.yaml" \
     --csi.testvolumemutableparameters="$WORK/mutable.yaml" \

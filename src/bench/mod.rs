@@ -99,7 +99,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     });
 
     let (sim, base_url) = start_sim(cfg).await?;
-    let mut c = start_driver(&sim, &base_url, &data_dir.join("csi.sock")).await?;
+    // The volumes' staging and target paths live below data_dir, which
+    // stands in for the kubelet directory.
+    let mut c = start_driver(&sim, &base_url, &data_dir.join("csi.sock"), &data_dir).await?;
     eprintln!(
         "proxmox-csi bench: simulator at {base_url}, driver on {}; {} volumes, {parallel} at a time",
         data_dir.join("csi.sock").display(),

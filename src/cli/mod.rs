@@ -75,6 +75,10 @@ pub struct NodeArgs {
     /// (needs `get nodes` for the pod's service account); --region/--zone win.
     #[arg(long)]
     pub topology_from_node_labels: bool,
+    /// The kubelet's root directory: every staging, target and volume path
+    /// of a request must lie below it (others are refused).
+    #[arg(long, env = "KUBELET_DIR", default_value = crate::node::paths::DEFAULT_KUBELET_DIR)]
+    pub kubelet_dir: PathBuf,
 }
 
 impl NodeArgs {
@@ -108,6 +112,7 @@ impl NodeArgs {
         cfg.device_dir = self.device_dir.clone();
         cfg.device_wait = Duration::from_secs(self.device_wait);
         cfg.max_volumes = self.max_volumes;
+        cfg.kubelet_dir = self.kubelet_dir.clone();
         if let Some(r) = &self.region {
             cfg.topology.insert(TOPOLOGY_REGION.into(), r.clone());
         }

@@ -37,6 +37,60 @@ impl Output {
     }
 }
 
+/// At most this many lines of a tool's complaint go into an error: the
+/// first lines say what went wrong, the rest is usually a usage dump.
+pub const SHORT_ERROR_LINES: usize = 3;
+/// ... and at most this many bytes.
+pub const SHORT_ERROR_BYTES: usize = 300;
+
+impl Output {
+    /// Like [`Output::into_error`], keeping only the first lines of the
+    /// tool's output (for tools that print their whole usage on failure).
+    pub fn into_short_error(self, tool: &str) -> NodeError {
+        match self.into_error(tool) {
+            NodeError::Tool {
+                tool,
+                status,
+                output,
+            } => NodeError::Tool {
+                tool,
+                status,
+                output: shorten(&output),
+            },
+            other => other,
+        }
+    }
+}
+
+/// The first [`SHORT_ERROR_LINES`] non-empty lines of `text`, cut to
+/// [`SHORT_ERROR_BYTES`] (on a character boundary), with `…` when cut.
+pub fn shorten(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let mut out = lines
+        .iter()
+        .take(SHORT_ERROR_LINES)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut cut = lines.len() > SHORT_ERROR_LINES;
+    if out.len() > SHORT_ERROR_BYTES {
+        let mut end = SHORT_ERROR_BYTES;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        cut = true;
+    }
+    if cut {
+        out.push('…');
+    }
+    out
+}
+
 /// Runs `tool args...` with stdin closed so nothing can ever wait for an
 /// interactive confirmation.
 pub async fn run(tool: &str, args: &[&str]) -> Result<Output, NodeError> {
@@ -90,5 +144,28 @@ pub async fn run_ok(tool: &str, args: &[&str]) -> Result<Output, NodeError> {
         Ok(out)
     } else {
         Err(out.into_error(tool))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorten_keeps_the_first_lines() {
+        let usage = format!(
+            "Filesystem must be larger than 300MB.\nUsage: mkfs.xfs\n{}",
+            "/* x */ [-b size=num]\n".repeat(60)
+        );
+        let s = shorten(&usage);
+        assert!(
+            s.starts_with("Filesystem must be larger than 300MB.; Usage: mkfs.xfs"),
+            "{s}"
+        );
+        assert!(s.len() <= SHORT_ERROR_BYTES + '…'.len_utf8());
+        assert!(s.ends_with('…'));
+        assert_eq!(shorten("one line\n"), "one line");
+        let long = "é".repeat(400);
+        assert!(shorten(&long).len() <= SHORT_ERROR_BYTES + 3);
     }
 }

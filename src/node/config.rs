@@ -27,6 +27,9 @@ pub struct NodeConfig {
     /// sysfs block directory (`/sys/class/block`); a separate setting only
     /// so tests can present a fake WWID.
     pub sys_block_dir: PathBuf,
+    /// The kubelet's root directory. Every staging, target and volume path
+    /// of a request must lie below it (see [`super::paths`]).
+    pub kubelet_dir: PathBuf,
 }
 
 impl NodeConfig {
@@ -39,6 +42,7 @@ impl NodeConfig {
             max_volumes: 0,
             topology: BTreeMap::new(),
             sys_block_dir: PathBuf::from(DEFAULT_SYS_BLOCK_DIR),
+            kubelet_dir: PathBuf::from(super::paths::DEFAULT_KUBELET_DIR),
         }
     }
 }

@@ -24,6 +24,14 @@ pub enum NodeError {
     #[error("{0} does not exist")]
     PathNotFound(PathBuf),
 
+    /// The volume id is not one this driver makes, so it names no volume.
+    #[error("volume_id {0:?} is not a volume of this driver")]
+    VolumeNotFound(String),
+
+    /// The request asks for a size this node cannot provide.
+    #[error("{0}")]
+    OutOfRange(String),
+
     #[error("{path} is not a block device")]
     NotBlockDevice { path: PathBuf },
 
@@ -100,7 +108,10 @@ impl NodeError {
         match self {
             NodeError::InvalidArgument(_) => Code::InvalidArgument,
             NodeError::Busy(_) => Code::Aborted,
-            NodeError::DeviceNotFound { .. } | NodeError::PathNotFound(_) => Code::NotFound,
+            NodeError::DeviceNotFound { .. }
+            | NodeError::PathNotFound(_)
+            | NodeError::VolumeNotFound(_) => Code::NotFound,
+            NodeError::OutOfRange(_) => Code::OutOfRange,
             NodeError::NotBlockDevice { .. }
             | NodeError::WrongDisk { .. }
             | NodeError::NotBlank { .. }

@@ -12,16 +12,20 @@ use super::device;
 use super::error::NodeError;
 use super::mountinfo::{self, MountEntry};
 use super::request::Passphrase;
+use crate::volume_id::VolumeId;
 
 const SIZE_POLL: Duration = Duration::from_millis(200);
 
-/// Grows whatever is at `volume_path` (a mount of the volume or a raw
-/// device bind) and returns the disk's size in bytes. `required_bytes`
+/// Grows what is at `volume_path` (a mount of the volume or a raw device
+/// bind) and returns the disk's size in bytes. Only ever the volume `id`:
+/// its disk is found by the WWN derived from the id, and what is at
+/// `volume_path` must be that disk or the LUKS mapping opened on it. `required_bytes`
 /// (0 = unknown) is the size the controller gave the disk; the guest may
 /// need a moment to notice it. `passphrase` is only used for encrypted
 /// volumes whose key is not in the kernel keyring.
 pub async fn expand(
     cfg: &NodeConfig,
+    id: &VolumeId,
     volume_path: &Path,
     staging_path: Option<&Path>,
     required_bytes: u64,
@@ -34,17 +38,54 @@ pub async fn expand(
         }
         Err(e) => return Err(NodeError::io(format!("stat {}", volume_path.display()), e)),
     };
+    let disk = device::find_by_wwn(
+        &cfg.device_dir,
+        &cfg.sys_block_dir,
+        &id.wwn(),
+        cfg.device_wait,
+    )
+    .await?;
+    let (dmaj, dmin) = device::device_number(&disk)?;
+    let disk_name = device::kernel_name(dmaj, dmin)?;
     if meta.file_type().is_block_device() {
         // Raw block: the consumer owns the contents; only the size changes.
         let (maj, min) = device::split_dev(meta.rdev());
+        ensure_volume_device(cfg, id, volume_path, maj, min, &disk_name)?;
         let (_, disk) = grow_device(cfg, maj, min, required_bytes, passphrase).await?;
         return device::block_size(&disk);
     }
     let mount = writable_mount(volume_path, staging_path)?;
+    ensure_volume_device(cfg, id, volume_path, mount.major, mount.minor, &disk_name)?;
     let (data, disk) =
         grow_device(cfg, mount.major, mount.minor, required_bytes, passphrase).await?;
     grow_filesystem(&mount, &data).await?;
     device::block_size(&disk)
+}
+
+/// What is at `volume_path` (device major:minor) must be the volume's disk
+/// `disk_name`, or the LUKS mapping on it; growing anything else would
+/// resize a filesystem that is not this volume's.
+fn ensure_volume_device(
+    cfg: &NodeConfig,
+    id: &VolumeId,
+    volume_path: &Path,
+    major: u64,
+    minor: u64,
+    disk_name: &str,
+) -> Result<(), NodeError> {
+    let name = device::kernel_name(major, minor).unwrap_or_else(|_| format!("{major}:{minor}"));
+    if name == disk_name {
+        return Ok(());
+    }
+    if let Some((_, under)) = crypt::mapping_parent(&cfg.sys_block_dir, &name) {
+        if under == disk_name {
+            return Ok(());
+        }
+    }
+    Err(NodeError::Precondition(format!(
+        "{} is backed by {name}, not by the disk of volume {id} ({disk_name}); refusing to grow it",
+        volume_path.display()
+    )))
 }
 
 /// Brings the data device (major:minor) up to the disk's new size and

@@ -4,7 +4,12 @@ use std::fmt;
 use std::path::Path;
 
 use super::cmd;
+use super::device;
 use super::error::NodeError;
+
+/// The smallest device current xfsprogs (5.19 and later) will format:
+/// "Filesystem must be larger than 300MB" (it means MiB).
+pub const XFS_MIN_BYTES: u64 = 300 << 20;
 
 /// Filesystems this driver formats and mounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +19,8 @@ pub enum FsType {
 }
 
 impl FsType {
-    /// Used when the capability leaves fs_type empty.
+    /// Used when the capability leaves fs_type empty
+    /// ([`crate::contract::DEFAULT_FS_TYPE`]).
     pub const DEFAULT: FsType = FsType::Ext4;
 
     pub fn parse(name: &str) -> Option<FsType> {
@@ -40,9 +46,21 @@ impl fmt::Display for FsType {
 }
 
 /// Formats `device`. Callers must have established that it is blank.
+/// Errors carry only the first lines of the tool's output.
 pub async fn mkfs(device: &Path, fs: FsType) -> Result<(), NodeError> {
     let dev = device.to_string_lossy();
-    match fs {
+    if fs == FsType::Xfs {
+        let size = device::block_size(device)?;
+        if size < XFS_MIN_BYTES {
+            return Err(NodeError::OutOfRange(format!(
+                "{} is {size} bytes ({} MiB); xfs needs at least {XFS_MIN_BYTES} bytes (300 MiB): \
+                 use a larger volume or ext4",
+                device.display(),
+                size >> 20
+            )));
+        }
+    }
+    let (tool, args): (&str, Vec<&str>) = match fs {
         // -F: the caller has already proven the device blank, and mke2fs
         // would otherwise stop to ask about whole-disk devices on some
         // versions. -m 0: root-reserved blocks only matter for system
@@ -50,13 +68,29 @@ pub async fn mkfs(device: &Path, fs: FsType) -> Result<(), NodeError> {
         // user paid for. nodiscard: a fresh disk has nothing to discard,
         // and discarding terabytes through the virtual SCSI layer can take
         // longer than the CO waits for NodeStageVolume.
-        FsType::Ext4 => {
-            cmd::run_ok("mkfs.ext4", &["-F", "-m", "0", "-E", "nodiscard", &dev]).await?
-        }
+        FsType::Ext4 => ("mkfs.ext4", vec!["-F", "-m", "0", "-E", "nodiscard", &dev]),
         // No -f: mkfs.xfs then refuses to overwrite any signature it finds,
         // a second safety net behind our own blank check. -K: no discard,
         // for the same reason as above.
-        FsType::Xfs => cmd::run_ok("mkfs.xfs", &["-K", &dev]).await?,
+        FsType::Xfs => ("mkfs.xfs", vec!["-K", &dev]),
     };
+    let out = cmd::run(tool, &args).await?;
+    if !out.success() {
+        return Err(out.into_short_error(tool));
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exactly_the_contract_fs_types() {
+        for name in crate::contract::FS_TYPES {
+            assert_eq!(FsType::parse(name).map(FsType::as_str), Some(*name));
+        }
+        assert_eq!(FsType::DEFAULT.as_str(), crate::contract::DEFAULT_FS_TYPE);
+        assert!(FsType::parse("btrfs").is_none());
+    }
 }

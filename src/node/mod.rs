@@ -10,9 +10,14 @@
 //! nodes), `/sys`, and bidirectional mount propagation on the kubelet
 //! directory so its mounts reach the pods.
 //!
-//! Contract with the controller: ControllerPublishVolume puts the disk's
-//! WWN into `publish_context["wwn"]`; the node finds the disk by that WWN
-//! alone (see [`device`]).
+//! Contract with the controller (keys in [`crate::contract`]):
+//! ControllerPublishVolume puts the disk's WWN into
+//! `publish_context["wwn"]`. The WWN is derived from the volume id, so the
+//! node derives it too, refuses a publish_context that disagrees, and finds
+//! the disk by that WWN alone (see [`device`]).
+//!
+//! Paths in requests are checked by [`paths`]: absolute, no `..`, and below
+//! the kubelet directory (`--kubelet-dir`) after resolving symlinks.
 
 pub mod cmd;
 pub mod config;
@@ -23,6 +28,7 @@ pub mod expand;
 pub mod mkfs;
 pub mod mount;
 pub mod mountinfo;
+pub mod paths;
 pub mod probe;
 pub mod publish;
 pub mod request;

@@ -53,14 +53,62 @@ pub fn mount_fs(
     if readonly {
         ms |= MsFlags::MS_RDONLY;
     }
-    let data = (!data.is_empty()).then_some(data.as_str());
-    nix::mount::mount(Some(device), target, Some(fs_type), ms, data).map_err(|errno| {
-        NodeError::Sys {
+    let opts = (!data.is_empty()).then_some(data.as_str());
+    match nix::mount::mount(Some(device), target, Some(fs_type), ms, opts) {
+        Ok(()) => Ok(()),
+        // EINVAL with filesystem options given: almost always an option the
+        // filesystem does not know. Find out which, so the caller hears
+        // what to fix rather than a bare errno.
+        Err(Errno::EINVAL) if !data.is_empty() => {
+            match rejected_options(device, target, fs_type, ms, &data) {
+                Some(bad) => Err(NodeError::invalid(format!(
+                    "volume_capability.mount.mount_flags: the {fs_type} filesystem rejects {}",
+                    bad.iter()
+                        .map(|o| format!("{o:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+                None => Err(NodeError::Sys {
+                    op: "mount",
+                    path: target.to_path_buf(),
+                    errno: Errno::EINVAL,
+                }),
+            }
+        }
+        Err(errno) => Err(NodeError::Sys {
             op: "mount",
             path: target.to_path_buf(),
             errno,
-        }
-    })
+        }),
+    }
+}
+
+/// After a mount with the options `data` failed with EINVAL: None if the
+/// mount fails without them too (the options are not the problem), else
+/// the options that fail on their own (all of them if only the combination
+/// does). Every trial mount that succeeds is undone at once.
+fn rejected_options(
+    device: &Path,
+    target: &Path,
+    fs_type: &str,
+    ms: MsFlags,
+    data: &str,
+) -> Option<Vec<String>> {
+    let trial = |opts: Option<&str>| -> Result<(), Errno> {
+        nix::mount::mount(Some(device), target, Some(fs_type), ms, opts)?;
+        let _ = unmount_all(target);
+        Ok(())
+    };
+    if trial(None).is_err() {
+        return None;
+    }
+    let all: Vec<String> = data.split(',').map(str::to_string).collect();
+    let bad: Vec<String> = all
+        .iter()
+        .filter(|o| trial(Some(o.as_str())) == Err(Errno::EINVAL))
+        .cloned()
+        .collect();
+    Some(if bad.is_empty() { all } else { bad })
 }
 
 /// Bind-mounts `source` (directory or device node) onto `target`, then
@@ -105,6 +153,13 @@ pub fn remount_bind_readonly(target: &Path) -> Result<(), NodeError> {
 /// point. Returns how many mounts were removed; 0 for a plain path or one
 /// that does not exist.
 pub fn unmount_all(target: &Path) -> Result<usize, NodeError> {
+    // The root filesystem is never a volume; request paths are checked
+    // against the kubelet directory already, this is the last line.
+    if target == Path::new("/")
+        || std::fs::canonicalize(target).ok().as_deref() == Some(Path::new("/"))
+    {
+        return Err(NodeError::invalid("refusing to unmount /"));
+    }
     // A bound on the loop guards against a mount we cannot remove but
     // which keeps reporting success (should never happen, must not hang).
     const MAX_STACK: usize = 16;

@@ -1,20 +1,31 @@
 //! Deciding what is on a device before anything writes to it.
 //!
 //! The rule this module serves: a device is only ever formatted when it is
-//! verifiably blank. Anything blkid recognises, and any non-zero data at
-//! the start of the disk, counts as "in use".
+//! verifiably blank. Anything blkid recognises, on the whole device or at
+//! a common partition start (a partition whose table was wiped still holds
+//! its filesystem), and any non-zero data at the start or at the end of the
+//! disk, counts as "in use".
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use super::cmd;
+use super::device;
 use super::error::NodeError;
 
-/// How much of the disk start must be zero for it to count as blank. Every
-/// partition table and filesystem we know puts its signature in the first
-/// MiB, so leftover data there is a strong sign the disk is not fresh.
-pub const BLANK_CHECK_BYTES: usize = 1 << 20;
+/// How much of the disk start must be zero for it to count as blank: the
+/// first MiB holds every partition table and the signatures of a
+/// filesystem, LVM label or LUKS header written to the whole disk, and the
+/// second MiB the start of a partition at the usual 1 MiB alignment.
+pub const BLANK_CHECK_BYTES: u64 = 2 << 20;
+/// How much of the disk end must be zero: the backup GPT (last 33
+/// sectors), md superblocks 0.90/1.0 (last 64-128 KiB) and ZFS labels L2
+/// and L3 (last 512 KiB) all live there.
+pub const BLANK_CHECK_END_BYTES: u64 = 1 << 20;
+/// Where partitions usually start: sector 63 (old DOS alignment) and 1 MiB
+/// (everything since). blkid is asked to probe at each.
+pub const PARTITION_OFFSETS: [u64; 2] = [63 * 512, 1 << 20];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
@@ -54,20 +65,59 @@ pub async fn probe(device: &Path) -> Result<Content, NodeError> {
     // used disk look blank.
     let out = cmd::run("blkid", &["-p", "-o", "export", &dev]).await?;
     match out.code {
-        Some(0) => Ok(classify(&parse_export(&out.stdout))),
-        Some(BLKID_NOTHING_FOUND) => {
-            if starts_with_zeros(device)? {
-                Ok(Content::Blank)
-            } else {
-                Ok(Content::Other(format!(
-                    "no known signature, but non-zero data in the first {} KiB",
-                    BLANK_CHECK_BYTES / 1024
-                )))
-            }
+        Some(0) => return Ok(classify(&parse_export(&out.stdout))),
+        Some(BLKID_NOTHING_FOUND) => {}
+        Some(BLKID_AMBIVALENT) => {
+            return Ok(Content::Other("several conflicting signatures".into()))
         }
-        Some(BLKID_AMBIVALENT) => Ok(Content::Other("several conflicting signatures".into())),
-        _ => Err(out.into_error("blkid")),
+        _ => return Err(out.into_error("blkid")),
     }
+    let size = device::block_size(device)?;
+    for offset in PARTITION_OFFSETS.into_iter().filter(|&o| o < size) {
+        let off = offset.to_string();
+        let out = cmd::run("blkid", &["-p", "-O", &off, "-o", "export", &dev]).await?;
+        let found = match out.code {
+            Some(0) => classify(&parse_export(&out.stdout)).describe(),
+            Some(BLKID_AMBIVALENT) => "several conflicting signatures".into(),
+            Some(BLKID_NOTHING_FOUND) => continue,
+            _ => return Err(out.into_error("blkid")),
+        };
+        return Ok(Content::Other(format!(
+            "{found} at byte offset {offset}, where a partition would start"
+        )));
+    }
+    match first_non_zero(device, size)? {
+        None => Ok(Content::Blank),
+        Some(offset) => Ok(Content::Other(format!(
+            "no known signature, but non-zero data at byte offset {offset}"
+        ))),
+    }
+}
+
+/// The offset of the first non-zero byte in the checked windows (the
+/// first [`BLANK_CHECK_BYTES`] and the last [`BLANK_CHECK_END_BYTES`] of
+/// a device of `size` bytes), None if they are all zero.
+fn first_non_zero(device: &Path, size: u64) -> Result<Option<u64>, NodeError> {
+    let ctx = || format!("reading {}", device.display());
+    let mut file = std::fs::File::open(device).map_err(|e| NodeError::io(ctx(), e))?;
+    let head = BLANK_CHECK_BYTES.min(size);
+    let tail_start = size.saturating_sub(BLANK_CHECK_END_BYTES).max(head);
+    for (start, len) in [(0, head), (tail_start, size - tail_start)] {
+        if len == 0 {
+            continue;
+        }
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| NodeError::io(ctx(), e))?;
+        let mut buf = Vec::with_capacity(len as usize);
+        (&mut file)
+            .take(len)
+            .read_to_end(&mut buf)
+            .map_err(|e| NodeError::io(ctx(), e))?;
+        if let Some(i) = buf.iter().position(|&b| b != 0) {
+            return Ok(Some(start + i as u64));
+        }
+    }
+    Ok(None)
 }
 
 /// `KEY=value` lines of `blkid -o export`.
@@ -94,17 +144,6 @@ pub fn classify(tags: &BTreeMap<String, String>) -> Content {
         )),
         (None, _) => Content::Other(format!("unrecognised signature {tags:?}")),
     }
-}
-
-fn starts_with_zeros(device: &Path) -> Result<bool, NodeError> {
-    let ctx = || format!("reading {}", device.display());
-    let file = std::fs::File::open(device).map_err(|e| NodeError::io(ctx(), e))?;
-    let mut buf = Vec::with_capacity(BLANK_CHECK_BYTES);
-    // A device smaller than the window is fine: only what exists is checked.
-    file.take(BLANK_CHECK_BYTES as u64)
-        .read_to_end(&mut buf)
-        .map_err(|e| NodeError::io(ctx(), e))?;
-    Ok(buf.iter().all(|&b| b == 0))
 }
 
 #[cfg(test)]

@@ -195,30 +195,55 @@ fn block_publications(
 }
 
 /// A block target must be a file to bind a device node onto. An empty
-/// directory (which some COs pre-create) is replaced by one.
+/// directory (which some COs pre-create) is replaced by one, and an empty
+/// regular file (what an earlier publish made) is reused. Anything else is
+/// not this driver's to cover with a device: a non-empty file would
+/// vanish under the bind mount, and unpublish could later delete it.
 fn prepare_target_file(target: &Path) -> Result<(), NodeError> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
     }
     match std::fs::symlink_metadata(target) {
-        Ok(m) if m.is_dir() => {
-            std::fs::remove_dir(target).map_err(io_err("replacing directory", target))?;
+        Ok(m) if m.is_dir() => std::fs::remove_dir(target).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTEMPTY) {
+                NodeError::Precondition(format!(
+                    "{} is a non-empty directory; refusing to publish a block volume there",
+                    target.display()
+                ))
+            } else {
+                io_err("replacing directory", target)(e)
+            }
+        })?,
+        Ok(m) if m.is_file() && m.len() == 0 => return Ok(()),
+        Ok(m) if m.is_file() => {
+            return Err(NodeError::Precondition(format!(
+                "{} is an existing non-empty regular file ({} bytes); refusing to bind a device over it",
+                target.display(),
+                m.len()
+            )))
         }
-        Ok(_) => return Ok(()),
+        Ok(_) => {
+            return Err(NodeError::Precondition(format!(
+                "{} exists and is neither a directory nor an empty regular file; refusing to use it",
+                target.display()
+            )))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("stat", target)(e)),
     }
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(true)
         .open(target)
         .map_err(io_err("creating", target))?;
     Ok(())
 }
 
-/// Unmounts and removes the target. Never removes recursively: if an
-/// unmount silently failed, the pod's data must not be deleted with it.
+/// Unmounts and removes the target. Removes only what this driver makes
+/// there: an empty directory (the mount point) or an empty regular file
+/// (the block bind target). Never removes recursively or deletes a file
+/// with contents: if an unmount silently failed, or the path names
+/// something else, the data must not be deleted with it.
 pub fn unpublish(target: &Path) -> Result<(), NodeError> {
     let removed = mount::unmount_all(target)?;
     match std::fs::symlink_metadata(target) {
@@ -232,7 +257,22 @@ pub fn unpublish(target: &Path) -> Result<(), NodeError> {
                 io_err("removing", target)(e)
             }
         })?,
-        Ok(_) => std::fs::remove_file(target).map_err(io_err("removing", target))?,
+        Ok(m) if m.is_file() && m.len() == 0 => {
+            std::fs::remove_file(target).map_err(io_err("removing", target))?
+        }
+        Ok(m) if m.is_file() => {
+            return Err(NodeError::Precondition(format!(
+                "{} is a non-empty regular file ({} bytes), not a publication of this driver; refusing to delete it",
+                target.display(),
+                m.len()
+            )))
+        }
+        Ok(_) => {
+            return Err(NodeError::Precondition(format!(
+                "{} is neither a directory nor an empty regular file; refusing to delete it",
+                target.display()
+            )))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("stat", target)(e)),
     }

@@ -2,25 +2,25 @@
 //!
 //! Every rule about what a request must contain lives here, so the
 //! operation modules work only with values already known to be valid, and
-//! every rejection names the offending field.
+//! every rejection names the offending field. Malformed fields are checked
+//! first (InvalidArgument), then whether the volume id is one of ours
+//! (NotFound), then whether publish_context agrees with it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::contract::{
+    FS_TYPES, PUBLISH_CONTEXT_WWN, SECRET_ENCRYPTION_PASSPHRASE, VOLUME_CONTEXT_ENCRYPTED,
+};
 use crate::csi;
+use crate::volume_id::VolumeId;
 use csi::volume_capability::access_mode::Mode;
 use csi::volume_capability::AccessType;
 
 use super::device::normalize_wwn;
 use super::error::NodeError;
 use super::mkfs::FsType;
-
-/// publish_context key carrying the disk's WWN (set by the controller).
-pub const CTX_WWN: &str = "wwn";
-/// volume_context key that asks for LUKS encryption (`"true"`).
-pub const CTX_ENCRYPTED: &str = "encrypted";
-/// Secret holding the LUKS passphrase of an encrypted volume.
-pub const SECRET_PASSPHRASE: &str = "encryptionPassphrase";
+use super::paths;
 
 /// A LUKS passphrase. Debug output is redacted so it cannot leak through
 /// logs or error messages.
@@ -96,24 +96,39 @@ pub fn volume_id(value: &str) -> Result<String, NodeError> {
     Ok(value.to_string())
 }
 
-/// A required path field; CSI paths are absolute in the plugin's namespace.
-pub fn path(field: &str, value: &str) -> Result<PathBuf, NodeError> {
+/// A volume id this driver made; anything else names no volume here.
+pub fn known_volume(value: &str) -> Result<VolumeId, NodeError> {
+    VolumeId::parse(value).ok_or_else(|| NodeError::VolumeNotFound(value.to_string()))
+}
+
+/// A required path field, checked by [`paths::resolve`] against the
+/// kubelet directory and returned resolved.
+pub fn path(kubelet_dir: &Path, field: &str, value: &str) -> Result<PathBuf, NodeError> {
+    paths::resolve(kubelet_dir, field, value)
+}
+
+/// An optional path field: empty is None, anything else follows [`path`].
+pub fn optional_path(
+    kubelet_dir: &Path,
+    field: &str,
+    value: &str,
+) -> Result<Option<PathBuf>, NodeError> {
     if value.is_empty() {
-        return Err(NodeError::invalid(format!("{field} is required")));
+        Ok(None)
+    } else {
+        path(kubelet_dir, field, value).map(Some)
     }
-    let p = Path::new(value);
-    if !p.is_absolute() {
-        return Err(NodeError::invalid(format!(
-            "{field} must be an absolute path, got {value:?}"
-        )));
-    }
-    Ok(p.to_path_buf())
 }
 
 /// A required path naming something that must already exist on this node
 /// (stats, expand). CSI paths are absolute, so a relative one cannot name
-/// a volume here: that is "not found" rather than a malformed request.
-pub fn existing_volume_path(field: &str, value: &str) -> Result<PathBuf, NodeError> {
+/// a volume here: that is "not found" rather than a malformed request (as
+/// csi-sanity expects). Every other rule of [`path`] applies.
+pub fn existing_volume_path(
+    kubelet_dir: &Path,
+    field: &str,
+    value: &str,
+) -> Result<PathBuf, NodeError> {
     if value.is_empty() {
         return Err(NodeError::invalid(format!("{field} is required")));
     }
@@ -121,25 +136,39 @@ pub fn existing_volume_path(field: &str, value: &str) -> Result<PathBuf, NodeErr
     if !p.is_absolute() {
         return Err(NodeError::PathNotFound(p.to_path_buf()));
     }
-    Ok(p.to_path_buf())
+    path(kubelet_dir, field, value)
 }
 
+/// The well-formed wwn of publish_context (not yet checked against the id).
 pub fn wwn(publish_context: &HashMap<String, String>) -> Result<String, NodeError> {
-    match publish_context.get(CTX_WWN) {
+    match publish_context.get(PUBLISH_CONTEXT_WWN) {
         Some(w) if !w.is_empty() => normalize_wwn(w),
         _ => Err(NodeError::invalid(format!(
-            "publish_context[\"{CTX_WWN}\"] is required (ControllerPublishVolume provides it)"
+            "publish_context[\"{PUBLISH_CONTEXT_WWN}\"] is required (ControllerPublishVolume provides it)"
         ))),
     }
 }
 
+/// The WWN the controller attaches `id` with is derived from the id; a
+/// publish_context naming another disk would mount that disk as this
+/// volume, so it is refused.
+pub fn wwn_of(id: &VolumeId, given: &str) -> Result<String, NodeError> {
+    let expected = id.wwn().to_ascii_lowercase();
+    if given != expected {
+        return Err(NodeError::invalid(format!(
+            "publish_context[\"{PUBLISH_CONTEXT_WWN}\"] = {given} does not belong to volume_id {id} (its disk has wwn {expected})"
+        )));
+    }
+    Ok(expected)
+}
+
 /// Whether volume_context asks for encryption.
 pub fn encrypted(volume_context: &HashMap<String, String>) -> Result<bool, NodeError> {
-    match volume_context.get(CTX_ENCRYPTED).map(String::as_str) {
+    match volume_context.get(VOLUME_CONTEXT_ENCRYPTED).map(String::as_str) {
         None | Some("") | Some("false") => Ok(false),
         Some("true") => Ok(true),
         Some(other) => Err(NodeError::invalid(format!(
-            "volume_context[\"{CTX_ENCRYPTED}\"] must be \"true\" or \"false\", got {other:?}"
+            "volume_context[\"{VOLUME_CONTEXT_ENCRYPTED}\"] must be \"true\" or \"false\", got {other:?}"
         ))),
     }
 }
@@ -152,10 +181,10 @@ pub fn encryption(
     if !encrypted(volume_context)? {
         return Ok(None);
     }
-    match secrets.get(SECRET_PASSPHRASE) {
+    match secrets.get(SECRET_ENCRYPTION_PASSPHRASE) {
         Some(p) if !p.is_empty() => Ok(Some(Passphrase::new(p.clone()))),
         _ => Err(NodeError::invalid(format!(
-            "secrets[\"{SECRET_PASSPHRASE}\"] is required for an encrypted volume"
+            "secrets[\"{SECRET_ENCRYPTION_PASSPHRASE}\"] is required for an encrypted volume"
         ))),
     }
 }
@@ -173,8 +202,9 @@ pub fn capability(
             } else {
                 FsType::parse(&m.fs_type).ok_or_else(|| {
                     NodeError::invalid(format!(
-                        "{field}.mount.fs_type {:?} is not supported (use ext4 or xfs)",
-                        m.fs_type
+                        "{field}.mount.fs_type {:?} is not supported (use one of {})",
+                        m.fs_type,
+                        FS_TYPES.join(", ")
                     ))
                 })?
             };
@@ -216,27 +246,46 @@ pub fn capability(
 }
 
 impl StageRequest {
-    pub fn from_csi(req: &csi::NodeStageVolumeRequest) -> Result<Self, NodeError> {
+    pub fn from_csi(
+        req: &csi::NodeStageVolumeRequest,
+        kubelet_dir: &Path,
+    ) -> Result<Self, NodeError> {
+        let volume_id = volume_id(&req.volume_id)?;
+        let staging_path = path(kubelet_dir, "staging_target_path", &req.staging_target_path)?;
+        let capability = capability("volume_capability", req.volume_capability.as_ref())?;
+        let given_wwn = wwn(&req.publish_context)?;
+        let encryption = encryption(&req.volume_context, &req.secrets)?;
+        let id = known_volume(&volume_id)?;
         Ok(StageRequest {
-            volume_id: volume_id(&req.volume_id)?,
-            staging_path: path("staging_target_path", &req.staging_target_path)?,
-            capability: capability("volume_capability", req.volume_capability.as_ref())?,
-            wwn: wwn(&req.publish_context)?,
-            encryption: encryption(&req.volume_context, &req.secrets)?,
+            wwn: wwn_of(&id, &given_wwn)?,
+            volume_id,
+            staging_path,
+            capability,
+            encryption,
         })
     }
 }
 
 impl PublishRequest {
-    pub fn from_csi(req: &csi::NodePublishVolumeRequest) -> Result<Self, NodeError> {
+    pub fn from_csi(
+        req: &csi::NodePublishVolumeRequest,
+        kubelet_dir: &Path,
+    ) -> Result<Self, NodeError> {
+        let volume_id = volume_id(&req.volume_id)?;
+        let staging_path = path(kubelet_dir, "staging_target_path", &req.staging_target_path)?;
+        let target_path = path(kubelet_dir, "target_path", &req.target_path)?;
+        let capability = capability("volume_capability", req.volume_capability.as_ref())?;
+        let given_wwn = wwn(&req.publish_context)?;
+        let encrypted = encrypted(&req.volume_context)?;
+        let id = known_volume(&volume_id)?;
         Ok(PublishRequest {
-            volume_id: volume_id(&req.volume_id)?,
-            staging_path: path("staging_target_path", &req.staging_target_path)?,
-            target_path: path("target_path", &req.target_path)?,
-            capability: capability("volume_capability", req.volume_capability.as_ref())?,
-            wwn: wwn(&req.publish_context)?,
+            wwn: wwn_of(&id, &given_wwn)?,
+            volume_id,
+            staging_path,
+            target_path,
+            capability,
             readonly: req.readonly,
-            encrypted: encrypted(&req.volume_context)?,
+            encrypted,
         })
     }
 }
@@ -323,15 +372,18 @@ mod tests {
 
     #[test]
     fn encryption_needs_a_passphrase_and_hides_it() {
-        let ctx = HashMap::from([(CTX_ENCRYPTED.to_string(), "true".to_string())]);
+        let ctx = HashMap::from([(VOLUME_CONTEXT_ENCRYPTED.to_string(), "true".to_string())]);
         let e = encryption(&ctx, &HashMap::new()).unwrap_err();
-        assert!(e.to_string().contains(SECRET_PASSPHRASE));
-        let secrets = HashMap::from([(SECRET_PASSPHRASE.to_string(), "hunter2".to_string())]);
+        assert!(e.to_string().contains(SECRET_ENCRYPTION_PASSPHRASE));
+        let secrets = HashMap::from([(
+            SECRET_ENCRYPTION_PASSPHRASE.to_string(),
+            "hunter2".to_string(),
+        )]);
         let p = encryption(&ctx, &secrets).unwrap().unwrap();
         assert_eq!(p.expose(), "hunter2");
         assert!(!format!("{p:?}").contains("hunter2"));
         assert!(encryption(&HashMap::new(), &secrets).unwrap().is_none());
-        let bad = HashMap::from([(CTX_ENCRYPTED.to_string(), "yes".to_string())]);
+        let bad = HashMap::from([(VOLUME_CONTEXT_ENCRYPTED.to_string(), "yes".to_string())]);
         assert_eq!(
             encrypted(&bad).unwrap_err().code(),
             tonic::Code::InvalidArgument
@@ -339,16 +391,31 @@ mod tests {
     }
 
     #[test]
-    fn paths_must_be_absolute() {
-        assert!(path("target_path", "")
-            .unwrap_err()
-            .to_string()
-            .contains("target_path"));
-        assert!(path("target_path", "rel/x").is_err());
-        assert!(path("target_path", "/abs").is_ok());
-        let e = existing_volume_path("volume_path", "some/path").unwrap_err();
-        assert_eq!(e.code(), tonic::Code::NotFound);
-        let e = existing_volume_path("volume_path", "").unwrap_err();
+    fn wwn_must_belong_to_the_volume() {
+        let a = VolumeId::from_volid("r", "z", "s:vm-100000-disk-0", "csi-vol-a").unwrap();
+        let b = VolumeId::from_volid("r", "z", "s:vm-100001-disk-0", "csi-vol-b").unwrap();
+        assert_eq!(wwn_of(&a, &a.wwn()).unwrap(), a.wwn());
+        let e = wwn_of(&a, &b.wwn()).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("publish_context[\"wwn\"]"), "{e}");
+        let e = known_volume("r/z/s/v").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert!(e.to_string().contains("volume_id"), "{e}");
+    }
+
+    #[test]
+    fn volume_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path();
+        let e = existing_volume_path(k, "volume_path", "some/path").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        let e = existing_volume_path(k, "volume_path", "").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let e = existing_volume_path(k, "volume_path", "/etc").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("volume_path"));
+        assert!(optional_path(k, "staging_target_path", "")
+            .unwrap()
+            .is_none());
     }
 }

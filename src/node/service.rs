@@ -69,14 +69,6 @@ pub const CAPABILITIES: [RpcType; 5] = [
     RpcType::SingleNodeMultiWriter,
 ];
 
-fn optional_path(field: &str, value: &str) -> Result<Option<std::path::PathBuf>, NodeError> {
-    if value.is_empty() {
-        Ok(None)
-    } else {
-        request::path(field, value).map(Some)
-    }
-}
-
 fn condition(abnormal: Option<String>) -> csi::VolumeCondition {
     match abnormal {
         Some(message) => csi::VolumeCondition {
@@ -96,7 +88,7 @@ impl Node for NodeService {
         &self,
         req: Request<csi::NodeStageVolumeRequest>,
     ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
-        let req = StageRequest::from_csi(req.get_ref())?;
+        let req = StageRequest::from_csi(req.get_ref(), &self.cfg.kubelet_dir)?;
         let cfg = Arc::clone(&self.cfg);
         let id = req.volume_id.clone();
         self.guarded(&id, async move { stage::stage(&cfg, &req).await })
@@ -110,7 +102,11 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
         let req = req.get_ref();
         let volume_id = request::volume_id(&req.volume_id)?;
-        let staging = request::path("staging_target_path", &req.staging_target_path)?;
+        let staging = request::path(
+            &self.cfg.kubelet_dir,
+            "staging_target_path",
+            &req.staging_target_path,
+        )?;
         let id = volume_id.clone();
         self.guarded(
             &volume_id,
@@ -124,7 +120,7 @@ impl Node for NodeService {
         &self,
         req: Request<csi::NodePublishVolumeRequest>,
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
-        let req = PublishRequest::from_csi(req.get_ref())?;
+        let req = PublishRequest::from_csi(req.get_ref(), &self.cfg.kubelet_dir)?;
         let cfg = Arc::clone(&self.cfg);
         let id = req.volume_id.clone();
         self.guarded(&id, async move { publish::publish(&cfg, &req).await })
@@ -138,7 +134,7 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
         let req = req.get_ref();
         let volume_id = request::volume_id(&req.volume_id)?;
-        let target = request::path("target_path", &req.target_path)?;
+        let target = request::path(&self.cfg.kubelet_dir, "target_path", &req.target_path)?;
         self.guarded(&volume_id, async move { publish::unpublish(&target) })
             .await?;
         Ok(Response::new(csi::NodeUnpublishVolumeResponse {}))
@@ -149,8 +145,13 @@ impl Node for NodeService {
         req: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
         let req = req.get_ref();
-        request::volume_id(&req.volume_id)?;
-        let path = request::existing_volume_path("volume_path", &req.volume_path)?;
+        let volume_id = request::volume_id(&req.volume_id)?;
+        if req.volume_path.is_empty() {
+            return Err(NodeError::invalid("volume_path is required").into());
+        }
+        request::known_volume(&volume_id)?;
+        let path =
+            request::existing_volume_path(&self.cfg.kubelet_dir, "volume_path", &req.volume_path)?;
         // Read-only and frequent: deliberately not behind the in-flight guard.
         let st = stats::stats(&path)?;
         let unit = |u: stats::Usage, unit: csi::volume_usage::Unit| csi::VolumeUsage {
@@ -178,8 +179,14 @@ impl Node for NodeService {
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
         let req = req.get_ref();
         let volume_id = request::volume_id(&req.volume_id)?;
-        let path = request::existing_volume_path("volume_path", &req.volume_path)?;
-        let staging = optional_path("staging_target_path", &req.staging_target_path)?;
+        if req.volume_path.is_empty() {
+            return Err(NodeError::invalid("volume_path is required").into());
+        }
+        let id = request::known_volume(&volume_id)?;
+        let kubelet = &self.cfg.kubelet_dir;
+        let path = request::existing_volume_path(kubelet, "volume_path", &req.volume_path)?;
+        let staging =
+            request::optional_path(kubelet, "staging_target_path", &req.staging_target_path)?;
         let required = req
             .capacity_range
             .as_ref()
@@ -187,13 +194,14 @@ impl Node for NodeService {
             .unwrap_or(0);
         let passphrase = req
             .secrets
-            .get(request::SECRET_PASSPHRASE)
+            .get(crate::contract::SECRET_ENCRYPTION_PASSPHRASE)
             .map(|p| request::Passphrase::new(p.clone()));
         let cfg = Arc::clone(&self.cfg);
         let size = self
             .guarded(&volume_id, async move {
                 expand::expand(
                     &cfg,
+                    &id,
                     &path,
                     staging.as_deref(),
                     required,

@@ -41,8 +41,9 @@ pub(crate) async fn start_sim(cfg: SimConfig) -> anyhow::Result<(Sim, String)> {
 }
 
 /// Serve controller + node (as VM worker-1) on `socket` against the simulator
-/// at `base_url`, and connect the gRPC client to it.
-pub(crate) async fn start_driver(sim: &Sim, base_url: &str, socket: &Path) -> anyhow::Result<CsiClients> {
+/// at `base_url`, and connect the gRPC client to it. `kubelet_dir` stands in
+/// for the kubelet's root: every staging and target path must lie below it.
+pub(crate) async fn start_driver(sim: &Sim, base_url: &str, socket: &Path, kubelet_dir: &Path) -> anyhow::Result<CsiClients> {
     let cfg = ConfigFile {
         clusters: vec![ClusterConfig {
             region: REGION.into(),
@@ -62,6 +63,7 @@ pub(crate) async fn start_driver(sim: &Sim, base_url: &str, socket: &Path) -> an
     let mut ncfg = NodeConfig::new(WORKER);
     ncfg.device_dir = sim.guest_by_id_dir(WORKER_VMID);
     ncfg.device_wait = Duration::from_secs(10);
+    ncfg.kubelet_dir = kubelet_dir.to_path_buf();
     ncfg.topology.insert(TOPOLOGY_REGION.into(), REGION.into());
     ncfg.topology.insert(TOPOLOGY_ZONE.into(), WORKER_NODE.into());
     let identity = IdentityService { driver_name: DRIVER_NAME.into(), controller: Some(controller.clone()) };

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use proxmox_csi::csi;
 use proxmox_csi::node::NodeConfig;
+use proxmox_csi::volume_id::VolumeId;
 
 use csi::volume_capability::access_mode::Mode;
 use csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
@@ -48,17 +49,37 @@ fn run(cmd: &str, args: &[&str]) -> String {
 }
 
 pub struct Disk {
+    /// The fixture's directory, also the kubelet directory of its config.
     pub root: tempfile::TempDir,
     pub image: PathBuf,
     pub loopdev: PathBuf,
     pub device_dir: PathBuf,
+    /// A real volume id of this driver, unique to this disk.
+    pub volume_id: String,
+    /// The WWN derived from `volume_id`, as the controller attaches it.
     pub wwn: String,
 }
 
+/// A fresh volume id of this driver, as CreateVolume would make one.
+pub fn new_volume_id() -> VolumeId {
+    let vmid = 100_000 + rand::random::<u32>() % 900_000;
+    VolumeId::from_volid(
+        "region1",
+        "zone-a",
+        &format!("local-lvm:vm-{vmid}-disk-0"),
+        &format!("csi-vol-test-{:016x}", rand::random::<u64>()),
+    )
+    .expect("valid volid")
+}
+
 impl Disk {
-    /// A blank sparse disk of `size` bytes, attached as a loop device and
-    /// linked as `<device_dir>/wwn-<wwn>`.
+    /// A blank sparse disk of `size` bytes for a new volume id, attached as
+    /// a loop device and linked as `<device_dir>/wwn-<wwn>`.
     pub fn new(size: u64) -> Disk {
+        Disk::for_volume(size, new_volume_id())
+    }
+
+    pub fn for_volume(size: u64, id: VolumeId) -> Disk {
         let root = tempfile::Builder::new()
             .prefix("node-test-")
             .tempdir()
@@ -74,13 +95,14 @@ impl Disk {
         ));
         let device_dir = root.path().join("by-id");
         std::fs::create_dir(&device_dir).unwrap();
-        let wwn = format!("0x5{:015x}", rand::random::<u64>() & 0x0fff_ffff_ffff_ffff);
+        let wwn = id.wwn();
         std::os::unix::fs::symlink(&loopdev, device_dir.join(format!("wwn-{wwn}"))).unwrap();
         Disk {
             root,
             image,
             loopdev,
             device_dir,
+            volume_id: id.to_string(),
             wwn,
         }
     }
@@ -93,6 +115,7 @@ impl Disk {
         let mut cfg = NodeConfig::new("test-node");
         cfg.device_dir = self.device_dir.clone();
         cfg.device_wait = Duration::from_secs(2);
+        cfg.kubelet_dir = self.root.path().to_path_buf();
         cfg
     }
 
@@ -101,6 +124,22 @@ impl Disk {
             ("wwn".to_string(), self.wwn.clone()),
             ("bus".to_string(), "scsi3".to_string()),
         ])
+    }
+
+    /// SHA-256 of the whole device, to assert that nothing was written.
+    pub fn checksum(&self) -> Vec<u8> {
+        use sha2::Digest;
+        let mut f = std::fs::File::open(&self.loopdev).unwrap();
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; MIB as usize];
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        h.finalize().to_vec()
     }
 
     pub fn first_mib(&self) -> Vec<u8> {
@@ -167,7 +206,7 @@ impl Drop for Disk {
         }
         // An encrypted test that panicked may leave its mapping open on
         // this loop device; close it so the detach can complete.
-        let name = proxmox_csi::node::crypt::mapping_name(VOLUME_ID);
+        let name = proxmox_csi::node::crypt::mapping_name(&self.volume_id);
         if let Ok(dm) = std::fs::canonicalize(proxmox_csi::node::crypt::mapping_path(&name)) {
             let dm = dm.file_name().unwrap().to_string_lossy().into_owned();
             let ours = self
@@ -207,15 +246,13 @@ pub fn block_cap(mode: Mode) -> csi::VolumeCapability {
     }
 }
 
-pub const VOLUME_ID: &str = "region1/zone-a/local-lvm/vm-9999-disk-0";
-
 pub fn stage_request(
     disk: &Disk,
     staging: &Path,
     cap: csi::VolumeCapability,
 ) -> csi::NodeStageVolumeRequest {
     csi::NodeStageVolumeRequest {
-        volume_id: VOLUME_ID.into(),
+        volume_id: disk.volume_id.clone(),
         publish_context: disk.publish_context(),
         staging_target_path: staging.to_string_lossy().into_owned(),
         volume_capability: Some(cap),
@@ -231,7 +268,7 @@ pub fn publish_request(
     readonly: bool,
 ) -> csi::NodePublishVolumeRequest {
     csi::NodePublishVolumeRequest {
-        volume_id: VOLUME_ID.into(),
+        volume_id: disk.volume_id.clone(),
         publish_context: disk.publish_context(),
         staging_target_path: staging.to_string_lossy().into_owned(),
         target_path: target.to_string_lossy().into_owned(),

@@ -138,6 +138,9 @@ spec:
             - --driver-name={{ $v.driverName }}
             - --device-dir={{ $v.node.deviceDir }}
             - --device-wait={{ $v.node.deviceWait }}
+            # Staging and target paths must lie below it (mounted at the
+            # same path as on the host, see the kubelet-dir volume).
+            - --kubelet-dir={{ $v.node.kubeletDir }}
             # Same limit the controller enforces, so the scheduler's count
             # of attachable volumes matches what the controller will allow.
             - --node-max-volumes={{ $v.controller.maxVolumesPerNode }}
