@@ -2,10 +2,6 @@
 //! the other reads. This module is the one place both sides read them from,
 //! so a rename cannot silently break the hand-over between
 //! ControllerPublishVolume and NodeStageVolume.
-//!
-//! Note: the node side uses these already; `src/controller` still has its
-//! own copies (`attach::CTX_WWN`/`CTX_BUS`, `params::FS_TYPES`, the
-//! `"encrypted"` literal) and is switched over by its owner.
 
 /// publish_context key: the WWN (`0x5` + 15 hex digits) the disk is
 /// hot-plugged with. Derived from the volume id (`VolumeId::wwn`), so the

@@ -6,6 +6,7 @@ use super::lookup::disk_key;
 use super::error::{ControllerError, PveContext, Result};
 use super::params::{check_capabilities, check_capability, drive_options};
 use super::{required, Controller};
+use crate::contract::{PUBLISH_CONTEXT_BUS, PUBLISH_CONTEXT_WWN};
 use crate::csi::*;
 use crate::pve::drive::{Drive, SCSI_SLOTS};
 use crate::pve::types::{SlotView, VmResource};
@@ -13,9 +14,6 @@ use crate::pve::PveErrorKind;
 use crate::volume_id::VolumeId;
 use std::collections::HashMap;
 
-/// Keys of the publish context the node reads.
-pub const CTX_WWN: &str = "wwn";
-pub const CTX_BUS: &str = "bus";
 
 /// How often, and how far apart, the running config is read before a disk
 /// not in it counts as not hot-plugged.
@@ -89,7 +87,7 @@ impl Controller {
         let cfg = client.vm_config(&vm.node, vm.vmid, false).await.ctx(|| format!("reading config of VM {}", vm.vmid))?;
         let slots = client.vm_slots(&vm.node, vm.vmid).await.ctx(|| format!("reading pending config of VM {}", vm.vmid))?;
         let context = |slot: &str| ControllerPublishVolumeResponse {
-            publish_context: HashMap::from([(CTX_WWN.to_string(), id.wwn()), (CTX_BUS.to_string(), slot.to_string())]),
+            publish_context: HashMap::from([(PUBLISH_CONTEXT_WWN.to_string(), id.wwn()), (PUBLISH_CONTEXT_BUS.to_string(), slot.to_string())]),
         };
 
         if let Some(s) = slots.iter().find(|s| s.holds(&volid)) {

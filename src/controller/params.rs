@@ -92,7 +92,7 @@ impl VolumeParams {
             ctx.insert("cache".into(), c.clone());
         }
         if self.encrypted {
-            ctx.insert("encrypted".into(), "true".into());
+            ctx.insert(VOLUME_CONTEXT_ENCRYPTED.into(), "true".into());
         }
         ctx
     }
@@ -180,7 +180,7 @@ pub fn io_limits_of(drive: &crate::pve::drive::Drive) -> IoLimits {
     IO_LIMITS.iter().map(|(_, pve, _)| (*pve, drive.get(pve).map(str::to_string))).collect()
 }
 
-pub const FS_TYPES: &[&str] = &["ext4", "xfs"];
+use crate::contract::{FS_TYPES, VOLUME_CONTEXT_ENCRYPTED};
 
 /// A Proxmox disk attaches to one VM at a time, so only single-node modes.
 fn mode_supported(mode: Mode) -> bool {
