@@ -158,7 +158,8 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
     p.note(&format!("volume_id {} ({} bytes)", volume.volume_id, volume.capacity_bytes));
     let vid = volume.volume_id.clone();
 
-    let result = lifecycle(&mut p, &mut c, &vid, &cap, &data_dir, &opts).await;
+    let device_dir = sim.guest_by_id_dir(harness::WORKER_VMID);
+    let result = lifecycle(&mut p, &mut c, &vid, &cap, &data_dir, &device_dir, &opts).await;
 
     // Tear-down runs whatever happened above, so a failed demo leaves nothing
     // behind. The simulator is the sandbox's own, so all in it may go.
@@ -247,6 +248,47 @@ async fn unmount_from_worker(c: &mut CsiClients, vid: &str, staging: &Path, targ
     Ok(())
 }
 
+/// This host refused to grow the mounted ext4 (no CAP_SYS_RESOURCE): say so,
+/// unmount, check and grow the filesystem on the device, mount it again.
+async fn grow_ext4_offline(
+    c: &mut CsiClients,
+    vid: &str,
+    cap: &VolumeCapability,
+    ctx: &HashMap<String, String>,
+    staging: &Path,
+    target: &Path,
+    device_dir: &Path,
+) -> anyhow::Result<()> {
+    unmount_from_worker(c, vid, staging, target).await?;
+    let wwn = ctx.get(crate::contract::PUBLISH_CONTEXT_WWN).ok_or_else(|| anyhow::anyhow!("publish_context has no wwn"))?;
+    let device = std::fs::canonicalize(device_dir.join(format!("wwn-{wwn}")))?;
+    for (tool, args) in [("e2fsck", vec!["-f", "-y"]), ("resize2fs", vec![])] {
+        let out = tokio::process::Command::new(tool).args(&args).arg(&device).output().await?;
+        // e2fsck exits 1 when it fixed something, which is fine here.
+        let ok = out.status.success() || (tool == "e2fsck" && out.status.code() == Some(1));
+        anyhow::ensure!(ok, "{tool} {}: {}", device.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    std::fs::create_dir_all(staging)?;
+    let req = NodeStageVolumeRequest {
+        volume_id: vid.into(),
+        publish_context: ctx.clone(),
+        staging_target_path: staging.to_string_lossy().into(),
+        volume_capability: Some(cap.clone()),
+        ..Default::default()
+    };
+    c.node.node_stage_volume(req).await?;
+    let req = NodePublishVolumeRequest {
+        volume_id: vid.into(),
+        publish_context: ctx.clone(),
+        staging_target_path: staging.to_string_lossy().into(),
+        target_path: target.to_string_lossy().into(),
+        volume_capability: Some(cap.clone()),
+        ..Default::default()
+    };
+    c.node.node_publish_volume(req).await?;
+    Ok(())
+}
+
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
@@ -271,8 +313,8 @@ async fn bytes_total(c: &mut CsiClients, vid: &str, target: &Path) -> anyhow::Re
 }
 
 /// The part between create and delete; errors here still get cleaned up.
-async fn lifecycle(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &VolumeCapability, data_dir: &Path, opts: &SandboxOptions) -> anyhow::Result<()> {
-    let (_ctx, staging, target) = mount_on_worker(p, c, vid, cap, data_dir, "").await?;
+async fn lifecycle(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &VolumeCapability, data_dir: &Path, device_dir: &Path, opts: &SandboxOptions) -> anyhow::Result<()> {
+    let (ctx, staging, target) = mount_on_worker(p, c, vid, cap, data_dir, "").await?;
     let digest = p
         .step(&format!("write {} MiB through the mount, fsync, read back", opts.write_bytes >> 20), async {
             let t = target.clone();
@@ -316,12 +358,25 @@ async fn lifecycle(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &Volume
             volume_capability: Some(cap.clone()),
             ..Default::default()
         };
-        c.node.node_expand_volume(req).await?;
+        let mut offline = false;
+        if let Err(e) = c.node.node_expand_volume(req).await {
+            // ext4 grows online only for holders of CAP_SYS_RESOURCE; where
+            // the host withholds it, grow it the way an admin would: offline.
+            if !e.message().contains("CAP_SYS_RESOURCE") {
+                return Err(e.into());
+            }
+            grow_ext4_offline(c, vid, cap, &ctx, &staging, &target, device_dir).await?;
+            offline = true;
+        }
         let after = bytes_total(c, vid, &target).await?;
         anyhow::ensure!(after.total > usage.total + (opts.size_bytes as i64) / 2, "filesystem is {} bytes after expansion", after.total);
-        Ok(after)
+        Ok((after, offline))
     })
     .await?;
+    let (after, offline) = after;
+    if offline {
+        p.note("this host refuses to grow a mounted ext4 (no CAP_SYS_RESOURCE): unmounted, grown with e2fsck + resize2fs, mounted again");
+    }
     p.note(&format!("filesystem now {} MiB", after.total >> 20));
 
     let restore_dir = data_dir.join("restored");

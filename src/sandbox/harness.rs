@@ -23,7 +23,7 @@ pub(crate) const TOKEN_ID: &str = "csi@pve!csi";
 const TOKEN_SECRET: &str = "sim-secret";
 const REGION: &str = "sim";
 pub(crate) const WORKER: &str = "worker-1";
-const WORKER_VMID: u32 = 101;
+pub(crate) const WORKER_VMID: u32 = 101;
 const WORKER_NODE: &str = "pve1";
 
 /// Start the simulator on a free local port; returns it and its API base URL.
