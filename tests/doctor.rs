@@ -339,7 +339,10 @@ async fn untrusted_certificate_suggests_ca_file() {
     // Trusting the certificate gets past TLS; s_server is no PVE, which the next steps notice.
     cfg.clusters[0].ca_file = Some(cert.clone());
     let report = doctor::run(&cfg, &DoctorOptions::default()).await;
-    drop(server);
+    // Wait for it to be gone: a dying server still accepts for a moment, and
+    // the restarted one could not bind the port.
+    let mut server = server;
+    server.kill().await.unwrap();
     let text = report.to_text();
     assert!(check(&report, "endpoint").detail.contains("TLS verified"), "{text}");
     assert!(check(&report, "auth").detail.contains("not the Proxmox VE API"), "{text}");
