@@ -217,25 +217,7 @@ async fn mount_on_worker(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &
         _ => String::new(),
     };
     p.step(&format!("NodeStage + NodePublish {what}(wwn lookup, mkfs.{fs} if blank)"), async {
-        std::fs::create_dir_all(&staging)?;
-        let req = NodeStageVolumeRequest {
-            volume_id: vid.into(),
-            publish_context: ctx.clone(),
-            staging_target_path: staging.to_string_lossy().into(),
-            volume_capability: Some(cap.clone()),
-            ..Default::default()
-        };
-        c.node.node_stage_volume(req).await?;
-        let req = NodePublishVolumeRequest {
-            volume_id: vid.into(),
-            publish_context: ctx.clone(),
-            staging_target_path: staging.to_string_lossy().into(),
-            target_path: target.to_string_lossy().into(),
-            volume_capability: Some(cap.clone()),
-            ..Default::default()
-        };
-        c.node.node_publish_volume(req).await?;
-        Ok(())
+        stage_and_publish(c, vid, cap, &ctx, &staging, &target).await
     })
     .await?;
     Ok((ctx, staging, target))
@@ -268,6 +250,18 @@ async fn grow_ext4_offline(
         let ok = out.status.success() || (tool == "e2fsck" && out.status.code() == Some(1));
         anyhow::ensure!(ok, "{tool} {}: {}", device.display(), String::from_utf8_lossy(&out.stderr).trim());
     }
+    stage_and_publish(c, vid, cap, ctx, staging, target).await
+}
+
+/// NodeStageVolume then NodePublishVolume, as kubelet calls them.
+async fn stage_and_publish(
+    c: &mut CsiClients,
+    vid: &str,
+    cap: &VolumeCapability,
+    ctx: &HashMap<String, String>,
+    staging: &Path,
+    target: &Path,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(staging)?;
     let req = NodeStageVolumeRequest {
         volume_id: vid.into(),
