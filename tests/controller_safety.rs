@@ -337,3 +337,42 @@ async fn a_holder_between_states_answers_aborted() {
     let (k, m) = code(c.create_volume(create("pvc-half", "shared", 64 * MIB, None)).await.unwrap_err());
     assert_eq!(k, Code::Aborted, "{m}");
 }
+
+/// unlink drops a whole slot: a slot whose running disk is another volume,
+/// with ours only pending there, is never unlinked for ours.
+#[tokio::test]
+async fn unpublish_never_drops_a_slot_running_another_disk() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let a = c.create_volume(create("pvc-pa", "shared", 64 * MIB, None)).await.unwrap().volume.unwrap();
+    let b = c.create_volume(create("pvc-pb", "shared", 64 * MIB, None)).await.unwrap().volume.unwrap();
+    let (a_id, b_id) = (VolumeId::parse(&a.volume_id).unwrap(), VolumeId::parse(&b.volume_id).unwrap());
+    let slot = c.publish_volume(publish(&b.volume_id, "worker-1")).await.unwrap().publish_context["bus"].clone();
+    // Someone asks PVE to put A into B's slot; QEMU refuses, so A waits there as pending.
+    t.sim
+        .faults()
+        .add(Fault { method: Some("POST".into()), path_regex: "/qemu/101/config$".into(), action: FaultAction::HotplugError("busy".into()), count: Some(1), skip: None })
+        .unwrap();
+    let set = vec![(slot.clone(), a_id.volid())];
+    let cluster = c.cluster("sim").unwrap();
+    assert!(cluster.client.update_vm_config("pve1", 101, &set, std::time::Duration::from_secs(5)).await.is_err());
+    let (k, m) = code(c.unpublish_volume(unpublish(&a.volume_id, "worker-1")).await.unwrap_err());
+    assert_eq!(k, Code::FailedPrecondition, "{m}");
+    assert_eq!(running_slots(&c, "pve1", 101, &b_id.volid()).await, vec![slot], "B was detached");
+}
+
+/// DeleteVolume removes only the temporary snapshots it names itself; a
+/// snapshot taken by hand with a similar name keeps the volume.
+#[tokio::test]
+async fn delete_keeps_a_hand_made_snapshot_named_like_a_temporary_one() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let v = c.create_volume(create("pvc-hand", "local-lvm", 64 * MIB, Some("pve1"))).await.unwrap().volume.unwrap();
+    let cluster = c.cluster("sim").unwrap();
+    let h = cluster.holder_of(&VolumeId::parse(&v.volume_id).unwrap()).await.unwrap().unwrap();
+    cluster.client.create_snapshot(&h.node, h.vmid, "clone_by_hand", "admin", std::time::Duration::from_secs(5)).await.unwrap();
+    let (k, m) = code(c.delete_volume(delete(&v.volume_id)).await.unwrap_err());
+    assert_eq!(k, Code::FailedPrecondition, "{m}");
+    let snaps = cluster.client.snapshots(&h.node, h.vmid).await.unwrap();
+    assert!(snaps.iter().any(|s| s.name == "clone_by_hand"), "{snaps:?}");
+}

@@ -202,11 +202,10 @@ impl Controller {
             tracing::info!(volume = %id, "unpublish of an id that names no volume of this driver: nothing to do");
             return Ok(());
         };
+        // The holder owns the disk (its vmid is in the volume name) and is
+        // no node (require_vm), so the disk is never the target VM's own.
         let volid = id.volid();
-        debug_assert_eq!(owner_vmid(&volid), Some(holder.vmid));
-        if owner_vmid(&volid) == Some(vm.vmid) {
-            return Ok(());
-        }
+        tracing::debug!(volume = %id, holder = holder.vmid, vmid = vm.vmid, "detaching");
         let _vm_lock = cluster.lock_vm(vm.vmid).await;
         self.retry_contended(|| self.try_detach(cluster, &vm, &volid)).await
     }
@@ -216,10 +215,21 @@ impl Controller {
         let read = || async {
             client.vm_slots(&vm.node, vm.vmid).await.ctx(|| format!("reading pending config of VM {}", vm.vmid))
         };
-        let slots: Vec<String> = read().await?.into_iter().filter(|s| s.holds(volid)).map(|s| s.slot).collect();
-        if slots.is_empty() {
+        let views: Vec<SlotView> = read().await?.into_iter().filter(|s| s.holds(volid)).collect();
+        if views.is_empty() {
             return Ok(()); // not attached: nothing to do
         }
+        // unlink drops the whole slot: never one whose running disk is
+        // another (ours only waits there as someone's pending change).
+        if let Some(s) = views.iter().find(|s| s.current.as_ref().is_some_and(|d| d.volume != volid)) {
+            return Err(ControllerError::FailedPrecondition(format!(
+                "VM {} runs {} in {}, where {volid} is only pending; refusing to detach the slot",
+                vm.vmid,
+                s.current.as_ref().map(|d| d.volume.as_str()).unwrap_or(""),
+                s.slot
+            )));
+        }
+        let slots: Vec<String> = views.into_iter().map(|s| s.slot).collect();
         // unlink only drops a volume owned by another vmid from the config;
         // the disk itself is kept (it is owned by its holder VM).
         client.unlink(&vm.node, vm.vmid, &slots).await.ctx(|| format!("detaching {volid} from VM {}", vm.vmid))?;

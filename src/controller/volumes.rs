@@ -16,6 +16,14 @@ use crate::volume_id::{holder_name, shorten, SnapshotId, VolumeId, TOPOLOGY_REGI
 /// Prefix of the temporary snapshot a clone of a live volume is taken from.
 pub const TEMP_SNAPSHOT_PREFIX: &str = "clone_";
 
+/// Whether `name` is exactly a temporary clone snapshot this driver names
+/// (the prefix and 24 hex digits): a snapshot someone took by hand with a
+/// similar name is never removed as one.
+pub fn is_temp_snapshot(name: &str) -> bool {
+    name.strip_prefix(TEMP_SNAPSHOT_PREFIX)
+        .is_some_and(|h| h.len() == 24 && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+}
+
 /// Where a volume may be allocated: the cluster and its candidate nodes.
 pub(super) struct Placement {
     pub region: String,
@@ -514,9 +522,9 @@ impl Controller {
         }
         // Snapshots live in the holder and would go with it. A temporary
         // clone snapshot is not the user's: a clone interrupted for good
-        // left it (a running clone holds this disk's key).
+        // left it (a running clone of this process holds this disk's key).
         let snaps = cluster.client.snapshots(&holder.node, holder.vmid).await.ctx(|| format!("listing snapshots of holder VM {}", holder.vmid))?;
-        let (temp, kept): (Vec<_>, Vec<_>) = snaps.into_iter().partition(|s| s.name.starts_with(TEMP_SNAPSHOT_PREFIX));
+        let (temp, kept): (Vec<_>, Vec<_>) = snaps.into_iter().partition(|s| is_temp_snapshot(&s.name));
         if !kept.is_empty() {
             return Err(ControllerError::FailedPrecondition(format!(
                 "volume {id} has {} snapshot(s); delete them before the volume",
@@ -533,5 +541,17 @@ impl Controller {
         self.destroy_holder(cluster, &holder, &volid).await?;
         tracing::info!(volume = %id, holder = holder.vmid, "volume deleted");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn temporary_snapshot_names() {
+        let t = super::Controller::temp_snapshot_name("pvc-x");
+        assert!(super::is_temp_snapshot(&t), "{t}");
+        for other in ["clone_", "clone_by_hand", "clone_0123456789abcdef0123456", "s0123", &format!("{t}0")] {
+            assert!(!super::is_temp_snapshot(other), "{other}");
+        }
     }
 }
