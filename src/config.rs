@@ -66,7 +66,10 @@ impl ConfigFile {
         let mut seen = std::collections::HashSet::new();
         for c in &cfg.clusters {
             if c.region.is_empty() || c.region.contains('/') {
-                anyhow::bail!("clusters[].region {:?}: must be non-empty and contain no '/'", c.region);
+                anyhow::bail!(
+                    "clusters[].region {:?}: must be non-empty and contain no '/'",
+                    c.region
+                );
             }
             if !seen.insert(c.region.clone()) {
                 anyhow::bail!("clusters[].region {:?} appears twice", c.region);
@@ -79,14 +82,28 @@ impl ConfigFile {
 
 impl ClusterConfig {
     pub fn endpoint(&self) -> anyhow::Result<PveEndpoint> {
-        let credentials = match (&self.token_id, &self.token_secret, &self.username, &self.password) {
+        let credentials = match (
+            &self.token_id,
+            &self.token_secret,
+            &self.username,
+            &self.password,
+        ) {
             (Some(id), Some(secret), None, None) => {
                 if !id.contains('!') || !id.contains('@') {
-                    anyhow::bail!("clusters[{}].token_id {id:?}: expected USER@REALM!TOKENID", self.region);
+                    anyhow::bail!(
+                        "clusters[{}].token_id {id:?}: expected USER@REALM!TOKENID",
+                        self.region
+                    );
                 }
-                Credentials::Token { id: id.clone(), secret: secret.clone() }
+                Credentials::Token {
+                    id: id.clone(),
+                    secret: secret.clone(),
+                }
             }
-            (None, None, Some(u), Some(p)) => Credentials::Password { username: u.clone(), password: p.clone() },
+            (None, None, Some(u), Some(p)) => Credentials::Password {
+                username: u.clone(),
+                password: p.clone(),
+            },
             _ => anyhow::bail!(
                 "clusters[{}]: give either token_id + token_secret or username + password",
                 self.region
@@ -129,20 +146,34 @@ mod tests {
     fn rejects_mixed_or_missing_credentials() {
         let base = "clusters:\n  - region: a\n    url: https://h/api2/json\n";
         assert!(ConfigFile::parse(base).is_err());
-        assert!(ConfigFile::parse(&format!("{base}    token_id: u@pve!t\n    token_secret: s\n    password: p\n")).is_err());
-        assert!(ConfigFile::parse(&format!("{base}    token_id: nobang\n    token_secret: s\n")).is_err());
+        assert!(ConfigFile::parse(&format!(
+            "{base}    token_id: u@pve!t\n    token_secret: s\n    password: p\n"
+        ))
+        .is_err());
+        assert!(ConfigFile::parse(&format!(
+            "{base}    token_id: nobang\n    token_secret: s\n"
+        ))
+        .is_err());
     }
 
     #[test]
     fn plain_http_needs_allow_http() {
         let base = "clusters:\n  - region: a\n    url: http://h:8006/api2/json\n    token_id: u@pve!t\n    token_secret: s\n";
         let err = ConfigFile::parse(base).unwrap_err().to_string();
-        assert!(err.contains("allow_http: true") && err.contains("unencrypted"), "{err}");
+        assert!(
+            err.contains("allow_http: true") && err.contains("unencrypted"),
+            "{err}"
+        );
         let c = ConfigFile::parse(&format!("{base}    allow_http: true\n")).unwrap();
         assert!(c.clusters[0].allow_http);
         assert!(c.clusters[0].endpoint().unwrap().allow_http);
         // The key is only needed (and only does something) for http:// urls.
-        assert!(!ConfigFile::parse(&base.replace("http://", "https://")).unwrap().clusters[0].allow_http);
+        assert!(
+            !ConfigFile::parse(&base.replace("http://", "https://"))
+                .unwrap()
+                .clusters[0]
+                .allow_http
+        );
     }
 
     #[test]

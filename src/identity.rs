@@ -18,7 +18,10 @@ pub struct IdentityService {
 
 #[tonic::async_trait]
 impl Identity for IdentityService {
-    async fn get_plugin_info(&self, _r: Request<GetPluginInfoRequest>) -> Result<Response<GetPluginInfoResponse>, Status> {
+    async fn get_plugin_info(
+        &self,
+        _r: Request<GetPluginInfoRequest>,
+    ) -> Result<Response<GetPluginInfoResponse>, Status> {
         Ok(Response::new(GetPluginInfoResponse {
             name: self.driver_name.clone(),
             vendor_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -37,18 +40,24 @@ impl Identity for IdentityService {
         let mut capabilities: Vec<PluginCapability> = types
             .into_iter()
             .map(|t| PluginCapability {
-                r#type: Some(plugin_capability::Type::Service(plugin_capability::Service { r#type: t as i32 })),
+                r#type: Some(plugin_capability::Type::Service(
+                    plugin_capability::Service { r#type: t as i32 },
+                )),
             })
             .collect();
         if self.controller.is_some() {
             // Disks grow while attached (through the worker VM) or not (through the holder VM).
             capabilities.push(PluginCapability {
-                r#type: Some(plugin_capability::Type::VolumeExpansion(plugin_capability::VolumeExpansion {
-                    r#type: plugin_capability::volume_expansion::Type::Online as i32,
-                })),
+                r#type: Some(plugin_capability::Type::VolumeExpansion(
+                    plugin_capability::VolumeExpansion {
+                        r#type: plugin_capability::volume_expansion::Type::Online as i32,
+                    },
+                )),
             });
         }
-        Ok(Response::new(GetPluginCapabilitiesResponse { capabilities }))
+        Ok(Response::new(GetPluginCapabilitiesResponse {
+            capabilities,
+        }))
     }
 
     /// Answers for this process only, never asks PVE: the liveness sidecar restarts

@@ -23,7 +23,10 @@ impl InFlight {
         if !keys.insert(key.to_string()) {
             return None;
         }
-        Some(InFlightGuard { keys: self.keys.clone(), key: key.to_string() })
+        Some(InFlightGuard {
+            keys: self.keys.clone(),
+            key: key.to_string(),
+        })
     }
 }
 

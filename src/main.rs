@@ -9,7 +9,11 @@ use proxmox_csi::server;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "proxmox-csi", version, about = "Kubernetes CSI driver for Proxmox VE")]
+#[command(
+    name = "proxmox-csi",
+    version,
+    about = "Kubernetes CSI driver for Proxmox VE"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,7 +83,11 @@ enum Command {
     /// privileges, storages, worker VMs. Exit code 1 if any check fails.
     Doctor {
         /// Cluster configuration file (YAML), the same the controller reads.
-        #[arg(long, env = "PROXMOX_CSI_CONFIG", default_value = "/etc/proxmox-csi/config.yaml")]
+        #[arg(
+            long,
+            env = "PROXMOX_CSI_CONFIG",
+            default_value = "/etc/proxmox-csi/config.yaml"
+        )]
         config: std::path::PathBuf,
         /// Storage the StorageClasses will use (repeatable); default: every storage holding disk images.
         #[arg(long = "storage")]
@@ -106,16 +114,30 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The sandbox shows its own progress; driver logs would drown it.
-    let default_level = if matches!(cli.command, Command::Sandbox { .. } | Command::Bench(_) | Command::Doctor { .. }) { "warn" } else { "info" };
+    let default_level = if matches!(
+        cli.command,
+        Command::Sandbox { .. } | Command::Bench(_) | Command::Doctor { .. }
+    ) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, not in container logs.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Command::Sandbox { data_dir, fs_type, size_mib, write_mib } = cli.command {
+    if let Command::Sandbox {
+        data_dir,
+        fs_type,
+        size_mib,
+        write_mib,
+    } = cli.command
+    {
         return proxmox_csi::sandbox::run(proxmox_csi::sandbox::SandboxOptions {
             data_dir,
             size_bytes: size_mib << 20,
@@ -127,11 +149,21 @@ async fn main() -> anyhow::Result<()> {
     if let Command::Bench(args) = cli.command {
         std::process::exit(proxmox_csi::bench::main(args).await?);
     }
-    if let Command::Doctor { config, storages, node_ids, output } = cli.command {
+    if let Command::Doctor {
+        config,
+        storages,
+        node_ids,
+        output,
+    } = cli.command
+    {
         let cfg = proxmox_csi::config::ConfigFile::load(&config)?;
         let opts = proxmox_csi::doctor::DoctorOptions { storages, node_ids };
         let report = proxmox_csi::doctor::run(&cfg, &opts).await;
-        let text = if output == "json" { serde_json::to_string_pretty(&report.to_json())? + "\n" } else { report.to_text() };
+        let text = if output == "json" {
+            serde_json::to_string_pretty(&report.to_json())? + "\n"
+        } else {
+            report.to_text()
+        };
         // A closed pipe (`doctor | head`) is not an error worth a panic.
         let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
         std::process::exit(report.exit_code());
@@ -139,10 +171,20 @@ async fn main() -> anyhow::Result<()> {
     let (serve, controller, node) = match cli.command {
         Command::Controller { serve, controller } => (serve, Some(controller), None),
         Command::Node { serve, node } => (serve, None, Some(node)),
-        Command::All { serve, controller, node } => (serve, Some(controller), Some(node)),
-        Command::Sandbox { .. } | Command::Bench(_) | Command::Doctor { .. } => unreachable!("handled above"),
+        Command::All {
+            serve,
+            controller,
+            node,
+        } => (serve, Some(controller), Some(node)),
+        Command::Sandbox { .. } | Command::Bench(_) | Command::Doctor { .. } => {
+            unreachable!("handled above")
+        }
     };
-    let ServeArgs { endpoint, driver_name, metrics_address } = serve;
+    let ServeArgs {
+        endpoint,
+        driver_name,
+        metrics_address,
+    } = serve;
     if let Some(addr) = metrics_address {
         // Bound before serving CSI so a taken port fails the start instead of going unnoticed.
         let listener = proxmox_csi::metrics::http::bind(addr).await?;
@@ -153,11 +195,17 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    let label = controller.as_ref().filter(|c| c.label_nodes).map(|c| std::time::Duration::from_secs(c.label_interval));
+    let label = controller
+        .as_ref()
+        .filter(|c| c.label_nodes)
+        .map(|c| std::time::Duration::from_secs(c.label_interval));
     let controller = controller.map(|c| c.build()).transpose()?.map(Arc::new);
     if let Some(c) = &controller {
         // PVE reachability as the proxmox_csi_pve_up gauge; Probe does not ask PVE.
-        tokio::spawn(proxmox_csi::metrics::pve_up::run(c.clone(), proxmox_csi::metrics::pve_up::INTERVAL));
+        tokio::spawn(proxmox_csi::metrics::pve_up::run(
+            c.clone(),
+            proxmox_csi::metrics::pve_up::INTERVAL,
+        ));
     }
     if let (Some(interval), Some(c)) = (label, &controller) {
         let api = proxmox_csi::kube::ApiServer::in_cluster()?;
@@ -167,8 +215,18 @@ async fn main() -> anyhow::Result<()> {
         Some(n) => Some(NodeService::new(n.resolve().await?)),
         None => None,
     };
-    let identity = IdentityService { driver_name, controller: controller.clone() };
+    let identity = IdentityService {
+        driver_name,
+        controller: controller.clone(),
+    };
     let listener = server::bind(&endpoint)?;
     tracing::info!(%endpoint, controller = controller.is_some(), node = node.is_some(), "serving CSI");
-    server::serve(listener, identity, controller.map(|inner| ControllerService { inner }), node, shutdown_signal()).await
+    server::serve(
+        listener,
+        identity,
+        controller.map(|inner| ControllerService { inner }),
+        node,
+        shutdown_signal(),
+    )
+    .await
 }

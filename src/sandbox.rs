@@ -110,52 +110,89 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
             std::fs::canonicalize(d)?
         }
         None => {
-            tmp = tempfile::Builder::new().prefix("proxmox-csi-sandbox.").tempdir()?;
+            tmp = tempfile::Builder::new()
+                .prefix("proxmox-csi-sandbox.")
+                .tempdir()?;
             tmp.path().to_path_buf()
         }
     };
-    println!("proxmox-csi sandbox: driver + Proxmox VE simulator in {}", data_dir.display());
-    let fs_type = opts.fs_type.clone().unwrap_or_else(harness::default_fs_type);
+    println!(
+        "proxmox-csi sandbox: driver + Proxmox VE simulator in {}",
+        data_dir.display()
+    );
+    let fs_type = opts
+        .fs_type
+        .clone()
+        .unwrap_or_else(harness::default_fs_type);
     let mut p = Progress { n: 0, total: 19 };
 
     // 1. Simulator.
     let sim_dir = data_dir.join("sim");
     let (sim, base_url) = p
-        .step("start Proxmox VE simulator (cluster sim, nodes pve1+pve2)", start_sim(SimConfig::default_for(sim_dir.clone())))
+        .step(
+            "start Proxmox VE simulator (cluster sim, nodes pve1+pve2)",
+            start_sim(SimConfig::default_for(sim_dir.clone())),
+        )
         .await?;
     p.note(&format!("API at {base_url}, token {TOKEN_ID}"));
 
     // 2. Driver.
     let socket = data_dir.join("csi.sock");
     let mut c: CsiClients = p
-        .step("start driver (controller + node as VM worker-1)", start_driver(&sim, &base_url, &socket, &data_dir))
+        .step(
+            "start driver (controller + node as VM worker-1)",
+            start_driver(&sim, &base_url, &socket, &data_dir),
+        )
         .await?;
 
     let info = p
         .step("Probe + GetPluginInfo", async {
             let ready = c.identity.probe(ProbeRequest {}).await?.into_inner().ready;
             anyhow::ensure!(ready == Some(true), "probe not ready");
-            Ok(c.identity.get_plugin_info(GetPluginInfoRequest {}).await?.into_inner())
+            Ok(c.identity
+                .get_plugin_info(GetPluginInfoRequest {})
+                .await?
+                .into_inner())
         })
         .await?;
     p.note(&format!("{} {}", info.name, info.vendor_version));
 
     let cap = mount_cap(&fs_type);
     let volume = p
-        .step(&format!("CreateVolume {} MiB on thin LVM 'local-lvm' of pve1", opts.size_bytes >> 20), async {
-            let topo = worker_topology();
-            let req = CreateVolumeRequest {
-                name: "sandbox-volume".into(),
-                capacity_range: Some(CapacityRange { required_bytes: opts.size_bytes as i64, limit_bytes: 0 }),
-                volume_capabilities: vec![cap.clone()],
-                parameters: HashMap::from([("storage".into(), STORAGE.into())]),
-                accessibility_requirements: Some(TopologyRequirement { requisite: vec![topo.clone()], preferred: vec![topo] }),
-                ..Default::default()
-            };
-            Ok(c.controller.create_volume(req).await?.into_inner().volume.unwrap_or_default())
-        })
+        .step(
+            &format!(
+                "CreateVolume {} MiB on thin LVM 'local-lvm' of pve1",
+                opts.size_bytes >> 20
+            ),
+            async {
+                let topo = worker_topology();
+                let req = CreateVolumeRequest {
+                    name: "sandbox-volume".into(),
+                    capacity_range: Some(CapacityRange {
+                        required_bytes: opts.size_bytes as i64,
+                        limit_bytes: 0,
+                    }),
+                    volume_capabilities: vec![cap.clone()],
+                    parameters: HashMap::from([("storage".into(), STORAGE.into())]),
+                    accessibility_requirements: Some(TopologyRequirement {
+                        requisite: vec![topo.clone()],
+                        preferred: vec![topo],
+                    }),
+                    ..Default::default()
+                };
+                Ok(c.controller
+                    .create_volume(req)
+                    .await?
+                    .into_inner()
+                    .volume
+                    .unwrap_or_default())
+            },
+        )
         .await?;
-    p.note(&format!("volume_id {} ({} bytes)", volume.volume_id, volume.capacity_bytes));
+    p.note(&format!(
+        "volume_id {} ({} bytes)",
+        volume.volume_id, volume.capacity_bytes
+    ));
     let vid = volume.volume_id.clone();
 
     let device_dir = sim.guest_by_id_dir(harness::WORKER_VMID);
@@ -166,29 +203,63 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
     for dir in [data_dir.clone(), data_dir.join("restored")] {
         let staging = dir.join("staging");
         let target = dir.join("target");
-        for v in c.controller.list_volumes(ListVolumesRequest::default()).await.map(|r| r.into_inner().entries).unwrap_or_default() {
+        for v in c
+            .controller
+            .list_volumes(ListVolumesRequest::default())
+            .await
+            .map(|r| r.into_inner().entries)
+            .unwrap_or_default()
+        {
             let Some(v) = v.volume else { continue };
             let _ = unmount_from_worker(&mut c, &v.volume_id, &staging, &target).await;
         }
     }
-    for s in c.controller.list_snapshots(ListSnapshotsRequest::default()).await.map(|r| r.into_inner().entries).unwrap_or_default() {
+    for s in c
+        .controller
+        .list_snapshots(ListSnapshotsRequest::default())
+        .await
+        .map(|r| r.into_inner().entries)
+        .unwrap_or_default()
+    {
         if let Some(s) = s.snapshot {
-            let _ = c.controller.delete_snapshot(DeleteSnapshotRequest { snapshot_id: s.snapshot_id, secrets: Default::default() }).await;
+            let _ = c
+                .controller
+                .delete_snapshot(DeleteSnapshotRequest {
+                    snapshot_id: s.snapshot_id,
+                    secrets: Default::default(),
+                })
+                .await;
         }
     }
-    p.step("ControllerUnpublishVolume (hot-unplug from worker-1)", async {
+    p.step(
+        "ControllerUnpublishVolume (hot-unplug from worker-1)",
+        async {
+            c.controller
+                .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+                    volume_id: vid.clone(),
+                    node_id: WORKER.into(),
+                    secrets: Default::default(),
+                })
+                .await?;
+            Ok(())
+        },
+    )
+    .await?;
+    p.step("DeleteVolume", async {
         c.controller
-            .controller_unpublish_volume(ControllerUnpublishVolumeRequest { volume_id: vid.clone(), node_id: WORKER.into(), secrets: Default::default() })
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: vid.clone(),
+                secrets: Default::default(),
+            })
             .await?;
         Ok(())
     })
     .await?;
-    p.step("DeleteVolume", async {
-        c.controller.delete_volume(DeleteVolumeRequest { volume_id: vid.clone(), secrets: Default::default() }).await?;
-        Ok(())
-    })
+    p.step(
+        "check: no volume, loop device or mount left",
+        check_clean(&mut c, &data_dir),
+    )
     .await?;
-    p.step("check: no volume, loop device or mount left", check_clean(&mut c, &data_dir)).await?;
     sim.detach_all();
     result?;
     println!("sandbox finished: every step passed");
@@ -197,17 +268,31 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
 
 /// The part between create and delete; errors here still get cleaned up.
 /// Stage and publish a volume on worker-1; returns its target path.
-async fn mount_on_worker(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &VolumeCapability, dir: &Path, what: &str) -> anyhow::Result<(HashMap<String, String>, PathBuf, PathBuf)> {
+async fn mount_on_worker(
+    p: &mut Progress,
+    c: &mut CsiClients,
+    vid: &str,
+    cap: &VolumeCapability,
+    dir: &Path,
+    what: &str,
+) -> anyhow::Result<(HashMap<String, String>, PathBuf, PathBuf)> {
     let ctx = p
-        .step(&format!("ControllerPublishVolume {what}(hot-plug into worker-1)"), async {
-            let req = ControllerPublishVolumeRequest {
-                volume_id: vid.into(),
-                node_id: WORKER.into(),
-                volume_capability: Some(cap.clone()),
-                ..Default::default()
-            };
-            Ok(c.controller.controller_publish_volume(req).await?.into_inner().publish_context)
-        })
+        .step(
+            &format!("ControllerPublishVolume {what}(hot-plug into worker-1)"),
+            async {
+                let req = ControllerPublishVolumeRequest {
+                    volume_id: vid.into(),
+                    node_id: WORKER.into(),
+                    volume_capability: Some(cap.clone()),
+                    ..Default::default()
+                };
+                Ok(c.controller
+                    .controller_publish_volume(req)
+                    .await?
+                    .into_inner()
+                    .publish_context)
+            },
+        )
         .await?;
     p.note(&format!("publish_context {ctx:?}"));
     let staging = dir.join("staging");
@@ -216,16 +301,32 @@ async fn mount_on_worker(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &
         Some(AccessType::Mount(m)) => m.fs_type.clone(),
         _ => String::new(),
     };
-    p.step(&format!("NodeStage + NodePublish {what}(wwn lookup, mkfs.{fs} if blank)"), async {
-        stage_and_publish(c, vid, cap, &ctx, &staging, &target).await
-    })
+    p.step(
+        &format!("NodeStage + NodePublish {what}(wwn lookup, mkfs.{fs} if blank)"),
+        async { stage_and_publish(c, vid, cap, &ctx, &staging, &target).await },
+    )
     .await?;
     Ok((ctx, staging, target))
 }
 
-async fn unmount_from_worker(c: &mut CsiClients, vid: &str, staging: &Path, target: &Path) -> anyhow::Result<()> {
-    c.node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: vid.into(), target_path: target.to_string_lossy().into() }).await?;
-    c.node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: vid.into(), staging_target_path: staging.to_string_lossy().into() }).await?;
+async fn unmount_from_worker(
+    c: &mut CsiClients,
+    vid: &str,
+    staging: &Path,
+    target: &Path,
+) -> anyhow::Result<()> {
+    c.node
+        .node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: vid.into(),
+            target_path: target.to_string_lossy().into(),
+        })
+        .await?;
+    c.node
+        .node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: vid.into(),
+            staging_target_path: staging.to_string_lossy().into(),
+        })
+        .await?;
     anyhow::ensure!(!target.exists(), "target {} still exists", target.display());
     Ok(())
 }
@@ -242,13 +343,24 @@ async fn grow_ext4_offline(
     device_dir: &Path,
 ) -> anyhow::Result<()> {
     unmount_from_worker(c, vid, staging, target).await?;
-    let wwn = ctx.get(crate::contract::PUBLISH_CONTEXT_WWN).ok_or_else(|| anyhow::anyhow!("publish_context has no wwn"))?;
+    let wwn = ctx
+        .get(crate::contract::PUBLISH_CONTEXT_WWN)
+        .ok_or_else(|| anyhow::anyhow!("publish_context has no wwn"))?;
     let device = std::fs::canonicalize(device_dir.join(format!("wwn-{wwn}")))?;
     for (tool, args) in [("e2fsck", vec!["-f", "-y"]), ("resize2fs", vec![])] {
-        let out = tokio::process::Command::new(tool).args(&args).arg(&device).output().await?;
+        let out = tokio::process::Command::new(tool)
+            .args(&args)
+            .arg(&device)
+            .output()
+            .await?;
         // e2fsck exits 1 when it fixed something, which is fine here.
         let ok = out.status.success() || (tool == "e2fsck" && out.status.code() == Some(1));
-        anyhow::ensure!(ok, "{tool} {}: {}", device.display(), String::from_utf8_lossy(&out.stderr).trim());
+        anyhow::ensure!(
+            ok,
+            "{tool} {}: {}",
+            device.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     stage_and_publish(c, vid, cap, ctx, staging, target).await
 }
@@ -300,73 +412,141 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
 async fn bytes_total(c: &mut CsiClients, vid: &str, target: &Path) -> anyhow::Result<VolumeUsage> {
     let r = c
         .node
-        .node_get_volume_stats(NodeGetVolumeStatsRequest { volume_id: vid.into(), volume_path: target.to_string_lossy().into(), staging_target_path: String::new() })
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: vid.into(),
+            volume_path: target.to_string_lossy().into(),
+            staging_target_path: String::new(),
+        })
         .await?
         .into_inner();
-    Ok(r.usage.iter().find(|u| u.unit == volume_usage::Unit::Bytes as i32).cloned().unwrap_or_default())
+    Ok(r.usage
+        .iter()
+        .find(|u| u.unit == volume_usage::Unit::Bytes as i32)
+        .cloned()
+        .unwrap_or_default())
 }
 
 /// The part between create and delete; errors here still get cleaned up.
-async fn lifecycle(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &VolumeCapability, data_dir: &Path, device_dir: &Path, opts: &SandboxOptions) -> anyhow::Result<()> {
+async fn lifecycle(
+    p: &mut Progress,
+    c: &mut CsiClients,
+    vid: &str,
+    cap: &VolumeCapability,
+    data_dir: &Path,
+    device_dir: &Path,
+    opts: &SandboxOptions,
+) -> anyhow::Result<()> {
     let (ctx, staging, target) = mount_on_worker(p, c, vid, cap, data_dir, "").await?;
     let digest = p
-        .step(&format!("write {} MiB through the mount, fsync, read back", opts.write_bytes >> 20), async {
-            let t = target.clone();
-            let n = opts.write_bytes;
-            tokio::task::spawn_blocking(move || write_and_verify(&t, n)).await?
-        })
+        .step(
+            &format!(
+                "write {} MiB through the mount, fsync, read back",
+                opts.write_bytes >> 20
+            ),
+            async {
+                let t = target.clone();
+                let n = opts.write_bytes;
+                tokio::task::spawn_blocking(move || write_and_verify(&t, n)).await?
+            },
+        )
         .await?;
     p.note(&format!("sha256 {digest}"));
     let usage = p
         .step("NodeGetVolumeStats", async {
             let bytes = bytes_total(c, vid, &target).await?;
-            anyhow::ensure!(bytes.used as u64 >= opts.write_bytes, "used {} < written {}", bytes.used, opts.write_bytes);
+            anyhow::ensure!(
+                bytes.used as u64 >= opts.write_bytes,
+                "used {} < written {}",
+                bytes.used,
+                opts.write_bytes
+            );
             Ok(bytes)
         })
         .await?;
-    p.note(&format!("used {} MiB of {} MiB", usage.used >> 20, usage.total >> 20));
+    p.note(&format!(
+        "used {} MiB of {} MiB",
+        usage.used >> 20,
+        usage.total >> 20
+    ));
 
     let snapshot = p
-        .step("CreateSnapshot (thin LVM snapshot via the holder VM)", async {
-            let req = CreateSnapshotRequest { source_volume_id: vid.into(), name: "sandbox-snapshot".into(), ..Default::default() };
-            Ok(c.controller.create_snapshot(req).await?.into_inner().snapshot.unwrap_or_default())
-        })
+        .step(
+            "CreateSnapshot (thin LVM snapshot via the holder VM)",
+            async {
+                let req = CreateSnapshotRequest {
+                    source_volume_id: vid.into(),
+                    name: "sandbox-snapshot".into(),
+                    ..Default::default()
+                };
+                Ok(c.controller
+                    .create_snapshot(req)
+                    .await?
+                    .into_inner()
+                    .snapshot
+                    .unwrap_or_default())
+            },
+        )
         .await?;
     p.note(&format!("snapshot_id {}", snapshot.snapshot_id));
 
     let grown = opts.size_bytes * 2;
-    let after = p.step(&format!("ControllerExpandVolume + NodeExpandVolume to {} MiB (online)", grown >> 20), async {
-        let req = ControllerExpandVolumeRequest {
-            volume_id: vid.into(),
-            capacity_range: Some(CapacityRange { required_bytes: grown as i64, limit_bytes: 0 }),
-            volume_capability: Some(cap.clone()),
-            ..Default::default()
-        };
-        let r = c.controller.controller_expand_volume(req).await?.into_inner();
-        anyhow::ensure!(r.capacity_bytes as u64 == grown, "controller reports {} bytes", r.capacity_bytes);
-        let req = NodeExpandVolumeRequest {
-            volume_id: vid.into(),
-            volume_path: target.to_string_lossy().into(),
-            capacity_range: Some(CapacityRange { required_bytes: grown as i64, limit_bytes: 0 }),
-            staging_target_path: staging.to_string_lossy().into(),
-            volume_capability: Some(cap.clone()),
-            ..Default::default()
-        };
-        let mut offline = false;
-        if let Err(e) = c.node.node_expand_volume(req).await {
-            // ext4 grows online only for holders of CAP_SYS_RESOURCE; where
-            // the host withholds it, grow it the way an admin would: offline.
-            if !e.message().contains("CAP_SYS_RESOURCE") {
-                return Err(e.into());
-            }
-            grow_ext4_offline(c, vid, cap, &ctx, &staging, &target, device_dir).await?;
-            offline = true;
-        }
-        let after = bytes_total(c, vid, &target).await?;
-        anyhow::ensure!(after.total > usage.total + (opts.size_bytes as i64) / 2, "filesystem is {} bytes after expansion", after.total);
-        Ok((after, offline))
-    })
-    .await?;
+    let after = p
+        .step(
+            &format!(
+                "ControllerExpandVolume + NodeExpandVolume to {} MiB (online)",
+                grown >> 20
+            ),
+            async {
+                let req = ControllerExpandVolumeRequest {
+                    volume_id: vid.into(),
+                    capacity_range: Some(CapacityRange {
+                        required_bytes: grown as i64,
+                        limit_bytes: 0,
+                    }),
+                    volume_capability: Some(cap.clone()),
+                    ..Default::default()
+                };
+                let r = c
+                    .controller
+                    .controller_expand_volume(req)
+                    .await?
+                    .into_inner();
+                anyhow::ensure!(
+                    r.capacity_bytes as u64 == grown,
+                    "controller reports {} bytes",
+                    r.capacity_bytes
+                );
+                let req = NodeExpandVolumeRequest {
+                    volume_id: vid.into(),
+                    volume_path: target.to_string_lossy().into(),
+                    capacity_range: Some(CapacityRange {
+                        required_bytes: grown as i64,
+                        limit_bytes: 0,
+                    }),
+                    staging_target_path: staging.to_string_lossy().into(),
+                    volume_capability: Some(cap.clone()),
+                    ..Default::default()
+                };
+                let mut offline = false;
+                if let Err(e) = c.node.node_expand_volume(req).await {
+                    // ext4 grows online only for holders of CAP_SYS_RESOURCE; where
+                    // the host withholds it, grow it the way an admin would: offline.
+                    if !e.message().contains("CAP_SYS_RESOURCE") {
+                        return Err(e.into());
+                    }
+                    grow_ext4_offline(c, vid, cap, &ctx, &staging, &target, device_dir).await?;
+                    offline = true;
+                }
+                let after = bytes_total(c, vid, &target).await?;
+                anyhow::ensure!(
+                    after.total > usage.total + (opts.size_bytes as i64) / 2,
+                    "filesystem is {} bytes after expansion",
+                    after.total
+                );
+                Ok((after, offline))
+            },
+        )
+        .await?;
     let (after, offline) = after;
     if offline {
         p.note("this host refuses to grow a mounted ext4 (no CAP_SYS_RESOURCE): unmounted, grown with e2fsck + resize2fs, mounted again");
@@ -375,44 +555,81 @@ async fn lifecycle(p: &mut Progress, c: &mut CsiClients, vid: &str, cap: &Volume
 
     let restore_dir = data_dir.join("restored");
     let restored = p
-        .step("CreateVolume from the snapshot (full clone of the holder)", async {
-            let req = CreateVolumeRequest {
-                name: "sandbox-restored".into(),
-                capacity_range: Some(CapacityRange { required_bytes: opts.size_bytes as i64, limit_bytes: 0 }),
-                volume_capabilities: vec![cap.clone()],
-                parameters: HashMap::from([("storage".into(), STORAGE.into())]),
-                volume_content_source: Some(VolumeContentSource {
-                    r#type: Some(volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource { snapshot_id: snapshot.snapshot_id.clone() })),
-                }),
-                ..Default::default()
-            };
-            Ok(c.controller.create_volume(req).await?.into_inner().volume.unwrap_or_default())
-        })
+        .step(
+            "CreateVolume from the snapshot (full clone of the holder)",
+            async {
+                let req = CreateVolumeRequest {
+                    name: "sandbox-restored".into(),
+                    capacity_range: Some(CapacityRange {
+                        required_bytes: opts.size_bytes as i64,
+                        limit_bytes: 0,
+                    }),
+                    volume_capabilities: vec![cap.clone()],
+                    parameters: HashMap::from([("storage".into(), STORAGE.into())]),
+                    volume_content_source: Some(VolumeContentSource {
+                        r#type: Some(volume_content_source::Type::Snapshot(
+                            volume_content_source::SnapshotSource {
+                                snapshot_id: snapshot.snapshot_id.clone(),
+                            },
+                        )),
+                    }),
+                    ..Default::default()
+                };
+                Ok(c.controller
+                    .create_volume(req)
+                    .await?
+                    .into_inner()
+                    .volume
+                    .unwrap_or_default())
+            },
+        )
         .await?;
     let rid = restored.volume_id.clone();
     p.note(&format!("volume_id {rid}"));
-    let (_, rstaging, rtarget) = mount_on_worker(p, c, &rid, cap, &restore_dir, "of the restore ").await?;
+    let (_, rstaging, rtarget) =
+        mount_on_worker(p, c, &rid, cap, &restore_dir, "of the restore ").await?;
     let check = p
-        .step("restored data equals what was written before the snapshot", async {
-            let f = rtarget.join("sandbox-data.bin");
-            let got = tokio::task::spawn_blocking(move || sha256_file(&f)).await??;
-            anyhow::ensure!(got == digest, "restored file has sha256 {got}");
-            Ok(())
-        })
+        .step(
+            "restored data equals what was written before the snapshot",
+            async {
+                let f = rtarget.join("sandbox-data.bin");
+                let got = tokio::task::spawn_blocking(move || sha256_file(&f)).await??;
+                anyhow::ensure!(got == digest, "restored file has sha256 {got}");
+                Ok(())
+            },
+        )
         .await;
     let cleanup = p
         .step("remove the restore and the snapshot", async {
             unmount_from_worker(c, &rid, &rstaging, &rtarget).await?;
             c.controller
-                .controller_unpublish_volume(ControllerUnpublishVolumeRequest { volume_id: rid.clone(), node_id: WORKER.into(), secrets: Default::default() })
+                .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+                    volume_id: rid.clone(),
+                    node_id: WORKER.into(),
+                    secrets: Default::default(),
+                })
                 .await?;
-            c.controller.delete_volume(DeleteVolumeRequest { volume_id: rid.clone(), secrets: Default::default() }).await?;
-            c.controller.delete_snapshot(DeleteSnapshotRequest { snapshot_id: snapshot.snapshot_id.clone(), secrets: Default::default() }).await?;
+            c.controller
+                .delete_volume(DeleteVolumeRequest {
+                    volume_id: rid.clone(),
+                    secrets: Default::default(),
+                })
+                .await?;
+            c.controller
+                .delete_snapshot(DeleteSnapshotRequest {
+                    snapshot_id: snapshot.snapshot_id.clone(),
+                    secrets: Default::default(),
+                })
+                .await?;
             Ok(())
         })
         .await;
     check?;
     cleanup?;
-    p.step("NodeUnpublishVolume + NodeUnstageVolume", unmount_from_worker(c, vid, &staging, &target)).await?;
+    p.step(
+        "NodeUnpublishVolume + NodeUnstageVolume",
+        unmount_from_worker(c, vid, &staging, &target),
+    )
+    .await?;
     Ok(())
 }

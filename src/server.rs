@@ -5,9 +5,9 @@ use crate::csi::controller_server::ControllerServer;
 use crate::csi::identity_server::IdentityServer;
 use crate::csi::node_server::{Node, NodeServer};
 use crate::identity::IdentityService;
+use futures::TryStreamExt;
 use std::path::PathBuf;
 use tokio::net::UnixListener;
-use futures::TryStreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
 /// `unix:///csi/csi.sock`, `unix:/csi/csi.sock` or a bare path.
@@ -33,7 +33,8 @@ pub fn bind(endpoint: &str) -> anyhow::Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => anyhow::bail!("cannot remove stale socket {}: {e}", path.display()),
     }
-    UnixListener::bind(&path).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))
+    UnixListener::bind(&path)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))
 }
 
 /// Run Identity plus whichever of Controller and Node this process serves,
@@ -52,8 +53,11 @@ pub async fn serve<N: Node>(
         .add_optional_service(controller.map(ControllerServer::new))
         .add_optional_service(node.map(NodeServer::new));
     // Clients other than grpc-go send the socket path as :authority, which h2 refuses.
-    let incoming = UnixListenerStream::new(listener).map_ok(crate::uds_authority::AuthorityFix::new);
-    router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+    let incoming =
+        UnixListenerStream::new(listener).map_ok(crate::uds_authority::AuthorityFix::new);
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
     Ok(())
 }
 
@@ -63,9 +67,18 @@ mod tests {
 
     #[test]
     fn endpoint_forms() {
-        assert_eq!(socket_path("unix:///csi/csi.sock").unwrap(), PathBuf::from("/csi/csi.sock"));
-        assert_eq!(socket_path("unix:/csi/csi.sock").unwrap(), PathBuf::from("/csi/csi.sock"));
-        assert_eq!(socket_path("/tmp/x.sock").unwrap(), PathBuf::from("/tmp/x.sock"));
+        assert_eq!(
+            socket_path("unix:///csi/csi.sock").unwrap(),
+            PathBuf::from("/csi/csi.sock")
+        );
+        assert_eq!(
+            socket_path("unix:/csi/csi.sock").unwrap(),
+            PathBuf::from("/csi/csi.sock")
+        );
+        assert_eq!(
+            socket_path("/tmp/x.sock").unwrap(),
+            PathBuf::from("/tmp/x.sock")
+        );
         assert!(socket_path("tcp://1.2.3.4:5").is_err());
         assert!(socket_path("unix://").is_err());
     }

@@ -73,7 +73,15 @@ impl<IO> AuthorityFix<IO> {
         // The client sizes its table by the server's SETTINGS_HEADER_TABLE_SIZE
         // (4096 unless changed); be lenient so a larger one never breaks decoding.
         decoder.set_max_allowed_table_size(1 << 16);
-        AuthorityFix { inner, mode: Mode::Preface(0), raw: BytesMut::new(), out: BytesMut::new(), block: None, decoder, eof: false }
+        AuthorityFix {
+            inner,
+            mode: Mode::Preface(0),
+            raw: BytesMut::new(),
+            out: BytesMut::new(),
+            block: None,
+            decoder,
+            eof: false,
+        }
     }
 
     /// Move what can be handled from `raw` to `out`.
@@ -96,25 +104,35 @@ impl<IO> AuthorityFix<IO> {
                     }
                     let part = self.raw.split_to(n);
                     self.out.extend_from_slice(&part);
-                    self.mode = if matched + n == PREFACE.len() { Mode::Frames } else { Mode::Preface(matched + n) };
+                    self.mode = if matched + n == PREFACE.len() {
+                        Mode::Frames
+                    } else {
+                        Mode::Preface(matched + n)
+                    };
                 }
                 Mode::Frames => {
                     if self.raw.len() < FRAME_HEADER {
                         return Ok(());
                     }
-                    let len = u32::from_be_bytes([0, self.raw[0], self.raw[1], self.raw[2]]) as usize;
+                    let len =
+                        u32::from_be_bytes([0, self.raw[0], self.raw[1], self.raw[2]]) as usize;
                     if self.raw.len() < FRAME_HEADER + len {
                         return Ok(());
                     }
                     let mut frame = self.raw.split_to(FRAME_HEADER + len).freeze();
                     let kind = frame[3];
                     let flags = frame[4];
-                    let stream_id = u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) & 0x7fff_ffff;
+                    let stream_id =
+                        u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) & 0x7fff_ffff;
                     frame.advance(FRAME_HEADER);
                     match (kind, &mut self.block) {
                         (HEADERS, None) => {
                             let fragment = headers_fragment(frame, flags)?;
-                            self.block = Some(Block { stream_id, end_stream: flags & END_STREAM != 0, fragment: BytesMut::from(&fragment[..]) });
+                            self.block = Some(Block {
+                                stream_id,
+                                end_stream: flags & END_STREAM != 0,
+                                fragment: BytesMut::from(&fragment[..]),
+                            });
                         }
                         (CONTINUATION, Some(b)) if b.stream_id == stream_id => {
                             if b.fragment.len() + frame.len() > MAX_BLOCK {
@@ -125,7 +143,8 @@ impl<IO> AuthorityFix<IO> {
                         // RFC 9113 §6.10: nothing may come between a HEADERS and its CONTINUATIONs.
                         (_, Some(_)) => return Err(invalid("HTTP/2 header block interrupted")),
                         (_, None) => {
-                            self.out.put_slice(&frame_header(len, kind, flags, stream_id));
+                            self.out
+                                .put_slice(&frame_header(len, kind, flags, stream_id));
                             self.out.extend_from_slice(&frame);
                             continue;
                         }
@@ -140,10 +159,15 @@ impl<IO> AuthorityFix<IO> {
     }
 
     fn emit_block(&mut self, b: Block) -> io::Result<()> {
-        let headers = self.decoder.decode(&b.fragment).map_err(|e| invalid(&format!("HPACK: {e:?}")))?;
+        let headers = self
+            .decoder
+            .decode(&b.fragment)
+            .map_err(|e| invalid(&format!("HPACK: {e:?}")))?;
         let mut block = Vec::with_capacity(b.fragment.len() * 2);
         for (name, value) in &headers {
-            let value: &[u8] = if name == b":authority" && http::uri::Authority::try_from(value.as_slice()).is_err() {
+            let value: &[u8] = if name == b":authority"
+                && http::uri::Authority::try_from(value.as_slice()).is_err()
+            {
                 LOCAL_AUTHORITY
             } else {
                 value
@@ -157,15 +181,21 @@ impl<IO> AuthorityFix<IO> {
         let mut first = true;
         if block.is_empty() {
             let flags = END_HEADERS | if b.end_stream { END_STREAM } else { 0 };
-            self.out.put_slice(&frame_header(0, HEADERS, flags, b.stream_id));
+            self.out
+                .put_slice(&frame_header(0, HEADERS, flags, b.stream_id));
         }
         while let Some(chunk) = chunks.next() {
             let last = chunks.peek().is_none();
-            let (kind, mut flags) = if first { (HEADERS, if b.end_stream { END_STREAM } else { 0 }) } else { (CONTINUATION, 0) };
+            let (kind, mut flags) = if first {
+                (HEADERS, if b.end_stream { END_STREAM } else { 0 })
+            } else {
+                (CONTINUATION, 0)
+            };
             if last {
                 flags |= END_HEADERS;
             }
-            self.out.put_slice(&frame_header(chunk.len(), kind, flags, b.stream_id));
+            self.out
+                .put_slice(&frame_header(chunk.len(), kind, flags, b.stream_id));
             self.out.put_slice(chunk);
             first = false;
         }
@@ -228,7 +258,11 @@ fn invalid(why: &str) -> io::Error {
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFix<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             if !this.out.is_empty() {
@@ -263,11 +297,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFix<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<IO> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -284,7 +326,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<IO> {
     }
 }
 
-impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected for AuthorityFix<IO> {
+impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected
+    for AuthorityFix<IO>
+{
     type ConnectInfo = IO::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
@@ -331,12 +375,18 @@ mod tests {
     async fn bad_authority_becomes_localhost_and_state_is_kept() {
         let mut enc = loona_hpack::Encoder::new();
         // The encoder indexes these, so the second block refers to the dynamic table.
-        let h1: Vec<(&[u8], &[u8])> = vec![(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/csi.v1.Identity/Probe"), (b":authority", b"tmp%2Fx%2Fcsi.sock"), (b"te", b"trailers")];
+        let h1: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/csi.v1.Identity/Probe"),
+            (b":authority", b"tmp%2Fx%2Fcsi.sock"),
+            (b"te", b"trailers"),
+        ];
         let b1 = enc.encode(h1.iter().map(|(n, v)| (*n, *v)));
         let b2 = enc.encode(h1.iter().map(|(n, v)| (*n, *v)));
         let mut input = PREFACE.to_vec();
         input.extend_from_slice(&frame_header(0, 0x4, 0, 0)); // SETTINGS
-        // Stream 1: padded, with priority, split over a CONTINUATION.
+                                                              // Stream 1: padded, with priority, split over a CONTINUATION.
         let (a, b) = b1.split_at(3);
         let mut payload = vec![2u8];
         payload.extend_from_slice(&[0, 0, 0, 0, 15]);
@@ -346,17 +396,39 @@ mod tests {
         input.extend_from_slice(&payload);
         input.extend_from_slice(&frame_header(b.len(), CONTINUATION, END_HEADERS, 1));
         input.extend_from_slice(b);
-        input.extend_from_slice(&frame_header(b2.len(), HEADERS, END_HEADERS | END_STREAM, 3));
+        input.extend_from_slice(&frame_header(
+            b2.len(),
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            3,
+        ));
         input.extend_from_slice(&b2);
         let out = through(input).await;
 
         let mut expect = PREFACE.to_vec();
         expect.extend_from_slice(&frame_header(0, 0x4, 0, 0));
-        let fixed: Vec<(&[u8], &[u8])> = h1.iter().map(|(n, v)| (*n, if *n == b":authority" { LOCAL_AUTHORITY } else { *v })).collect();
+        let fixed: Vec<(&[u8], &[u8])> = h1
+            .iter()
+            .map(|(n, v)| {
+                (
+                    *n,
+                    if *n == b":authority" {
+                        LOCAL_AUTHORITY
+                    } else {
+                        *v
+                    },
+                )
+            })
+            .collect();
         let fb = block(&fixed);
         expect.extend_from_slice(&frame_header(fb.len(), HEADERS, END_HEADERS, 1));
         expect.extend_from_slice(&fb);
-        expect.extend_from_slice(&frame_header(fb.len(), HEADERS, END_HEADERS | END_STREAM, 3));
+        expect.extend_from_slice(&frame_header(
+            fb.len(),
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            3,
+        ));
         expect.extend_from_slice(&fb);
         assert_eq!(out, expect);
     }
@@ -396,7 +468,13 @@ mod tests {
             joined.extend_from_slice(&rest[9..9 + len]);
             rest = &rest[9 + len..];
         }
-        assert_eq!(kinds, [(HEADERS, 0), (CONTINUATION, 0), (CONTINUATION, END_HEADERS)]);
-        assert_eq!(joined, block(&[(b":authority", LOCAL_AUTHORITY), (b"x-long", &long)]));
+        assert_eq!(
+            kinds,
+            [(HEADERS, 0), (CONTINUATION, 0), (CONTINUATION, END_HEADERS)]
+        );
+        assert_eq!(
+            joined,
+            block(&[(b":authority", LOCAL_AUTHORITY), (b"x-long", &long)])
+        );
     }
 }

@@ -48,15 +48,31 @@ impl VolumeId {
         let tag = it.next()?;
         let volname = it.next()?;
         let ok = |p: &str| !p.is_empty() && !p.contains(char::is_whitespace) && !p.contains(':');
-        let tag_ok = tag.len() == 8 && tag.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
-        if !(ok(region) && ok(zone) && ok(storage) && tag_ok && !volname.is_empty()) || volname.contains(char::is_whitespace) {
+        let tag_ok = tag.len() == 8
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        if !(ok(region) && ok(zone) && ok(storage) && tag_ok && !volname.is_empty())
+            || volname.contains(char::is_whitespace)
+        {
             return None;
         }
-        Some(VolumeId { region: region.into(), zone: zone.into(), storage: storage.into(), tag: tag.into(), volname: volname.into() })
+        Some(VolumeId {
+            region: region.into(),
+            zone: zone.into(),
+            storage: storage.into(),
+            tag: tag.into(),
+            volname: volname.into(),
+        })
     }
 
     /// Build from a PVE volid (`<storage>:<volname>`) and the holder's name.
-    pub fn from_volid(region: &str, zone: &str, volid: &str, holder_name: &str) -> Option<VolumeId> {
+    pub fn from_volid(
+        region: &str,
+        zone: &str,
+        volid: &str,
+        holder_name: &str,
+    ) -> Option<VolumeId> {
         let (storage, volname) = volid.split_once(':')?;
         Some(VolumeId {
             region: region.into(),
@@ -75,7 +91,8 @@ impl VolumeId {
     /// Where the volume can be used: its region, and its zone unless the
     /// storage is shared by every node of the cluster.
     pub fn topology(&self, shared: bool) -> crate::csi::Topology {
-        let mut segments = std::collections::HashMap::from([(TOPOLOGY_REGION.to_string(), self.region.clone())]);
+        let mut segments =
+            std::collections::HashMap::from([(TOPOLOGY_REGION.to_string(), self.region.clone())]);
         if !shared {
             segments.insert(TOPOLOGY_ZONE.to_string(), self.zone.clone());
         }
@@ -105,7 +122,11 @@ impl VolumeId {
 
 impl fmt::Display for VolumeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}/{}/{}", self.region, self.zone, self.storage, self.tag, self.volname)
+        write!(
+            f,
+            "{}/{}/{}/{}/{}",
+            self.region, self.zone, self.storage, self.tag, self.volname
+        )
     }
 }
 
@@ -145,7 +166,9 @@ pub const HOLDER_PREFIX: &str = "csi-vol-";
 pub fn holder_name(csi_name: &str) -> String {
     let is_pvc = csi_name.len() == 40
         && csi_name.starts_with("pvc-")
-        && csi_name[4..].chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c) || c == '-');
+        && csi_name[4..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c) || c == '-');
     if is_pvc {
         format!("{HOLDER_PREFIX}{csi_name}")
     } else {
@@ -180,11 +203,16 @@ impl SnapshotId {
         let (vol, snap) = s.rsplit_once('@')?;
         let ok = snap.len() <= 40
             && snap.starts_with(|c: char| c.is_ascii_lowercase())
-            && snap.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            && snap
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
         if !ok {
             return None;
         }
-        Some(SnapshotId { volume: VolumeId::parse(vol)?, snapname: snap.to_string() })
+        Some(SnapshotId {
+            volume: VolumeId::parse(vol)?,
+            snapname: snap.to_string(),
+        })
     }
 }
 
@@ -204,8 +232,17 @@ mod tests {
         assert_eq!(id.zone, "pve1");
         assert_eq!(id.tag, "0a1b2c3d");
         assert_eq!(id.volid(), "local:100000/vm-100000-disk-0.raw");
-        assert_eq!(id.to_string(), "sim/pve1/local/0a1b2c3d/100000/vm-100000-disk-0.raw");
-        let built = VolumeId::from_volid("sim", "pve1", "local:100000/vm-100000-disk-0.raw", "csi-vol-x").unwrap();
+        assert_eq!(
+            id.to_string(),
+            "sim/pve1/local/0a1b2c3d/100000/vm-100000-disk-0.raw"
+        );
+        let built = VolumeId::from_volid(
+            "sim",
+            "pve1",
+            "local:100000/vm-100000-disk-0.raw",
+            "csi-vol-x",
+        )
+        .unwrap();
         assert_eq!(VolumeId::parse(&built.to_string()).unwrap(), built);
     }
 
@@ -261,9 +298,13 @@ mod tests {
     fn snapshot_ids() {
         let s = snap_name("snapshot-1");
         assert!(s.len() <= 40 && s.starts_with('s'));
-        let id = SnapshotId::parse(&format!("sim/pve1/local-lvm/0a1b2c3d/vm-100000-disk-0@{s}")).unwrap();
+        let id = SnapshotId::parse(&format!("sim/pve1/local-lvm/0a1b2c3d/vm-100000-disk-0@{s}"))
+            .unwrap();
         assert_eq!(id.volume.volname, "vm-100000-disk-0");
-        assert_eq!(id.to_string(), format!("sim/pve1/local-lvm/0a1b2c3d/vm-100000-disk-0@{s}"));
+        assert_eq!(
+            id.to_string(),
+            format!("sim/pve1/local-lvm/0a1b2c3d/vm-100000-disk-0@{s}")
+        );
         assert!(SnapshotId::parse("sim/pve1/x/v").is_none());
         assert!(SnapshotId::parse("sim/pve1/x/v@Bad").is_none());
         assert!(SnapshotId::parse("junk@s1").is_none());

@@ -16,14 +16,39 @@ fn bench(args: &[&str]) -> Output {
 #[test]
 fn controller_only_json_report() {
     // --parallel above the per-VM attachment limit is clamped, and says so.
-    let out = bench(&["--controller-only", "--volumes", "1", "--parallel", "30", "--output", "json"]);
+    let out = bench(&[
+        "--controller-only",
+        "--volumes",
+        "1",
+        "--parallel",
+        "30",
+        "--output",
+        "json",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--parallel 30 clamped to 24"), "{stderr}");
-    let out = bench(&["--controller-only", "--volumes", "3", "--parallel", "1", "--storage", "local-lvm", "--output", "json"]);
+    let out = bench(&[
+        "--controller-only",
+        "--volumes",
+        "3",
+        "--parallel",
+        "1",
+        "--storage",
+        "local-lvm",
+        "--output",
+        "json",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}\n{stderr}", out.status);
     // Progress: one line per volume, on stderr.
-    assert_eq!(stderr.lines().filter(|l| l.contains(" bench-000") && l.contains(" ok ")).count(), 3, "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains(" bench-000") && l.contains(" ok "))
+            .count(),
+        3,
+        "{stderr}"
+    );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["config"]["volumes"], 3);
     assert_eq!(r["config"]["controller_only"], true);
@@ -31,10 +56,22 @@ fn controller_only_json_report() {
     assert_eq!(r["volumes_ok"], 3);
     assert_eq!(r["cleanup"]["ok"], true, "{}", r["cleanup"]);
     assert!(r["wall_seconds"].as_f64().unwrap() > 0.0);
-    let ops: Vec<&str> = r["operations"].as_array().unwrap().iter().map(|o| o["operation"].as_str().unwrap()).collect();
+    let ops: Vec<&str> = r["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["operation"].as_str().unwrap())
+        .collect();
     assert_eq!(
         ops,
-        ["CreateVolume", "ControllerPublishVolume", "CreateSnapshot", "ControllerUnpublishVolume", "DeleteSnapshot", "DeleteVolume"]
+        [
+            "CreateVolume",
+            "ControllerPublishVolume",
+            "CreateSnapshot",
+            "ControllerUnpublishVolume",
+            "DeleteSnapshot",
+            "DeleteVolume"
+        ]
     );
     for o in r["operations"].as_array().unwrap() {
         assert_eq!(o["count"], 3, "{o}");
@@ -55,9 +92,25 @@ fn full_lifecycle_text_report() {
         return;
     }
     // A dir storage: no snapshots, so those rows are absent.
-    let out = bench(&["--volumes", "2", "--parallel", "1", "--storage", "local", "--fs-type", "ext4", "--size-mib", "64"]);
+    let out = bench(&[
+        "--volumes",
+        "2",
+        "--parallel",
+        "1",
+        "--storage",
+        "local",
+        "--fs-type",
+        "ext4",
+        "--size-mib",
+        "64",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exit {:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     for op in [
         "CreateVolume",
         "ControllerPublishVolume",
@@ -68,7 +121,10 @@ fn full_lifecycle_text_report() {
         "ControllerUnpublishVolume",
         "DeleteVolume",
     ] {
-        let row = stdout.lines().find(|l| l.starts_with(op)).unwrap_or_else(|| panic!("no {op} row in\n{stdout}"));
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(op))
+            .unwrap_or_else(|| panic!("no {op} row in\n{stdout}"));
         let cols: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cols.len(), 7, "{row}");
         assert_eq!((cols[1], cols[2]), ("2", "0"), "{row}");

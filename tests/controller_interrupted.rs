@@ -56,8 +56,13 @@ struct World {
 
 fn cap() -> VolumeCapability {
     VolumeCapability {
-        access_mode: Some(AccessMode { mode: Mode::SingleNodeWriter as i32 }),
-        access_type: Some(AccessType::Mount(MountVolume { fs_type: "ext4".into(), ..Default::default() })),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: "ext4".into(),
+            ..Default::default()
+        })),
     }
 }
 
@@ -70,47 +75,86 @@ fn create_req(name: &str, size: i64, source: Option<VolumeContentSource>) -> Cre
     };
     CreateVolumeRequest {
         name: name.into(),
-        capacity_range: Some(CapacityRange { required_bytes: size, limit_bytes: 0 }),
+        capacity_range: Some(CapacityRange {
+            required_bytes: size,
+            limit_bytes: 0,
+        }),
         volume_capabilities: vec![cap()],
         parameters: HashMap::from([("storage".into(), "local-lvm".into())]),
         mutable_parameters: HashMap::from([("iopsRead".into(), "500".into())]),
-        accessibility_requirements: Some(TopologyRequirement { requisite: vec![t.clone()], preferred: vec![t] }),
+        accessibility_requirements: Some(TopologyRequirement {
+            requisite: vec![t.clone()],
+            preferred: vec![t],
+        }),
         volume_content_source: source,
         ..Default::default()
     }
 }
 
 fn from_volume(id: &str) -> VolumeContentSource {
-    VolumeContentSource { r#type: Some(volume_content_source::Type::Volume(volume_content_source::VolumeSource { volume_id: id.into() })) }
+    VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Volume(
+            volume_content_source::VolumeSource {
+                volume_id: id.into(),
+            },
+        )),
+    }
 }
 
 fn from_snapshot(id: &str) -> VolumeContentSource {
-    VolumeContentSource { r#type: Some(volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource { snapshot_id: id.into() })) }
+    VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Snapshot(
+            volume_content_source::SnapshotSource {
+                snapshot_id: id.into(),
+            },
+        )),
+    }
 }
 
 fn publish_req(vol: &str) -> ControllerPublishVolumeRequest {
-    ControllerPublishVolumeRequest { volume_id: vol.into(), node_id: "worker-1".into(), volume_capability: Some(cap()), ..Default::default() }
+    ControllerPublishVolumeRequest {
+        volume_id: vol.into(),
+        node_id: "worker-1".into(),
+        volume_capability: Some(cap()),
+        ..Default::default()
+    }
 }
 
 fn unpublish_req(vol: &str) -> ControllerUnpublishVolumeRequest {
-    ControllerUnpublishVolumeRequest { volume_id: vol.into(), node_id: "worker-1".into(), secrets: Default::default() }
+    ControllerUnpublishVolumeRequest {
+        volume_id: vol.into(),
+        node_id: "worker-1".into(),
+        secrets: Default::default(),
+    }
 }
 
 fn expand_req(vol: &str) -> ControllerExpandVolumeRequest {
     ControllerExpandVolumeRequest {
         volume_id: vol.into(),
-        capacity_range: Some(CapacityRange { required_bytes: 128 * MIB, limit_bytes: 0 }),
+        capacity_range: Some(CapacityRange {
+            required_bytes: 128 * MIB,
+            limit_bytes: 0,
+        }),
         volume_capability: Some(cap()),
         ..Default::default()
     }
 }
 
 fn snapshot_req(vol: &str) -> CreateSnapshotRequest {
-    CreateSnapshotRequest { source_volume_id: vol.into(), name: "snapshot-1".into(), ..Default::default() }
+    CreateSnapshotRequest {
+        source_volume_id: vol.into(),
+        name: "snapshot-1".into(),
+        ..Default::default()
+    }
 }
 
 fn snap_answer(s: Snapshot) -> Answer {
-    Answer::Snapshot(s.snapshot_id, s.source_volume_id, s.size_bytes, s.ready_to_use)
+    Answer::Snapshot(
+        s.snapshot_id,
+        s.source_volume_id,
+        s.size_bytes,
+        s.ready_to_use,
+    )
 }
 
 fn vol_answer(v: Volume) -> Answer {
@@ -123,14 +167,26 @@ async fn setup(op: Op, c: &Controller) -> World {
     if op == Op::Create {
         return w;
     }
-    w.volume = c.create_volume(create_req(SOURCE, 64 * MIB, None)).await.unwrap().volume.unwrap().volume_id;
+    w.volume = c
+        .create_volume(create_req(SOURCE, 64 * MIB, None))
+        .await
+        .unwrap()
+        .volume
+        .unwrap()
+        .volume_id;
     match op {
         // Cloned while in use: through the temporary snapshot.
         Op::Clone | Op::Expand | Op::Unpublish => {
             c.publish_volume(publish_req(&w.volume)).await.unwrap();
         }
         Op::Restore => {
-            w.snapshot = c.create_snapshot(snapshot_req(&w.volume)).await.unwrap().snapshot.unwrap().snapshot_id;
+            w.snapshot = c
+                .create_snapshot(snapshot_req(&w.volume))
+                .await
+                .unwrap()
+                .snapshot
+                .unwrap()
+                .snapshot_id;
         }
         _ => {}
     }
@@ -140,21 +196,53 @@ async fn setup(op: Op, c: &Controller) -> World {
 /// The operation, called directly (the retrying CO's view).
 async fn call(c: &Controller, op: Op, w: &World) -> Result<Answer, ControllerError> {
     Ok(match op {
-        Op::Create => vol_answer(c.create_volume(create_req(NAME, 64 * MIB, None)).await?.volume.unwrap()),
-        Op::Clone => vol_answer(c.create_volume(create_req(NAME, 128 * MIB, Some(from_volume(&w.volume)))).await?.volume.unwrap()),
-        Op::Restore => vol_answer(c.create_volume(create_req(NAME, 128 * MIB, Some(from_snapshot(&w.snapshot)))).await?.volume.unwrap()),
-        Op::Snapshot => snap_answer(c.create_snapshot(snapshot_req(&w.volume)).await?.snapshot.unwrap()),
+        Op::Create => vol_answer(
+            c.create_volume(create_req(NAME, 64 * MIB, None))
+                .await?
+                .volume
+                .unwrap(),
+        ),
+        Op::Clone => vol_answer(
+            c.create_volume(create_req(NAME, 128 * MIB, Some(from_volume(&w.volume))))
+                .await?
+                .volume
+                .unwrap(),
+        ),
+        Op::Restore => vol_answer(
+            c.create_volume(create_req(
+                NAME,
+                128 * MIB,
+                Some(from_snapshot(&w.snapshot)),
+            ))
+            .await?
+            .volume
+            .unwrap(),
+        ),
+        Op::Snapshot => snap_answer(
+            c.create_snapshot(snapshot_req(&w.volume))
+                .await?
+                .snapshot
+                .unwrap(),
+        ),
         Op::Expand => {
             let r = c.expand_volume(expand_req(&w.volume)).await?;
             Answer::Expanded(r.capacity_bytes, r.node_expansion_required)
         }
-        Op::Publish => Answer::Published(c.publish_volume(publish_req(&w.volume)).await?.publish_context),
+        Op::Publish => Answer::Published(
+            c.publish_volume(publish_req(&w.volume))
+                .await?
+                .publish_context,
+        ),
         Op::Unpublish => {
             c.unpublish_volume(unpublish_req(&w.volume)).await?;
             Answer::Done
         }
         Op::Delete => {
-            c.delete_volume(DeleteVolumeRequest { volume_id: w.volume.clone(), secrets: Default::default() }).await?;
+            c.delete_volume(DeleteVolumeRequest {
+                volume_id: w.volume.clone(),
+                secrets: Default::default(),
+            })
+            .await?;
             Answer::Done
         }
     })
@@ -163,21 +251,66 @@ async fn call(c: &Controller, op: Op, w: &World) -> Result<Answer, ControllerErr
 /// The operation through the gRPC service, as the CO's first call makes it.
 async fn call_service(s: ControllerService, op: Op, w: World) -> Result<Answer, Status> {
     Ok(match op {
-        Op::Create => vol_answer(s.create_volume(Request::new(create_req(NAME, 64 * MIB, None))).await?.into_inner().volume.unwrap()),
-        Op::Clone => vol_answer(s.create_volume(Request::new(create_req(NAME, 128 * MIB, Some(from_volume(&w.volume))))).await?.into_inner().volume.unwrap()),
-        Op::Restore => vol_answer(s.create_volume(Request::new(create_req(NAME, 128 * MIB, Some(from_snapshot(&w.snapshot))))).await?.into_inner().volume.unwrap()),
-        Op::Snapshot => snap_answer(s.create_snapshot(Request::new(snapshot_req(&w.volume))).await?.into_inner().snapshot.unwrap()),
+        Op::Create => vol_answer(
+            s.create_volume(Request::new(create_req(NAME, 64 * MIB, None)))
+                .await?
+                .into_inner()
+                .volume
+                .unwrap(),
+        ),
+        Op::Clone => vol_answer(
+            s.create_volume(Request::new(create_req(
+                NAME,
+                128 * MIB,
+                Some(from_volume(&w.volume)),
+            )))
+            .await?
+            .into_inner()
+            .volume
+            .unwrap(),
+        ),
+        Op::Restore => vol_answer(
+            s.create_volume(Request::new(create_req(
+                NAME,
+                128 * MIB,
+                Some(from_snapshot(&w.snapshot)),
+            )))
+            .await?
+            .into_inner()
+            .volume
+            .unwrap(),
+        ),
+        Op::Snapshot => snap_answer(
+            s.create_snapshot(Request::new(snapshot_req(&w.volume)))
+                .await?
+                .into_inner()
+                .snapshot
+                .unwrap(),
+        ),
         Op::Expand => {
-            let r = s.controller_expand_volume(Request::new(expand_req(&w.volume))).await?.into_inner();
+            let r = s
+                .controller_expand_volume(Request::new(expand_req(&w.volume)))
+                .await?
+                .into_inner();
             Answer::Expanded(r.capacity_bytes, r.node_expansion_required)
         }
-        Op::Publish => Answer::Published(s.controller_publish_volume(Request::new(publish_req(&w.volume))).await?.into_inner().publish_context),
+        Op::Publish => Answer::Published(
+            s.controller_publish_volume(Request::new(publish_req(&w.volume)))
+                .await?
+                .into_inner()
+                .publish_context,
+        ),
         Op::Unpublish => {
-            s.controller_unpublish_volume(Request::new(unpublish_req(&w.volume))).await?;
+            s.controller_unpublish_volume(Request::new(unpublish_req(&w.volume)))
+                .await?;
             Answer::Done
         }
         Op::Delete => {
-            s.delete_volume(Request::new(DeleteVolumeRequest { volume_id: w.volume.clone(), secrets: Default::default() })).await?;
+            s.delete_volume(Request::new(DeleteVolumeRequest {
+                volume_id: w.volume.clone(),
+                secrets: Default::default(),
+            }))
+            .await?;
             Answer::Done
         }
     })
@@ -195,8 +328,18 @@ async fn retry(c: &Controller, op: Op, w: &World, why: &str) -> Answer {
             Ok(a) => return a,
             Err(e) => {
                 let s = Status::from(e);
-                assert!(retryable(s.code()), "{op:?} {why}: retry answered {:?}: {}", s.code(), s.message());
-                assert!(start.elapsed() < Duration::from_secs(20), "{op:?} {why}: still {:?} after 20 s: {}", s.code(), s.message());
+                assert!(
+                    retryable(s.code()),
+                    "{op:?} {why}: retry answered {:?}: {}",
+                    s.code(),
+                    s.message()
+                );
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "{op:?} {why}: still {:?} after 20 s: {}",
+                    s.code(),
+                    s.message()
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -205,15 +348,28 @@ async fn retry(c: &Controller, op: Op, w: &World, why: &str) -> Answer {
 
 /// Undo the set-up and the operation with ordinary calls.
 async fn teardown(c: &Controller, op: Op, w: &World, answer: &Answer) {
-    let del = |id: String| DeleteVolumeRequest { volume_id: id, secrets: Default::default() };
+    let del = |id: String| DeleteVolumeRequest {
+        volume_id: id,
+        secrets: Default::default(),
+    };
     if let Answer::Volume(id, ..) = answer {
         c.delete_volume(del(id.clone())).await.unwrap();
     }
     if let Answer::Snapshot(id, ..) = answer {
-        c.delete_snapshot(DeleteSnapshotRequest { snapshot_id: id.clone(), secrets: Default::default() }).await.unwrap();
+        c.delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: id.clone(),
+            secrets: Default::default(),
+        })
+        .await
+        .unwrap();
     }
     if !w.snapshot.is_empty() {
-        c.delete_snapshot(DeleteSnapshotRequest { snapshot_id: w.snapshot.clone(), secrets: Default::default() }).await.unwrap();
+        c.delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: w.snapshot.clone(),
+            secrets: Default::default(),
+        })
+        .await
+        .unwrap();
     }
     if matches!(op, Op::Clone | Op::Expand | Op::Publish) {
         c.unpublish_volume(unpublish_req(&w.volume)).await.unwrap();
@@ -233,15 +389,28 @@ async fn assert_clean(c: &Controller, why: &str) {
     for (node, vmid) in [("pve1", 101u64), ("pve2", 102)] {
         let slots = client.vm_slots(node, vmid).await.unwrap();
         let names: Vec<&str> = slots.iter().map(|s| s.slot.as_str()).collect();
-        assert_eq!(names, vec!["scsi0"], "{why}: disk slots of VM {vmid}: {slots:?}");
-        assert!(slots.iter().all(|s| !s.is_pending()), "{why}: pending on VM {vmid}: {slots:?}");
+        assert_eq!(
+            names,
+            vec!["scsi0"],
+            "{why}: disk slots of VM {vmid}: {slots:?}"
+        );
+        assert!(
+            slots.iter().all(|s| !s.is_pending()),
+            "{why}: pending on VM {vmid}: {slots:?}"
+        );
     }
     for node in ["pve1", "pve2"] {
         for storage in ["local", "local-lvm", "shared"] {
             let items = client.storage_content(node, storage, None).await.unwrap();
-            let extra: Vec<&str> =
-                items.iter().map(|i| i.volid.as_str()).filter(|v| !v.contains("vm-101-disk-0") && !v.contains("vm-102-disk-0")).collect();
-            assert!(extra.is_empty(), "{why}: left on {node}/{storage}: {extra:?}");
+            let extra: Vec<&str> = items
+                .iter()
+                .map(|i| i.volid.as_str())
+                .filter(|v| !v.contains("vm-101-disk-0") && !v.contains("vm-102-disk-0"))
+                .collect();
+            assert!(
+                extra.is_empty(),
+                "{why}: left on {node}/{storage}: {extra:?}"
+            );
         }
     }
 }
@@ -252,7 +421,9 @@ async fn clean_run(op: Op) -> (Answer, u64) {
     let c = controller(&t.url);
     let w = setup(op, &c).await;
     let before = t.sim.faults().seen();
-    let a = call(&c, op, &w).await.unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    let a = call(&c, op, &w)
+        .await
+        .unwrap_or_else(|e| panic!("{op:?}: {e}"));
     let n = t.sim.faults().seen() - before;
     teardown(&c, op, &w, &a).await;
     assert_clean(&c, &format!("{op:?} uninterrupted")).await;
@@ -260,13 +431,22 @@ async fn clean_run(op: Op) -> (Answer, u64) {
 }
 
 fn hang_after(k: u64) -> Fault {
-    Fault { method: None, path_regex: ".*".into(), action: FaultAction::Hang, count: None, skip: Some(k as u32) }
+    Fault {
+        method: None,
+        path_regex: ".*".into(),
+        action: FaultAction::Hang,
+        count: None,
+        skip: Some(k as u32),
+    }
 }
 
 async fn wait_for(sim: &proxmox_csi::sim::Sim, count: u64, done: impl Fn() -> bool) {
     let start = Instant::now();
     while sim.faults().seen() < count && !done() {
-        assert!(start.elapsed() < Duration::from_secs(20), "the operation never reached request {count}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the operation never reached request {count}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -282,8 +462,14 @@ async fn killed_at_every_step(op: Op) {
         let base = t.sim.faults().seen();
         t.sim.faults().add(hang_after(k)).unwrap();
         // The driver under test runs in a runtime of its own, so it can die.
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let service = ControllerService { inner: Arc::new(controller(&t.url)) };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let service = ControllerService {
+            inner: Arc::new(controller(&t.url)),
+        };
         let running = rt.spawn(call_service(service, op, w.clone()));
         wait_for(&t.sim, base + k + 1, || running.is_finished()).await;
         rt.shutdown_background();
@@ -306,7 +492,16 @@ async fn cancelled_midway(op: Op) {
         let c = Arc::new(controller(&t.url));
         let w = setup(op, &c).await;
         let base = t.sim.faults().seen();
-        t.sim.faults().add(Fault { method: None, path_regex: ".*".into(), action: FaultAction::DelayMs(20), count: None, skip: None }).unwrap();
+        t.sim
+            .faults()
+            .add(Fault {
+                method: None,
+                path_regex: ".*".into(),
+                action: FaultAction::DelayMs(20),
+                count: None,
+                skip: None,
+            })
+            .unwrap();
         let service = ControllerService { inner: c.clone() };
         let caller = tokio::spawn(call_service(service.clone(), op, w.clone()));
         wait_for(&t.sim, base + k, || caller.is_finished()).await;
@@ -316,8 +511,16 @@ async fn cancelled_midway(op: Op) {
             match call_service(service.clone(), op, w.clone()).await {
                 Ok(a) => break a,
                 Err(s) => {
-                    assert!(retryable(s.code()), "{op:?} {why}: {:?}: {}", s.code(), s.message());
-                    assert!(start.elapsed() < Duration::from_secs(20), "{op:?} {why}: never finished");
+                    assert!(
+                        retryable(s.code()),
+                        "{op:?} {why}: {:?}: {}",
+                        s.code(),
+                        s.message()
+                    );
+                    assert!(
+                        start.elapsed() < Duration::from_secs(20),
+                        "{op:?} {why}: never finished"
+                    );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }

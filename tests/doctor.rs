@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn workers() -> DoctorOptions {
-    DoctorOptions { node_ids: vec!["worker-1".into(), "worker-2".into()], ..Default::default() }
+    DoctorOptions {
+        node_ids: vec!["worker-1".into(), "worker-2".into()],
+        ..Default::default()
+    }
 }
 
 async fn doctor_with(tweak: impl FnOnce(&mut SimConfig), opts: DoctorOptions) -> (TestSim, Report) {
@@ -22,7 +25,9 @@ async fn doctor_with(tweak: impl FnOnce(&mut SimConfig), opts: DoctorOptions) ->
 
 /// The check called `name`; fails the test with the whole report if absent.
 fn check<'a>(report: &'a Report, name: &str) -> &'a doctor::Check {
-    report.find(name).unwrap_or_else(|| panic!("no check {name:?} in:\n{}", report.to_text()))
+    report
+        .find(name)
+        .unwrap_or_else(|| panic!("no check {name:?} in:\n{}", report.to_text()))
 }
 
 #[tokio::test]
@@ -30,7 +35,14 @@ async fn default_sim_passes_everything() {
     let (_sim, report) = doctor_with(|_| {}, workers()).await;
     let text = report.to_text();
     // The simulator speaks plain HTTP (allow_http: true), which the `tls` check warns about.
-    assert!(report.checks.iter().filter(|c| c.name != "tls").all(|c| c.status == Status::Pass), "{text}");
+    assert!(
+        report
+            .checks
+            .iter()
+            .filter(|c| c.name != "tls")
+            .all(|c| c.status == Status::Pass),
+        "{text}"
+    );
     assert_eq!(check(&report, "tls").status, Status::Warn, "{text}");
     assert_eq!(report.exit_code(), 0);
     for name in [
@@ -51,8 +63,18 @@ async fn default_sim_passes_everything() {
         check(&report, name);
     }
     assert!(check(&report, "version").detail.contains("8.4.1"), "{text}");
-    assert!(check(&report, "storage shared").detail.contains("shared, on pve1, pve2"), "{text}");
-    assert!(check(&report, "worker worker-1 slots").detail.starts_with("30 of 31"), "{text}");
+    assert!(
+        check(&report, "storage shared")
+            .detail
+            .contains("shared, on pve1, pve2"),
+        "{text}"
+    );
+    assert!(
+        check(&report, "worker worker-1 slots")
+            .detail
+            .starts_with("30 of 31"),
+        "{text}"
+    );
     assert!(text.ends_with("0 failed: ready\n"), "{text}");
 }
 
@@ -60,19 +82,45 @@ async fn default_sim_passes_everything() {
 async fn missing_privilege_fails_naming_privilege_and_path() {
     let tweak = |c: &mut SimConfig| {
         let acl = BTreeMap::from([
-            ("/storage/local".to_string(), vec!["Datastore.AllocateSpace".to_string(), "Datastore.Audit".to_string()]),
-            ("/vms".to_string(), vec!["VM.Audit".to_string(), "VM.Config.Disk".to_string()]),
+            (
+                "/storage/local".to_string(),
+                vec![
+                    "Datastore.AllocateSpace".to_string(),
+                    "Datastore.Audit".to_string(),
+                ],
+            ),
+            (
+                "/vms".to_string(),
+                vec!["VM.Audit".to_string(), "VM.Config.Disk".to_string()],
+            ),
         ]);
-        c.tokens = vec![TokenConfig { id: "csi@pve!csi".into(), secret: "sim-secret".into(), privs: Some(vec![]), acl }];
+        c.tokens = vec![TokenConfig {
+            id: "csi@pve!csi".into(),
+            secret: "sim-secret".into(),
+            privs: Some(vec![]),
+            acl,
+        }];
     };
-    let opts = DoctorOptions { storages: vec!["local".into()], ..workers() };
+    let opts = DoctorOptions {
+        storages: vec!["local".into()],
+        ..workers()
+    };
     let (_sim, report) = doctor_with(tweak, opts).await;
     let text = report.to_text();
     let storage = check(&report, "privileges /storage/local");
     assert_eq!(storage.status, Status::Fail, "{text}");
-    assert!(storage.detail.contains("Datastore.Allocate on /storage/local"), "{text}");
+    assert!(
+        storage
+            .detail
+            .contains("Datastore.Allocate on /storage/local"),
+        "{text}"
+    );
     assert!(!storage.detail.contains("Datastore.Audit"), "{text}");
-    assert_eq!(check(&report, "privileges /vms/101").status, Status::Pass, "{text}");
+    assert_eq!(
+        check(&report, "privileges /vms/101").status,
+        Status::Pass,
+        "{text}"
+    );
     // Holder VMs need more on /vms: creating them, snapshots, clones.
     let holders = check(&report, "privileges /vms");
     assert_eq!(holders.status, Status::Fail, "{text}");
@@ -93,7 +141,10 @@ async fn wrong_token_secret_is_an_auth_failure() {
     assert_eq!(check(&report, "endpoint").status, Status::Pass, "{text}");
     let auth = check(&report, "auth");
     assert_eq!(auth.status, Status::Fail, "{text}");
-    assert!(auth.detail.contains("credentials rejected (HTTP 401"), "{text}");
+    assert!(
+        auth.detail.contains("credentials rejected (HTTP 401"),
+        "{text}"
+    );
     assert!(auth.detail.contains("token_secret"), "{text}");
     // Nothing further is tried: every later check would repeat the same 401.
     assert!(report.find("storage local").is_none(), "{text}");
@@ -112,7 +163,11 @@ async fn wrong_password_is_an_auth_failure() {
     let report = doctor::run(&cfg, &DoctorOptions::default()).await;
     let auth = check(&report, "auth");
     assert_eq!(auth.status, Status::Fail, "{}", report.to_text());
-    assert!(auth.detail.contains("user root@pam") && auth.detail.contains("password"), "{}", report.to_text());
+    assert!(
+        auth.detail.contains("user root@pam") && auth.detail.contains("password"),
+        "{}",
+        report.to_text()
+    );
     // The right password passes with ticket auth.
     cfg.clusters[0].password = Some("sim".into());
     let report = doctor::run(&cfg, &DoctorOptions::default()).await;
@@ -122,9 +177,16 @@ async fn wrong_password_is_an_auth_failure() {
 #[tokio::test]
 async fn unknown_storage_and_storage_without_images_fail() {
     let tweak = |c: &mut SimConfig| {
-        c.storages.push(proxmox_csi::sim::StorageConfig { id: "isos".into(), content: "iso,vztmpl".into(), ..Default::default() });
+        c.storages.push(proxmox_csi::sim::StorageConfig {
+            id: "isos".into(),
+            content: "iso,vztmpl".into(),
+            ..Default::default()
+        });
     };
-    let opts = DoctorOptions { storages: vec!["nope".into(), "isos".into(), "local".into()], ..Default::default() };
+    let opts = DoctorOptions {
+        storages: vec!["nope".into(), "isos".into(), "local".into()],
+        ..Default::default()
+    };
     let (_sim, report) = doctor_with(tweak, opts).await;
     let text = report.to_text();
     let nope = check(&report, "storage nope");
@@ -133,18 +195,33 @@ async fn unknown_storage_and_storage_without_images_fail() {
     let isos = check(&report, "storage isos");
     assert_eq!(isos.status, Status::Fail, "{text}");
     assert!(isos.detail.contains("lacks images"), "{text}");
-    assert_eq!(check(&report, "storage local").status, Status::Pass, "{text}");
+    assert_eq!(
+        check(&report, "storage local").status,
+        Status::Pass,
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn without_storage_flags_only_image_storages_are_checked() {
     let tweak = |c: &mut SimConfig| {
-        c.storages.push(proxmox_csi::sim::StorageConfig { id: "isos".into(), content: "iso".into(), ..Default::default() });
+        c.storages.push(proxmox_csi::sim::StorageConfig {
+            id: "isos".into(),
+            content: "iso".into(),
+            ..Default::default()
+        });
     };
     let (_sim, report) = doctor_with(tweak, DoctorOptions::default()).await;
-    assert!(report.find("storage isos").is_none(), "{}", report.to_text());
+    assert!(
+        report.find("storage isos").is_none(),
+        "{}",
+        report.to_text()
+    );
     assert!(report.find("storage local").is_some());
-    assert!(report.find("privileges /vms").is_some(), "no workers named: the whole VM tree is checked");
+    assert!(
+        report.find("privileges /vms").is_some(),
+        "no workers named: the whole VM tree is checked"
+    );
     assert_eq!(report.exit_code(), 0, "{}", report.to_text());
 }
 
@@ -177,13 +254,21 @@ async fn unknown_and_ambiguous_worker_names_fail() {
         c.vms[1].name = "worker-1".into();
         c.vms[1].config.insert("name".into(), "worker-1".into());
     };
-    let opts = DoctorOptions { node_ids: vec!["worker-1".into(), "ghost".into()], ..Default::default() };
+    let opts = DoctorOptions {
+        node_ids: vec!["worker-1".into(), "ghost".into()],
+        ..Default::default()
+    };
     let (_sim, report) = doctor_with(tweak, opts).await;
     let text = report.to_text();
     let dup = check(&report, "worker worker-1");
     assert_eq!(dup.status, Status::Fail, "{text}");
     assert!(dup.detail.contains("101, 102"), "{text}");
-    assert!(check(&report, "worker ghost").detail.contains("no VM has this name"), "{text}");
+    assert!(
+        check(&report, "worker ghost")
+            .detail
+            .contains("no VM has this name"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -192,10 +277,18 @@ async fn unreachable_url_fails_quickly() {
     let cfg = cluster_config("http://127.0.0.1:1/api2/json");
     let start = Instant::now();
     let report = doctor::run(&cfg, &workers()).await;
-    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
     let endpoint = check(&report, "endpoint");
     assert_eq!(endpoint.status, Status::Fail);
-    assert!(endpoint.detail.contains("connection failed"), "{}", report.to_text());
+    assert!(
+        endpoint.detail.contains("connection failed"),
+        "{}",
+        report.to_text()
+    );
     // Only the plain-HTTP warning besides: nothing after a failed endpoint.
     assert_eq!(report.checks.len(), 2, "{}", report.to_text());
     assert_eq!(check(&report, "tls").status, Status::Warn);
@@ -210,8 +303,18 @@ async fn every_cluster_is_checked() {
     down.url = "http://127.0.0.1:1/api2/json".into();
     cfg.clusters.push(down);
     let report = doctor::run(&cfg, &DoctorOptions::default()).await;
-    assert_eq!(report.checks.iter().filter(|c| c.cluster == "sim" && c.status == Status::Fail).count(), 0);
-    assert!(report.checks.iter().any(|c| c.cluster == "down" && c.status == Status::Fail));
+    assert_eq!(
+        report
+            .checks
+            .iter()
+            .filter(|c| c.cluster == "sim" && c.status == Status::Fail)
+            .count(),
+        0
+    );
+    assert!(report
+        .checks
+        .iter()
+        .any(|c| c.cluster == "down" && c.status == Status::Fail));
     assert_eq!(report.exit_code(), 1);
 }
 
@@ -234,15 +337,30 @@ async fn cli_exit_codes_and_json() {
     let ok = run(&["--node-id", "worker-1"]).await.unwrap();
     let text = String::from_utf8_lossy(&ok.stdout).to_string();
     assert_eq!(ok.status.code(), Some(0), "{text}");
-    assert!(text.lines().all(|l| l.starts_with("PASS  ") || l.starts_with("WARN  sim/tls ") || l.contains("passed")), "{text}");
-    assert!(text.contains("WARN  sim/tls ") && text.contains("plain HTTP in use"), "{text}");
+    assert!(
+        text.lines().all(|l| l.starts_with("PASS  ")
+            || l.starts_with("WARN  sim/tls ")
+            || l.contains("passed")),
+        "{text}"
+    );
+    assert!(
+        text.contains("WARN  sim/tls ") && text.contains("plain HTTP in use"),
+        "{text}"
+    );
 
-    let bad = run(&["--storage", "nope", "--output", "json"]).await.unwrap();
+    let bad = run(&["--storage", "nope", "--output", "json"])
+        .await
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
     assert_eq!(json["ok"], false);
     assert_eq!(json["summary"]["fail"], 1);
-    let failed: Vec<&serde_json::Value> = json["checks"].as_array().unwrap().iter().filter(|c| c["status"] == "FAIL").collect();
+    let failed: Vec<&serde_json::Value> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "FAIL")
+        .collect();
     assert_eq!(failed[0]["name"], "storage nope");
     assert_eq!(failed[0]["cluster"], "sim");
 }
@@ -254,10 +372,18 @@ async fn plain_http_and_insecure_tls_warn_naming_the_cluster() {
     let text = report.to_text();
     let tls = check(&report, "tls");
     assert_eq!(tls.status, Status::Warn, "{text}");
-    assert!(tls.detail.contains("cluster sim") && tls.detail.contains("plain HTTP in use"), "{text}");
+    assert!(
+        tls.detail.contains("cluster sim") && tls.detail.contains("plain HTTP in use"),
+        "{text}"
+    );
     assert!(tls.detail.contains("allow_http: true"), "{text}");
     assert!(text.contains("WARN  sim/tls"), "{text}");
-    assert!(check(&report, "endpoint").detail.contains("plain HTTP (no TLS)"), "{text}");
+    assert!(
+        check(&report, "endpoint")
+            .detail
+            .contains("plain HTTP (no TLS)"),
+        "{text}"
+    );
     assert_eq!(report.exit_code(), 0, "a warning does not block: {text}");
 
     // insecure: true on https: warned even when the endpoint cannot be reached.
@@ -268,7 +394,13 @@ async fn plain_http_and_insecure_tls_warn_naming_the_cluster() {
     let text = report.to_text();
     let tls = check(&report, "tls");
     assert_eq!(tls.status, Status::Warn, "{text}");
-    assert!(tls.detail.contains("cluster lab") && tls.detail.contains("TLS certificate NOT verified (insecure: true)"), "{text}");
+    assert!(
+        tls.detail.contains("cluster lab")
+            && tls
+                .detail
+                .contains("TLS certificate NOT verified (insecure: true)"),
+        "{text}"
+    );
     assert!(text.contains("WARN  lab/tls"), "{text}");
 
     // Verified https: no tls line at all.
@@ -286,7 +418,11 @@ async fn plain_http_without_allow_http_fails_naming_the_key() {
     let report = doctor::run(&cfg, &DoctorOptions::default()).await;
     let endpoint = check(&report, "endpoint");
     assert_eq!(endpoint.status, Status::Fail, "{}", report.to_text());
-    assert!(endpoint.detail.contains("allow_http: true") && endpoint.detail.contains("unencrypted"), "{}", report.to_text());
+    assert!(
+        endpoint.detail.contains("allow_http: true") && endpoint.detail.contains("unencrypted"),
+        "{}",
+        report.to_text()
+    );
     assert_eq!(report.checks.len(), 1, "{}", report.to_text());
 }
 
@@ -294,15 +430,34 @@ async fn plain_http_without_allow_http_fails_naming_the_key() {
 /// at `ca_file`. Needs the `openssl` tool for the TLS server; skipped where it is missing.
 #[tokio::test]
 async fn untrusted_certificate_suggests_ca_file() {
-    if std::process::Command::new("openssl").arg("version").output().is_err() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
         eprintln!("skipped: no openssl binary");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let made = tokio::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "subjectAltName=DNS:localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -310,9 +465,17 @@ async fn untrusted_certificate_suggests_ca_file() {
         .output()
         .await
         .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     // A free port: bound and released; s_server takes it a moment later.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let server = tokio::process::Command::new("openssl")
         .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
         .arg("-cert")
@@ -325,7 +488,10 @@ async fn untrusted_certificate_suggests_ca_file() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "openssl s_server did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -333,7 +499,11 @@ async fn untrusted_certificate_suggests_ca_file() {
     let report = doctor::run(&cfg, &DoctorOptions::default()).await;
     let endpoint = check(&report, "endpoint");
     assert_eq!(endpoint.status, Status::Fail);
-    assert!(endpoint.detail.contains("certificate not trusted"), "{}", report.to_text());
+    assert!(
+        endpoint.detail.contains("certificate not trusted"),
+        "{}",
+        report.to_text()
+    );
     assert!(endpoint.detail.contains("ca_file"), "{}", report.to_text());
 
     // Trusting the certificate gets past TLS; s_server is no PVE, which the next steps notice.
@@ -344,8 +514,16 @@ async fn untrusted_certificate_suggests_ca_file() {
     let mut server = server;
     server.kill().await.unwrap();
     let text = report.to_text();
-    assert!(check(&report, "endpoint").detail.contains("TLS verified"), "{text}");
-    assert!(check(&report, "auth").detail.contains("not the Proxmox VE API"), "{text}");
+    assert!(
+        check(&report, "endpoint").detail.contains("TLS verified"),
+        "{text}"
+    );
+    assert!(
+        check(&report, "auth")
+            .detail
+            .contains("not the Proxmox VE API"),
+        "{text}"
+    );
     assert!(report.find("tls").is_none(), "{text}");
 
     // insecure: true gets past the untrusted certificate, and says TLS is not verified.
@@ -363,13 +541,24 @@ async fn untrusted_certificate_suggests_ca_file() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "openssl s_server did not restart");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "openssl s_server did not restart"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let report = doctor::run(&cfg, &DoctorOptions::default()).await;
     drop(server);
     let text = report.to_text();
-    assert!(check(&report, "endpoint").detail.contains("TLS NOT verified (insecure: true)"), "{text}");
+    assert!(
+        check(&report, "endpoint")
+            .detail
+            .contains("TLS NOT verified (insecure: true)"),
+        "{text}"
+    );
     assert_eq!(check(&report, "tls").status, Status::Warn, "{text}");
 }

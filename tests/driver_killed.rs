@@ -45,7 +45,10 @@ fn start_driver(dir: &Path, url: &str) -> Driver {
 async fn wait_for_socket(sock: &Path) {
     let start = Instant::now();
     while !sock.exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "driver did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "driver did not start"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -53,9 +56,14 @@ async fn wait_for_socket(sock: &Path) {
 fn request() -> CreateVolumeRequest {
     CreateVolumeRequest {
         name: "pvc-0f8e2c4a-1b3d-4e5f-8a9b-0c1d2e3f4a5b".into(),
-        capacity_range: Some(CapacityRange { required_bytes: 64 << 20, limit_bytes: 0 }),
+        capacity_range: Some(CapacityRange {
+            required_bytes: 64 << 20,
+            limit_bytes: 0,
+        }),
         volume_capabilities: vec![VolumeCapability {
-            access_mode: Some(AccessMode { mode: Mode::SingleNodeWriter as i32 }),
+            access_mode: Some(AccessMode {
+                mode: Mode::SingleNodeWriter as i32,
+            }),
             access_type: Some(AccessType::Block(BlockVolume {})),
         }],
         parameters: HashMap::from([("storage".into(), "local-lvm".into())]),
@@ -82,7 +90,10 @@ async fn create_survives_a_killed_driver() {
         if vms.iter().any(|v| v.vmid >= 100_000) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "no holder VM appeared");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no holder VM appeared"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(driver); // SIGKILL, mid-call
@@ -98,7 +109,10 @@ async fn create_survives_a_killed_driver() {
         match clients.controller.create_volume(request()).await {
             Ok(r) => break r.into_inner().volume.unwrap(),
             // Aborted while PVE still finishes the killed call's task.
-            Err(s) if s.code() == tonic::Code::Aborted && start.elapsed() < Duration::from_secs(30) => {
+            Err(s)
+                if s.code() == tonic::Code::Aborted
+                    && start.elapsed() < Duration::from_secs(30) =>
+            {
                 tokio::time::sleep(Duration::from_millis(300)).await
             }
             Err(s) => panic!("retry failed: {s:?}"),
@@ -109,10 +123,29 @@ async fn create_survives_a_killed_driver() {
     let c = cluster.cluster("sim").unwrap();
     let holders = c.holders().await.unwrap();
     assert_eq!(holders.len(), 1, "one holder, no leftover: {holders:?}");
-    let disks = c.client.storage_content("pve1", "local-lvm", None).await.unwrap();
-    let pve2 = c.client.storage_content("pve2", "local-lvm", None).await.unwrap();
-    assert_eq!(disks.len() + pve2.len(), 1, "one disk, no leftover: {disks:?} {pve2:?}");
+    let disks = c
+        .client
+        .storage_content("pve1", "local-lvm", None)
+        .await
+        .unwrap();
+    let pve2 = c
+        .client
+        .storage_content("pve2", "local-lvm", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        disks.len() + pve2.len(),
+        1,
+        "one disk, no leftover: {disks:?} {pve2:?}"
+    );
 
-    clients.controller.delete_volume(DeleteVolumeRequest { volume_id: volume.volume_id, secrets: Default::default() }).await.unwrap();
+    clients
+        .controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: volume.volume_id,
+            secrets: Default::default(),
+        })
+        .await
+        .unwrap();
     assert!(c.holders().await.unwrap().is_empty());
 }

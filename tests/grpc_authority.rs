@@ -42,7 +42,10 @@ struct Answer {
 
 impl Answer {
     fn get(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -68,12 +71,16 @@ async fn get_plugin_info(socket: &Path, authority: &str) -> Result<Answer, Strin
     let read = async {
         loop {
             let mut head = [0u8; 9];
-            conn.read_exact(&mut head).await.map_err(|e| format!("connection ended: {e}"))?;
+            conn.read_exact(&mut head)
+                .await
+                .map_err(|e| format!("connection ended: {e}"))?;
             let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
             let (kind, flags) = (head[3], head[4]);
             let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
             let mut payload = vec![0u8; len];
-            conn.read_exact(&mut payload).await.map_err(|e| format!("connection ended: {e}"))?;
+            conn.read_exact(&mut payload)
+                .await
+                .map_err(|e| format!("connection ended: {e}"))?;
             match kind {
                 0x4 if flags & 0x1 == 0 => conn.write_all(&frame(0x4, 0x1, 0, &[])).await.unwrap(), // SETTINGS ACK
                 0x3 if stream == 1 => {
@@ -92,7 +99,10 @@ async fn get_plugin_info(socket: &Path, authority: &str) -> Result<Answer, Strin
                         p = &p[5..];
                     }
                     for (n, v) in decoder.decode(p).map_err(|e| format!("HPACK: {e:?}"))? {
-                        answer.headers.push((String::from_utf8_lossy(&n).into(), String::from_utf8_lossy(&v).into()));
+                        answer.headers.push((
+                            String::from_utf8_lossy(&n).into(),
+                            String::from_utf8_lossy(&v).into(),
+                        ));
                     }
                 }
                 0x0 if stream == 1 => answer.body.extend_from_slice(&payload),
@@ -103,7 +113,9 @@ async fn get_plugin_info(socket: &Path, authority: &str) -> Result<Answer, Strin
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), read).await.map_err(|_| "no answer in 5 s".to_string())??;
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| "no answer in 5 s".to_string())??;
     Ok(answer)
 }
 
@@ -112,18 +124,45 @@ async fn socket_path_as_authority_is_answered() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("csi.sock");
     let listener = proxmox_csi::server::bind(&socket.to_string_lossy()).unwrap();
-    let identity = IdentityService { driver_name: DRIVER_NAME.into(), controller: None };
-    let server = tokio::spawn(proxmox_csi::server::serve(listener, identity, None, None::<NodeService>, std::future::pending()));
+    let identity = IdentityService {
+        driver_name: DRIVER_NAME.into(),
+        controller: None,
+    };
+    let server = tokio::spawn(proxmox_csi::server::serve(
+        listener,
+        identity,
+        None,
+        None::<NodeService>,
+        std::future::pending(),
+    ));
 
     let path = socket.to_string_lossy().to_string();
     // grpc-java / Bazel: the raw path. Python grpcio >= 1.57: the path percent-encoded, without the first '/'.
     let encoded = path.trim_start_matches('/').replace('/', "%2F");
-    for authority in [path.as_str(), encoded.as_str(), "localhost", "unix:/weird path"] {
-        let answer = get_plugin_info(&socket, authority).await.unwrap_or_else(|e| panic!("authority {authority:?}: {e}"));
-        assert_eq!(answer.get(":status"), Some("200"), "authority {authority:?}: {answer:?}");
-        assert_eq!(answer.get("grpc-status"), Some("0"), "authority {authority:?}: {answer:?}");
+    for authority in [
+        path.as_str(),
+        encoded.as_str(),
+        "localhost",
+        "unix:/weird path",
+    ] {
+        let answer = get_plugin_info(&socket, authority)
+            .await
+            .unwrap_or_else(|e| panic!("authority {authority:?}: {e}"));
+        assert_eq!(
+            answer.get(":status"),
+            Some("200"),
+            "authority {authority:?}: {answer:?}"
+        );
+        assert_eq!(
+            answer.get("grpc-status"),
+            Some("0"),
+            "authority {authority:?}: {answer:?}"
+        );
         let body = String::from_utf8_lossy(&answer.body);
-        assert!(body.contains(DRIVER_NAME), "authority {authority:?}: {body:?}");
+        assert!(
+            body.contains(DRIVER_NAME),
+            "authority {authority:?}: {body:?}"
+        );
     }
     server.abort();
 }

@@ -24,7 +24,11 @@ async fn list(State(nodes): State<Nodes>) -> axum::Json<Value> {
     axum::Json(json!({"kind": "NodeList", "items": items}))
 }
 
-async fn patch(State(nodes): State<Nodes>, Path(name): Path<String>, body: String) -> axum::Json<Value> {
+async fn patch(
+    State(nodes): State<Nodes>,
+    Path(name): Path<String>,
+    body: String,
+) -> axum::Json<Value> {
     let v: Value = serde_json::from_str(&body).unwrap();
     let mut nodes = nodes.lock().unwrap();
     let labels = nodes.get_mut(&name).unwrap();
@@ -42,7 +46,11 @@ async fn fake_api(nodes: Nodes) -> ApiServer {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await });
-    ApiServer { base_url, token: "t".into(), ca_pem: None }
+    ApiServer {
+        base_url,
+        token: "t".into(),
+        ca_pem: None,
+    }
 }
 
 const R: &str = "topology.kubernetes.io/region";
@@ -53,8 +61,17 @@ async fn labels_follow_the_vms() {
     let t = start_sim(HotplugMode::None, |_| {}).await;
     let c = controller(&t.url);
     let nodes: Nodes = Arc::new(Mutex::new(BTreeMap::from([
-        ("worker-1".to_string(), BTreeMap::from([("kubernetes.io/os".to_string(), "linux".to_string())])),
-        ("worker-2".to_string(), BTreeMap::from([(R.to_string(), "sim".to_string()), (Z.to_string(), "pve2".to_string())])),
+        (
+            "worker-1".to_string(),
+            BTreeMap::from([("kubernetes.io/os".to_string(), "linux".to_string())]),
+        ),
+        (
+            "worker-2".to_string(),
+            BTreeMap::from([
+                (R.to_string(), "sim".to_string()),
+                (Z.to_string(), "pve2".to_string()),
+            ]),
+        ),
         ("control-plane".to_string(), BTreeMap::new()),
     ])));
     let api = fake_api(nodes.clone()).await;
@@ -66,25 +83,39 @@ async fn labels_follow_the_vms() {
         let n = nodes.lock().unwrap();
         assert_eq!(n["worker-1"][R], "sim");
         assert_eq!(n["worker-1"][Z], "pve1");
-        assert_eq!(n["worker-1"]["kubernetes.io/os"], "linux", "other labels untouched");
+        assert_eq!(
+            n["worker-1"]["kubernetes.io/os"], "linux",
+            "other labels untouched"
+        );
         assert!(n["control-plane"].is_empty());
     }
     // Nothing to do the second time.
     assert!(c.label_nodes_once(&api).await.unwrap().patched.is_empty());
     // The VM migrates: the zone label follows.
     t.sim.move_vm(101, "pve2").unwrap();
-    assert_eq!(c.label_nodes_once(&api).await.unwrap().patched, vec!["worker-1".to_string()]);
+    assert_eq!(
+        c.label_nodes_once(&api).await.unwrap().patched,
+        vec!["worker-1".to_string()]
+    );
     assert_eq!(nodes.lock().unwrap()["worker-1"][Z], "pve2");
 }
 
 #[tokio::test]
 async fn ambiguous_names_are_left_alone() {
     let t = start_sim(HotplugMode::None, |c| {
-        c.vms.push(VmConfig { vmid: 103, name: "worker-1".into(), node: "pve2".into(), ..Default::default() });
+        c.vms.push(VmConfig {
+            vmid: 103,
+            name: "worker-1".into(),
+            node: "pve2".into(),
+            ..Default::default()
+        });
     })
     .await;
     let c = controller(&t.url);
-    let nodes: Nodes = Arc::new(Mutex::new(BTreeMap::from([("worker-1".to_string(), BTreeMap::new())])));
+    let nodes: Nodes = Arc::new(Mutex::new(BTreeMap::from([(
+        "worker-1".to_string(),
+        BTreeMap::new(),
+    )])));
     let api = fake_api(nodes.clone()).await;
     let r = c.label_nodes_once(&api).await.unwrap();
     assert_eq!(r.ambiguous, vec!["worker-1".to_string()]);

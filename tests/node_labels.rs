@@ -5,7 +5,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use proxmox_csi::kube::{topology_labels, ApiServer};
 
-async fn node(Path(name): Path<String>, headers: HeaderMap) -> Result<axum::Json<serde_json::Value>, StatusCode> {
+async fn node(
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, StatusCode> {
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer sa-token") {
         return Err(StatusCode::UNAUTHORIZED);
     }
@@ -18,7 +21,9 @@ async fn node(Path(name): Path<String>, headers: HeaderMap) -> Result<axum::Json
                 "kubernetes.io/hostname": "worker-1"
             }}
         }))),
-        "bare" => Ok(axum::Json(serde_json::json!({"kind": "Node", "metadata": {"name": "bare"}}))),
+        "bare" => Ok(axum::Json(
+            serde_json::json!({"kind": "Node", "metadata": {"name": "bare"}}),
+        )),
         _ => Err(StatusCode::NOT_FOUND),
     }
 }
@@ -33,7 +38,11 @@ async fn fake_api() -> String {
 
 #[tokio::test]
 async fn reads_region_and_zone_only() {
-    let api = ApiServer { base_url: fake_api().await, token: "sa-token".into(), ca_pem: None };
+    let api = ApiServer {
+        base_url: fake_api().await,
+        token: "sa-token".into(),
+        ca_pem: None,
+    };
     let labels = topology_labels(&api, "worker-1").await.unwrap();
     assert_eq!(labels.len(), 2, "{labels:?}");
     assert_eq!(labels["topology.kubernetes.io/region"], "pve-a");
@@ -44,10 +53,27 @@ async fn reads_region_and_zone_only() {
 #[tokio::test]
 async fn errors_name_the_request() {
     let base = fake_api().await;
-    let api = ApiServer { base_url: base.clone(), token: "sa-token".into(), ca_pem: None };
-    let e = topology_labels(&api, "ghost").await.unwrap_err().to_string();
-    assert!(e.contains("/api/v1/nodes/ghost") && e.contains("404"), "{e}");
-    let api = ApiServer { base_url: base, token: "wrong".into(), ca_pem: None };
-    let e = topology_labels(&api, "worker-1").await.unwrap_err().to_string();
+    let api = ApiServer {
+        base_url: base.clone(),
+        token: "sa-token".into(),
+        ca_pem: None,
+    };
+    let e = topology_labels(&api, "ghost")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/api/v1/nodes/ghost") && e.contains("404"),
+        "{e}"
+    );
+    let api = ApiServer {
+        base_url: base,
+        token: "wrong".into(),
+        ca_pem: None,
+    };
+    let e = topology_labels(&api, "worker-1")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("401"), "{e}");
 }

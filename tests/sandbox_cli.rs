@@ -11,11 +11,26 @@ fn sandbox_passes_with_ext4() {
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_proxmox-csi"))
-        .args(["sandbox", "--fs-type", "ext4", "--size-mib", "64", "--write-mib", "8"])
+        .args([
+            "sandbox",
+            "--fs-type",
+            "ext4",
+            "--size-mib",
+            "64",
+            "--write-mib",
+            "8",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "sandbox failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("sandbox finished: every step passed"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "sandbox failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("sandbox finished: every step passed"),
+        "{stdout}"
+    );
     assert!(stdout.contains("filesystem now"), "{stdout}");
 }

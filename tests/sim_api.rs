@@ -1021,7 +1021,11 @@ async fn cluster_views() {
     let (_, b) = h.get("/nodes", &[]).await;
     assert_eq!(b["data"].as_array().unwrap().len(), 2);
     let (_, b) = h.get("/nodes/pve1/storage", &[]).await;
-    assert_eq!(b["data"].as_array().unwrap().len(), 3, "local, shared, local-lvm");
+    assert_eq!(
+        b["data"].as_array().unwrap().len(),
+        3,
+        "local, shared, local-lvm"
+    );
     let (s, _) = h.get("/nodes/pve9/storage", &[]).await;
     assert_eq!(s, 500);
 }
@@ -1498,7 +1502,7 @@ async fn hotplug_failures_leave_changes_pending() {
         path_regex: "/qemu/101/(config|unlink)$".into(),
         action: FaultAction::HotplugError(msg.into()),
         count: Some(1),
-            skip: None,
+        skip: None,
     };
     h.sim.faults().add(fault("plug timeout")).unwrap();
     let drive = format!("{volid},wwn={WWN}");

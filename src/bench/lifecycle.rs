@@ -22,7 +22,10 @@ pub(super) struct Clients {
 
 impl Clients {
     pub(super) fn new(c: &CsiClients) -> Self {
-        Clients { controller: c.controller.clone(), node: c.node.clone() }
+        Clients {
+            controller: c.controller.clone(),
+            node: c.node.clone(),
+        }
     }
 }
 
@@ -58,17 +61,29 @@ impl Volume {
 }
 
 /// Time one call and record it; the response on success.
-async fn call<T>(s: &mut Vec<Sample>, op: Op, f: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Option<T> {
+async fn call<T>(
+    s: &mut Vec<Sample>,
+    op: Op,
+    f: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Option<T> {
     let start = Instant::now();
     let r = f.await;
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     match r {
         Ok(r) => {
-            s.push(Sample { op, ms, error: None });
+            s.push(Sample {
+                op,
+                ms,
+                error: None,
+            });
             Some(r.into_inner())
         }
         Err(e) => {
-            s.push(Sample { op, ms, error: Some(format!("{:?}: {}", e.code(), e.message())) });
+            s.push(Sample {
+                op,
+                ms,
+                error: Some(format!("{:?}: {}", e.code(), e.message())),
+            });
             None
         }
     }
@@ -81,13 +96,22 @@ pub(super) async fn run(c: &mut Clients, plan: &Plan, name: &str) -> (Vec<Sample
     let topo = worker_topology();
     let req = CreateVolumeRequest {
         name: name.into(),
-        capacity_range: Some(CapacityRange { required_bytes: plan.size_bytes as i64, limit_bytes: 0 }),
+        capacity_range: Some(CapacityRange {
+            required_bytes: plan.size_bytes as i64,
+            limit_bytes: 0,
+        }),
         volume_capabilities: vec![plan.cap.clone()],
         parameters: HashMap::from([("storage".into(), plan.storage.clone())]),
-        accessibility_requirements: Some(TopologyRequirement { requisite: vec![topo.clone()], preferred: vec![topo] }),
+        accessibility_requirements: Some(TopologyRequirement {
+            requisite: vec![topo.clone()],
+            preferred: vec![topo],
+        }),
         ..Default::default()
     };
-    let Some(created) = call(&mut s, Op::CreateVolume, c.controller.create_volume(req)).await else { return (s, None) };
+    let Some(created) = call(&mut s, Op::CreateVolume, c.controller.create_volume(req)).await
+    else {
+        return (s, None);
+    };
     let mut v = Volume {
         id: created.volume.unwrap_or_default().volume_id,
         dir: plan.dir.join(name),
@@ -110,12 +134,22 @@ async fn forward(c: &mut Clients, plan: &Plan, v: &mut Volume, s: &mut Vec<Sampl
         volume_capability: Some(plan.cap.clone()),
         ..Default::default()
     };
-    let ctx = call(s, Op::ControllerPublishVolume, c.controller.controller_publish_volume(req)).await?.publish_context;
+    let ctx = call(
+        s,
+        Op::ControllerPublishVolume,
+        c.controller.controller_publish_volume(req),
+    )
+    .await?
+    .publish_context;
     if plan.node_ops {
         v.staged = true;
         // As the kubelet does, the CO makes the staging directory.
         if let Err(e) = std::fs::create_dir_all(v.staging()) {
-            s.push(Sample { op: Op::NodeStageVolume, ms: 0.0, error: Some(format!("creating {}: {e}", v.staging())) });
+            s.push(Sample {
+                op: Op::NodeStageVolume,
+                ms: 0.0,
+                error: Some(format!("creating {}: {e}", v.staging())),
+            });
             return None;
         }
         let req = NodeStageVolumeRequest {
@@ -138,8 +172,15 @@ async fn forward(c: &mut Clients, plan: &Plan, v: &mut Volume, s: &mut Vec<Sampl
         call(s, Op::NodePublishVolume, c.node.node_publish_volume(req)).await?;
     }
     if plan.snapshots {
-        let name = format!("{}-snap", v.dir.file_name().unwrap_or_default().to_string_lossy());
-        let req = CreateSnapshotRequest { source_volume_id: v.id.clone(), name, ..Default::default() };
+        let name = format!(
+            "{}-snap",
+            v.dir.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let req = CreateSnapshotRequest {
+            source_volume_id: v.id.clone(),
+            name,
+            ..Default::default()
+        };
         let snap = call(s, Op::CreateSnapshot, c.controller.create_snapshot(req)).await?;
         v.snapshot = snap.snapshot.map(|x| x.snapshot_id);
     }
@@ -151,22 +192,48 @@ async fn forward(c: &mut Clients, plan: &Plan, v: &mut Volume, s: &mut Vec<Sampl
 pub(super) async fn teardown(c: &mut Clients, v: &Volume, s: &mut Vec<Sample>) -> bool {
     let before = s.len();
     if v.published {
-        let req = NodeUnpublishVolumeRequest { volume_id: v.id.clone(), target_path: v.target() };
-        call(s, Op::NodeUnpublishVolume, c.node.node_unpublish_volume(req)).await;
+        let req = NodeUnpublishVolumeRequest {
+            volume_id: v.id.clone(),
+            target_path: v.target(),
+        };
+        call(
+            s,
+            Op::NodeUnpublishVolume,
+            c.node.node_unpublish_volume(req),
+        )
+        .await;
     }
     if v.staged {
-        let req = NodeUnstageVolumeRequest { volume_id: v.id.clone(), staging_target_path: v.staging() };
+        let req = NodeUnstageVolumeRequest {
+            volume_id: v.id.clone(),
+            staging_target_path: v.staging(),
+        };
         call(s, Op::NodeUnstageVolume, c.node.node_unstage_volume(req)).await;
     }
     if v.attached {
-        let req = ControllerUnpublishVolumeRequest { volume_id: v.id.clone(), node_id: WORKER.into(), secrets: Default::default() };
-        call(s, Op::ControllerUnpublishVolume, c.controller.controller_unpublish_volume(req)).await;
+        let req = ControllerUnpublishVolumeRequest {
+            volume_id: v.id.clone(),
+            node_id: WORKER.into(),
+            secrets: Default::default(),
+        };
+        call(
+            s,
+            Op::ControllerUnpublishVolume,
+            c.controller.controller_unpublish_volume(req),
+        )
+        .await;
     }
     if let Some(id) = &v.snapshot {
-        let req = DeleteSnapshotRequest { snapshot_id: id.clone(), secrets: Default::default() };
+        let req = DeleteSnapshotRequest {
+            snapshot_id: id.clone(),
+            secrets: Default::default(),
+        };
         call(s, Op::DeleteSnapshot, c.controller.delete_snapshot(req)).await;
     }
-    let req = DeleteVolumeRequest { volume_id: v.id.clone(), secrets: Default::default() };
+    let req = DeleteVolumeRequest {
+        volume_id: v.id.clone(),
+        secrets: Default::default(),
+    };
     call(s, Op::DeleteVolume, c.controller.delete_volume(req)).await;
     s[before..].iter().all(|x| x.error.is_none())
 }

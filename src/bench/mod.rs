@@ -7,9 +7,14 @@ mod lifecycle;
 pub mod report;
 
 use crate::controller::ControllerOptions;
-use crate::csi::{ControllerUnpublishVolumeRequest, DeleteSnapshotRequest, DeleteVolumeRequest, ListSnapshotsRequest, ListVolumesRequest};
+use crate::csi::{
+    ControllerUnpublishVolumeRequest, DeleteSnapshotRequest, DeleteVolumeRequest,
+    ListSnapshotsRequest, ListVolumesRequest,
+};
 use crate::csi_client::CsiClients;
-use crate::sandbox::harness::{check_clean, default_fs_type, mount_cap, start_driver, start_sim, WORKER};
+use crate::sandbox::harness::{
+    check_clean, default_fs_type, mount_cap, start_driver, start_sim, WORKER,
+};
 use crate::sim::{HotplugMode, SimConfig};
 use lifecycle::{Clients, Plan, Volume};
 use report::{Report, RunInfo};
@@ -51,14 +56,21 @@ pub struct BenchArgs {
 /// and return the exit code: 1 if any call failed or anything was left behind.
 pub async fn main(args: BenchArgs) -> anyhow::Result<i32> {
     let report = run(&args).await?;
-    let text = if args.output == "json" { serde_json::to_string_pretty(&report.to_json())? + "\n" } else { report.to_text() };
+    let text = if args.output == "json" {
+        serde_json::to_string_pretty(&report.to_json())? + "\n"
+    } else {
+        report.to_text()
+    };
     // A closed pipe (`bench | head`) is not an error worth a panic.
     let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(report.exit_code())
 }
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    anyhow::ensure!(args.volumes > 0 && args.parallel > 0, "--volumes and --parallel must be at least 1");
+    anyhow::ensure!(
+        args.volumes > 0 && args.parallel > 0,
+        "--volumes and --parallel must be at least 1"
+    );
     if !args.controller_only && !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("bench needs root for the node calls (loop devices, mkfs, mount): run it as root, or with --controller-only");
     }
@@ -68,7 +80,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     }
     let parallel = args.parallel.min(max).min(args.volumes);
 
-    let tmp = tempfile::Builder::new().prefix("proxmox-csi-bench.").tempdir()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("proxmox-csi-bench.")
+        .tempdir()?;
     let data_dir = tmp.path().to_path_buf();
     let mut cfg = SimConfig::default_for(data_dir.join("sim"));
     cfg.task_ms = args.sim_task_ms;
@@ -77,7 +91,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     }
     let Some(kind) = cfg.storage(&args.storage).map(|s| s.kind.clone()) else {
         let known: Vec<&str> = cfg.storages.iter().map(|s| s.id.as_str()).collect();
-        anyhow::bail!("the simulator has no storage '{}' (it has {})", args.storage, known.join(", "));
+        anyhow::bail!(
+            "the simulator has no storage '{}' (it has {})",
+            args.storage,
+            known.join(", ")
+        );
     };
     let fs_type = args.fs_type.clone().unwrap_or_else(default_fs_type);
     let info = RunInfo {
@@ -109,21 +127,29 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     );
     let mut report = Report::new(info);
     let leftovers = measure(&mut report, &c, &plan, parallel).await;
-    report.cleanup = clean_up(&mut c, leftovers, &data_dir).await.map_err(|e| format!("{e:#}"));
+    report.cleanup = clean_up(&mut c, leftovers, &data_dir)
+        .await
+        .map_err(|e| format!("{e:#}"));
     sim.detach_all();
     Ok(report)
 }
 
 /// All volumes through `parallel` workers; fills the report, returns the
 /// volumes whose tear-down failed.
-async fn measure(report: &mut Report, c: &CsiClients, plan: &Arc<Plan>, parallel: usize) -> Vec<Volume> {
+async fn measure(
+    report: &mut Report,
+    c: &CsiClients,
+    plan: &Arc<Plan>,
+    parallel: usize,
+) -> Vec<Volume> {
     let total = report.info.volumes;
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..parallel {
-        let (mut clients, plan, next, done) = (Clients::new(c), plan.clone(), next.clone(), done.clone());
+        let (mut clients, plan, next, done) =
+            (Clients::new(c), plan.clone(), next.clone(), done.clone());
         workers.spawn(async move {
             let mut out = Vec::new();
             loop {
@@ -136,9 +162,15 @@ async fn measure(report: &mut Report, c: &CsiClients, plan: &Arc<Plan>, parallel
                 let (samples, leftover) = lifecycle::run(&mut clients, &plan, &name).await;
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                match samples.iter().find_map(|s| s.error.as_ref().map(|e| (s.op, e))) {
+                match samples
+                    .iter()
+                    .find_map(|s| s.error.as_ref().map(|e| (s.op, e)))
+                {
                     None => eprintln!("[{n:>4}/{total}] {name} ok   {ms:>9.1} ms"),
-                    Some((op, e)) => eprintln!("[{n:>4}/{total}] {name} FAIL {ms:>9.1} ms  {}: {e}", op.name()),
+                    Some((op, e)) => eprintln!(
+                        "[{n:>4}/{total}] {name} FAIL {ms:>9.1} ms  {}: {e}",
+                        op.name()
+                    ),
                 }
                 out.push((samples, leftover));
             }
@@ -166,23 +198,56 @@ async fn measure(report: &mut Report, c: &CsiClients, plan: &Arc<Plan>, parallel
 /// CreateVolume may have made one the run never learned of); then check that
 /// no volume, snapshot, loop device or mount is left. Ok says what the second
 /// pass had to do.
-async fn clean_up(c: &mut CsiClients, leftovers: Vec<Volume>, data_dir: &Path) -> anyhow::Result<String> {
-    let snaps = c.controller.list_snapshots(ListSnapshotsRequest::default()).await?.into_inner().entries;
+async fn clean_up(
+    c: &mut CsiClients,
+    leftovers: Vec<Volume>,
+    data_dir: &Path,
+) -> anyhow::Result<String> {
+    let snaps = c
+        .controller
+        .list_snapshots(ListSnapshotsRequest::default())
+        .await?
+        .into_inner()
+        .entries;
     for s in snaps.iter().filter_map(|e| e.snapshot.as_ref()) {
-        let req = DeleteSnapshotRequest { snapshot_id: s.snapshot_id.clone(), secrets: Default::default() };
+        let req = DeleteSnapshotRequest {
+            snapshot_id: s.snapshot_id.clone(),
+            secrets: Default::default(),
+        };
         let _ = c.controller.delete_snapshot(req).await;
     }
     let mut clients = Clients::new(c);
     for v in &leftovers {
         lifecycle::teardown(&mut clients, v, &mut Vec::new()).await;
     }
-    let strays = c.controller.list_volumes(ListVolumesRequest::default()).await?.into_inner().entries;
+    let strays = c
+        .controller
+        .list_volumes(ListVolumesRequest::default())
+        .await?
+        .into_inner()
+        .entries;
     for v in strays.iter().filter_map(|e| e.volume.as_ref()) {
-        let req = ControllerUnpublishVolumeRequest { volume_id: v.volume_id.clone(), node_id: WORKER.into(), secrets: Default::default() };
+        let req = ControllerUnpublishVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            node_id: WORKER.into(),
+            secrets: Default::default(),
+        };
         let _ = c.controller.controller_unpublish_volume(req).await;
-        let _ = c.controller.delete_volume(DeleteVolumeRequest { volume_id: v.volume_id.clone(), secrets: Default::default() }).await;
+        let _ = c
+            .controller
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                secrets: Default::default(),
+            })
+            .await;
     }
-    let left = c.controller.list_snapshots(ListSnapshotsRequest::default()).await?.into_inner().entries.len();
+    let left = c
+        .controller
+        .list_snapshots(ListSnapshotsRequest::default())
+        .await?
+        .into_inner()
+        .entries
+        .len();
     anyhow::ensure!(left == 0, "{left} snapshots still listed");
     check_clean(c, data_dir).await?;
     Ok(match (snaps.len(), leftovers.len(), strays.len()) {

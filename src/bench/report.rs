@@ -97,7 +97,14 @@ pub struct Report {
 
 impl Report {
     pub fn new(info: RunInfo) -> Self {
-        Report { info, ops: BTreeMap::new(), wall_seconds: 0.0, volumes_ok: 0, error_messages: BTreeMap::new(), cleanup: Err("not run".into()) }
+        Report {
+            info,
+            ops: BTreeMap::new(),
+            wall_seconds: 0.0,
+            volumes_ok: 0,
+            error_messages: BTreeMap::new(),
+            cleanup: Err("not run".into()),
+        }
     }
 
     pub fn add(&mut self, s: &Sample) {
@@ -107,7 +114,10 @@ impl Report {
             None => st.ok_ms.push(s.ms),
             Some(e) => {
                 st.errors += 1;
-                *self.error_messages.entry(format!("{}: {e}", s.op.name())).or_default() += 1;
+                *self
+                    .error_messages
+                    .entry(format!("{}: {e}", s.op.name()))
+                    .or_default() += 1;
             }
         }
     }
@@ -131,12 +141,20 @@ impl Report {
 
     pub fn to_text(&self) -> String {
         let i = &self.info;
-        let fs = i.fs_type.as_deref().map_or("controller only".to_string(), |f| format!("{f}, {} MiB", i.size_mib));
+        let fs = i
+            .fs_type
+            .as_deref()
+            .map_or("controller only".to_string(), |f| {
+                format!("{f}, {} MiB", i.size_mib)
+            });
         let mut out = format!(
             "proxmox-csi bench: {} volumes, {} parallel, storage {} ({fs}), simulated PVE task latency {} ms\n\n",
             i.volumes, i.parallel, i.storage, i.sim_task_ms
         );
-        out += &format!("{:<26} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}\n", "operation", "count", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms");
+        out += &format!(
+            "{:<26} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}\n",
+            "operation", "count", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        );
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         for (op, s) in &self.ops {
             out += &format!(
@@ -216,7 +234,11 @@ mod tests {
     use super::*;
 
     fn stats(ms: &[f64]) -> OpStats {
-        OpStats { count: ms.len(), errors: 0, ok_ms: ms.to_vec() }
+        OpStats {
+            count: ms.len(),
+            errors: 0,
+            ok_ms: ms.to_vec(),
+        }
     }
 
     #[test]
@@ -234,12 +256,28 @@ mod tests {
 
     #[test]
     fn failures_count_and_set_the_exit_code() {
-        let info = RunInfo { volumes: 1, parallel: 1, storage: "local".into(), fs_type: None, size_mib: 1, sim_task_ms: 0, snapshots: false };
+        let info = RunInfo {
+            volumes: 1,
+            parallel: 1,
+            storage: "local".into(),
+            fs_type: None,
+            size_mib: 1,
+            sim_task_ms: 0,
+            snapshots: false,
+        };
         let mut r = Report::new(info);
         r.cleanup = Ok("ok".into());
-        r.add(&Sample { op: Op::CreateVolume, ms: 1.0, error: None });
+        r.add(&Sample {
+            op: Op::CreateVolume,
+            ms: 1.0,
+            error: None,
+        });
         assert_eq!(r.exit_code(), 0);
-        r.add(&Sample { op: Op::DeleteVolume, ms: 2.0, error: Some("boom".into()) });
+        r.add(&Sample {
+            op: Op::DeleteVolume,
+            ms: 2.0,
+            error: Some("boom".into()),
+        });
         assert_eq!(r.errors(), 1);
         assert_eq!(r.exit_code(), 1);
         assert_eq!(r.ops[&Op::DeleteVolume].max(), None);

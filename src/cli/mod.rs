@@ -11,7 +11,11 @@ use std::time::Duration;
 #[derive(Args, Debug, Clone)]
 pub struct ControllerArgs {
     /// Cluster configuration file (YAML).
-    #[arg(long, env = "PROXMOX_CSI_CONFIG", default_value = "/etc/proxmox-csi/config.yaml")]
+    #[arg(
+        long,
+        env = "PROXMOX_CSI_CONFIG",
+        default_value = "/etc/proxmox-csi/config.yaml"
+    )]
     pub config: PathBuf,
     /// Holder VMs (one stopped VM owning each volume) get ids from here up.
     #[arg(long, default_value_t = 100_000)]
@@ -124,7 +128,10 @@ impl NodeArgs {
 }
 
 /// The API server may still be coming up when a node boots; a few tries.
-async fn fetch_with_retries(api: &crate::kube::ApiServer, node: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+async fn fetch_with_retries(
+    api: &crate::kube::ApiServer,
+    node: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     let mut last = None;
     for attempt in 0..5 {
         match crate::kube::topology_labels(api, node).await {
@@ -136,5 +143,7 @@ async fn fetch_with_retries(api: &crate::kube::ApiServer, node: &str) -> anyhow:
             }
         }
     }
-    Err(last.expect("at least one attempt").context(format!("reading topology labels of Node {node}")))
+    Err(last
+        .expect("at least one attempt")
+        .context(format!("reading topology labels of Node {node}")))
 }

@@ -2,8 +2,8 @@
 //! the worker VM and out again, and ValidateVolumeCapabilities.
 
 use super::cluster::{owner_vmid, Cluster};
-use super::lookup::disk_key;
 use super::error::{ControllerError, PveContext, Result};
+use super::lookup::disk_key;
 use super::params::{check_capabilities, check_capability, drive_options};
 use super::{required, Controller};
 use crate::contract::{PUBLISH_CONTEXT_BUS, PUBLISH_CONTEXT_WWN};
@@ -13,7 +13,6 @@ use crate::pve::types::{SlotView, VmResource};
 use crate::pve::PveErrorKind;
 use crate::volume_id::VolumeId;
 use std::collections::HashMap;
-
 
 /// How often, and how far apart, the running config is read before a disk
 /// not in it counts as not hot-plugged.
@@ -27,13 +26,15 @@ impl Controller {
     /// hot-unplug still pending, which is then reverted) answers with the
     /// slot it has. A disk is never in two VMs: any other VM that has it,
     /// applied or pending, makes this FailedPrecondition.
-    pub async fn publish_volume(&self, req: ControllerPublishVolumeRequest) -> Result<ControllerPublishVolumeResponse> {
+    pub async fn publish_volume(
+        &self,
+        req: ControllerPublishVolumeRequest,
+    ) -> Result<ControllerPublishVolumeResponse> {
         let raw = required(&req.volume_id, "volume_id")?;
         let node_id = required(&req.node_id, "node_id")?;
-        let cap = req
-            .volume_capability
-            .as_ref()
-            .ok_or_else(|| ControllerError::InvalidArgument("volume_capability: required".into()))?;
+        let cap = req.volume_capability.as_ref().ok_or_else(|| {
+            ControllerError::InvalidArgument("volume_capability: required".into())
+        })?;
         check_capability(cap, "volume_capability")?;
         let (id, cluster) = self.volume_cluster("volume_id", raw)?;
         let _guard = self.begin(&disk_key(&id))?;
@@ -53,7 +54,11 @@ impl Controller {
         // while its hot-unplug there is still pending (the guest has it).
         for (_, a) in cluster.attachments_of(std::slice::from_ref(&volid)).await? {
             if a.vm.vmid != vm.vmid {
-                let how = if a.pending && a.running { " (its hot-unplug there is still pending)" } else { "" };
+                let how = if a.pending && a.running {
+                    " (its hot-unplug there is still pending)"
+                } else {
+                    ""
+                };
                 return Err(ControllerError::FailedPrecondition(format!(
                     "volume {id} is published to VM {} ({}) as {}{how}; unpublish it there first",
                     a.vm.vmid,
@@ -71,7 +76,8 @@ impl Controller {
             }
         }
         let _vm_lock = cluster.lock_vm(vm.vmid).await;
-        self.retry_contended(|| self.try_attach(cluster, &vm, &id, req.readonly, &options)).await
+        self.retry_contended(|| self.try_attach(cluster, &vm, &id, req.readonly, &options))
+            .await
     }
 
     async fn try_attach(
@@ -84,14 +90,28 @@ impl Controller {
     ) -> Result<ControllerPublishVolumeResponse> {
         let volid = id.volid();
         let client = &cluster.client;
-        let cfg = client.vm_config(&vm.node, vm.vmid, false).await.ctx(|| format!("reading config of VM {}", vm.vmid))?;
-        let slots = client.vm_slots(&vm.node, vm.vmid).await.ctx(|| format!("reading pending config of VM {}", vm.vmid))?;
+        let cfg = client
+            .vm_config(&vm.node, vm.vmid, false)
+            .await
+            .ctx(|| format!("reading config of VM {}", vm.vmid))?;
+        let slots = client
+            .vm_slots(&vm.node, vm.vmid)
+            .await
+            .ctx(|| format!("reading pending config of VM {}", vm.vmid))?;
         let context = |slot: &str| ControllerPublishVolumeResponse {
-            publish_context: HashMap::from([(PUBLISH_CONTEXT_WWN.to_string(), id.wwn()), (PUBLISH_CONTEXT_BUS.to_string(), slot.to_string())]),
+            publish_context: HashMap::from([
+                (PUBLISH_CONTEXT_WWN.to_string(), id.wwn()),
+                (PUBLISH_CONTEXT_BUS.to_string(), slot.to_string()),
+            ]),
         };
 
         if let Some(s) = slots.iter().find(|s| s.holds(&volid)) {
-            let drive = s.current.iter().chain(s.pending.iter()).find(|d| d.volume == volid).expect("holds it");
+            let drive = s
+                .current
+                .iter()
+                .chain(s.pending.iter())
+                .find(|d| d.volume == volid)
+                .expect("holds it");
             if drive.flag("ro") != readonly {
                 return Err(ControllerError::AlreadyExists(format!(
                     "volume {id} is already published to this node with readonly={}",
@@ -105,16 +125,27 @@ impl Controller {
                 client
                     .update_vm_config(&vm.node, vm.vmid, &revert, self.opts.task_timeout)
                     .await
-                    .ctx(|| format!("cancelling the pending removal of {volid} from VM {}", vm.vmid))?;
+                    .ctx(|| {
+                        format!(
+                            "cancelling the pending removal of {volid} from VM {}",
+                            vm.vmid
+                        )
+                    })?;
             }
             self.confirm_applied(cluster, vm, &s.slot, &volid).await?;
             return Ok(context(&s.slot));
         }
 
-        let holders: std::collections::HashSet<u64> = cluster.holders().await?.iter().map(|h| h.vmid).collect();
+        let holders: std::collections::HashSet<u64> =
+            cluster.holders().await?.iter().map(|h| h.vmid).collect();
         let attached = slots
             .iter()
-            .filter(|s| s.current.iter().chain(s.pending.iter()).any(|d| owner_vmid(&d.volume).is_some_and(|o| holders.contains(&o))))
+            .filter(|s| {
+                s.current
+                    .iter()
+                    .chain(s.pending.iter())
+                    .any(|d| owner_vmid(&d.volume).is_some_and(|o| holders.contains(&o)))
+            })
             .count() as u32;
         if attached >= self.opts.max_volumes_per_vm {
             return Err(ControllerError::ResourceExhausted(format!(
@@ -126,9 +157,13 @@ impl Controller {
         let slot = (0..SCSI_SLOTS)
             .map(|n| format!("scsi{n}"))
             .find(|k| cfg.get(k).is_none() && !slots.iter().any(|s| &s.slot == k))
-            .ok_or_else(|| ControllerError::ResourceExhausted(format!("VM {} has no free scsi slot", vm.vmid)))?;
+            .ok_or_else(|| {
+                ControllerError::ResourceExhausted(format!("VM {} has no free scsi slot", vm.vmid))
+            })?;
 
-        let mut drive = Drive::new(&volid).with("wwn", id.wwn()).with("serial", id.serial());
+        let mut drive = Drive::new(&volid)
+            .with("wwn", id.wwn())
+            .with("serial", id.serial());
         for (k, v) in options {
             drive.set(k, v.clone());
         }
@@ -140,13 +175,19 @@ impl Controller {
             // PVE refuses the edit if someone changed the config since our read.
             params.push(("digest".into(), d.to_string()));
         }
-        if let Err(e) = client.update_vm_config(&vm.node, vm.vmid, &params, self.opts.task_timeout).await {
+        if let Err(e) = client
+            .update_vm_config(&vm.node, vm.vmid, &params, self.opts.task_timeout)
+            .await
+        {
             if e.kind() == PveErrorKind::Hotplug {
                 // PVE wrote the disk to the pending section and QEMU refused
                 // it: take it out again, so nothing half-attached stays.
                 self.revert_pending(cluster, vm, &slot).await;
             }
-            return Err(ControllerError::Pve { context: format!("attaching {volid} to VM {} as {slot}", vm.vmid), source: Box::new(e) });
+            return Err(ControllerError::Pve {
+                context: format!("attaching {volid} to VM {} as {slot}", vm.vmid),
+                source: Box::new(e),
+            });
         }
         self.confirm_applied(cluster, vm, &slot, &volid).await?;
         tracing::info!(volume = %id, vmid = vm.vmid, %slot, "volume attached");
@@ -155,20 +196,37 @@ impl Controller {
 
     async fn revert_pending(&self, cluster: &Cluster, vm: &VmResource, slot: &str) {
         let revert = vec![("revert".to_string(), slot.to_string())];
-        if let Err(e) = cluster.client.update_vm_config(&vm.node, vm.vmid, &revert, self.opts.task_timeout).await {
+        if let Err(e) = cluster
+            .client
+            .update_vm_config(&vm.node, vm.vmid, &revert, self.opts.task_timeout)
+            .await
+        {
             tracing::warn!(vmid = vm.vmid, slot, error = %e, "reverting a pending attach failed");
         }
     }
 
     /// A config change PVE could not hot-plug stays pending and the guest
     /// never sees the disk. Check the running view; revert if still pending.
-    async fn confirm_applied(&self, cluster: &Cluster, vm: &VmResource, slot: &str, volid: &str) -> Result<()> {
+    async fn confirm_applied(
+        &self,
+        cluster: &Cluster,
+        vm: &VmResource,
+        slot: &str,
+        volid: &str,
+    ) -> Result<()> {
         let client = &cluster.client;
         // A config task of an earlier, cut-off attempt may still be applying
         // it: give PVE a moment before calling it pending for good.
         for wait in 0..CONFIRM_POLLS {
-            let current = client.vm_config(&vm.node, vm.vmid, true).await.ctx(|| format!("reading running config of VM {}", vm.vmid))?;
-            if current.get(slot).and_then(Drive::parse).is_some_and(|d| d.volume == volid) {
+            let current = client
+                .vm_config(&vm.node, vm.vmid, true)
+                .await
+                .ctx(|| format!("reading running config of VM {}", vm.vmid))?;
+            if current
+                .get(slot)
+                .and_then(Drive::parse)
+                .is_some_and(|d| d.volume == volid)
+            {
                 return Ok(());
             }
             if wait + 1 < CONFIRM_POLLS {
@@ -194,8 +252,12 @@ impl Controller {
     pub async fn unpublish_volume(&self, req: ControllerUnpublishVolumeRequest) -> Result<()> {
         let raw = required(&req.volume_id, "volume_id")?;
         let node_id = required(&req.node_id, "node_id")?;
-        let Some(id) = VolumeId::parse(raw) else { return Ok(()) };
-        let Some(cluster) = self.cluster(&id.region) else { return Ok(()) };
+        let Some(id) = VolumeId::parse(raw) else {
+            return Ok(());
+        };
+        let Some(cluster) = self.cluster(&id.region) else {
+            return Ok(());
+        };
         let _guard = self.begin(&disk_key(&id))?;
         let vm = self.require_vm(cluster, node_id).await?;
         let Some(holder) = self.canonical_holder(cluster, &id).await? else {
@@ -207,21 +269,32 @@ impl Controller {
         let volid = id.volid();
         tracing::debug!(volume = %id, holder = holder.vmid, vmid = vm.vmid, "detaching");
         let _vm_lock = cluster.lock_vm(vm.vmid).await;
-        self.retry_contended(|| self.try_detach(cluster, &vm, &volid)).await
+        self.retry_contended(|| self.try_detach(cluster, &vm, &volid))
+            .await
     }
 
     async fn try_detach(&self, cluster: &Cluster, vm: &VmResource, volid: &str) -> Result<()> {
         let client = &cluster.client;
         let read = || async {
-            client.vm_slots(&vm.node, vm.vmid).await.ctx(|| format!("reading pending config of VM {}", vm.vmid))
+            client
+                .vm_slots(&vm.node, vm.vmid)
+                .await
+                .ctx(|| format!("reading pending config of VM {}", vm.vmid))
         };
-        let views: Vec<SlotView> = read().await?.into_iter().filter(|s| s.holds(volid)).collect();
+        let views: Vec<SlotView> = read()
+            .await?
+            .into_iter()
+            .filter(|s| s.holds(volid))
+            .collect();
         if views.is_empty() {
             return Ok(()); // not attached: nothing to do
         }
         // unlink drops the whole slot: never one whose running disk is
         // another (ours only waits there as someone's pending change).
-        if let Some(s) = views.iter().find(|s| s.current.as_ref().is_some_and(|d| d.volume != volid)) {
+        if let Some(s) = views
+            .iter()
+            .find(|s| s.current.as_ref().is_some_and(|d| d.volume != volid))
+        {
             return Err(ControllerError::FailedPrecondition(format!(
                 "VM {} runs {} in {}, where {volid} is only pending; refusing to detach the slot",
                 vm.vmid,
@@ -232,8 +305,15 @@ impl Controller {
         let slots: Vec<String> = views.into_iter().map(|s| s.slot).collect();
         // unlink only drops a volume owned by another vmid from the config;
         // the disk itself is kept (it is owned by its holder VM).
-        client.unlink(&vm.node, vm.vmid, &slots).await.ctx(|| format!("detaching {volid} from VM {}", vm.vmid))?;
-        let still: Vec<SlotView> = read().await?.into_iter().filter(|s| s.holds(volid)).collect();
+        client
+            .unlink(&vm.node, vm.vmid, &slots)
+            .await
+            .ctx(|| format!("detaching {volid} from VM {}", vm.vmid))?;
+        let still: Vec<SlotView> = read()
+            .await?
+            .into_iter()
+            .filter(|s| s.holds(volid))
+            .collect();
         if let Some(s) = still.first() {
             return Err(ControllerError::Unavailable(format!(
                 "VM {} still has {volid} in {} (hot-unplug pending: the guest has not released the disk); retry",
@@ -250,7 +330,9 @@ impl Controller {
     ) -> Result<ValidateVolumeCapabilitiesResponse> {
         let raw = required(&req.volume_id, "volume_id")?;
         if req.volume_capabilities.is_empty() {
-            return Err(ControllerError::InvalidArgument("volume_capabilities: at least one is required".into()));
+            return Err(ControllerError::InvalidArgument(
+                "volume_capabilities: at least one is required".into(),
+            ));
         }
         let (id, cluster) = self.volume_cluster("volume_id", raw)?;
         self.require_volume(cluster, &id).await?;
@@ -265,7 +347,10 @@ impl Controller {
                 message: String::new(),
             }),
             // Unsupported capabilities are an answer, not an error.
-            Err(e) => Ok(ValidateVolumeCapabilitiesResponse { confirmed: None, message: e.to_string() }),
+            Err(e) => Ok(ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: e.to_string(),
+            }),
         }
     }
 }

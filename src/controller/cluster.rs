@@ -32,7 +32,13 @@ pub struct Attachment {
 
 impl Cluster {
     pub fn new(region: String, client: PveClient) -> Cluster {
-        Cluster { region, client, vm_locks: Mutex::new(HashMap::new()), alloc_lock: tokio::sync::Mutex::new(()), creating: Mutex::new(Default::default()) }
+        Cluster {
+            region,
+            client,
+            vm_locks: Mutex::new(HashMap::new()),
+            alloc_lock: tokio::sync::Mutex::new(()),
+            creating: Mutex::new(Default::default()),
+        }
     }
 
     /// Serialize this controller's config edits of one VM. Other writers
@@ -47,9 +53,15 @@ impl Cluster {
 
     /// The VM running the Kubernetes node `node_id` (its PVE VM name).
     pub async fn find_vm(&self, node_id: &str) -> Result<Option<VmResource>> {
-        let vms = self.client.vms().await.ctx(|| format!("listing VMs of cluster {}", self.region))?;
-        let mut matches: Vec<VmResource> =
-            vms.into_iter().filter(|v| !v.template && v.name.as_deref() == Some(node_id)).collect();
+        let vms = self
+            .client
+            .vms()
+            .await
+            .ctx(|| format!("listing VMs of cluster {}", self.region))?;
+        let mut matches: Vec<VmResource> = vms
+            .into_iter()
+            .filter(|v| !v.template && v.name.as_deref() == Some(node_id))
+            .collect();
         if matches.len() > 1 {
             let ids: Vec<String> = matches.iter().map(|v| v.vmid.to_string()).collect();
             return Err(ControllerError::FailedPrecondition(format!(
@@ -65,7 +77,12 @@ impl Cluster {
     /// `GET .../content/{volume}`, is the existence check: for a missing
     /// volume PVE answers that call with storage-specific texts ("no format",
     /// "no such logical volume", ...) that cannot all be told from real errors.
-    pub async fn find_volume(&self, node: &str, storage: &str, volid: &str) -> Result<Option<ContentItem>> {
+    pub async fn find_volume(
+        &self,
+        node: &str,
+        storage: &str,
+        volid: &str,
+    ) -> Result<Option<ContentItem>> {
         let owner = owner_vmid(volid);
         let items = self
             .client
@@ -77,13 +94,21 @@ impl Cluster {
 
     /// Storages with disk images, one entry per (node, storage).
     pub async fn image_storages(&self) -> Result<Vec<StorageResource>> {
-        let all = self.client.storages().await.ctx(|| format!("listing storages of cluster {}", self.region))?;
+        let all = self
+            .client
+            .storages()
+            .await
+            .ctx(|| format!("listing storages of cluster {}", self.region))?;
         Ok(all.into_iter().filter(|s| s.holds_images()).collect())
     }
 
     /// Whether `storage` is shared by the nodes of this cluster (PVE's `shared`).
     pub async fn is_shared(&self, storage: &str) -> Result<bool> {
-        Ok(self.image_storages().await?.iter().any(|s| s.storage == storage && s.shared))
+        Ok(self
+            .image_storages()
+            .await?
+            .iter()
+            .any(|s| s.storage == storage && s.shared))
     }
 
     /// Every slot of every VM that holds `volid`, applied or pending: a
@@ -92,22 +117,35 @@ impl Cluster {
     /// running VM until the unplug succeeds). The VM that owns a volume (its
     /// holder) does not count as an attachment.
     pub async fn attachments_of(&self, volids: &[String]) -> Result<Vec<(String, Attachment)>> {
-        let vms = self.client.vms().await.ctx(|| format!("listing VMs of cluster {}", self.region))?;
+        let vms = self
+            .client
+            .vms()
+            .await
+            .ctx(|| format!("listing VMs of cluster {}", self.region))?;
         // Holder VMs only ever hold their own disk, and there is one per
         // volume: reading their configs would make every publish and delete
         // cost a request per volume in the cluster.
-        let vms: Vec<VmResource> = vms.into_iter().filter(|vm| !super::holder::is_holder(vm)).collect();
-        let views = futures::future::join_all(vms.iter().map(|vm| async move {
-            (vm.clone(), self.client.vm_slots(&vm.node, vm.vmid).await)
-        }))
-        .await;
+        let vms: Vec<VmResource> = vms
+            .into_iter()
+            .filter(|vm| !super::holder::is_holder(vm))
+            .collect();
+        let views =
+            futures::future::join_all(vms.iter().map(|vm| async move {
+                (vm.clone(), self.client.vm_slots(&vm.node, vm.vmid).await)
+            }))
+            .await;
         let mut out = Vec::new();
         for (vm, slots) in views {
             let slots = match slots {
                 Ok(s) => s,
                 // A VM deleted between the list and the read holds nothing.
                 Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(ControllerError::Pve { context: format!("reading config of VM {}", vm.vmid), source: Box::new(e) }),
+                Err(e) => {
+                    return Err(ControllerError::Pve {
+                        context: format!("reading config of VM {}", vm.vmid),
+                        source: Box::new(e),
+                    })
+                }
             };
             out.extend(attachments_in(&vm, &slots, volids));
         }
@@ -116,16 +154,35 @@ impl Cluster {
 }
 
 /// The slots of `vm` that hold one of `volids` as a foreign disk.
-pub fn attachments_in(vm: &VmResource, slots: &[SlotView], volids: &[String]) -> Vec<(String, Attachment)> {
+pub fn attachments_in(
+    vm: &VmResource,
+    slots: &[SlotView],
+    volids: &[String],
+) -> Vec<(String, Attachment)> {
     let mut out = Vec::new();
     for s in slots {
         for volid in volids {
             if !s.holds(volid) || owner_vmid(volid) == Some(vm.vmid) {
                 continue;
             }
-            let drive = s.current.iter().chain(s.pending.iter()).find(|d| &d.volume == volid).cloned().expect("holds it");
+            let drive = s
+                .current
+                .iter()
+                .chain(s.pending.iter())
+                .find(|d| &d.volume == volid)
+                .cloned()
+                .expect("holds it");
             let running = s.current.as_ref().is_some_and(|d| &d.volume == volid);
-            out.push((volid.clone(), Attachment { vm: vm.clone(), slot: s.slot.clone(), drive, running, pending: s.is_pending() }));
+            out.push((
+                volid.clone(),
+                Attachment {
+                    vm: vm.clone(),
+                    slot: s.slot.clone(),
+                    drive,
+                    running,
+                    pending: s.is_pending(),
+                },
+            ));
         }
     }
     out
@@ -142,7 +199,10 @@ pub fn owner_vmid(volid: &str) -> Option<u64> {
 mod tests {
     #[test]
     fn owner_from_volume_names() {
-        assert_eq!(super::owner_vmid("local:100000/vm-100000-disk-0.raw"), Some(100000));
+        assert_eq!(
+            super::owner_vmid("local:100000/vm-100000-disk-0.raw"),
+            Some(100000)
+        );
         assert_eq!(super::owner_vmid("lvm:vm-101-disk-0"), Some(101));
         assert_eq!(super::owner_vmid("lvm:base-101-disk-0"), None);
     }

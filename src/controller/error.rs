@@ -41,7 +41,10 @@ pub trait PveContext<T> {
 
 impl<T> PveContext<T> for std::result::Result<T, PveError> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| ControllerError::Pve { context: context(), source: Box::new(source) })
+        self.map_err(|source| ControllerError::Pve {
+            context: context(),
+            source: Box::new(source),
+        })
     }
 }
 
@@ -85,29 +88,57 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn api(status: u16, message: &str) -> PveError {
-        PveError::Api { method: "POST".into(), path: "/x".into(), status, message: message.into(), param_errors: BTreeMap::new() }
+        PveError::Api {
+            method: "POST".into(),
+            path: "/x".into(),
+            status,
+            message: message.into(),
+            param_errors: BTreeMap::new(),
+        }
     }
 
     #[test]
     fn lock_timeouts_are_aborted() {
         let e = ControllerError::Pve {
             context: "attach".into(),
-            source: Box::new(api(500, "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout")),
+            source: Box::new(api(
+                500,
+                "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout",
+            )),
         };
         let s: Status = e.into();
         assert_eq!(s.code(), Code::Aborted);
         assert!(s.message().contains("attach") && s.message().contains("lock-101"));
-        let s: Status = ControllerError::Pve { context: "x".into(), source: Box::new(api(500, "VM is locked (backup)")) }.into();
+        let s: Status = ControllerError::Pve {
+            context: "x".into(),
+            source: Box::new(api(500, "VM is locked (backup)")),
+        }
+        .into();
         assert_eq!(s.code(), Code::Aborted);
     }
 
     #[test]
     fn permission_and_bad_params() {
-        let s: Status = ControllerError::Pve { context: "x".into(), source: Box::new(api(403, "Permission check failed (/storage/local, Datastore.AllocateSpace)")) }.into();
+        let s: Status = ControllerError::Pve {
+            context: "x".into(),
+            source: Box::new(api(
+                403,
+                "Permission check failed (/storage/local, Datastore.AllocateSpace)",
+            )),
+        }
+        .into();
         assert_eq!(s.code(), Code::PermissionDenied);
-        let s: Status = ControllerError::Pve { context: "x".into(), source: Box::new(api(400, "Parameter verification failed.")) }.into();
+        let s: Status = ControllerError::Pve {
+            context: "x".into(),
+            source: Box::new(api(400, "Parameter verification failed.")),
+        }
+        .into();
         assert_eq!(s.code(), Code::InvalidArgument);
-        let s: Status = ControllerError::Pve { context: "x".into(), source: Box::new(api(502, "Bad Gateway")) }.into();
+        let s: Status = ControllerError::Pve {
+            context: "x".into(),
+            source: Box::new(api(502, "Bad Gateway")),
+        }
+        .into();
         assert_eq!(s.code(), Code::Unavailable);
     }
 }

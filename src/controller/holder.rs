@@ -35,21 +35,37 @@ pub struct HeldVolume {
 /// (CSI only bounds its length): control characters are escaped so they
 /// never reach PVE's config file or UI as such.
 pub fn holder_description(csi_name: &str) -> String {
-    format!("proxmox-csi volume {}. Holds the disk; never start or delete this VM by hand.", csi_name.escape_debug())
+    format!(
+        "proxmox-csi volume {}. Holds the disk; never start or delete this VM by hand.",
+        csi_name.escape_debug()
+    )
 }
 
 pub fn is_holder(vm: &VmResource) -> bool {
-    vm.has_tag(HOLDER_TAG) && vm.name.as_deref().is_some_and(|n| n.starts_with(HOLDER_PREFIX))
+    vm.has_tag(HOLDER_TAG)
+        && vm
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with(HOLDER_PREFIX))
 }
 
 impl Cluster {
     pub async fn holders(&self) -> Result<Vec<VmResource>> {
-        let vms = self.client.vms().await.ctx(|| format!("listing VMs of cluster {}", self.region))?;
+        let vms = self
+            .client
+            .vms()
+            .await
+            .ctx(|| format!("listing VMs of cluster {}", self.region))?;
         Ok(vms.into_iter().filter(is_holder).collect())
     }
 
     pub async fn find_holder(&self, name: &str) -> Result<Option<VmResource>> {
-        let mut found: Vec<VmResource> = self.holders().await?.into_iter().filter(|v| v.name.as_deref() == Some(name)).collect();
+        let mut found: Vec<VmResource> = self
+            .holders()
+            .await?
+            .into_iter()
+            .filter(|v| v.name.as_deref() == Some(name))
+            .collect();
         found.sort_by_key(|v| v.vmid);
         Ok(found.into_iter().next())
     }
@@ -57,40 +73,80 @@ impl Cluster {
     /// The holder that owns the volume `id`, if it still exists: the vmid
     /// from the volume name and the tag from the holder's name must both match.
     pub async fn holder_of(&self, id: &VolumeId) -> Result<Option<VmResource>> {
-        let Some(vmid) = owner_vmid(&id.volid()) else { return Ok(None) };
-        Ok(self
-            .holders()
-            .await?
-            .into_iter()
-            .find(|v| v.vmid == vmid && v.name.as_deref().map(holder_tag).as_deref() == Some(id.tag.as_str())))
+        let Some(vmid) = owner_vmid(&id.volid()) else {
+            return Ok(None);
+        };
+        Ok(self.holders().await?.into_iter().find(|v| {
+            v.vmid == vmid && v.name.as_deref().map(holder_tag).as_deref() == Some(id.tag.as_str())
+        }))
     }
 
     /// Snapshots of a holder; none when the holder vanished meanwhile (a
     /// volume deleted while another call walks the list).
-    pub async fn holder_snapshots(&self, holder: &VmResource) -> Result<Vec<crate::pve::types::SnapshotInfo>> {
+    pub async fn holder_snapshots(
+        &self,
+        holder: &VmResource,
+    ) -> Result<Vec<crate::pve::types::SnapshotInfo>> {
         match self.client.snapshots(&holder.node, holder.vmid).await {
             Ok(s) => Ok(s),
             Err(e) if e.is_not_found() => Ok(Vec::new()),
-            Err(e) => Err(ControllerError::Pve { context: format!("listing snapshots of holder VM {}", holder.vmid), source: Box::new(e) }),
+            Err(e) => Err(ControllerError::Pve {
+                context: format!("listing snapshots of holder VM {}", holder.vmid),
+                source: Box::new(e),
+            }),
         }
     }
 
     /// The volume in the holder's slot, with its size.
-    pub async fn held_volume(&self, holder: &VmResource, zone_hint: &str) -> Result<Option<HeldVolume>> {
-        let cfg = match self.client.vm_config(&holder.node, holder.vmid, false).await {
+    pub async fn held_volume(
+        &self,
+        holder: &VmResource,
+        zone_hint: &str,
+    ) -> Result<Option<HeldVolume>> {
+        let cfg = match self
+            .client
+            .vm_config(&holder.node, holder.vmid, false)
+            .await
+        {
             Ok(c) => c,
             // Deleted since it was listed: it holds nothing any more.
             Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(ControllerError::Pve { context: format!("reading config of holder VM {}", holder.vmid), source: Box::new(e) }),
+            Err(e) => {
+                return Err(ControllerError::Pve {
+                    context: format!("reading config of holder VM {}", holder.vmid),
+                    source: Box::new(e),
+                })
+            }
         };
-        let Some(drive) = cfg.get(HOLDER_SLOT).and_then(Drive::parse) else { return Ok(None) };
-        let Some((storage, _)) = drive.volume.split_once(':') else { return Ok(None) };
+        let Some(drive) = cfg.get(HOLDER_SLOT).and_then(Drive::parse) else {
+            return Ok(None);
+        };
+        let Some((storage, _)) = drive.volume.split_once(':') else {
+            return Ok(None);
+        };
         // For a node-local storage the disk is where the holder is; a shared
         // one is reachable from there too.
-        let node = if zone_hint.is_empty() { holder.node.as_str() } else { zone_hint };
-        let Some(item) = self.find_volume(node, storage, &drive.volume).await? else { return Ok(None) };
-        let id = VolumeId::from_volid(&self.region, node, &drive.volume, holder.name.as_deref().unwrap_or("")).expect("has a colon");
-        Ok(Some(HeldVolume { holder: holder.clone(), id, size: item.size.unwrap_or(0), drive }))
+        let node = if zone_hint.is_empty() {
+            holder.node.as_str()
+        } else {
+            zone_hint
+        };
+        let Some(item) = self.find_volume(node, storage, &drive.volume).await? else {
+            return Ok(None);
+        };
+        let id = VolumeId::from_volid(
+            &self.region,
+            node,
+            &drive.volume,
+            holder.name.as_deref().unwrap_or(""),
+        )
+        .expect("has a colon");
+        Ok(Some(HeldVolume {
+            holder: holder.clone(),
+            id,
+            size: item.size.unwrap_or(0),
+            drive,
+        }))
     }
 }
 
@@ -102,14 +158,24 @@ pub(super) struct Creating<'a> {
 
 impl Drop for Creating<'_> {
     fn drop(&mut self) {
-        self.cluster.creating.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.vmid);
+        self.cluster
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.vmid);
     }
 }
 
 impl Cluster {
     pub(super) fn mark_creating(&self, vmid: u64) -> Creating<'_> {
-        self.creating.lock().unwrap_or_else(|p| p.into_inner()).insert(vmid);
-        Creating { cluster: self, vmid }
+        self.creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vmid);
+        Creating {
+            cluster: self,
+            vmid,
+        }
     }
 }
 
@@ -122,11 +188,25 @@ impl Controller {
     /// make a second holder for the same volume. Aborted until it is done.
     /// One listing for both questions: with two, the task could end between
     /// them, and the holder would be seen neither as being made nor as made.
-    pub(super) async fn find_holder_when_settled(&self, cluster: &Cluster, name: &str) -> Result<Option<VmResource>> {
-        let vms = cluster.client.vms().await.ctx(|| "listing VMs".to_string())?;
-        let ours = cluster.creating.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    pub(super) async fn find_holder_when_settled(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+    ) -> Result<Option<VmResource>> {
+        let vms = cluster
+            .client
+            .vms()
+            .await
+            .ctx(|| "listing VMs".to_string())?;
+        let ours = cluster
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(vm) = vms.iter().find(|v| {
-            v.vmid >= self.opts.holder_vmid_base && matches!(v.lock.as_deref(), Some("create" | "clone")) && !ours.contains(&v.vmid)
+            v.vmid >= self.opts.holder_vmid_base
+                && matches!(v.lock.as_deref(), Some("create" | "clone"))
+                && !ours.contains(&v.vmid)
         }) {
             return Err(ControllerError::Aborted(format!(
                 "VM {} is still being created by an earlier request (lock: {}); retry when it is done",
@@ -134,7 +214,10 @@ impl Controller {
                 vm.lock.as_deref().unwrap_or("")
             )));
         }
-        let mut found: Vec<VmResource> = vms.into_iter().filter(|v| is_holder(v) && v.name.as_deref() == Some(name)).collect();
+        let mut found: Vec<VmResource> = vms
+            .into_iter()
+            .filter(|v| is_holder(v) && v.name.as_deref() == Some(name))
+            .collect();
         found.sort_by_key(|v| v.vmid);
         Ok(found.into_iter().next())
     }
@@ -142,16 +225,30 @@ impl Controller {
     /// Lowest free vmid at or above the configured base. Serialized by the
     /// caller so two creates of this controller never pick the same id.
     pub(super) async fn free_vmid(&self, cluster: &Cluster) -> Result<u64> {
-        let vms = cluster.client.vms().await.ctx(|| "listing VMs".to_string())?;
+        let vms = cluster
+            .client
+            .vms()
+            .await
+            .ctx(|| "listing VMs".to_string())?;
         let used: std::collections::HashSet<u64> = vms.iter().map(|v| v.vmid).collect();
         (self.opts.holder_vmid_base..)
             .take(1_000_000)
             .find(|id| !used.contains(id))
-            .ok_or_else(|| ControllerError::ResourceExhausted("no free VM id for a holder VM".into()))
+            .ok_or_else(|| {
+                ControllerError::ResourceExhausted("no free VM id for a holder VM".into())
+            })
     }
 
     /// Create a holder VM on `target.node` owning a new disk of `size` bytes.
-    pub(super) async fn create_holder(&self, cluster: &Cluster, target: &StorageResource, name: &str, csi_name: &str, size: u64, backup: bool) -> Result<HeldVolume> {
+    pub(super) async fn create_holder(
+        &self,
+        cluster: &Cluster,
+        target: &StorageResource,
+        name: &str,
+        csi_name: &str,
+        size: u64,
+        backup: bool,
+    ) -> Result<HeldVolume> {
         let _alloc = cluster.alloc_lock.lock().await;
         let t = self.opts.task_timeout;
         let mut attempts = 0;
@@ -171,34 +268,68 @@ impl Controller {
                 Ok(()) => break (vmid, creating),
                 // Someone else took the id between our list and the create.
                 Err(e) if e.kind() == PveErrorKind::AlreadyExists && attempts < 5 => continue,
-                Err(e) => return Err(ControllerError::Pve { context: format!("creating holder VM {vmid} on {}", target.node), source: Box::new(e) }),
+                Err(e) => {
+                    return Err(ControllerError::Pve {
+                        context: format!("creating holder VM {vmid} on {}", target.node),
+                        source: Box::new(e),
+                    })
+                }
             }
         };
         let filename = holder_disk(vmid, target.is_file_based());
-        let volid = match cluster.client.alloc_disk(&target.node, &target.storage, vmid, &filename, size / 1024, "raw").await {
+        let volid = match cluster
+            .client
+            .alloc_disk(
+                &target.node,
+                &target.storage,
+                vmid,
+                &filename,
+                size / 1024,
+                "raw",
+            )
+            .await
+        {
             Ok(v) => v,
             Err(e) => {
                 self.discard_holder(cluster, &target.node, vmid).await;
-                return Err(ControllerError::Pve { context: format!("allocating {filename} on {}/{}", target.node, target.storage), source: Box::new(e) });
+                return Err(ControllerError::Pve {
+                    context: format!(
+                        "allocating {filename} on {}/{}",
+                        target.node, target.storage
+                    ),
+                    source: Box::new(e),
+                });
             }
         };
         let drive = Drive::new(&volid).with("backup", if backup { "1" } else { "0" });
         let set = vec![(HOLDER_SLOT.to_string(), drive.to_string())];
-        if let Err(e) = cluster.client.update_vm_config(&target.node, vmid, &set, t).await {
+        if let Err(e) = cluster
+            .client
+            .update_vm_config(&target.node, vmid, &set, t)
+            .await
+        {
             self.discard_holder(cluster, &target.node, vmid).await;
-            return Err(ControllerError::Pve { context: format!("adding {volid} to holder VM {vmid}"), source: Box::new(e) });
+            return Err(ControllerError::Pve {
+                context: format!("adding {volid} to holder VM {vmid}"),
+                source: Box::new(e),
+            });
         }
         let holder = cluster
             .holders()
             .await?
             .into_iter()
             .find(|v| v.vmid == vmid)
-            .ok_or_else(|| ControllerError::Internal(format!("holder VM {vmid} vanished right after creation")))?;
-        let zone = if target.shared { holder.node.clone() } else { target.node.clone() };
-        cluster
-            .held_volume(&holder, &zone)
-            .await?
-            .ok_or_else(|| ControllerError::Internal(format!("volume {volid} vanished right after allocation")))
+            .ok_or_else(|| {
+                ControllerError::Internal(format!("holder VM {vmid} vanished right after creation"))
+            })?;
+        let zone = if target.shared {
+            holder.node.clone()
+        } else {
+            target.node.clone()
+        };
+        cluster.held_volume(&holder, &zone).await?.ok_or_else(|| {
+            ControllerError::Internal(format!("volume {volid} vanished right after allocation"))
+        })
     }
 
     /// Best-effort removal of a half-created holder (it owns at most a new, empty disk).
@@ -210,35 +341,71 @@ impl Controller {
 
     /// Holders are created protected; the driver lifts that only right
     /// before it destroys one, after all its own checks passed.
-    pub(super) async fn unprotect_and_destroy(&self, cluster: &Cluster, node: &str, vmid: u64) -> Result<()> {
+    pub(super) async fn unprotect_and_destroy(
+        &self,
+        cluster: &Cluster,
+        node: &str,
+        vmid: u64,
+    ) -> Result<()> {
         let t = self.opts.task_timeout;
         let unprotect = params![("delete", "protection")];
-        cluster.client.update_vm_config(node, vmid, &unprotect, t).await.ctx(|| format!("lifting protection of holder VM {vmid}"))?;
-        cluster.client.destroy_vm(node, vmid, t).await.ctx(|| format!("destroying holder VM {vmid}"))
+        cluster
+            .client
+            .update_vm_config(node, vmid, &unprotect, t)
+            .await
+            .ctx(|| format!("lifting protection of holder VM {vmid}"))?;
+        cluster
+            .client
+            .destroy_vm(node, vmid, t)
+            .await
+            .ctx(|| format!("destroying holder VM {vmid}"))
     }
 
     /// Make a holder made by a clone look like one made by create.
     pub(super) async fn mark_holder(&self, cluster: &Cluster, node: &str, vmid: u64) -> Result<()> {
         let mark = params![("tags", HOLDER_TAG), ("protection", 1)];
-        cluster.client.update_vm_config(node, vmid, &mark, self.opts.task_timeout).await.ctx(|| format!("marking holder VM {vmid}"))
+        cluster
+            .client
+            .update_vm_config(node, vmid, &mark, self.opts.task_timeout)
+            .await
+            .ctx(|| format!("marking holder VM {vmid}"))
     }
 
     /// Destroy a holder and with it the volume. Only a VM that is provably
     /// ours and holds exactly this volume is destroyed: a forged volume id
     /// must never take a real VM's disks with it.
-    pub(super) async fn destroy_holder(&self, cluster: &Cluster, holder: &VmResource, volid: &str) -> Result<()> {
+    pub(super) async fn destroy_holder(
+        &self,
+        cluster: &Cluster,
+        holder: &VmResource,
+        volid: &str,
+    ) -> Result<()> {
         if !is_holder(holder) {
-            return Err(ControllerError::FailedPrecondition(format!("VM {} is not a holder VM of this driver", holder.vmid)));
+            return Err(ControllerError::FailedPrecondition(format!(
+                "VM {} is not a holder VM of this driver",
+                holder.vmid
+            )));
         }
-        let cfg = cluster.client.vm_config(&holder.node, holder.vmid, false).await.ctx(|| format!("reading config of holder VM {}", holder.vmid))?;
-        let held = cfg.get(HOLDER_SLOT).and_then(Drive::parse).map(|d| d.volume);
+        let cfg = cluster
+            .client
+            .vm_config(&holder.node, holder.vmid, false)
+            .await
+            .ctx(|| format!("reading config of holder VM {}", holder.vmid))?;
+        let held = cfg
+            .get(HOLDER_SLOT)
+            .and_then(Drive::parse)
+            .map(|d| d.volume);
         if held.as_deref() != Some(volid) {
             return Err(ControllerError::FailedPrecondition(format!(
                 "holder VM {} holds {:?}, not {volid}; refusing to destroy it",
                 holder.vmid, held
             )));
         }
-        let others: Vec<String> = cfg.drives().filter(|(k, _)| *k != HOLDER_SLOT).map(|(k, d)| format!("{k}={}", d.volume)).collect();
+        let others: Vec<String> = cfg
+            .drives()
+            .filter(|(k, _)| *k != HOLDER_SLOT)
+            .map(|(k, d)| format!("{k}={}", d.volume))
+            .collect();
         if !others.is_empty() {
             return Err(ControllerError::FailedPrecondition(format!(
                 "holder VM {} has other disks ({}); refusing to destroy it",
@@ -246,6 +413,7 @@ impl Controller {
                 others.join(", ")
             )));
         }
-        self.unprotect_and_destroy(cluster, &holder.node, holder.vmid).await
+        self.unprotect_and_destroy(cluster, &holder.node, holder.vmid)
+            .await
     }
 }

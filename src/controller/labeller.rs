@@ -33,7 +33,10 @@ impl Controller {
                     continue;
                 }
                 if let Some(name) = vm.name {
-                    placement.entry(name).or_default().push((cluster.region.clone(), vm.node));
+                    placement
+                        .entry(name)
+                        .or_default()
+                        .push((cluster.region.clone(), vm.node));
                 }
             }
         }
@@ -42,7 +45,10 @@ impl Controller {
             match placement.get(&name).map(Vec::as_slice) {
                 None | Some([]) => report.without_vm.push(name),
                 Some([(region, zone)]) => {
-                    let want = BTreeMap::from([(TOPOLOGY_REGION.to_string(), region.clone()), (TOPOLOGY_ZONE.to_string(), zone.clone())]);
+                    let want = BTreeMap::from([
+                        (TOPOLOGY_REGION.to_string(), region.clone()),
+                        (TOPOLOGY_ZONE.to_string(), zone.clone()),
+                    ]);
                     if labels != want {
                         set_labels(api, &name, &want).await?;
                         tracing::info!(node = %name, %region, %zone, "node topology labels set");
@@ -63,7 +69,9 @@ impl Controller {
                     tracing::warn!(nodes = ?r.ambiguous, "several VMs carry these node names; their labels are left alone")
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "labelling nodes failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "labelling nodes failed; retrying")
+                }
             }
             tokio::time::sleep(interval).await;
         }

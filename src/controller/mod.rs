@@ -67,9 +67,16 @@ impl Controller {
         let mut clusters = BTreeMap::new();
         for c in &config.clusters {
             let client = PveClient::new(&c.endpoint()?)?;
-            clusters.insert(c.region.clone(), Arc::new(Cluster::new(c.region.clone(), client)));
+            clusters.insert(
+                c.region.clone(),
+                Arc::new(Cluster::new(c.region.clone(), client)),
+            );
         }
-        Ok(Controller { clusters, opts, inflight: InFlight::default() })
+        Ok(Controller {
+            clusters,
+            opts,
+            inflight: InFlight::default(),
+        })
     }
 
     pub fn cluster(&self, region: &str) -> Option<&Arc<Cluster>> {
@@ -85,7 +92,10 @@ impl Controller {
     /// [`lookup::name_key`] (CreateVolume/CreateSnapshot by name).
     fn begin(&self, key: &str) -> Result<InFlightGuard> {
         self.inflight.try_acquire(key).ok_or_else(|| {
-            ControllerError::Aborted(format!("an operation on {} is already in progress", crate::volume_id::shorten(key)))
+            ControllerError::Aborted(format!(
+                "an operation on {} is already in progress",
+                crate::volume_id::shorten(key)
+            ))
         })
     }
 
@@ -103,7 +113,9 @@ impl Controller {
             match attempt_once().await {
                 Err(ControllerError::Pve { source, context }) if source.is_contention() => {
                     if attempt >= self.opts.config_attempts {
-                        return Err(ControllerError::Aborted(format!("{context}: {source} (gave up after {attempt} attempts)")));
+                        return Err(ControllerError::Aborted(format!(
+                            "{context}: {source} (gave up after {attempt} attempts)"
+                        )));
                     }
                     tracing::warn!(attempt, error = %source, "{context}: PVE busy, retrying");
                     let base = self.opts.config_retry_delay;
@@ -118,7 +130,9 @@ impl Controller {
 
 pub(crate) fn required<'a>(value: &'a str, field: &str) -> Result<&'a str> {
     if value.is_empty() {
-        Err(ControllerError::InvalidArgument(format!("{field}: required")))
+        Err(ControllerError::InvalidArgument(format!(
+            "{field}: required"
+        )))
     } else {
         Ok(value)
     }

@@ -7,14 +7,17 @@
 use super::cluster::Cluster;
 use super::error::{ControllerError, PveContext, Result};
 use super::holder::{HeldVolume, HOLDER_SLOT};
+use super::lookup::disk_key;
 use super::params::{apply_io_limits, parse_io_limits, IoLimits};
 use super::{required, Controller};
 use crate::csi::{ControllerModifyVolumeRequest, ControllerModifyVolumeResponse};
 use crate::pve::drive::Drive;
-use super::lookup::disk_key;
 
 impl Controller {
-    pub async fn modify_volume(&self, req: ControllerModifyVolumeRequest) -> Result<ControllerModifyVolumeResponse> {
+    pub async fn modify_volume(
+        &self,
+        req: ControllerModifyVolumeRequest,
+    ) -> Result<ControllerModifyVolumeResponse> {
         let raw = required(&req.volume_id, "volume_id")?;
         let limits = parse_io_limits(&req.mutable_parameters)?;
         let (id, cluster) = self.volume_cluster("volume_id", raw)?;
@@ -27,7 +30,8 @@ impl Controller {
         let volid = id.volid();
         for (_, a) in cluster.attachments_of(std::slice::from_ref(&volid)).await? {
             let _vm_lock = cluster.lock_vm(a.vm.vmid).await;
-            self.retry_contended(|| self.limit_attached(cluster, &a.vm, &a.slot, &volid, &limits)).await?;
+            self.retry_contended(|| self.limit_attached(cluster, &a.vm, &a.slot, &volid, &limits))
+                .await?;
         }
         tracing::info!(volume = %raw, ?limits, "I/O limits changed");
         Ok(ControllerModifyVolumeResponse {})
@@ -35,7 +39,12 @@ impl Controller {
 
     /// Record the limits in the holder's drive entry (the holder is stopped,
     /// so the change applies at once).
-    pub(super) async fn store_limits(&self, cluster: &Cluster, held: &HeldVolume, limits: &IoLimits) -> Result<()> {
+    pub(super) async fn store_limits(
+        &self,
+        cluster: &Cluster,
+        held: &HeldVolume,
+        limits: &IoLimits,
+    ) -> Result<()> {
         let mut drive = held.drive.clone();
         apply_io_limits(&mut drive, limits);
         let h = &held.holder;
@@ -47,10 +56,24 @@ impl Controller {
             .ctx(|| format!("storing I/O limits of {} in holder VM {}", held.id, h.vmid))
     }
 
-    async fn limit_attached(&self, cluster: &Cluster, vm: &crate::pve::types::VmResource, slot: &str, volid: &str, limits: &IoLimits) -> Result<()> {
+    async fn limit_attached(
+        &self,
+        cluster: &Cluster,
+        vm: &crate::pve::types::VmResource,
+        slot: &str,
+        volid: &str,
+        limits: &IoLimits,
+    ) -> Result<()> {
         let client = &cluster.client;
-        let cfg = client.vm_config(&vm.node, vm.vmid, false).await.ctx(|| format!("reading config of VM {}", vm.vmid))?;
-        let Some(mut drive) = cfg.get(slot).and_then(Drive::parse).filter(|d| d.volume == volid) else {
+        let cfg = client
+            .vm_config(&vm.node, vm.vmid, false)
+            .await
+            .ctx(|| format!("reading config of VM {}", vm.vmid))?;
+        let Some(mut drive) = cfg
+            .get(slot)
+            .and_then(Drive::parse)
+            .filter(|d| d.volume == volid)
+        else {
             return Ok(()); // detached meanwhile: the holder has the limits for next time
         };
         apply_io_limits(&mut drive, limits);
@@ -62,10 +85,14 @@ impl Controller {
             .update_vm_config(&vm.node, vm.vmid, &set, self.opts.task_timeout)
             .await
             .ctx(|| format!("changing I/O limits of {volid} on VM {}", vm.vmid))?;
-        let current = client.vm_config(&vm.node, vm.vmid, true).await.ctx(|| format!("reading running config of VM {}", vm.vmid))?;
-        let applied = current.get(slot).and_then(Drive::parse).is_some_and(|d| {
-            limits.iter().all(|(k, v)| d.get(k) == v.as_deref())
-        });
+        let current = client
+            .vm_config(&vm.node, vm.vmid, true)
+            .await
+            .ctx(|| format!("reading running config of VM {}", vm.vmid))?;
+        let applied = current
+            .get(slot)
+            .and_then(Drive::parse)
+            .is_some_and(|d| limits.iter().all(|(k, v)| d.get(k) == v.as_deref()));
         if !applied {
             return Err(ControllerError::FailedPrecondition(format!(
                 "VM {} did not apply the new I/O limits of {volid} to the running disk (the change is pending until the VM restarts)",

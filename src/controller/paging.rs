@@ -12,16 +12,24 @@ pub struct PageRequest {
 impl PageRequest {
     pub fn parse(max_entries: i32, starting_token: &str) -> Result<PageRequest> {
         if max_entries < 0 {
-            return Err(ControllerError::InvalidArgument("max_entries: must not be negative".into()));
+            return Err(ControllerError::InvalidArgument(
+                "max_entries: must not be negative".into(),
+            ));
         }
         let start = if starting_token.is_empty() {
             0
         } else {
-            starting_token
-                .parse()
-                .map_err(|_| ControllerError::Aborted(format!("starting_token {starting_token:?}: not a token this driver issued")))?
+            starting_token.parse().map_err(|_| {
+                ControllerError::Aborted(format!(
+                    "starting_token {starting_token:?}: not a token this driver issued"
+                ))
+            })?
         };
-        let take = if max_entries == 0 { usize::MAX } else { max_entries as usize };
+        let take = if max_entries == 0 {
+            usize::MAX
+        } else {
+            max_entries as usize
+        };
         Ok(PageRequest { start, take })
     }
 
@@ -35,7 +43,11 @@ impl PageRequest {
             )));
         }
         let end = self.start.saturating_add(self.take).min(all.len());
-        let next = if end < all.len() { end.to_string() } else { String::new() };
+        let next = if end < all.len() {
+            end.to_string()
+        } else {
+            String::new()
+        };
         Ok((all[self.start..end].to_vec(), next))
     }
 }
@@ -51,9 +63,26 @@ mod tests {
         assert_eq!(p.cut(&all).unwrap(), (vec![0, 1], "2".to_string()));
         let p = PageRequest::parse(2, "4").unwrap();
         assert_eq!(p.cut(&all).unwrap(), (vec![4], String::new()));
-        assert_eq!(PageRequest::parse(0, "").unwrap().cut(&all).unwrap().0.len(), 5);
-        assert!(matches!(PageRequest::parse(0, "x"), Err(ControllerError::Aborted(_))));
-        assert!(matches!(PageRequest::parse(0, "9").unwrap().cut(&all), Err(ControllerError::Aborted(_))));
-        assert!(matches!(PageRequest::parse(-1, ""), Err(ControllerError::InvalidArgument(_))));
+        assert_eq!(
+            PageRequest::parse(0, "")
+                .unwrap()
+                .cut(&all)
+                .unwrap()
+                .0
+                .len(),
+            5
+        );
+        assert!(matches!(
+            PageRequest::parse(0, "x"),
+            Err(ControllerError::Aborted(_))
+        ));
+        assert!(matches!(
+            PageRequest::parse(0, "9").unwrap().cut(&all),
+            Err(ControllerError::Aborted(_))
+        ));
+        assert!(matches!(
+            PageRequest::parse(-1, ""),
+            Err(ControllerError::InvalidArgument(_))
+        ));
     }
 }

@@ -2,7 +2,9 @@
 //! parameters, capabilities, sizes. Every error names the field at fault.
 
 use super::error::{ControllerError, Result};
-use crate::csi::{volume_capability, volume_capability::access_mode::Mode, CapacityRange, VolumeCapability};
+use crate::csi::{
+    volume_capability, volume_capability::access_mode::Mode, CapacityRange, VolumeCapability,
+};
 use std::collections::HashMap;
 
 /// Parameters a StorageClass may set, after validation.
@@ -31,12 +33,20 @@ fn parse_bool(key: &str, v: &str) -> Result<bool> {
     match v.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(ControllerError::InvalidArgument(format!("parameters.{key}: {v:?} is not a boolean (true/false)"))),
+        _ => Err(ControllerError::InvalidArgument(format!(
+            "parameters.{key}: {v:?} is not a boolean (true/false)"
+        ))),
     }
 }
 
-pub fn parse_volume_params(params: &HashMap<String, String>, default_storage: Option<&str>) -> Result<VolumeParams> {
-    let mut out = VolumeParams { discard: true, ..Default::default() };
+pub fn parse_volume_params(
+    params: &HashMap<String, String>,
+    default_storage: Option<&str>,
+) -> Result<VolumeParams> {
+    let mut out = VolumeParams {
+        discard: true,
+        ..Default::default()
+    };
     let mut storage = default_storage.map(str::to_string);
     let mut keys: Vec<_> = params.keys().collect();
     keys.sort();
@@ -69,10 +79,21 @@ pub fn parse_volume_params(params: &HashMap<String, String>, default_storage: Op
     }
     out.storage = match storage {
         Some(s) if !s.is_empty() => s,
-        _ => return Err(ControllerError::InvalidArgument("parameters.storage: required (the Proxmox storage id to allocate disks on)".into())),
+        _ => {
+            return Err(ControllerError::InvalidArgument(
+                "parameters.storage: required (the Proxmox storage id to allocate disks on)".into(),
+            ))
+        }
     };
-    if !out.storage.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(ControllerError::InvalidArgument(format!("parameters.storage: {:?} is not a valid storage id", out.storage)));
+    if !out
+        .storage
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ControllerError::InvalidArgument(format!(
+            "parameters.storage: {:?} is not a valid storage id",
+            out.storage
+        )));
     }
     Ok(out)
 }
@@ -104,13 +125,32 @@ pub fn drive_options(ctx: &HashMap<String, String>) -> Result<Vec<(&'static str,
     let field = |k: &str| format!("volume_context.{k}");
     let flag = |k: &str| -> Result<Option<bool>> {
         ctx.get(k)
-            .map(|v| parse_bool(k, v).map_err(|_| ControllerError::InvalidArgument(format!("{}: {v:?} is not a boolean", field(k)))))
+            .map(|v| {
+                parse_bool(k, v).map_err(|_| {
+                    ControllerError::InvalidArgument(format!(
+                        "{}: {v:?} is not a boolean",
+                        field(k)
+                    ))
+                })
+            })
             .transpose()
     };
-    let mut out = vec![("backup", if flag("backup")?.unwrap_or(false) { "1" } else { "0" }.to_string())];
+    let mut out = vec![(
+        "backup",
+        if flag("backup")?.unwrap_or(false) {
+            "1"
+        } else {
+            "0"
+        }
+        .to_string(),
+    )];
     if let Some(c) = ctx.get("cache") {
         if !CACHE_MODES.contains(&c.as_str()) {
-            return Err(ControllerError::InvalidArgument(format!("{}: {c:?} is not one of {}", field("cache"), CACHE_MODES.join(", "))));
+            return Err(ControllerError::InvalidArgument(format!(
+                "{}: {c:?} is not one of {}",
+                field("cache"),
+                CACHE_MODES.join(", ")
+            )));
         }
         out.push(("cache", c.clone()));
     }
@@ -149,7 +189,12 @@ pub fn parse_io_limits(params: &HashMap<String, String>) -> Result<IoLimits> {
                 known.join(", ")
             )));
         };
-        let bad = || ControllerError::InvalidArgument(format!("mutable_parameters.{key}: {v:?} is not a non-negative {}", if *fractional { "number" } else { "integer" }));
+        let bad = || {
+            ControllerError::InvalidArgument(format!(
+                "mutable_parameters.{key}: {v:?} is not a non-negative {}",
+                if *fractional { "number" } else { "integer" }
+            ))
+        };
         let value = if *fractional {
             let f: f64 = v.parse().map_err(|_| bad())?;
             if !f.is_finite() || f < 0.0 {
@@ -177,7 +222,10 @@ pub fn apply_io_limits(drive: &mut crate::pve::drive::Drive, limits: &IoLimits) 
 
 /// The limits a drive entry carries, to copy from the holder to a worker.
 pub fn io_limits_of(drive: &crate::pve::drive::Drive) -> IoLimits {
-    IO_LIMITS.iter().map(|(_, pve, _)| (*pve, drive.get(pve).map(str::to_string))).collect()
+    IO_LIMITS
+        .iter()
+        .map(|(_, pve, _)| (*pve, drive.get(pve).map(str::to_string)))
+        .collect()
 }
 
 use crate::contract::{FS_TYPES, VOLUME_CONTEXT_ENCRYPTED};
@@ -186,19 +234,23 @@ use crate::contract::{FS_TYPES, VOLUME_CONTEXT_ENCRYPTED};
 fn mode_supported(mode: Mode) -> bool {
     matches!(
         mode,
-        Mode::SingleNodeWriter | Mode::SingleNodeReaderOnly | Mode::SingleNodeSingleWriter | Mode::SingleNodeMultiWriter
+        Mode::SingleNodeWriter
+            | Mode::SingleNodeReaderOnly
+            | Mode::SingleNodeSingleWriter
+            | Mode::SingleNodeMultiWriter
     )
 }
 
 /// Check one capability; `field` is the name to report (e.g. `volume_capabilities[1]`).
 pub fn check_capability(cap: &VolumeCapability, field: &str) -> Result<()> {
-    let mode = cap
-        .access_mode
-        .as_ref()
-        .ok_or_else(|| ControllerError::InvalidArgument(format!("{field}.access_mode: required")))?;
+    let mode = cap.access_mode.as_ref().ok_or_else(|| {
+        ControllerError::InvalidArgument(format!("{field}.access_mode: required"))
+    })?;
     let mode = Mode::try_from(mode.mode).unwrap_or(Mode::Unknown);
     if mode == Mode::Unknown {
-        return Err(ControllerError::InvalidArgument(format!("{field}.access_mode.mode: required")));
+        return Err(ControllerError::InvalidArgument(format!(
+            "{field}.access_mode.mode: required"
+        )));
     }
     if !mode_supported(mode) {
         return Err(ControllerError::InvalidArgument(format!(
@@ -207,7 +259,9 @@ pub fn check_capability(cap: &VolumeCapability, field: &str) -> Result<()> {
         )));
     }
     match &cap.access_type {
-        None => Err(ControllerError::InvalidArgument(format!("{field}.access_type: block or mount is required"))),
+        None => Err(ControllerError::InvalidArgument(format!(
+            "{field}.access_type: block or mount is required"
+        ))),
         Some(volume_capability::AccessType::Block(_)) => Ok(()),
         Some(volume_capability::AccessType::Mount(m)) => {
             if !m.fs_type.is_empty() && !FS_TYPES.contains(&m.fs_type.as_str()) {
@@ -224,7 +278,9 @@ pub fn check_capability(cap: &VolumeCapability, field: &str) -> Result<()> {
 
 pub fn check_capabilities(caps: &[VolumeCapability]) -> Result<()> {
     if caps.is_empty() {
-        return Err(ControllerError::InvalidArgument("volume_capabilities: at least one is required".into()));
+        return Err(ControllerError::InvalidArgument(
+            "volume_capabilities: at least one is required".into(),
+        ));
     }
     for (i, c) in caps.iter().enumerate() {
         check_capability(c, &format!("volume_capabilities[{i}]"))?;
@@ -240,9 +296,13 @@ pub const DEFAULT_SIZE: u64 = GIB;
 /// The size to allocate: the required size rounded up to whole MiB (every
 /// PVE storage type can allocate that exactly), within the limit.
 pub fn size_for(range: Option<&CapacityRange>) -> Result<u64> {
-    let (required, limit) = range.map(|r| (r.required_bytes, r.limit_bytes)).unwrap_or((0, 0));
+    let (required, limit) = range
+        .map(|r| (r.required_bytes, r.limit_bytes))
+        .unwrap_or((0, 0));
     if required < 0 || limit < 0 {
-        return Err(ControllerError::InvalidArgument("capacity_range: sizes must not be negative".into()));
+        return Err(ControllerError::InvalidArgument(
+            "capacity_range: sizes must not be negative".into(),
+        ));
     }
     let (required, limit) = (required as u64, limit as u64);
     if limit > 0 && required > limit {
@@ -274,7 +334,12 @@ pub const XFS_MIN_SIZE: u64 = 300 * MIB;
 /// `size`, raised to the minimum of the filesystem the volume will carry,
 /// so NodeStage never meets a disk its mkfs refuses. OutOfRange when the
 /// range's limit leaves no room for that minimum.
-pub fn fs_minimum(caps: &[VolumeCapability], params: &HashMap<String, String>, size: u64, range: Option<&CapacityRange>) -> Result<u64> {
+pub fn fs_minimum(
+    caps: &[VolumeCapability],
+    params: &HashMap<String, String>,
+    size: u64,
+    range: Option<&CapacityRange>,
+) -> Result<u64> {
     let xfs = params.get("csi.storage.k8s.io/fstype").is_some_and(|f| f == "xfs")
         || caps.iter().any(|c| matches!(&c.access_type, Some(volume_capability::AccessType::Mount(m)) if m.fs_type == "xfs"));
     if !xfs || size >= XFS_MIN_SIZE {
@@ -286,13 +351,19 @@ pub fn fs_minimum(caps: &[VolumeCapability], params: &HashMap<String, String>, s
             "capacity_range: limit_bytes {limit} is below {XFS_MIN_SIZE} bytes, the smallest xfs filesystem mkfs.xfs makes"
         )));
     }
-    tracing::info!(asked = size, given = XFS_MIN_SIZE, "raising an xfs volume to the smallest size mkfs.xfs accepts");
+    tracing::info!(
+        asked = size,
+        given = XFS_MIN_SIZE,
+        "raising an xfs volume to the smallest size mkfs.xfs accepts"
+    );
     Ok(XFS_MIN_SIZE)
 }
 
 /// Whether an existing disk of `size` satisfies the range (idempotent create).
 pub fn size_fits(size: u64, range: Option<&CapacityRange>) -> bool {
-    let (required, limit) = range.map(|r| (r.required_bytes.max(0) as u64, r.limit_bytes.max(0) as u64)).unwrap_or((0, 0));
+    let (required, limit) = range
+        .map(|r| (r.required_bytes.max(0) as u64, r.limit_bytes.max(0) as u64))
+        .unwrap_or((0, 0));
     size >= required && (limit == 0 || size <= limit)
 }
 
@@ -305,7 +376,10 @@ mod tests {
         VolumeCapability {
             access_mode: Some(AccessMode { mode: mode as i32 }),
             access_type: Some(match fs {
-                Some(f) => AccessType::Mount(MountVolume { fs_type: f.into(), ..Default::default() }),
+                Some(f) => AccessType::Mount(MountVolume {
+                    fs_type: f.into(),
+                    ..Default::default()
+                }),
                 None => AccessType::Block(BlockVolume {}),
             }),
         }
@@ -316,7 +390,10 @@ mod tests {
         let mut p = HashMap::new();
         let e = parse_volume_params(&p, None).unwrap_err();
         assert!(e.to_string().contains("parameters.storage"));
-        assert_eq!(parse_volume_params(&p, Some("local")).unwrap().storage, "local");
+        assert_eq!(
+            parse_volume_params(&p, Some("local")).unwrap().storage,
+            "local"
+        );
         p.insert("storage".into(), "shared".into());
         p.insert("csi.storage.k8s.io/pvc/name".into(), "x".into());
         p.insert("cache".into(), "writeback".into());
@@ -324,11 +401,17 @@ mod tests {
         assert_eq!(v.storage, "shared");
         assert_eq!(v.cache.as_deref(), Some("writeback"));
         p.insert("stroage".into(), "x".into());
-        assert!(parse_volume_params(&p, None).unwrap_err().to_string().contains("parameters.stroage"));
+        assert!(parse_volume_params(&p, None)
+            .unwrap_err()
+            .to_string()
+            .contains("parameters.stroage"));
         let mut p = HashMap::new();
         p.insert("storage".into(), "a".into());
         p.insert("ssd".into(), "maybe".into());
-        assert!(parse_volume_params(&p, None).unwrap_err().to_string().contains("parameters.ssd"));
+        assert!(parse_volume_params(&p, None)
+            .unwrap_err()
+            .to_string()
+            .contains("parameters.ssd"));
     }
 
     #[test]
@@ -340,52 +423,115 @@ mod tests {
         p.insert("discard".to_string(), "false".to_string());
         let v = parse_volume_params(&p, None).unwrap();
         let opts = drive_options(&v.to_context()).unwrap();
-        assert_eq!(opts, vec![("backup", "0".to_string()), ("cache", "writeback".to_string()), ("ssd", "1".to_string())]);
+        assert_eq!(
+            opts,
+            vec![
+                ("backup", "0".to_string()),
+                ("cache", "writeback".to_string()),
+                ("ssd", "1".to_string())
+            ]
+        );
         // A context without our keys (static PV) gets the defaults.
         let opts = drive_options(&HashMap::new()).unwrap();
-        assert_eq!(opts, vec![("backup", "0".to_string()), ("discard", "on".to_string())]);
+        assert_eq!(
+            opts,
+            vec![("backup", "0".to_string()), ("discard", "on".to_string())]
+        );
         let bad = HashMap::from([("cache".to_string(), "fast".to_string())]);
-        assert!(drive_options(&bad).unwrap_err().to_string().contains("volume_context.cache"));
+        assert!(drive_options(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("volume_context.cache"));
         assert!(!v.to_context().contains_key("encrypted"));
     }
 
     #[test]
     fn io_limits() {
-        let p = HashMap::from([("iopsRead".to_string(), "500".to_string()), ("mbpsWrite".to_string(), "12.5".to_string())]);
+        let p = HashMap::from([
+            ("iopsRead".to_string(), "500".to_string()),
+            ("mbpsWrite".to_string(), "12.5".to_string()),
+        ]);
         let l = parse_io_limits(&p).unwrap();
-        assert_eq!(l, vec![("iops_rd", Some("500".to_string())), ("mbps_wr", Some("12.5".to_string()))]);
-        let mut d = crate::pve::drive::Drive::new("s:v").with("iops_rd", "1").with("backup", "0");
+        assert_eq!(
+            l,
+            vec![
+                ("iops_rd", Some("500".to_string())),
+                ("mbps_wr", Some("12.5".to_string()))
+            ]
+        );
+        let mut d = crate::pve::drive::Drive::new("s:v")
+            .with("iops_rd", "1")
+            .with("backup", "0");
         apply_io_limits(&mut d, &l);
         assert_eq!(d.to_string(), "s:v,iops_rd=500,backup=0,mbps_wr=12.5");
-        apply_io_limits(&mut d, &parse_io_limits(&HashMap::from([("iopsRead".to_string(), "0".to_string())])).unwrap());
+        apply_io_limits(
+            &mut d,
+            &parse_io_limits(&HashMap::from([("iopsRead".to_string(), "0".to_string())])).unwrap(),
+        );
         assert_eq!(d.get("iops_rd"), None, "0 lifts the limit");
-        for (k, v) in [("XXX_FakeKey", "1"), ("iopsRead", "-1"), ("iopsRead", "1.5"), ("mbpsRead", "fast")] {
+        for (k, v) in [
+            ("XXX_FakeKey", "1"),
+            ("iopsRead", "-1"),
+            ("iopsRead", "1.5"),
+            ("mbpsRead", "fast"),
+        ] {
             let e = parse_io_limits(&HashMap::from([(k.to_string(), v.to_string())])).unwrap_err();
-            assert!(e.to_string().contains(&format!("mutable_parameters.{k}")), "{e}");
+            assert!(
+                e.to_string().contains(&format!("mutable_parameters.{k}")),
+                "{e}"
+            );
         }
     }
 
     #[test]
     fn capabilities() {
         assert!(check_capabilities(&[]).is_err());
-        assert!(check_capabilities(&[cap(Mode::SingleNodeWriter, Some("ext4")), cap(Mode::SingleNodeReaderOnly, None)]).is_ok());
+        assert!(check_capabilities(&[
+            cap(Mode::SingleNodeWriter, Some("ext4")),
+            cap(Mode::SingleNodeReaderOnly, None)
+        ])
+        .is_ok());
         let e = check_capabilities(&[cap(Mode::MultiNodeMultiWriter, None)]).unwrap_err();
-        assert!(e.to_string().contains("volume_capabilities[0].access_mode.mode"));
+        assert!(e
+            .to_string()
+            .contains("volume_capabilities[0].access_mode.mode"));
         let e = check_capabilities(&[cap(Mode::SingleNodeWriter, Some("btrfs"))]).unwrap_err();
         assert!(e.to_string().contains("fs_type"));
-        let no_type = VolumeCapability { access_mode: Some(AccessMode { mode: Mode::SingleNodeWriter as i32 }), access_type: None };
-        assert!(check_capabilities(&[no_type]).unwrap_err().to_string().contains("access_type"));
+        let no_type = VolumeCapability {
+            access_mode: Some(AccessMode {
+                mode: Mode::SingleNodeWriter as i32,
+            }),
+            access_type: None,
+        };
+        assert!(check_capabilities(&[no_type])
+            .unwrap_err()
+            .to_string()
+            .contains("access_type"));
     }
 
     #[test]
     fn sizes() {
-        let r = |req: i64, lim: i64| Some(CapacityRange { required_bytes: req, limit_bytes: lim });
+        let r = |req: i64, lim: i64| {
+            Some(CapacityRange {
+                required_bytes: req,
+                limit_bytes: lim,
+            })
+        };
         assert_eq!(size_for(None).unwrap(), GIB);
         assert_eq!(size_for(r(GIB as i64, 0).as_ref()).unwrap(), GIB);
         assert_eq!(size_for(r(1, 0).as_ref()).unwrap(), MIB);
-        assert_eq!(size_for(r(0, 100 * MIB as i64).as_ref()).unwrap(), 100 * MIB);
-        assert!(matches!(size_for(r(5, 10).as_ref()), Err(ControllerError::OutOfRange(_))));
-        assert!(matches!(size_for(r(10, 5).as_ref()), Err(ControllerError::InvalidArgument(_))));
+        assert_eq!(
+            size_for(r(0, 100 * MIB as i64).as_ref()).unwrap(),
+            100 * MIB
+        );
+        assert!(matches!(
+            size_for(r(5, 10).as_ref()),
+            Err(ControllerError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            size_for(r(10, 5).as_ref()),
+            Err(ControllerError::InvalidArgument(_))
+        ));
         assert!(size_fits(GIB, r(GIB as i64, 0).as_ref()));
         assert!(!size_fits(GIB, r(2 * GIB as i64, 0).as_ref()));
         assert!(!size_fits(2 * GIB, r(0, GIB as i64).as_ref()));

@@ -2,11 +2,11 @@
 
 use super::error::ControllerError;
 use super::Controller;
-use crate::volume_id::shorten;
-use std::future::Future;
 use crate::csi::controller_server::Controller as CsiController;
 use crate::csi::controller_service_capability::rpc::Type as Rpc;
 use crate::csi::*;
+use crate::volume_id::shorten;
+use std::future::Future;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -42,7 +42,12 @@ impl ControllerService {
     /// removed) under the operation's in-flight key, so a retry meanwhile
     /// gets Aborted and a retry after it the same answer. A failure is
     /// logged here, once, with the method and the volume it concerns.
-    async fn run<T, Fut>(&self, method: &'static str, volume: String, op: impl FnOnce(Arc<Controller>) -> Fut) -> Result<T, Status>
+    async fn run<T, Fut>(
+        &self,
+        method: &'static str,
+        volume: String,
+        op: impl FnOnce(Arc<Controller>) -> Fut,
+    ) -> Result<T, Status>
     where
         T: Send + 'static,
         Fut: Future<Output = Result<T, ControllerError>> + Send + 'static,
@@ -61,15 +66,28 @@ impl ControllerService {
 
 #[tonic::async_trait]
 impl CsiController for ControllerService {
-    async fn create_volume(&self, r: Request<CreateVolumeRequest>) -> Result<Response<CreateVolumeResponse>, Status> {
+    async fn create_volume(
+        &self,
+        r: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
         let req = r.into_inner();
-        let resp = self.run("CreateVolume", req.name.clone(), |c| async move { c.create_volume(req).await }).await?;
+        let resp = self
+            .run("CreateVolume", req.name.clone(), |c| async move {
+                c.create_volume(req).await
+            })
+            .await?;
         Ok(Response::new(resp))
     }
 
-    async fn delete_volume(&self, r: Request<DeleteVolumeRequest>) -> Result<Response<DeleteVolumeResponse>, Status> {
+    async fn delete_volume(
+        &self,
+        r: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let req = r.into_inner();
-        self.run("DeleteVolume", req.volume_id.clone(), |c| async move { c.delete_volume(req).await }).await?;
+        self.run("DeleteVolume", req.volume_id.clone(), |c| async move {
+            c.delete_volume(req).await
+        })
+        .await?;
         Ok(Response::new(DeleteVolumeResponse {}))
     }
 
@@ -78,7 +96,13 @@ impl CsiController for ControllerService {
         r: Request<ControllerPublishVolumeRequest>,
     ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
         let req = r.into_inner();
-        let resp = self.run("ControllerPublishVolume", req.volume_id.clone(), |c| async move { c.publish_volume(req).await }).await?;
+        let resp = self
+            .run(
+                "ControllerPublishVolume",
+                req.volume_id.clone(),
+                |c| async move { c.publish_volume(req).await },
+            )
+            .await?;
         Ok(Response::new(resp))
     }
 
@@ -87,7 +111,12 @@ impl CsiController for ControllerService {
         r: Request<ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
         let req = r.into_inner();
-        self.run("ControllerUnpublishVolume", req.volume_id.clone(), |c| async move { c.unpublish_volume(req).await }).await?;
+        self.run(
+            "ControllerUnpublishVolume",
+            req.volume_id.clone(),
+            |c| async move { c.unpublish_volume(req).await },
+        )
+        .await?;
         Ok(Response::new(ControllerUnpublishVolumeResponse {}))
     }
 
@@ -96,18 +125,40 @@ impl CsiController for ControllerService {
         r: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
         let req = r.into_inner();
-        let resp = self.run("ValidateVolumeCapabilities", req.volume_id.clone(), |c| async move { c.validate_volume_capabilities(req).await }).await?;
+        let resp = self
+            .run(
+                "ValidateVolumeCapabilities",
+                req.volume_id.clone(),
+                |c| async move { c.validate_volume_capabilities(req).await },
+            )
+            .await?;
         Ok(Response::new(resp))
     }
 
-    async fn list_volumes(&self, r: Request<ListVolumesRequest>) -> Result<Response<ListVolumesResponse>, Status> {
+    async fn list_volumes(
+        &self,
+        r: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
         let req = r.into_inner();
-        Ok(Response::new(self.run("ListVolumes", String::new(), |c| async move { c.list_volumes(req).await }).await?))
+        Ok(Response::new(
+            self.run("ListVolumes", String::new(), |c| async move {
+                c.list_volumes(req).await
+            })
+            .await?,
+        ))
     }
 
-    async fn get_capacity(&self, r: Request<GetCapacityRequest>) -> Result<Response<GetCapacityResponse>, Status> {
+    async fn get_capacity(
+        &self,
+        r: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
         let req = r.into_inner();
-        Ok(Response::new(self.run("GetCapacity", String::new(), |c| async move { c.get_capacity(req).await }).await?))
+        Ok(Response::new(
+            self.run("GetCapacity", String::new(), |c| async move {
+                c.get_capacity(req).await
+            })
+            .await?,
+        ))
     }
 
     async fn controller_get_capabilities(
@@ -117,30 +168,62 @@ impl CsiController for ControllerService {
         let capabilities = CAPABILITIES
             .iter()
             .map(|t| ControllerServiceCapability {
-                r#type: Some(controller_service_capability::Type::Rpc(controller_service_capability::Rpc { r#type: *t as i32 })),
+                r#type: Some(controller_service_capability::Type::Rpc(
+                    controller_service_capability::Rpc { r#type: *t as i32 },
+                )),
             })
             .collect();
-        Ok(Response::new(ControllerGetCapabilitiesResponse { capabilities }))
+        Ok(Response::new(ControllerGetCapabilitiesResponse {
+            capabilities,
+        }))
     }
 
-    async fn create_snapshot(&self, r: Request<CreateSnapshotRequest>) -> Result<Response<CreateSnapshotResponse>, Status> {
+    async fn create_snapshot(
+        &self,
+        r: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
         let req = r.into_inner();
-        let resp = self.run("CreateSnapshot", req.source_volume_id.clone(), |c| async move { c.create_snapshot(req).await }).await?;
+        let resp = self
+            .run(
+                "CreateSnapshot",
+                req.source_volume_id.clone(),
+                |c| async move { c.create_snapshot(req).await },
+            )
+            .await?;
         Ok(Response::new(resp))
     }
 
-    async fn delete_snapshot(&self, r: Request<DeleteSnapshotRequest>) -> Result<Response<DeleteSnapshotResponse>, Status> {
+    async fn delete_snapshot(
+        &self,
+        r: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         let req = r.into_inner();
-        self.run("DeleteSnapshot", req.snapshot_id.clone(), |c| async move { c.delete_snapshot(req).await }).await?;
+        self.run("DeleteSnapshot", req.snapshot_id.clone(), |c| async move {
+            c.delete_snapshot(req).await
+        })
+        .await?;
         Ok(Response::new(DeleteSnapshotResponse {}))
     }
 
-    async fn list_snapshots(&self, r: Request<ListSnapshotsRequest>) -> Result<Response<ListSnapshotsResponse>, Status> {
+    async fn list_snapshots(
+        &self,
+        r: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
         let req = r.into_inner();
-        Ok(Response::new(self.run("ListSnapshots", req.source_volume_id.clone(), |c| async move { c.list_snapshots(req).await }).await?))
+        Ok(Response::new(
+            self.run(
+                "ListSnapshots",
+                req.source_volume_id.clone(),
+                |c| async move { c.list_snapshots(req).await },
+            )
+            .await?,
+        ))
     }
 
-    async fn get_snapshot(&self, _r: Request<GetSnapshotRequest>) -> Result<Response<GetSnapshotResponse>, Status> {
+    async fn get_snapshot(
+        &self,
+        _r: Request<GetSnapshotRequest>,
+    ) -> Result<Response<GetSnapshotResponse>, Status> {
         Err(unimplemented("GetSnapshot"))
     }
 
@@ -149,7 +232,13 @@ impl CsiController for ControllerService {
         r: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
         let req = r.into_inner();
-        let resp = self.run("ControllerExpandVolume", req.volume_id.clone(), |c| async move { c.expand_volume(req).await }).await?;
+        let resp = self
+            .run(
+                "ControllerExpandVolume",
+                req.volume_id.clone(),
+                |c| async move { c.expand_volume(req).await },
+            )
+            .await?;
         Ok(Response::new(resp))
     }
 
@@ -158,7 +247,14 @@ impl CsiController for ControllerService {
         r: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
         let req = r.into_inner();
-        Ok(Response::new(self.run("ControllerGetVolume", req.volume_id.clone(), |c| async move { c.get_volume(req).await }).await?))
+        Ok(Response::new(
+            self.run(
+                "ControllerGetVolume",
+                req.volume_id.clone(),
+                |c| async move { c.get_volume(req).await },
+            )
+            .await?,
+        ))
     }
 
     async fn controller_modify_volume(
@@ -166,7 +262,13 @@ impl CsiController for ControllerService {
         r: Request<ControllerModifyVolumeRequest>,
     ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
         let req = r.into_inner();
-        let resp = self.run("ControllerModifyVolume", req.volume_id.clone(), |c| async move { c.modify_volume(req).await }).await?;
+        let resp = self
+            .run(
+                "ControllerModifyVolume",
+                req.volume_id.clone(),
+                |c| async move { c.modify_volume(req).await },
+            )
+            .await?;
         Ok(Response::new(resp))
     }
 }

@@ -3,15 +3,20 @@
 use super::cluster::Cluster;
 use super::error::{ControllerError, PveContext, Result};
 use super::holder::{HeldVolume, HOLDER_SLOT};
+use super::lookup::{disk_key, name_key};
 use super::params::{check_capabilities, parse_volume_params, size_fits, size_for, VolumeParams};
 use super::{required, Controller};
 use crate::csi::volume_content_source::Type as Source;
-use crate::csi::{CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, Topology, Volume, VolumeContentSource};
+use crate::csi::{
+    CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, Topology, Volume,
+    VolumeContentSource,
+};
 use crate::params;
 use crate::pve::types::StorageResource;
-use super::lookup::{disk_key, name_key};
 use crate::pve::PveErrorKind;
-use crate::volume_id::{holder_name, shorten, SnapshotId, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
+use crate::volume_id::{
+    holder_name, shorten, SnapshotId, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE,
+};
 
 /// Prefix of the temporary snapshot a clone of a live volume is taken from.
 pub const TEMP_SNAPSHOT_PREFIX: &str = "clone_";
@@ -20,8 +25,11 @@ pub const TEMP_SNAPSHOT_PREFIX: &str = "clone_";
 /// (the prefix and 24 hex digits): a snapshot someone took by hand with a
 /// similar name is never removed as one.
 pub fn is_temp_snapshot(name: &str) -> bool {
-    name.strip_prefix(TEMP_SNAPSHOT_PREFIX)
-        .is_some_and(|h| h.len() == 24 && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+    name.strip_prefix(TEMP_SNAPSHOT_PREFIX).is_some_and(|h| {
+        h.len() == 24
+            && h.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    })
 }
 
 /// Where a volume may be allocated: the cluster and its candidate nodes.
@@ -62,12 +70,21 @@ impl Controller {
         check_capabilities(&req.volume_capabilities)?;
         let params = parse_volume_params(&req.parameters, self.opts.default_storage.as_deref())?;
         let size = size_for(req.capacity_range.as_ref())?;
-        let size = super::params::fs_minimum(&req.volume_capabilities, &req.parameters, size, req.capacity_range.as_ref())?;
+        let size = super::params::fs_minimum(
+            &req.volume_capabilities,
+            &req.parameters,
+            size,
+            req.capacity_range.as_ref(),
+        )?;
         let limits = super::params::parse_io_limits(&req.mutable_parameters)?;
         let _guard = self.begin(&name_key("volume", name))?;
 
-        let placement = self.place(&params.storage, req.accessibility_requirements.as_ref()).await?;
-        let cluster = self.cluster(&placement.region).expect("placement picks a configured cluster");
+        let placement = self
+            .place(&params.storage, req.accessibility_requirements.as_ref())
+            .await?;
+        let cluster = self
+            .cluster(&placement.region)
+            .expect("placement picks a configured cluster");
         let holder_name = holder_name(name);
         // Taken before anything is looked up, and held to the end: the source
         // of a clone or restore must not be deleted or changed meanwhile.
@@ -87,8 +104,25 @@ impl Controller {
                         Err(ControllerError::NotFound(_)) => None,
                         Err(e) => return Err(e),
                     };
-                    let held = self.finish_existing(cluster, name, held, &params, source.is_some(), origin.as_ref(), &req, &limits).await?;
-                    return Ok(self.volume_response(&placement, held.id, held.size, &params, req.volume_content_source));
+                    let held = self
+                        .finish_existing(
+                            cluster,
+                            name,
+                            held,
+                            &params,
+                            source.is_some(),
+                            origin.as_ref(),
+                            &req,
+                            &limits,
+                        )
+                        .await?;
+                    return Ok(self.volume_response(
+                        &placement,
+                        held.id,
+                        held.size,
+                        &params,
+                        req.volume_content_source,
+                    ));
                 }
                 // An earlier create stopped half-way (the controller died
                 // between its steps): clear the diskless holder and redo it.
@@ -100,18 +134,46 @@ impl Controller {
         let held = match &origin {
             Origin::Empty => {
                 let target = self.pick_node(&placement, size).await?;
-                self.create_holder(cluster, &target, &holder_name, name, size, params.backup).await?
+                self.create_holder(cluster, &target, &holder_name, name, size, params.backup)
+                    .await?
             }
             Origin::Snapshot(snap, source) => {
-                self.clone_holder(cluster, &placement, source, Some(&snap.snapname), &holder_name, name, size, &params).await?
+                self.clone_holder(
+                    cluster,
+                    &placement,
+                    source,
+                    Some(&snap.snapname),
+                    &holder_name,
+                    name,
+                    size,
+                    &params,
+                )
+                .await?
             }
-            Origin::Volume(source) => self.clone_volume(cluster, &placement, source, &holder_name, name, size, &params).await?,
+            Origin::Volume(source) => {
+                self.clone_volume(
+                    cluster,
+                    &placement,
+                    source,
+                    &holder_name,
+                    name,
+                    size,
+                    &params,
+                )
+                .await?
+            }
         };
         if !limits.is_empty() {
             self.store_limits(cluster, &held, &limits).await?;
         }
         tracing::info!(volume = %held.id, size = held.size, holder = held.holder.vmid, "volume created");
-        Ok(self.volume_response(&placement, held.id, held.size, &params, req.volume_content_source))
+        Ok(self.volume_response(
+            &placement,
+            held.id,
+            held.size,
+            &params,
+            req.volume_content_source,
+        ))
     }
 
     /// The volume of this name exists: check it is what was asked for, and
@@ -134,7 +196,11 @@ impl Controller {
                 held.id, held.id.storage, params.storage
             )));
         }
-        let required = req.capacity_range.as_ref().map(|r| r.required_bytes.max(0) as u64).unwrap_or(0);
+        let required = req
+            .capacity_range
+            .as_ref()
+            .map(|r| r.required_bytes.max(0) as u64)
+            .unwrap_or(0);
         if has_source && held.size < required {
             // A restore or clone to a larger size stopped between the clone
             // and the resize: the copy is ours and new, grow it now.
@@ -145,7 +211,15 @@ impl Controller {
                 .resize(&h.node, h.vmid, HOLDER_SLOT, want, self.opts.task_timeout)
                 .await
                 .ctx(|| format!("growing the copy {} to {want} bytes", held.id))?;
-            held = cluster.held_volume(&held.holder, "").await?.ok_or_else(|| ControllerError::Aborted(format!("volume {} vanished while growing; retry", held.id)))?;
+            held = cluster
+                .held_volume(&held.holder, "")
+                .await?
+                .ok_or_else(|| {
+                    ControllerError::Aborted(format!(
+                        "volume {} vanished while growing; retry",
+                        held.id
+                    ))
+                })?;
         }
         if !size_fits(held.size, req.capacity_range.as_ref()) {
             return Err(ControllerError::AlreadyExists(format!(
@@ -157,7 +231,10 @@ impl Controller {
             self.drop_temp_snapshot(cluster, source, name).await?;
         }
         let stored = super::params::io_limits_of(&held.drive);
-        if limits.iter().any(|(k, v)| stored.iter().find(|(s, _)| s == k).map(|(_, sv)| sv) != Some(v)) {
+        if limits
+            .iter()
+            .any(|(k, v)| stored.iter().find(|(s, _)| s == k).map(|(_, sv)| sv) != Some(v))
+        {
             self.store_limits(cluster, &held, limits).await?;
         }
         Ok(held)
@@ -167,11 +244,24 @@ impl Controller {
     /// PVE still works on it (a task holds the VM lock, or its disk is
     /// being made or freed), wait; once it is idle and holds no disk at all,
     /// it carries no data and may go.
-    async fn clear_unfinished_holder(&self, cluster: &Cluster, holder: &crate::pve::types::VmResource) -> Result<()> {
-        let cfg = match cluster.client.vm_config(&holder.node, holder.vmid, false).await {
+    async fn clear_unfinished_holder(
+        &self,
+        cluster: &Cluster,
+        holder: &crate::pve::types::VmResource,
+    ) -> Result<()> {
+        let cfg = match cluster
+            .client
+            .vm_config(&holder.node, holder.vmid, false)
+            .await
+        {
             Ok(c) => c,
             Err(e) if e.is_not_found() => return Ok(()), // removed meanwhile
-            Err(e) => return Err(ControllerError::Pve { context: format!("reading config of holder VM {}", holder.vmid), source: Box::new(e) }),
+            Err(e) => {
+                return Err(ControllerError::Pve {
+                    context: format!("reading config of holder VM {}", holder.vmid),
+                    source: Box::new(e),
+                })
+            }
         };
         if let Some(lock) = cfg.get("lock") {
             return Err(ControllerError::Aborted(format!(
@@ -181,7 +271,11 @@ impl Controller {
         }
         if let Some((slot, d)) = cfg.drives().next() {
             let storage = d.volume.split_once(':').map(|(s, _)| s).unwrap_or("");
-            if cluster.find_volume(&holder.node, storage, &d.volume).await?.is_some() {
+            if cluster
+                .find_volume(&holder.node, storage, &d.volume)
+                .await?
+                .is_some()
+            {
                 // A disk that exists, where this driver puts none: never ours to remove.
                 return Err(ControllerError::FailedPrecondition(format!(
                     "holder VM {} has {slot}={} but not the expected disk; inspect it by hand",
@@ -197,8 +291,12 @@ impl Controller {
         }
         // Its disk may have been allocated without being put in scsi0; it is
         // new and empty, owned by this holder, and goes with it.
-        tracing::warn!(vmid = holder.vmid, "removing a holder VM left without a disk by an interrupted create");
-        self.unprotect_and_destroy(cluster, &holder.node, holder.vmid).await
+        tracing::warn!(
+            vmid = holder.vmid,
+            "removing a holder VM left without a disk by an interrupted create"
+        );
+        self.unprotect_and_destroy(cluster, &holder.node, holder.vmid)
+            .await
     }
 
     fn zone_of(&self, placement: &Placement, holder_node: &str) -> String {
@@ -212,12 +310,23 @@ impl Controller {
     /// Resolve the content source (the caller holds the source disk's
     /// in-flight key: a clone must not race a delete or snapshot of its
     /// source); a missing snapshot or volume is NotFound.
-    async fn origin(&self, cluster: &Cluster, source: Option<&VolumeContentSource>) -> Result<Origin> {
-        let Some(src) = source.and_then(|s| s.r#type.as_ref()) else { return Ok(Origin::Empty) };
+    async fn origin(
+        &self,
+        cluster: &Cluster,
+        source: Option<&VolumeContentSource>,
+    ) -> Result<Origin> {
+        let Some(src) = source.and_then(|s| s.r#type.as_ref()) else {
+            return Ok(Origin::Empty);
+        };
         match src {
             Source::Snapshot(s) => {
                 let raw = required(&s.snapshot_id, "volume_content_source.snapshot.snapshot_id")?;
-                let not_found = || ControllerError::NotFound(format!("volume_content_source.snapshot.snapshot_id \"{}\": no such snapshot", shorten(raw)));
+                let not_found = || {
+                    ControllerError::NotFound(format!(
+                        "volume_content_source.snapshot.snapshot_id \"{}\": no such snapshot",
+                        shorten(raw)
+                    ))
+                };
                 let id = SnapshotId::parse(raw).ok_or_else(not_found)?;
                 if id.volume.region != cluster.region {
                     return Err(ControllerError::InvalidArgument(format!(
@@ -225,8 +334,15 @@ impl Controller {
                         id.volume.region, cluster.region
                     )));
                 }
-                let held = self.held(cluster, &id.volume).await?.ok_or_else(not_found)?;
-                let snaps = cluster.client.snapshots(&held.holder.node, held.holder.vmid).await.ctx(|| format!("listing snapshots of holder VM {}", held.holder.vmid))?;
+                let held = self
+                    .held(cluster, &id.volume)
+                    .await?
+                    .ok_or_else(not_found)?;
+                let snaps = cluster
+                    .client
+                    .snapshots(&held.holder.node, held.holder.vmid)
+                    .await
+                    .ctx(|| format!("listing snapshots of holder VM {}", held.holder.vmid))?;
                 if !snaps.iter().any(|x| x.name == id.snapname) {
                     return Err(not_found());
                 }
@@ -234,7 +350,12 @@ impl Controller {
             }
             Source::Volume(v) => {
                 let raw = required(&v.volume_id, "volume_content_source.volume.volume_id")?;
-                let not_found = || ControllerError::NotFound(format!("volume_content_source.volume.volume_id \"{}\": no such volume", shorten(raw)));
+                let not_found = || {
+                    ControllerError::NotFound(format!(
+                        "volume_content_source.volume.volume_id \"{}\": no such volume",
+                        shorten(raw)
+                    ))
+                };
                 let id = VolumeId::parse(raw).ok_or_else(not_found)?;
                 if id.region != cluster.region {
                     return Err(ControllerError::InvalidArgument(format!(
@@ -242,7 +363,9 @@ impl Controller {
                         id.region, cluster.region
                     )));
                 }
-                Ok(Origin::Volume(self.held(cluster, &id).await?.ok_or_else(not_found)?))
+                Ok(Origin::Volume(
+                    self.held(cluster, &id).await?.ok_or_else(not_found)?,
+                ))
             }
         }
     }
@@ -272,7 +395,12 @@ impl Controller {
         }
         // PVE clones onto the source's node; a clone can land elsewhere only
         // through a shared storage.
-        let target_node = if placement.candidates.iter().any(|c| c.node == source.holder.node) || placement.shared {
+        let target_node = if placement
+            .candidates
+            .iter()
+            .any(|c| c.node == source.holder.node)
+            || placement.shared
+        {
             source.holder.node.clone()
         } else {
             return Err(ControllerError::ResourceExhausted(format!(
@@ -295,29 +423,50 @@ impl Controller {
         }
         cluster
             .client
-            .clone_vm(&source.holder.node, source.holder.vmid, newid, &opts, self.opts.task_timeout)
+            .clone_vm(
+                &source.holder.node,
+                source.holder.vmid,
+                newid,
+                &opts,
+                self.opts.task_timeout,
+            )
             .await
             .ctx(|| format!("cloning holder VM {} into {newid}", source.holder.vmid))?;
         drop(_alloc);
-        self.mark_holder(cluster, &source.holder.node, newid).await?;
+        self.mark_holder(cluster, &source.holder.node, newid)
+            .await?;
         let holder = cluster
             .holders()
             .await?
             .into_iter()
             .find(|v| v.vmid == newid)
-            .ok_or_else(|| ControllerError::Internal(format!("cloned holder VM {newid} not found (is it tagged?)")))?;
+            .ok_or_else(|| {
+                ControllerError::Internal(format!(
+                    "cloned holder VM {newid} not found (is it tagged?)"
+                ))
+            })?;
         let zone = self.zone_of(placement, &target_node);
-        let mut held = cluster
-            .held_volume(&holder, &zone)
-            .await?
-            .ok_or_else(|| ControllerError::Internal(format!("cloned holder VM {newid} has no disk in {HOLDER_SLOT}")))?;
+        let mut held = cluster.held_volume(&holder, &zone).await?.ok_or_else(|| {
+            ControllerError::Internal(format!(
+                "cloned holder VM {newid} has no disk in {HOLDER_SLOT}"
+            ))
+        })?;
         if size > held.size {
             cluster
                 .client
-                .resize(&holder.node, holder.vmid, HOLDER_SLOT, size, self.opts.task_timeout)
+                .resize(
+                    &holder.node,
+                    holder.vmid,
+                    HOLDER_SLOT,
+                    size,
+                    self.opts.task_timeout,
+                )
                 .await
                 .ctx(|| format!("growing the clone {} to {size} bytes", held.id))?;
-            held = cluster.held_volume(&holder, &zone).await?.ok_or_else(|| ControllerError::Internal("clone vanished".into()))?;
+            held = cluster
+                .held_volume(&holder, &zone)
+                .await?
+                .ok_or_else(|| ControllerError::Internal("clone vanished".into()))?;
         }
         Ok(held)
     }
@@ -325,20 +474,43 @@ impl Controller {
     /// The name of the temporary snapshot a clone of `source` for the CSI
     /// name `csi_name` is taken from (deterministic, so a retry finds it).
     fn temp_snapshot_name(csi_name: &str) -> String {
-        format!("{TEMP_SNAPSHOT_PREFIX}{}", &crate::volume_id::snap_name(csi_name)[1..25])
+        format!(
+            "{TEMP_SNAPSHOT_PREFIX}{}",
+            &crate::volume_id::snap_name(csi_name)[1..25]
+        )
     }
 
     /// Remove the temporary snapshot of a clone for `csi_name`, if there is one.
-    async fn drop_temp_snapshot(&self, cluster: &Cluster, source: &HeldVolume, csi_name: &str) -> Result<()> {
+    async fn drop_temp_snapshot(
+        &self,
+        cluster: &Cluster,
+        source: &HeldVolume,
+        csi_name: &str,
+    ) -> Result<()> {
         let temp = Self::temp_snapshot_name(csi_name);
         let h = &source.holder;
-        if !cluster.holder_snapshots(h).await?.iter().any(|s| s.name == temp) {
+        if !cluster
+            .holder_snapshots(h)
+            .await?
+            .iter()
+            .any(|s| s.name == temp)
+        {
             return Ok(());
         }
-        match cluster.client.delete_snapshot(&h.node, h.vmid, &temp, self.opts.task_timeout).await {
+        match cluster
+            .client
+            .delete_snapshot(&h.node, h.vmid, &temp, self.opts.task_timeout)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(ControllerError::Pve { context: format!("removing the temporary clone snapshot {temp} of {}", source.id), source: Box::new(e) }),
+            Err(e) => Err(ControllerError::Pve {
+                context: format!(
+                    "removing the temporary clone snapshot {temp} of {}",
+                    source.id
+                ),
+                source: Box::new(e),
+            }),
         }
     }
 
@@ -359,15 +531,39 @@ impl Controller {
     ) -> Result<HeldVolume> {
         let temp = Self::temp_snapshot_name(csi_name);
         let h = &source.holder;
-        let exists = cluster.holder_snapshots(h).await?.iter().any(|s| s.name == temp);
+        let exists = cluster
+            .holder_snapshots(h)
+            .await?
+            .iter()
+            .any(|s| s.name == temp);
         let taken = if exists {
             Ok(())
         } else {
-            cluster.client.create_snapshot(&h.node, h.vmid, &temp, "proxmox-csi: temporary, for a clone", self.opts.task_timeout).await
+            cluster
+                .client
+                .create_snapshot(
+                    &h.node,
+                    h.vmid,
+                    &temp,
+                    "proxmox-csi: temporary, for a clone",
+                    self.opts.task_timeout,
+                )
+                .await
         };
         match taken {
             Ok(()) => {
-                let held = self.clone_holder(cluster, placement, source, Some(&temp), name, csi_name, size, params).await?;
+                let held = self
+                    .clone_holder(
+                        cluster,
+                        placement,
+                        source,
+                        Some(&temp),
+                        name,
+                        csi_name,
+                        size,
+                        params,
+                    )
+                    .await?;
                 self.drop_temp_snapshot(cluster, source, csi_name).await?;
                 Ok(held)
             }
@@ -375,19 +571,36 @@ impl Controller {
             // consistent while nothing writes, i.e. the volume is not attached.
             Err(e) if e.kind() == PveErrorKind::FeatureUnavailable => {
                 let volid = source.id.volid();
-                if let Some((_, a)) = cluster.attachments_of(std::slice::from_ref(&volid)).await?.first() {
+                if let Some((_, a)) = cluster
+                    .attachments_of(std::slice::from_ref(&volid))
+                    .await?
+                    .first()
+                {
                     return Err(ControllerError::FailedPrecondition(format!(
                         "volume_content_source: {} is attached to VM {} and its storage {} has no snapshots, so it cannot be copied consistently; detach it or use a storage with snapshots",
                         source.id, a.vm.vmid, source.id.storage
                     )));
                 }
-                self.clone_holder(cluster, placement, source, None, name, csi_name, size, params).await
+                self.clone_holder(
+                    cluster, placement, source, None, name, csi_name, size, params,
+                )
+                .await
             }
-            Err(e) => Err(ControllerError::Pve { context: format!("snapshotting {} for a clone", source.id), source: Box::new(e) }),
+            Err(e) => Err(ControllerError::Pve {
+                context: format!("snapshotting {} for a clone", source.id),
+                source: Box::new(e),
+            }),
         }
     }
 
-    fn volume_response(&self, placement: &Placement, id: VolumeId, size: u64, params: &VolumeParams, source: Option<VolumeContentSource>) -> CreateVolumeResponse {
+    fn volume_response(
+        &self,
+        placement: &Placement,
+        id: VolumeId,
+        size: u64,
+        params: &VolumeParams,
+        source: Option<VolumeContentSource>,
+    ) -> CreateVolumeResponse {
         let topology = id.topology(placement.shared);
         CreateVolumeResponse {
             volume: Some(Volume {
@@ -402,8 +615,14 @@ impl Controller {
 
     /// Choose the cluster and the nodes whose storage may hold the volume,
     /// honouring the topology requirements (preferred first, then requisite).
-    pub(super) async fn place(&self, storage: &str, reqs: Option<&crate::csi::TopologyRequirement>) -> Result<Placement> {
-        let wanted: Vec<&Topology> = reqs.map(|r| r.preferred.iter().chain(r.requisite.iter()).collect()).unwrap_or_default();
+    pub(super) async fn place(
+        &self,
+        storage: &str,
+        reqs: Option<&crate::csi::TopologyRequirement>,
+    ) -> Result<Placement> {
+        let wanted: Vec<&Topology> = reqs
+            .map(|r| r.preferred.iter().chain(r.requisite.iter()).collect())
+            .unwrap_or_default();
         let regions: Vec<String> = if wanted.is_empty() {
             self.clusters().map(|c| c.region.clone()).collect()
         } else {
@@ -425,7 +644,9 @@ impl Controller {
         };
         let mut storage_known = false;
         for region in regions {
-            let Some(cluster) = self.cluster(&region) else { continue };
+            let Some(cluster) = self.cluster(&region) else {
+                continue;
+            };
             let storages: Vec<StorageResource> = cluster
                 .image_storages()
                 .await?
@@ -442,19 +663,30 @@ impl Controller {
                 candidates = storages.clone();
             } else {
                 for t in &wanted {
-                    if t.segments.get(TOPOLOGY_REGION).is_some_and(|r| r != &region) {
+                    if t.segments
+                        .get(TOPOLOGY_REGION)
+                        .is_some_and(|r| r != &region)
+                    {
                         continue;
                     }
                     for s in &storages {
                         let zone_ok = t.segments.get(TOPOLOGY_ZONE).is_none_or(|z| z == &s.node);
-                        if zone_ok && !candidates.iter().any(|c: &StorageResource| c.node == s.node) {
+                        if zone_ok
+                            && !candidates
+                                .iter()
+                                .any(|c: &StorageResource| c.node == s.node)
+                        {
                             candidates.push(s.clone());
                         }
                     }
                 }
             }
             if !candidates.is_empty() {
-                return Ok(Placement { region, candidates, shared });
+                return Ok(Placement {
+                    region,
+                    candidates,
+                    shared,
+                });
             }
         }
         if !storage_known {
@@ -481,12 +713,18 @@ impl Controller {
                     last_free = last_free.max(avail);
                 }
                 // An offline node is no candidate; try the next.
-                Err(e) => tracing::warn!(node = %c.node, storage = %c.storage, error = %e, "storage status unavailable"),
+                Err(e) => {
+                    tracing::warn!(node = %c.node, storage = %c.storage, error = %e, "storage status unavailable")
+                }
             }
         }
         Err(ControllerError::ResourceExhausted(format!(
             "no candidate node has {size} bytes free on storage {:?} (most free: {last_free})",
-            placement.candidates.first().map(|c| c.storage.as_str()).unwrap_or("")
+            placement
+                .candidates
+                .first()
+                .map(|c| c.storage.as_str())
+                .unwrap_or("")
         )))
     }
 
@@ -501,8 +739,12 @@ impl Controller {
     pub async fn delete_volume(&self, req: DeleteVolumeRequest) -> Result<()> {
         let raw = required(&req.volume_id, "volume_id")?;
         // An id we never issued names nothing: deleting it succeeds (CSI idempotency).
-        let Some(id) = VolumeId::parse(raw) else { return Ok(()) };
-        let Some(cluster) = self.cluster(&id.region) else { return Ok(()) };
+        let Some(id) = VolumeId::parse(raw) else {
+            return Ok(());
+        };
+        let Some(cluster) = self.cluster(&id.region) else {
+            return Ok(());
+        };
         let _guard = self.begin(&disk_key(&id))?;
         let volid = id.volid();
         let Some(holder) = self.canonical_holder(cluster, &id).await? else {
@@ -512,7 +754,11 @@ impl Controller {
         // PVE frees a volume even while a VM uses it; never let that happen.
         let users = cluster.attachments_of(std::slice::from_ref(&volid)).await?;
         if let Some((_, a)) = users.first() {
-            let how = if a.pending { " (a hot-plug or hot-unplug there is pending)" } else { "" };
+            let how = if a.pending {
+                " (a hot-plug or hot-unplug there is pending)"
+            } else {
+                ""
+            };
             return Err(ControllerError::FailedPrecondition(format!(
                 "volume {id} is still attached to VM {} ({}) as {}{how}; unpublish it first",
                 a.vm.vmid,
@@ -523,8 +769,13 @@ impl Controller {
         // Snapshots live in the holder and would go with it. A temporary
         // clone snapshot is not the user's: a clone interrupted for good
         // left it (a running clone of this process holds this disk's key).
-        let snaps = cluster.client.snapshots(&holder.node, holder.vmid).await.ctx(|| format!("listing snapshots of holder VM {}", holder.vmid))?;
-        let (temp, kept): (Vec<_>, Vec<_>) = snaps.into_iter().partition(|s| is_temp_snapshot(&s.name));
+        let snaps = cluster
+            .client
+            .snapshots(&holder.node, holder.vmid)
+            .await
+            .ctx(|| format!("listing snapshots of holder VM {}", holder.vmid))?;
+        let (temp, kept): (Vec<_>, Vec<_>) =
+            snaps.into_iter().partition(|s| is_temp_snapshot(&s.name));
         if !kept.is_empty() {
             return Err(ControllerError::FailedPrecondition(format!(
                 "volume {id} has {} snapshot(s); delete them before the volume",
@@ -550,7 +801,13 @@ mod tests {
     fn temporary_snapshot_names() {
         let t = super::Controller::temp_snapshot_name("pvc-x");
         assert!(super::is_temp_snapshot(&t), "{t}");
-        for other in ["clone_", "clone_by_hand", "clone_0123456789abcdef0123456", "s0123", &format!("{t}0")] {
+        for other in [
+            "clone_",
+            "clone_by_hand",
+            "clone_0123456789abcdef0123456",
+            "s0123",
+            &format!("{t}0"),
+        ] {
             assert!(!super::is_temp_snapshot(other), "{other}");
         }
     }

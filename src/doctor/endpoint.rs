@@ -34,14 +34,25 @@ pub(crate) async fn reach(rec: &mut Recorder, client: &PveClient, insecure: bool
     match client.probe_unauthenticated().await {
         // PVE answers 401 to a request without credentials.
         Ok(401) => {
-            rec.pass("endpoint", format!("{url}: {}HTTP 401 in {} ms", transport(&url, insecure), start.elapsed().as_millis()));
+            rec.pass(
+                "endpoint",
+                format!(
+                    "{url}: {}HTTP 401 in {} ms",
+                    transport(&url, insecure),
+                    start.elapsed().as_millis()
+                ),
+            );
             true
         }
         // Something in front of PVE that does not ask for credentials; the login step will tell.
         Ok(200) => {
             rec.warn(
                 "endpoint",
-                format!("{url}: {}HTTP 200 without credentials in {} ms; PVE itself would answer 401", transport(&url, insecure), start.elapsed().as_millis()),
+                format!(
+                    "{url}: {}HTTP 200 without credentials in {} ms; PVE itself would answer 401",
+                    transport(&url, insecure),
+                    start.elapsed().as_millis()
+                ),
             );
             true
         }
@@ -54,7 +65,10 @@ pub(crate) async fn reach(rec: &mut Recorder, client: &PveClient, insecure: bool
         }
         Err(e) => {
             let why = DoctorError::from_pve(&e, true);
-            rec.fail("endpoint", format!("{url}: {why} (after {} ms)", start.elapsed().as_millis()));
+            rec.fail(
+                "endpoint",
+                format!("{url}: {why} (after {} ms)", start.elapsed().as_millis()),
+            );
             false
         }
     }
@@ -71,13 +85,21 @@ fn transport(url: &str, insecure: bool) -> &'static str {
 }
 
 /// `GET /version` with the configured credentials; reports the PVE version.
-pub(crate) async fn authenticate(rec: &mut Recorder, client: &PveClient, who: &str, token_auth: bool) -> bool {
+pub(crate) async fn authenticate(
+    rec: &mut Recorder,
+    client: &PveClient,
+    who: &str,
+    token_auth: bool,
+) -> bool {
     let start = Instant::now();
     match client.version().await {
         Ok(v) => {
             let ms = start.elapsed().as_millis();
             rec.pass("auth", format!("{who} accepted"));
-            let version = v.get("version").and_then(|x| x.as_str()).unwrap_or("unknown");
+            let version = v
+                .get("version")
+                .and_then(|x| x.as_str())
+                .unwrap_or("unknown");
             rec.pass("version", format!("Proxmox VE {version} ({ms} ms)"));
             true
         }

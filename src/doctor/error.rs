@@ -19,10 +19,16 @@ pub enum DoctorError {
     #[error("no answer within the timeout ({0}); check the host, port 8006 and firewalls")]
     Timeout(String),
     #[error("credentials rejected (HTTP {status}: {message}); check {fields}")]
-    BadCredentials { status: u16, message: String, fields: &'static str },
+    BadCredentials {
+        status: u16,
+        message: String,
+        fields: &'static str,
+    },
     #[error("permission denied: {0}")]
     Forbidden(String),
-    #[error("the answer is not the Proxmox VE API ({0}); the url must be https://HOST:8006/api2/json")]
+    #[error(
+        "the answer is not the Proxmox VE API ({0}); the url must be https://HOST:8006/api2/json"
+    )]
     NotPve(String),
     #[error("{0}")]
     Api(String),
@@ -52,28 +58,54 @@ impl DoctorError {
                 let all = texts.join(": ");
                 if source.is_timeout() {
                     DoctorError::Timeout(root)
-                } else if all.contains("UnknownIssuer") || all.contains("self-signed") || all.contains("self signed") {
+                } else if all.contains("UnknownIssuer")
+                    || all.contains("self-signed")
+                    || all.contains("self signed")
+                {
                     DoctorError::UntrustedCertificate(root)
                 } else if all.contains("NotValidForName") || all.contains("not valid for name") {
                     DoctorError::CertificateName(root)
                 } else if all.contains("invalid peer certificate") {
                     DoctorError::BadCertificate(root)
-                } else if all.contains("certificate") || all.contains("InvalidContentType") || all.contains("handshake") {
+                } else if all.contains("certificate")
+                    || all.contains("InvalidContentType")
+                    || all.contains("handshake")
+                {
                     DoctorError::Tls(root)
                 } else {
                     DoctorError::Connect(root)
                 }
             }
-            PveError::Api { status: 401, message, .. } => DoctorError::BadCredentials {
+            PveError::Api {
+                status: 401,
+                message,
+                ..
+            } => DoctorError::BadCredentials {
                 status: 401,
                 message: message.clone(),
-                fields: if token_auth { "token_id and token_secret" } else { "username (with @realm) and password" },
+                fields: if token_auth {
+                    "token_id and token_secret"
+                } else {
+                    "username (with @realm) and password"
+                },
             },
-            PveError::Api { status: 403, message, .. } => DoctorError::Forbidden(message.clone()),
+            PveError::Api {
+                status: 403,
+                message,
+                ..
+            } => DoctorError::Forbidden(message.clone()),
             PveError::Config(m) => DoctorError::Config(m.clone()),
             PveError::Decode { detail, .. } => {
                 // The detail quotes the body; its first line is enough to recognise a web page.
-                DoctorError::NotPve(detail.lines().next().unwrap_or_default().chars().take(120).collect())
+                DoctorError::NotPve(
+                    detail
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(120)
+                        .collect(),
+                )
             }
             other => DoctorError::Api(other.to_string()),
         }
@@ -96,8 +128,16 @@ mod tests {
         let e = DoctorError::from_pve(&api(401), true);
         assert!(matches!(e, DoctorError::BadCredentials { .. }));
         assert!(e.to_string().contains("token_secret"), "{e}");
-        assert!(DoctorError::from_pve(&api(401), false).to_string().contains("password"));
-        assert!(matches!(DoctorError::from_pve(&api(403), true), DoctorError::Forbidden(_)));
-        assert!(matches!(DoctorError::from_pve(&PveError::Config("x".into()), true), DoctorError::Config(_)));
+        assert!(DoctorError::from_pve(&api(401), false)
+            .to_string()
+            .contains("password"));
+        assert!(matches!(
+            DoctorError::from_pve(&api(403), true),
+            DoctorError::Forbidden(_)
+        ));
+        assert!(matches!(
+            DoctorError::from_pve(&PveError::Config("x".into()), true),
+            DoctorError::Config(_)
+        ));
     }
 }

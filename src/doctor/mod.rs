@@ -24,11 +24,13 @@ pub struct DoctorOptions {
     pub node_ids: Vec<String>,
 }
 
-
 /// Checks every cluster of the config, concurrently; checks keep config order.
 pub async fn run(cfg: &ConfigFile, opts: &DoctorOptions) -> Report {
-    let per_cluster = futures::future::join_all(cfg.clusters.iter().map(|c| check_cluster(c, opts))).await;
-    Report { checks: per_cluster.into_iter().flatten().collect() }
+    let per_cluster =
+        futures::future::join_all(cfg.clusters.iter().map(|c| check_cluster(c, opts))).await;
+    Report {
+        checks: per_cluster.into_iter().flatten().collect(),
+    }
 }
 
 pub async fn check_cluster(cluster: &ClusterConfig, opts: &DoctorOptions) -> Vec<Check> {
@@ -47,13 +49,18 @@ pub async fn check_cluster(cluster: &ClusterConfig, opts: &DoctorOptions) -> Vec
     let client = match PveClient::new(&ep) {
         Ok(c) => c,
         Err(e) => {
-            rec.fail("endpoint", DoctorError::from_pve(&e, token_auth).to_string());
+            rec.fail(
+                "endpoint",
+                DoctorError::from_pve(&e, token_auth).to_string(),
+            );
             return rec.checks;
         }
     };
     endpoint::transport_security(&mut rec, &cluster.region, &ep);
     // Later steps only repeat the same failure once the endpoint or login does not work.
-    if !endpoint::reach(&mut rec, &client, ep.insecure).await || !endpoint::authenticate(&mut rec, &client, &who, token_auth).await {
+    if !endpoint::reach(&mut rec, &client, ep.insecure).await
+        || !endpoint::authenticate(&mut rec, &client, &who, token_auth).await
+    {
         return rec.checks;
     }
     check_inventory(&mut rec, &client, opts).await;
@@ -65,30 +72,51 @@ async fn check_inventory(rec: &mut Recorder, client: &PveClient, opts: &DoctorOp
     let all_storages = match client.storages().await {
         Ok(s) => s,
         Err(e) => {
-            rec.fail("storages", format!("cannot list storages: {}", DoctorError::from_pve(&e, true)));
+            rec.fail(
+                "storages",
+                format!("cannot list storages: {}", DoctorError::from_pve(&e, true)),
+            );
             Vec::new()
         }
     };
     let guests = match client.guests().await {
         Ok(g) => g,
         Err(e) => {
-            rec.fail("guests", format!("cannot list VMs: {}", DoctorError::from_pve(&e, true)));
+            rec.fail(
+                "guests",
+                format!("cannot list VMs: {}", DoctorError::from_pve(&e, true)),
+            );
             Vec::new()
         }
     };
     let storage_ids = storages::select(&all_storages, &opts.storages);
     if storage_ids.is_empty() {
-        rec.fail("storages", "no storage holds disk images; add 'Disk image' to the content of one");
+        rec.fail(
+            "storages",
+            "no storage holds disk images; add 'Disk image' to the content of one",
+        );
     }
-    let workers: Vec<(&str, Result<_, String>)> =
-        opts.node_ids.iter().map(|n| (n.as_str(), workers::find(&guests, n))).collect();
+    let workers: Vec<(&str, Result<_, String>)> = opts
+        .node_ids
+        .iter()
+        .map(|n| (n.as_str(), workers::find(&guests, n)))
+        .collect();
 
     for id in &storage_ids {
-        privileges::check_path(rec, client, &format!("/storage/{id}"), privileges::STORAGE_PRIVS).await;
+        privileges::check_path(
+            rec,
+            client,
+            &format!("/storage/{id}"),
+            privileges::STORAGE_PRIVS,
+        )
+        .await;
     }
     // Per worker VM when they are named, else the whole VM tree the controller will search.
-    let mut vm_paths: Vec<String> =
-        workers.iter().filter_map(|(_, w)| w.as_ref().ok()).map(|vm| format!("/vms/{}", vm.vmid)).collect();
+    let mut vm_paths: Vec<String> = workers
+        .iter()
+        .filter_map(|(_, w)| w.as_ref().ok())
+        .map(|vm| format!("/vms/{}", vm.vmid))
+        .collect();
     vm_paths.retain(|p| p != "/vms");
     for path in &vm_paths {
         privileges::check_path(rec, client, path, privileges::VM_PRIVS).await;

@@ -21,7 +21,10 @@ pub const VM_PRIVS: &[(&str, &str)] = &[
 /// owned by a holder VM with an id chosen at creation, so no narrower path
 /// can be named in advance.
 pub const HOLDER_PRIVS: &[(&str, &str)] = &[
-    ("VM.Allocate", "create and destroy the holder VM of each volume"),
+    (
+        "VM.Allocate",
+        "create and destroy the holder VM of each volume",
+    ),
     ("VM.Audit", "find holder VMs"),
     ("VM.Config.Disk", "give a holder its disk and grow it"),
     ("VM.Config.Options", "name, tag and describe holder VMs"),
@@ -40,13 +43,22 @@ pub(crate) async fn check_path(
     let held = match client.permissions_on(acl_path).await {
         Ok(h) => h,
         Err(e) => {
-            rec.fail(name, format!("cannot read permissions: {}", DoctorError::from_pve(&e, true)));
+            rec.fail(
+                name,
+                format!(
+                    "cannot read permissions: {}",
+                    DoctorError::from_pve(&e, true)
+                ),
+            );
             return;
         }
     };
     let has = |p: &str| held.iter().any(|h| h == p);
-    let missing: Vec<String> =
-        required.iter().filter(|(p, _)| !has(p)).map(|(p, why)| format!("{p} on {acl_path} (to {why})")).collect();
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|(p, _)| !has(p))
+        .map(|(p, why)| format!("{p} on {acl_path} (to {why})"))
+        .collect();
     if missing.is_empty() {
         let names: Vec<&str> = required.iter().map(|(p, _)| *p).collect();
         rec.pass(name.clone(), names.join(", "));

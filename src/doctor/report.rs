@@ -45,7 +45,11 @@ pub struct Summary {
 impl Report {
     pub fn summary(&self) -> Summary {
         let count = |s: Status| self.checks.iter().filter(|c| c.status == s).count();
-        Summary { pass: count(Status::Pass), warn: count(Status::Warn), fail: count(Status::Fail) }
+        Summary {
+            pass: count(Status::Pass),
+            warn: count(Status::Warn),
+            fail: count(Status::Fail),
+        }
     }
 
     /// Warnings do not block an install; only failures do.
@@ -66,7 +70,12 @@ impl Report {
     }
 
     pub fn to_text(&self) -> String {
-        let width = self.checks.iter().map(|c| c.cluster.len() + c.name.len() + 1).max().unwrap_or(0);
+        let width = self
+            .checks
+            .iter()
+            .map(|c| c.cluster.len() + c.name.len() + 1)
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         for c in &self.checks {
             let what = format!("{}/{}", c.cluster, c.name);
@@ -74,7 +83,11 @@ impl Report {
         }
         let s = self.summary();
         let verdict = if s.fail == 0 { "ready" } else { "not ready" };
-        let _ = writeln!(out, "{} passed, {} warnings, {} failed: {verdict}", s.pass, s.warn, s.fail);
+        let _ = writeln!(
+            out,
+            "{} passed, {} warnings, {} failed: {verdict}",
+            s.pass, s.warn, s.fail
+        );
         out
     }
 
@@ -95,13 +108,30 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     pub(crate) fn new(cluster: &str) -> Recorder {
-        Recorder { cluster: cluster.to_string(), checks: Vec::new() }
+        Recorder {
+            cluster: cluster.to_string(),
+            checks: Vec::new(),
+        }
     }
 
-    pub(crate) fn add(&mut self, name: impl Into<String>, status: Status, detail: impl Into<String>) {
+    pub(crate) fn add(
+        &mut self,
+        name: impl Into<String>,
+        status: Status,
+        detail: impl Into<String>,
+    ) {
         // One line per check: error texts from PVE or a web server can carry newlines.
-        let detail = detail.into().split_whitespace().collect::<Vec<_>>().join(" ");
-        self.checks.push(Check { cluster: self.cluster.clone(), name: name.into(), status, detail });
+        let detail = detail
+            .into()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.checks.push(Check {
+            cluster: self.cluster.clone(),
+            name: name.into(),
+            status,
+            detail,
+        });
     }
 
     pub(crate) fn pass(&mut self, name: impl Into<String>, detail: impl Into<String>) {
@@ -122,15 +152,26 @@ mod tests {
     use super::*;
 
     fn check(status: Status) -> Check {
-        Check { cluster: "a".into(), name: "n".into(), status, detail: "d".into() }
+        Check {
+            cluster: "a".into(),
+            name: "n".into(),
+            status,
+            detail: "d".into(),
+        }
     }
 
     #[test]
     fn warnings_keep_exit_code_zero() {
-        let r = Report { checks: vec![check(Status::Pass), check(Status::Warn)] };
+        let r = Report {
+            checks: vec![check(Status::Pass), check(Status::Warn)],
+        };
         assert_eq!(r.exit_code(), 0);
-        assert!(r.to_text().ends_with("1 passed, 1 warnings, 0 failed: ready\n"));
-        let r = Report { checks: vec![check(Status::Pass), check(Status::Fail)] };
+        assert!(r
+            .to_text()
+            .ends_with("1 passed, 1 warnings, 0 failed: ready\n"));
+        let r = Report {
+            checks: vec![check(Status::Pass), check(Status::Fail)],
+        };
         assert_eq!(r.exit_code(), 1);
         assert_eq!(r.to_json()["summary"]["fail"], 1);
         assert_eq!(r.to_json()["checks"][1]["status"], "FAIL");

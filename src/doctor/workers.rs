@@ -34,7 +34,9 @@ pub fn hotplug_allows_disk(value: Option<&str>) -> bool {
 
 /// scsiN slots a new disk could take.
 pub fn free_scsi_slots(cfg: &VmConfig) -> u32 {
-    (0..SCSI_SLOTS).filter(|n| cfg.get(&format!("scsi{n}")).is_none()).count() as u32
+    (0..SCSI_SLOTS)
+        .filter(|n| cfg.get(&format!("scsi{n}")).is_none())
+        .count() as u32
 }
 
 pub(crate) async fn check(rec: &mut Recorder, client: &PveClient, node_id: &str, vm: &VmResource) {
@@ -44,13 +46,19 @@ pub(crate) async fn check(rec: &mut Recorder, client: &PveClient, node_id: &str,
     if status == "running" {
         rec.pass(name.clone(), format!("{place}, running"));
     } else {
-        rec.fail(name.clone(), format!("{place} is {status}; disks can only be hot-plugged into a running VM"));
+        rec.fail(
+            name.clone(),
+            format!("{place} is {status}; disks can only be hot-plugged into a running VM"),
+        );
     }
     // The running VM's view: a hotplug or controller change still pending does not help yet.
     let cfg = match client.vm_config(&vm.node, vm.vmid, true).await {
         Ok(c) => c,
         Err(e) => {
-            rec.fail(format!("{name} config"), format!("cannot read config: {}", DoctorError::from_pve(&e, true)));
+            rec.fail(
+                format!("{name} config"),
+                format!("cannot read config: {}", DoctorError::from_pve(&e, true)),
+            );
             return;
         }
     };
@@ -61,7 +69,10 @@ pub(crate) async fn check(rec: &mut Recorder, client: &PveClient, node_id: &str,
     } else {
         rec.fail(
             format!("{name} hotplug"),
-            format!("hotplug {shown} lacks disk; set it with: qm set {} --hotplug network,disk,usb", vm.vmid),
+            format!(
+                "hotplug {shown} lacks disk; set it with: qm set {} --hotplug network,disk,usb",
+                vm.vmid
+            ),
         );
     }
     // PVE's default controller when scsihw is unset is the emulated LSI one.
@@ -76,9 +87,18 @@ pub(crate) async fn check(rec: &mut Recorder, client: &PveClient, node_id: &str,
     }
     let free = free_scsi_slots(&cfg);
     if free == 0 {
-        rec.fail(format!("{name} slots"), format!("all {SCSI_SLOTS} scsi slots (scsi0..scsi{}) are taken", SCSI_SLOTS - 1));
+        rec.fail(
+            format!("{name} slots"),
+            format!(
+                "all {SCSI_SLOTS} scsi slots (scsi0..scsi{}) are taken",
+                SCSI_SLOTS - 1
+            ),
+        );
     } else {
-        rec.pass(format!("{name} slots"), format!("{free} of {SCSI_SLOTS} scsi slots free"));
+        rec.pass(
+            format!("{name} slots"),
+            format!("{free} of {SCSI_SLOTS} scsi slots free"),
+        );
     }
 }
 
@@ -99,8 +119,10 @@ mod tests {
     fn counts_free_slots() {
         let mut cfg = VmConfig::default();
         assert_eq!(free_scsi_slots(&cfg), 31);
-        cfg.entries.insert("scsi0".into(), "local:1/vm-1-disk-0.raw".into());
-        cfg.entries.insert("scsihw".into(), "virtio-scsi-single".into());
+        cfg.entries
+            .insert("scsi0".into(), "local:1/vm-1-disk-0.raw".into());
+        cfg.entries
+            .insert("scsihw".into(), "virtio-scsi-single".into());
         assert_eq!(free_scsi_slots(&cfg), 30);
     }
 }

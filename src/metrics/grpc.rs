@@ -46,7 +46,10 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let call = PendingCall { method: grpc_method(req.uri().path()).to_string(), start: Instant::now() };
+        let call = PendingCall {
+            method: grpc_method(req.uri().path()).to_string(),
+            start: Instant::now(),
+        };
         // The clone is the one that was not polled ready: keep the ready one for this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -61,7 +64,13 @@ where
                         }
                         None => Some(call),
                     };
-                    Ok(Response::from_parts(parts, MetricsBody { inner: body, pending }))
+                    Ok(Response::from_parts(
+                        parts,
+                        MetricsBody {
+                            inner: body,
+                            pending,
+                        },
+                    ))
                 }
                 Err(e) => {
                     // No gRPC answer at all; tonic's router does not fail, but a layer below could.
@@ -108,7 +117,10 @@ impl<B: Body<Data = Bytes> + Unpin> Body for MetricsBody<B> {
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -152,38 +164,55 @@ mod tests {
     use http_body_util::BodyExt;
 
     fn count(method: &str, code: &str) -> u64 {
-        super::super::global().grpc_requests.with_label_values(&[method, code]).get()
+        super::super::global()
+            .grpc_requests
+            .with_label_values(&[method, code])
+            .get()
     }
 
-    async fn answer(resp: Response<http_body_util::Full<Bytes>>, trailers: Option<HeaderMap>, method: &str) {
+    async fn answer(
+        resp: Response<http_body_util::Full<Bytes>>,
+        trailers: Option<HeaderMap>,
+        method: &str,
+    ) {
         let svc = tower::service_fn(move |_req: Request<()>| {
             let mut resp = resp.clone();
             let trailers = trailers.clone();
             async move {
                 let body = std::mem::take(resp.body_mut());
                 let body = match trailers {
-                    Some(t) => body.with_trailers(async move { Some(Ok(t)) }).boxed_unsync(),
+                    Some(t) => body
+                        .with_trailers(async move { Some(Ok(t)) })
+                        .boxed_unsync(),
                     None => body.boxed_unsync(),
                 };
                 Ok::<_, std::convert::Infallible>(resp.map(|_| body))
             }
         });
         let mut svc = GrpcMetricsLayer.layer(svc);
-        let req = Request::builder().uri(format!("/csi.v1.Test/{method}")).body(()).unwrap();
+        let req = Request::builder()
+            .uri(format!("/csi.v1.Test/{method}"))
+            .body(())
+            .unwrap();
         let resp = svc.call(req).await.unwrap();
         let _ = resp.into_body().collect().await.unwrap();
     }
 
     #[tokio::test]
     async fn code_from_headers_of_a_trailers_only_answer() {
-        let resp = Response::builder().header("grpc-status", "3").body(http_body_util::Full::default()).unwrap();
+        let resp = Response::builder()
+            .header("grpc-status", "3")
+            .body(http_body_util::Full::default())
+            .unwrap();
         answer(resp, None, "HeadersOnly").await;
         assert_eq!(count("HeadersOnly", "InvalidArgument"), 1);
     }
 
     #[tokio::test]
     async fn code_from_trailers() {
-        let resp = Response::builder().body(http_body_util::Full::new(Bytes::from_static(b"x"))).unwrap();
+        let resp = Response::builder()
+            .body(http_body_util::Full::new(Bytes::from_static(b"x")))
+            .unwrap();
         let mut t = HeaderMap::new();
         t.insert("grpc-status", "0".parse().unwrap());
         answer(resp.clone(), Some(t), "WithTrailers").await;

@@ -11,14 +11,21 @@ pub fn router() -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|| async { ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], super::global().render()) }),
+            get(|| async {
+                (
+                    [(CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+                    super::global().render(),
+                )
+            }),
         )
         // Liveness only: answering at all means the runtime is alive.
         .route("/healthz", get(|| async { "ok\n" }))
 }
 
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))
 }
 
 /// Serve until the task is dropped or the listener fails.

@@ -20,9 +20,30 @@ fn id_after(segment: &str) -> Option<&'static str> {
 /// that is neither one of these nor in an id position becomes `{other}`, so an
 /// unforeseen path can never leak an id into a label.
 const LITERALS: &[&str] = &[
-    "access", "ticket", "permissions", "version", "cluster", "resources", "nextid", "nodes", "storage", "content",
-    "status", "qemu", "lxc", "config", "pending", "unlink", "resize", "move_disk", "tasks", "log", "pools",
-    "snapshot", "current", "agent",
+    "access",
+    "ticket",
+    "permissions",
+    "version",
+    "cluster",
+    "resources",
+    "nextid",
+    "nodes",
+    "storage",
+    "content",
+    "status",
+    "qemu",
+    "lxc",
+    "config",
+    "pending",
+    "unlink",
+    "resize",
+    "move_disk",
+    "tasks",
+    "log",
+    "pools",
+    "snapshot",
+    "current",
+    "agent",
 ];
 
 /// `/nodes/pve1/qemu/101/config` → `/nodes/{node}/qemu/{vmid}/config`.
@@ -69,7 +90,10 @@ pub fn task_type(t: &str) -> &str {
 }
 
 fn is_identifier(s: &str, max_len: usize) -> bool {
-    !s.is_empty() && s.len() <= max_len && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty()
+        && s.len() <= max_len
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The name of a gRPC status code as tonic spells it (`Ok`, `InvalidArgument`, …),
@@ -94,15 +118,30 @@ mod tests {
             ("/version", "/version"),
             ("/cluster/resources", "/cluster/resources"),
             ("/access/ticket", "/access/ticket"),
-            ("/nodes/pve1/storage/local-lvm/status", "/nodes/{node}/storage/{storage}/status"),
-            ("/nodes/pve1/storage/local-lvm/content", "/nodes/{node}/storage/{storage}/content"),
+            (
+                "/nodes/pve1/storage/local-lvm/status",
+                "/nodes/{node}/storage/{storage}/status",
+            ),
+            (
+                "/nodes/pve1/storage/local-lvm/content",
+                "/nodes/{node}/storage/{storage}/content",
+            ),
             (
                 "/nodes/pve-2/storage/local/content/local%3A9999%2Fvm-9999-csi-a.raw",
                 "/nodes/{node}/storage/{storage}/content/{volume}",
             ),
-            ("/nodes/pve1/qemu/101/config", "/nodes/{node}/qemu/{vmid}/config"),
-            ("/nodes/pve1/qemu/101/unlink", "/nodes/{node}/qemu/{vmid}/unlink"),
-            ("/nodes/pve1/qemu/101/resize", "/nodes/{node}/qemu/{vmid}/resize"),
+            (
+                "/nodes/pve1/qemu/101/config",
+                "/nodes/{node}/qemu/{vmid}/config",
+            ),
+            (
+                "/nodes/pve1/qemu/101/unlink",
+                "/nodes/{node}/qemu/{vmid}/unlink",
+            ),
+            (
+                "/nodes/pve1/qemu/101/resize",
+                "/nodes/{node}/qemu/{vmid}/resize",
+            ),
             (
                 "/nodes/pve1/tasks/UPID%3Apve1%3A00%3A01%3Aqm%3A101%3Aa%40b%21c%3A/status",
                 "/nodes/{node}/tasks/{upid}/status",
@@ -116,20 +155,32 @@ mod tests {
     #[test]
     fn ids_named_like_api_words_are_still_ids() {
         // A node called "storage" or a storage called "content" stays a placeholder.
-        assert_eq!(pve_path_template("/nodes/storage/storage/content/status"), "/nodes/{node}/storage/{storage}/status");
+        assert_eq!(
+            pve_path_template("/nodes/storage/storage/content/status"),
+            "/nodes/{node}/storage/{storage}/status"
+        );
     }
 
     #[test]
     fn unknown_segments_never_leak() {
-        assert_eq!(pve_path_template("/nodes/pve1/qemu/101/firewall/rules/3"), "/nodes/{node}/qemu/{vmid}/{other}/{other}/{other}");
-        assert_eq!(pve_path_template("/cluster/resources?type=vm"), "/cluster/resources");
+        assert_eq!(
+            pve_path_template("/nodes/pve1/qemu/101/firewall/rules/3"),
+            "/nodes/{node}/qemu/{vmid}/{other}/{other}/{other}"
+        );
+        assert_eq!(
+            pve_path_template("/cluster/resources?type=vm"),
+            "/cluster/resources"
+        );
         assert_eq!(pve_path_template("//version/"), "/version");
         assert_eq!(pve_path_template(""), "/");
     }
 
     #[test]
     fn grpc_method_is_the_last_segment() {
-        assert_eq!(grpc_method("/csi.v1.Controller/CreateVolume"), "CreateVolume");
+        assert_eq!(
+            grpc_method("/csi.v1.Controller/CreateVolume"),
+            "CreateVolume"
+        );
         assert_eq!(grpc_method("/csi.v1.Identity/Probe"), "Probe");
         assert_eq!(grpc_method("/csi.v1.Node/"), "other");
         assert_eq!(grpc_method("/x/a b"), "other");

@@ -13,17 +13,25 @@ pub mod http;
 pub mod labels;
 pub mod pve_up;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 /// CSI calls range from microseconds (probes) to minutes (a CreateVolume that waits on
 /// a slow storage), so the buckets reach well past the sidecars' default timeouts.
-const GRPC_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+const GRPC_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 /// One PVE HTTP exchange: usually milliseconds, bounded by the client timeout.
-const PVE_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const PVE_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 /// Worker tasks (allocations, hot-plug) can take minutes on busy storage.
-const TASK_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+const TASK_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
 
 /// Every metric the driver exports, in one registry.
 pub struct Metrics {
@@ -40,13 +48,19 @@ impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
         let grpc_requests = IntCounterVec::new(
-            Opts::new("proxmox_csi_grpc_requests_total", "CSI gRPC calls handled, by method and gRPC status code."),
+            Opts::new(
+                "proxmox_csi_grpc_requests_total",
+                "CSI gRPC calls handled, by method and gRPC status code.",
+            ),
             &["method", "code"],
         )
         .expect("valid metric");
         let grpc_duration = HistogramVec::new(
-            HistogramOpts::new("proxmox_csi_grpc_request_duration_seconds", "Time to answer a CSI gRPC call.")
-                .buckets(GRPC_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "proxmox_csi_grpc_request_duration_seconds",
+                "Time to answer a CSI gRPC call.",
+            )
+            .buckets(GRPC_BUCKETS.to_vec()),
             &["method"],
         )
         .expect("valid metric");
@@ -59,8 +73,11 @@ impl Metrics {
         )
         .expect("valid metric");
         let pve_duration = HistogramVec::new(
-            HistogramOpts::new("proxmox_csi_pve_request_duration_seconds", "Time of one Proxmox VE API request, body included.")
-                .buckets(PVE_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "proxmox_csi_pve_request_duration_seconds",
+                "Time of one Proxmox VE API request, body included.",
+            )
+            .buckets(PVE_BUCKETS.to_vec()),
             &["method", "path_template"],
         )
         .expect("valid metric");
@@ -74,11 +91,16 @@ impl Metrics {
         )
         .expect("valid metric");
         let build_info = IntGaugeVec::new(
-            Opts::new("proxmox_csi_build_info", "Always 1; the version label tells which driver build is running."),
+            Opts::new(
+                "proxmox_csi_build_info",
+                "Always 1; the version label tells which driver build is running.",
+            ),
             &["version"],
         )
         .expect("valid metric");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         let pve_up = IntGaugeVec::new(
             Opts::new(
                 "proxmox_csi_pve_up",
@@ -98,7 +120,15 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Metrics { registry, grpc_requests, grpc_duration, pve_requests, pve_duration, task_duration, pve_up }
+        Metrics {
+            registry,
+            grpc_requests,
+            grpc_duration,
+            pve_requests,
+            pve_duration,
+            task_duration,
+            pve_up,
+        }
     }
 
     /// The text exposition format, as Prometheus scrapes it.
@@ -121,22 +151,33 @@ pub fn global() -> &'static Metrics {
 pub fn record_grpc(method: &str, code: &str, elapsed: Duration) {
     let m = global();
     m.grpc_requests.with_label_values(&[method, code]).inc();
-    m.grpc_duration.with_label_values(&[method]).observe(elapsed.as_secs_f64());
+    m.grpc_duration
+        .with_label_values(&[method])
+        .observe(elapsed.as_secs_f64());
 }
 
 /// One PVE HTTP exchange; `status` is `None` when the request failed before a response.
 pub fn record_pve_request(method: &str, path: &str, status: Option<u16>, elapsed: Duration) {
     let m = global();
     let template = labels::pve_path_template(path);
-    let status = status.map(|s| s.to_string()).unwrap_or_else(|| "error".into());
-    m.pve_requests.with_label_values(&[method, &template, &status]).inc();
-    m.pve_duration.with_label_values(&[method, &template]).observe(elapsed.as_secs_f64());
+    let status = status
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "error".into());
+    m.pve_requests
+        .with_label_values(&[method, &template, &status])
+        .inc();
+    m.pve_duration
+        .with_label_values(&[method, &template])
+        .observe(elapsed.as_secs_f64());
 }
 
 /// One waited-for worker task. `task_type` comes from the UPID (e.g. `qmconfig`, `imgdel`).
 pub fn record_task(task_type: &str, result: &str, elapsed: Duration) {
     let task_type = labels::task_type(task_type);
-    global().task_duration.with_label_values(&[task_type, result]).observe(elapsed.as_secs_f64());
+    global()
+        .task_duration
+        .with_label_values(&[task_type, result])
+        .observe(elapsed.as_secs_f64());
 }
 
 /// Whether the cluster of `region` answered its last reachability check.

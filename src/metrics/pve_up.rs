@@ -23,7 +23,12 @@ impl PveUp {
     /// One round: every cluster at once. Returns (region, up) of each, in region order.
     pub async fn check(&mut self, controller: &Controller) -> Vec<(String, bool)> {
         let clusters: Vec<_> = controller.clusters().cloned().collect();
-        let results = futures::future::join_all(clusters.iter().map(|c| async move { (c, c.client.version().await) })).await;
+        let results = futures::future::join_all(
+            clusters
+                .iter()
+                .map(|c| async move { (c, c.client.version().await) }),
+        )
+        .await;
         let mut out = Vec::new();
         for (c, result) in results {
             let up = result.is_ok();
@@ -31,8 +36,12 @@ impl PveUp {
             let before = self.last.insert(c.region.clone(), up);
             match (before, &result) {
                 // Down now, and up (or not known) before: one line, with why.
-                (Some(true) | None, Err(e)) => tracing::warn!(region = %c.region, error = %e, "Proxmox VE API unreachable"),
-                (Some(false), Ok(_)) => tracing::info!(region = %c.region, "Proxmox VE API reachable again"),
+                (Some(true) | None, Err(e)) => {
+                    tracing::warn!(region = %c.region, error = %e, "Proxmox VE API unreachable")
+                }
+                (Some(false), Ok(_)) => {
+                    tracing::info!(region = %c.region, "Proxmox VE API reachable again")
+                }
                 _ => {}
             }
             out.push((c.region.clone(), up));

@@ -12,9 +12,9 @@ use csi::node_service_capability::rpc::Type as RpcType;
 
 use super::config::NodeConfig;
 use super::error::NodeError;
-use crate::inflight::InFlight;
 use super::request::{self, PublishRequest, StageRequest};
 use super::{expand, publish, stage, stats};
+use crate::inflight::InFlight;
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
@@ -49,7 +49,10 @@ impl NodeService {
         T: Send + 'static,
         F: Future<Output = Result<T, NodeError>> + Send + 'static,
     {
-        let guard = self.inflight.try_acquire(volume_id).ok_or_else(|| NodeError::Busy(volume_id.to_string()))?;
+        let guard = self
+            .inflight
+            .try_acquire(volume_id)
+            .ok_or_else(|| NodeError::Busy(volume_id.to_string()))?;
         let task = tokio::spawn(async move {
             let _guard = guard;
             work.await

@@ -95,16 +95,25 @@ impl PveClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("proxmox-csi/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &endpoint.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| PveError::Config(format!("cannot read CA file {}: {e}", ca.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| PveError::Config(format!("CA file {} is not PEM: {e}", ca.display())))?;
+            let pem = std::fs::read(ca).map_err(|e| {
+                PveError::Config(format!("cannot read CA file {}: {e}", ca.display()))
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                PveError::Config(format!("CA file {} is not PEM: {e}", ca.display()))
+            })?;
             builder = builder.add_root_certificate(cert);
         }
-        let http = builder.build().map_err(|e| PveError::Config(format!("HTTP client: {e}")))?;
+        let http = builder
+            .build()
+            .map_err(|e| PveError::Config(format!("HTTP client: {e}")))?;
         let base = endpoint.url.trim_end_matches('/').to_string();
         check_scheme(&base, endpoint.allow_http)?;
-        Ok(PveClient { http, base, credentials: endpoint.credentials.clone(), ticket: Mutex::new(None) })
+        Ok(PveClient {
+            http,
+            base,
+            credentials: endpoint.credentials.clone(),
+            ticket: Mutex::new(None),
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -113,7 +122,9 @@ impl PveClient {
 
     async fn ticket(&self, force_new: bool) -> Result<(String, String), PveError> {
         let Credentials::Password { username, password } = &self.credentials else {
-            return Err(PveError::Config("ticket requested for token credentials".into()));
+            return Err(PveError::Config(
+                "ticket requested for token credentials".into(),
+            ));
         };
         let mut guard = self.ticket.lock().await;
         if let Some(t) = guard.as_ref() {
@@ -131,16 +142,31 @@ impl PveClient {
         let resp = self
             .http
             .post(format!("{}{}", self.base, path))
-            .form(&[("username", username.as_str()), ("password", password.as_str())])
+            .form(&[
+                ("username", username.as_str()),
+                ("password", password.as_str()),
+            ])
             .send()
             .await
-            .map_err(|source| PveError::Transport { method: "POST".into(), path: path.into(), source })?;
+            .map_err(|source| PveError::Transport {
+                method: "POST".into(),
+                path: path.into(),
+                source,
+            })?;
         let data: TicketData = Self::decode("POST", path, resp).await?;
-        *guard = Some(Ticket { cookie: data.ticket.clone(), csrf: data.csrf.clone(), issued: Instant::now() });
+        *guard = Some(Ticket {
+            cookie: data.ticket.clone(),
+            csrf: data.csrf.clone(),
+            issued: Instant::now(),
+        });
         Ok((data.ticket, data.csrf))
     }
 
-    async fn decode<T: DeserializeOwned>(method: &str, path: &str, resp: reqwest::Response) -> Result<T, PveError> {
+    async fn decode<T: DeserializeOwned>(
+        method: &str,
+        path: &str,
+        resp: reqwest::Response,
+    ) -> Result<T, PveError> {
         let status = resp.status();
         refuse_redirect(method, path, &resp)?;
         // PVE puts its error text in the HTTP reason phrase; hyper keeps a
@@ -158,25 +184,50 @@ impl PveClient {
         })?;
         if !status.is_success() {
             let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
-            let message = body.message.map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).unwrap_or(reason);
+            let message = body
+                .message
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+                .unwrap_or(reason);
             let param_errors = body
                 .errors
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(k, v)| (k, v.as_str().map(|s| s.trim().to_string()).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k,
+                        v.as_str()
+                            .map(|s| s.trim().to_string())
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect();
-            return Err(PveError::Api { method: method.into(), path: path.into(), status: status.as_u16(), message, param_errors });
+            return Err(PveError::Api {
+                method: method.into(),
+                path: path.into(),
+                status: status.as_u16(),
+                message,
+                param_errors,
+            });
         }
         let env: Envelope<T> = serde_json::from_slice(&bytes).map_err(|e| PveError::Decode {
             method: method.into(),
             path: path.into(),
-            detail: format!("{e}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)])),
+            detail: format!(
+                "{e}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            ),
         })?;
         Ok(env.data)
     }
 
     /// One API call. GET/DELETE carry parameters in the query, POST/PUT as a form.
-    pub async fn call<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, params: &Params) -> Result<T, PveError> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        params: &Params,
+    ) -> Result<T, PveError> {
         let mut retried_auth = false;
         loop {
             let url = format!("{}{}", self.base, path);
@@ -201,7 +252,11 @@ impl PveClient {
             let sent = Instant::now();
             let resp = req.send().await.map_err(|source| {
                 crate::metrics::record_pve_request(method.as_str(), path, None, sent.elapsed());
-                PveError::Transport { method: method.to_string(), path: path.into(), source }
+                PveError::Transport {
+                    method: method.to_string(),
+                    path: path.into(),
+                    source,
+                }
             })?;
             let status = resp.status().as_u16();
             // A ticket can be invalidated early (PVE key rotation): get a new one once.
@@ -210,7 +265,12 @@ impl PveClient {
                 && !retried_auth
             {
                 retried_auth = true;
-                crate::metrics::record_pve_request(method.as_str(), path, Some(status), sent.elapsed());
+                crate::metrics::record_pve_request(
+                    method.as_str(),
+                    path,
+                    Some(status),
+                    sent.elapsed(),
+                );
                 continue;
             }
             let decoded = Self::decode(method.as_str(), path, resp).await;
@@ -219,19 +279,35 @@ impl PveClient {
         }
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, params: &Params) -> Result<T, PveError> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &Params,
+    ) -> Result<T, PveError> {
         self.call(reqwest::Method::GET, path, params).await
     }
 
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, params: &Params) -> Result<T, PveError> {
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &Params,
+    ) -> Result<T, PveError> {
         self.call(reqwest::Method::POST, path, params).await
     }
 
-    pub async fn put<T: DeserializeOwned>(&self, path: &str, params: &Params) -> Result<T, PveError> {
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &Params,
+    ) -> Result<T, PveError> {
         self.call(reqwest::Method::PUT, path, params).await
     }
 
-    pub async fn delete<T: DeserializeOwned>(&self, path: &str, params: &Params) -> Result<T, PveError> {
+    pub async fn delete<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &Params,
+    ) -> Result<T, PveError> {
         self.call(reqwest::Method::DELETE, path, params).await
     }
 
@@ -242,7 +318,11 @@ impl PveClient {
             path: "tasks".into(),
             detail: format!("not a UPID: {upid:?}"),
         })?;
-        let path = format!("/nodes/{}/tasks/{}/status", parsed.node, encode_segment(upid));
+        let path = format!(
+            "/nodes/{}/tasks/{}/status",
+            parsed.node,
+            encode_segment(upid)
+        );
         let start = Instant::now();
         let mut delay = Duration::from_millis(50);
         let outcome = async {
@@ -253,11 +333,17 @@ impl PveClient {
                     return if exitstatus_is_ok(&exit) {
                         Ok(())
                     } else {
-                        Err(PveError::TaskFailed { upid: upid.to_string(), exitstatus: exit })
+                        Err(PveError::TaskFailed {
+                            upid: upid.to_string(),
+                            exitstatus: exit,
+                        })
                     };
                 }
                 if start.elapsed() >= timeout {
-                    return Err(PveError::TaskTimeout { upid: upid.to_string(), waited_secs: start.elapsed().as_secs() });
+                    return Err(PveError::TaskTimeout {
+                        upid: upid.to_string(),
+                        waited_secs: start.elapsed().as_secs(),
+                    });
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
@@ -282,35 +368,77 @@ impl PveClient {
     }
 
     pub async fn vms(&self) -> Result<Vec<VmResource>, PveError> {
-        let all: Vec<VmResource> = self.get("/cluster/resources", &params![("type", "vm")]).await?;
+        let all: Vec<VmResource> = self
+            .get("/cluster/resources", &params![("type", "vm")])
+            .await?;
         Ok(all.into_iter().filter(|v| v.kind == "qemu").collect())
     }
 
     pub async fn storages(&self) -> Result<Vec<StorageResource>, PveError> {
-        self.get("/cluster/resources", &params![("type", "storage")]).await
+        self.get("/cluster/resources", &params![("type", "storage")])
+            .await
     }
 
-    pub async fn storage_status(&self, node: &str, storage: &str) -> Result<StorageStatus, PveError> {
-        self.get(&format!("/nodes/{node}/storage/{storage}/status"), &vec![]).await
+    pub async fn storage_status(
+        &self,
+        node: &str,
+        storage: &str,
+    ) -> Result<StorageStatus, PveError> {
+        self.get(&format!("/nodes/{node}/storage/{storage}/status"), &vec![])
+            .await
     }
 
-    pub async fn storage_content(&self, node: &str, storage: &str, vmid: Option<u64>) -> Result<Vec<ContentItem>, PveError> {
+    pub async fn storage_content(
+        &self,
+        node: &str,
+        storage: &str,
+        vmid: Option<u64>,
+    ) -> Result<Vec<ContentItem>, PveError> {
         let mut p = params![("content", "images")];
         if let Some(vmid) = vmid {
             p.push(("vmid".into(), vmid.to_string()));
         }
-        self.get(&format!("/nodes/{node}/storage/{storage}/content"), &p).await
+        self.get(&format!("/nodes/{node}/storage/{storage}/content"), &p)
+            .await
     }
 
     /// Allocate a disk; `size_kib` is sent bare, which PVE reads as KiB.
-    pub async fn alloc_disk(&self, node: &str, storage: &str, vmid: u64, filename: &str, size_kib: u64, format: &str) -> Result<String, PveError> {
-        let p = params![("vmid", vmid), ("filename", filename), ("size", size_kib), ("format", format)];
-        self.post(&format!("/nodes/{node}/storage/{storage}/content"), &p).await
+    pub async fn alloc_disk(
+        &self,
+        node: &str,
+        storage: &str,
+        vmid: u64,
+        filename: &str,
+        size_kib: u64,
+        format: &str,
+    ) -> Result<String, PveError> {
+        let p = params![
+            ("vmid", vmid),
+            ("filename", filename),
+            ("size", size_kib),
+            ("format", format)
+        ];
+        self.post(&format!("/nodes/{node}/storage/{storage}/content"), &p)
+            .await
     }
 
     /// `Ok(None)` when PVE says the volume does not exist.
-    pub async fn volume_info(&self, node: &str, storage: &str, volid: &str) -> Result<Option<VolumeInfo>, PveError> {
-        match self.get(&format!("/nodes/{node}/storage/{storage}/content/{}", encode_segment(volid)), &vec![]).await {
+    pub async fn volume_info(
+        &self,
+        node: &str,
+        storage: &str,
+        volid: &str,
+    ) -> Result<Option<VolumeInfo>, PveError> {
+        match self
+            .get(
+                &format!(
+                    "/nodes/{node}/storage/{storage}/content/{}",
+                    encode_segment(volid)
+                ),
+                &vec![],
+            )
+            .await
+        {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -318,9 +446,21 @@ impl PveClient {
     }
 
     /// Free a volume and wait for the `imgdel` task.
-    pub async fn free_volume(&self, node: &str, storage: &str, volid: &str, timeout: Duration) -> Result<(), PveError> {
+    pub async fn free_volume(
+        &self,
+        node: &str,
+        storage: &str,
+        volid: &str,
+        timeout: Duration,
+    ) -> Result<(), PveError> {
         let upid: Option<String> = self
-            .delete(&format!("/nodes/{node}/storage/{storage}/content/{}", encode_segment(volid)), &vec![])
+            .delete(
+                &format!(
+                    "/nodes/{node}/storage/{storage}/content/{}",
+                    encode_segment(volid)
+                ),
+                &vec![],
+            )
             .await?;
         match upid {
             Some(u) if u.starts_with("UPID:") => self.wait_task(&u, timeout).await,
@@ -330,29 +470,61 @@ impl PveClient {
 
     /// VM config. `current = true` shows only what is applied to the running
     /// VM; the default view also merges pending (not yet hot-plugged) changes.
-    pub async fn vm_config(&self, node: &str, vmid: u64, current: bool) -> Result<VmConfig, PveError> {
-        let p = if current { params![("current", 1)] } else { vec![] };
+    pub async fn vm_config(
+        &self,
+        node: &str,
+        vmid: u64,
+        current: bool,
+    ) -> Result<VmConfig, PveError> {
+        let p = if current {
+            params![("current", 1)]
+        } else {
+            vec![]
+        };
         let path = format!("/nodes/{node}/qemu/{vmid}/config");
         let v: serde_json::Value = self.get(&path, &p).await?;
-        VmConfig::from_json(v).ok_or_else(|| PveError::Decode { method: "GET".into(), path, detail: "config is not an object".into() })
+        VmConfig::from_json(v).ok_or_else(|| PveError::Decode {
+            method: "GET".into(),
+            path,
+            detail: "config is not an object".into(),
+        })
     }
 
     /// The VM's disk slots, applied and pending alike (one request).
     pub async fn vm_slots(&self, node: &str, vmid: u64) -> Result<Vec<SlotView>, PveError> {
-        let entries: Vec<PendingEntry> = self.get(&format!("/nodes/{node}/qemu/{vmid}/pending"), &vec![]).await?;
+        let entries: Vec<PendingEntry> = self
+            .get(&format!("/nodes/{node}/qemu/{vmid}/pending"), &vec![])
+            .await?;
         Ok(slot_views(&entries))
     }
 
     /// The VM config as it was when snapshot `snapname` was taken.
-    pub async fn vm_snapshot_config(&self, node: &str, vmid: u64, snapname: &str) -> Result<VmConfig, PveError> {
+    pub async fn vm_snapshot_config(
+        &self,
+        node: &str,
+        vmid: u64,
+        snapname: &str,
+    ) -> Result<VmConfig, PveError> {
         let path = format!("/nodes/{node}/qemu/{vmid}/config");
         let v: serde_json::Value = self.get(&path, &params![("snapshot", snapname)]).await?;
-        VmConfig::from_json(v).ok_or_else(|| PveError::Decode { method: "GET".into(), path, detail: "config is not an object".into() })
+        VmConfig::from_json(v).ok_or_else(|| PveError::Decode {
+            method: "GET".into(),
+            path,
+            detail: "config is not an object".into(),
+        })
     }
 
     /// Asynchronous config update (POST); waits for the `qmconfig` task.
-    pub async fn update_vm_config(&self, node: &str, vmid: u64, params: &Params, timeout: Duration) -> Result<(), PveError> {
-        let upid: Option<String> = self.post(&format!("/nodes/{node}/qemu/{vmid}/config"), params).await?;
+    pub async fn update_vm_config(
+        &self,
+        node: &str,
+        vmid: u64,
+        params: &Params,
+        timeout: Duration,
+    ) -> Result<(), PveError> {
+        let upid: Option<String> = self
+            .post(&format!("/nodes/{node}/qemu/{vmid}/config"), params)
+            .await?;
         match upid {
             Some(u) if u.starts_with("UPID:") => self.wait_task(&u, timeout).await,
             _ => Ok(()),
@@ -362,15 +534,28 @@ impl PveClient {
     /// Remove disks from a VM config without freeing volumes it does not own.
     pub async fn unlink(&self, node: &str, vmid: u64, slots: &[String]) -> Result<(), PveError> {
         let _: serde_json::Value = self
-            .put(&format!("/nodes/{node}/qemu/{vmid}/unlink"), &params![("idlist", slots.join(","))])
+            .put(
+                &format!("/nodes/{node}/qemu/{vmid}/unlink"),
+                &params![("idlist", slots.join(","))],
+            )
             .await?;
         Ok(())
     }
 
     /// Grow an attached disk to `size_bytes` (absolute; bare number = bytes).
-    pub async fn resize(&self, node: &str, vmid: u64, slot: &str, size_bytes: u64, timeout: Duration) -> Result<(), PveError> {
+    pub async fn resize(
+        &self,
+        node: &str,
+        vmid: u64,
+        slot: &str,
+        size_bytes: u64,
+        timeout: Duration,
+    ) -> Result<(), PveError> {
         let upid: Option<String> = self
-            .put(&format!("/nodes/{node}/qemu/{vmid}/resize"), &params![("disk", slot), ("size", size_bytes)])
+            .put(
+                &format!("/nodes/{node}/qemu/{vmid}/resize"),
+                &params![("disk", slot), ("size", size_bytes)],
+            )
             .await?;
         match upid {
             Some(u) if u.starts_with("UPID:") => self.wait_task(&u, timeout).await,
@@ -386,7 +571,13 @@ impl PveClient {
     }
 
     /// Create a VM (`qmcreate` task) with the given config options.
-    pub async fn create_vm(&self, node: &str, vmid: u64, options: &Params, timeout: Duration) -> Result<(), PveError> {
+    pub async fn create_vm(
+        &self,
+        node: &str,
+        vmid: u64,
+        options: &Params,
+        timeout: Duration,
+    ) -> Result<(), PveError> {
         let mut p = params![("vmid", vmid)];
         p.extend(options.iter().cloned());
         let upid: Option<String> = self.post(&format!("/nodes/{node}/qemu"), &p).await?;
@@ -394,34 +585,72 @@ impl PveClient {
     }
 
     /// Destroy a VM and every volume it owns, snapshots included.
-    pub async fn destroy_vm(&self, node: &str, vmid: u64, timeout: Duration) -> Result<(), PveError> {
+    pub async fn destroy_vm(
+        &self,
+        node: &str,
+        vmid: u64,
+        timeout: Duration,
+    ) -> Result<(), PveError> {
         let p = params![("purge", 1), ("destroy-unreferenced-disks", 1)];
-        let upid: Option<String> = self.delete(&format!("/nodes/{node}/qemu/{vmid}"), &p).await?;
+        let upid: Option<String> = self
+            .delete(&format!("/nodes/{node}/qemu/{vmid}"), &p)
+            .await?;
         self.task_or_done(upid, timeout).await
     }
 
     pub async fn snapshots(&self, node: &str, vmid: u64) -> Result<Vec<SnapshotInfo>, PveError> {
-        let all: Vec<SnapshotInfo> = self.get(&format!("/nodes/{node}/qemu/{vmid}/snapshot"), &vec![]).await?;
+        let all: Vec<SnapshotInfo> = self
+            .get(&format!("/nodes/{node}/qemu/{vmid}/snapshot"), &vec![])
+            .await?;
         // "current" is PVE's marker for the live state, not a snapshot.
         Ok(all.into_iter().filter(|s| s.name != "current").collect())
     }
 
-    pub async fn create_snapshot(&self, node: &str, vmid: u64, snapname: &str, description: &str, timeout: Duration) -> Result<(), PveError> {
+    pub async fn create_snapshot(
+        &self,
+        node: &str,
+        vmid: u64,
+        snapname: &str,
+        description: &str,
+        timeout: Duration,
+    ) -> Result<(), PveError> {
         let p = params![("snapname", snapname), ("description", description)];
-        let upid: Option<String> = self.post(&format!("/nodes/{node}/qemu/{vmid}/snapshot"), &p).await?;
+        let upid: Option<String> = self
+            .post(&format!("/nodes/{node}/qemu/{vmid}/snapshot"), &p)
+            .await?;
         self.task_or_done(upid, timeout).await
     }
 
-    pub async fn delete_snapshot(&self, node: &str, vmid: u64, snapname: &str, timeout: Duration) -> Result<(), PveError> {
-        let upid: Option<String> = self.delete(&format!("/nodes/{node}/qemu/{vmid}/snapshot/{snapname}"), &vec![]).await?;
+    pub async fn delete_snapshot(
+        &self,
+        node: &str,
+        vmid: u64,
+        snapname: &str,
+        timeout: Duration,
+    ) -> Result<(), PveError> {
+        let upid: Option<String> = self
+            .delete(
+                &format!("/nodes/{node}/qemu/{vmid}/snapshot/{snapname}"),
+                &vec![],
+            )
+            .await?;
         self.task_or_done(upid, timeout).await
     }
 
     /// Full clone of a VM (optionally of one of its snapshots) into `newid`.
-    pub async fn clone_vm(&self, node: &str, vmid: u64, newid: u64, options: &Params, timeout: Duration) -> Result<(), PveError> {
+    pub async fn clone_vm(
+        &self,
+        node: &str,
+        vmid: u64,
+        newid: u64,
+        options: &Params,
+        timeout: Duration,
+    ) -> Result<(), PveError> {
         let mut p = params![("newid", newid), ("full", 1)];
         p.extend(options.iter().cloned());
-        let upid: Option<String> = self.post(&format!("/nodes/{node}/qemu/{vmid}/clone"), &p).await?;
+        let upid: Option<String> = self
+            .post(&format!("/nodes/{node}/qemu/{vmid}/clone"), &p)
+            .await?;
         self.task_or_done(upid, timeout).await
     }
 }
@@ -441,7 +670,9 @@ fn check_scheme(base: &str, allow_http: bool) -> Result<(), PveError> {
              use https://, or set allow_http: true for this cluster if that is really wanted (local tests, the simulator)"
         )));
     }
-    Err(PveError::Config(format!("url {base:?} must start with https://")))
+    Err(PveError::Config(format!(
+        "url {base:?} must start with https://"
+    )))
 }
 
 /// A 3xx answer is never followed (see `PveClient::new`) and never a success:
@@ -456,7 +687,12 @@ fn refuse_redirect(method: &str, path: &str, resp: &reqwest::Response) -> Result
         .get(reqwest::header::LOCATION)
         .map(|l| String::from_utf8_lossy(l.as_bytes()).to_string())
         .unwrap_or_else(|| "(no Location header)".into());
-    Err(PveError::Redirect { method: method.into(), path: path.into(), status: resp.status().as_u16(), location })
+    Err(PveError::Redirect {
+        method: method.into(),
+        path: path.into(),
+        status: resp.status().as_u16(),
+        location,
+    })
 }
 
 /// Percent-encode one path segment (volume ids contain ':' and '/').
@@ -464,7 +700,9 @@ pub fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -484,7 +722,11 @@ impl PveClient {
             .get(format!("{}{}", self.base, path))
             .send()
             .await
-            .map_err(|source| PveError::Transport { method: "GET".into(), path: path.into(), source })?;
+            .map_err(|source| PveError::Transport {
+                method: "GET".into(),
+                path: path.into(),
+                source,
+            })?;
         refuse_redirect("GET", path, &resp)?;
         Ok(resp.status().as_u16())
     }
@@ -492,15 +734,20 @@ impl PveClient {
     /// Every guest (VMs and containers) from `/cluster/resources?type=vm`;
     /// a container's vmid owns `vm-<vmid>-*` disks just like a VM's.
     pub async fn guests(&self) -> Result<Vec<VmResource>, PveError> {
-        self.get("/cluster/resources", &params![("type", "vm")]).await
+        self.get("/cluster/resources", &params![("type", "vm")])
+            .await
     }
 
     /// The caller's effective privileges on one ACL path (`GET /access/permissions?path=`).
     pub async fn permissions_on(&self, acl_path: &str) -> Result<Vec<String>, PveError> {
-        let all: BTreeMap<String, BTreeMap<String, serde_json::Value>> =
-            self.get("/access/permissions", &params![("path", acl_path)]).await?;
+        let all: BTreeMap<String, BTreeMap<String, serde_json::Value>> = self
+            .get("/access/permissions", &params![("path", acl_path)])
+            .await?;
         // The value is PVE's propagate flag, not a grant bit: a listed privilege is held.
-        Ok(all.get(acl_path).map(|privs| privs.keys().cloned().collect()).unwrap_or_default())
+        Ok(all
+            .get(acl_path)
+            .map(|privs| privs.keys().cloned().collect())
+            .unwrap_or_default())
     }
 }
 
@@ -510,15 +757,24 @@ mod tests {
 
     #[test]
     fn encodes_volume_ids() {
-        assert_eq!(encode_segment("local:9999/vm-9999-csi-a.raw"), "local%3A9999%2Fvm-9999-csi-a.raw");
-        assert_eq!(encode_segment("UPID:pve1:00:01:qm:101:a@b!c:"), "UPID%3Apve1%3A00%3A01%3Aqm%3A101%3Aa%40b%21c%3A");
+        assert_eq!(
+            encode_segment("local:9999/vm-9999-csi-a.raw"),
+            "local%3A9999%2Fvm-9999-csi-a.raw"
+        );
+        assert_eq!(
+            encode_segment("UPID:pve1:00:01:qm:101:a@b!c:"),
+            "UPID%3Apve1%3A00%3A01%3Aqm%3A101%3Aa%40b%21c%3A"
+        );
     }
 
     #[test]
     fn rejects_non_http_urls() {
         let ep = PveEndpoint {
             url: "pve.example:8006".into(),
-            credentials: Credentials::Token { id: "a@pve!b".into(), secret: "s".into() },
+            credentials: Credentials::Token {
+                id: "a@pve!b".into(),
+                secret: "s".into(),
+            },
             insecure: false,
             ca_file: None,
             allow_http: false,
@@ -531,20 +787,31 @@ mod tests {
     fn plain_http_needs_allow_http() {
         let mut ep = PveEndpoint {
             url: "http://127.0.0.1:8006/api2/json".into(),
-            credentials: Credentials::Token { id: "a@pve!b".into(), secret: "s".into() },
+            credentials: Credentials::Token {
+                id: "a@pve!b".into(),
+                secret: "s".into(),
+            },
             insecure: false,
             ca_file: None,
             allow_http: false,
             timeout: Duration::from_secs(5),
         };
-        let err = PveClient::new(&ep).err().expect("http:// without allow_http is refused").to_string();
-        assert!(err.contains("allow_http: true") && err.contains("unencrypted"), "{err}");
+        let err = PveClient::new(&ep)
+            .err()
+            .expect("http:// without allow_http is refused")
+            .to_string();
+        assert!(
+            err.contains("allow_http: true") && err.contains("unencrypted"),
+            "{err}"
+        );
         ep.allow_http = true;
         assert!(PveClient::new(&ep).is_ok());
     }
 
     /// Everything a listener received, connection by connection, until the test ends.
-    fn recording_listener(listener: tokio::net::TcpListener) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    fn recording_listener(
+        listener: tokio::net::TcpListener,
+    ) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
         use tokio::io::AsyncReadExt;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let s = seen.clone();
@@ -585,7 +852,10 @@ mod tests {
 
     async fn redirect_pair() -> (String, String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
         let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let location = format!("http://{}/api2/json/access/ticket", elsewhere.local_addr().unwrap());
+        let location = format!(
+            "http://{}/api2/json/access/ticket",
+            elsewhere.local_addr().unwrap()
+        );
         let seen = recording_listener(elsewhere);
         let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/api2/json", front.local_addr().unwrap());
@@ -594,19 +864,35 @@ mod tests {
     }
 
     fn endpoint(url: &str, credentials: Credentials) -> PveEndpoint {
-        PveEndpoint { url: url.into(), credentials, insecure: false, ca_file: None, allow_http: true, timeout: Duration::from_secs(5) }
+        PveEndpoint {
+            url: url.into(),
+            credentials,
+            insecure: false,
+            ca_file: None,
+            allow_http: true,
+            timeout: Duration::from_secs(5),
+        }
     }
 
     #[tokio::test]
     async fn redirect_is_not_followed_and_password_stays_here() {
         let (url, location, seen) = redirect_pair().await;
-        let creds = Credentials::Password { username: "root@pam".into(), password: "s3cret-pw".into() };
+        let creds = Credentials::Password {
+            username: "root@pam".into(),
+            password: "s3cret-pw".into(),
+        };
         let client = PveClient::new(&endpoint(&url, creds)).unwrap();
         let err = client.version().await.expect_err("a 307 is no success");
-        assert!(matches!(err, PveError::Redirect { status: 307, .. }), "{err:?}");
+        assert!(
+            matches!(err, PveError::Redirect { status: 307, .. }),
+            "{err:?}"
+        );
         let text = err.to_string();
         assert!(text.contains(&location) && text.contains("307"), "{text}");
-        assert!(!err.is_unavailable(), "a redirect is not retried as an outage");
+        assert!(
+            !err.is_unavailable(),
+            "a redirect is not retried as an outage"
+        );
         // Give a followed request time to arrive, then check none did.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let got = String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
@@ -617,13 +903,22 @@ mod tests {
     #[tokio::test]
     async fn redirect_with_token_and_unauthenticated_probe_fail() {
         let (url, location, seen) = redirect_pair().await;
-        let creds = Credentials::Token { id: "csi@pve!csi".into(), secret: "tok-secret".into() };
+        let creds = Credentials::Token {
+            id: "csi@pve!csi".into(),
+            secret: "tok-secret".into(),
+        };
         let client = PveClient::new(&endpoint(&url, creds)).unwrap();
-        let err = client.get::<serde_json::Value>("/cluster/resources", &vec![]).await.unwrap_err();
+        let err = client
+            .get::<serde_json::Value>("/cluster/resources", &vec![])
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains(&location), "{err}");
         let probe = client.probe_unauthenticated().await.unwrap_err();
         assert!(matches!(probe, PveError::Redirect { .. }), "{probe:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(seen.lock().unwrap().is_empty(), "the redirect target was contacted");
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "the redirect target was contacted"
+        );
     }
 }

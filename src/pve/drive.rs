@@ -19,7 +19,10 @@ pub struct Drive {
 
 impl Drive {
     pub fn new(volume: impl Into<String>) -> Self {
-        Drive { volume: volume.into(), options: Vec::new() }
+        Drive {
+            volume: volume.into(),
+            options: Vec::new(),
+        }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
@@ -40,7 +43,10 @@ impl Drive {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.options.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.options
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Boolean options are written `1`/`0` by PVE but `on`/`yes`/`true` are accepted.
@@ -62,7 +68,9 @@ impl Drive {
                 Some((k, v)) if k == "file" || k == "volume" => volume = Some(v.to_string()),
                 // Only the first element may be the bare volume; a volume id
                 // never contains '=' before its ':'.
-                Some((k, v)) if !(i == 0 && k.contains(':')) => options.push((k.to_string(), v.to_string())),
+                Some((k, v)) if !(i == 0 && k.contains(':')) => {
+                    options.push((k.to_string(), v.to_string()))
+                }
                 _ if i == 0 => volume = Some(part.to_string()),
                 _ => return None,
             }
@@ -105,7 +113,11 @@ pub const SCSI_SLOTS: u32 = 31;
 /// True for VM config keys that hold a disk (`scsi0`, `virtio3`, `sata1`, `ide2`, `efidisk0`...).
 pub fn is_disk_key(key: &str) -> bool {
     let prefix = key.trim_end_matches(|c: char| c.is_ascii_digit());
-    prefix.len() < key.len() && matches!(prefix, "scsi" | "virtio" | "sata" | "ide" | "efidisk" | "tpmstate" | "unused")
+    prefix.len() < key.len()
+        && matches!(
+            prefix,
+            "scsi" | "virtio" | "sata" | "ide" | "efidisk" | "tpmstate" | "unused"
+        )
 }
 
 #[cfg(test)]
@@ -114,7 +126,8 @@ mod tests {
 
     #[test]
     fn parses_bare_volume_and_options() {
-        let d = Drive::parse("local-lvm:vm-9999-csi-1,backup=0,wwn=0x5000000000000001,ro=1").unwrap();
+        let d =
+            Drive::parse("local-lvm:vm-9999-csi-1,backup=0,wwn=0x5000000000000001,ro=1").unwrap();
         assert_eq!(d.volume, "local-lvm:vm-9999-csi-1");
         assert_eq!(d.get("wwn"), Some("0x5000000000000001"));
         assert!(d.flag("ro"));

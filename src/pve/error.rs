@@ -26,10 +26,19 @@ pub enum PveError {
     /// PVE (or something in front of it) answered with a redirect, which is
     /// never followed: credentials must not go to another address.
     #[error("Proxmox API {method} {path}: HTTP {status} redirect to {location:?} refused; credentials are never sent to another address, set url to the real PVE API address")]
-    Redirect { method: String, path: String, status: u16, location: String },
+    Redirect {
+        method: String,
+        path: String,
+        status: u16,
+        location: String,
+    },
     /// The answer was not what the API schema says it returns.
     #[error("Proxmox API {method} {path}: unexpected response: {detail}")]
-    Decode { method: String, path: String, detail: String },
+    Decode {
+        method: String,
+        path: String,
+        detail: String,
+    },
     /// A worker task (UPID) ended with an error exit status.
     #[error("Proxmox task {upid} failed: {exitstatus}")]
     TaskFailed { upid: String, exitstatus: String },
@@ -96,7 +105,11 @@ impl PveError {
     /// e.g. "VM 100 already exists" or a hot-plug failure.
     fn full_text(&self) -> String {
         match self {
-            PveError::Api { message, param_errors, .. } if !param_errors.is_empty() => {
+            PveError::Api {
+                message,
+                param_errors,
+                ..
+            } if !param_errors.is_empty() => {
                 format!("{message}{}", fmt_param_errors(param_errors))
             }
             other => other.message(),
@@ -123,13 +136,22 @@ impl PveError {
         {
             return PveErrorKind::Contention;
         }
-        if m.contains("hotplug problem") || m.contains("still busy in guest") || m.contains("can't unplug") {
+        if m.contains("hotplug problem")
+            || m.contains("still busy in guest")
+            || m.contains("can't unplug")
+        {
             return PveErrorKind::Hotplug;
         }
         match self {
-            PveError::Transport { .. } | PveError::TaskTimeout { .. } => return PveErrorKind::Unavailable,
-            PveError::Api { status, .. } if matches!(status, 502..=504 | 595 | 596) => return PveErrorKind::Unavailable,
-            PveError::Api { status: 401 | 403, .. } => return PveErrorKind::Permission,
+            PveError::Transport { .. } | PveError::TaskTimeout { .. } => {
+                return PveErrorKind::Unavailable
+            }
+            PveError::Api { status, .. } if matches!(status, 502..=504 | 595 | 596) => {
+                return PveErrorKind::Unavailable
+            }
+            PveError::Api {
+                status: 401 | 403, ..
+            } => return PveErrorKind::Permission,
             _ => {}
         }
         if m.contains("does not exist")
@@ -194,7 +216,10 @@ mod tests {
             path: "/x".into(),
             status,
             message: message.into(),
-            param_errors: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            param_errors: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -202,18 +227,65 @@ mod tests {
     fn kinds_from_pve_texts() {
         use PveErrorKind::*;
         let cases = [
-            (api(500, "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout", &[]), Contention),
+            (
+                api(
+                    500,
+                    "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout",
+                    &[],
+                ),
+                Contention,
+            ),
             (api(500, "VM is locked (clone)", &[]), Contention),
-            (api(400, "Parameter verification failed.", &[("scsi3", "hotplug problem - unplug failed\n")]), Hotplug),
-            (api(400, "Parameter verification failed.", &[("vmid", "VM 100000 already exists")]), AlreadyExists),
-            (api(500, "snapshot name 'x' already used", &[]), AlreadyExists),
-            (api(500, "snapshot feature is not available", &[]), FeatureUnavailable),
-            (api(500, "shrinking disks is not supported", &[]), ShrinkRefused),
-            (api(500, "Configuration file 'nodes/pve1/qemu-server/5.conf' does not exist", &[]), NotFound),
+            (
+                api(
+                    400,
+                    "Parameter verification failed.",
+                    &[("scsi3", "hotplug problem - unplug failed\n")],
+                ),
+                Hotplug,
+            ),
+            (
+                api(
+                    400,
+                    "Parameter verification failed.",
+                    &[("vmid", "VM 100000 already exists")],
+                ),
+                AlreadyExists,
+            ),
+            (
+                api(500, "snapshot name 'x' already used", &[]),
+                AlreadyExists,
+            ),
+            (
+                api(500, "snapshot feature is not available", &[]),
+                FeatureUnavailable,
+            ),
+            (
+                api(500, "shrinking disks is not supported", &[]),
+                ShrinkRefused,
+            ),
+            (
+                api(
+                    500,
+                    "Configuration file 'nodes/pve1/qemu-server/5.conf' does not exist",
+                    &[],
+                ),
+                NotFound,
+            ),
             (api(403, "Permission check failed", &[]), Permission),
             (api(502, "Bad Gateway", &[]), Unavailable),
-            (api(400, "Parameter verification failed.", &[("size", "bad")]), InvalidParameter),
-            (api(500, "lvextend failed: Insufficient free space: 1 extents needed", &[]), NoSpace),
+            (
+                api(400, "Parameter verification failed.", &[("size", "bad")]),
+                InvalidParameter,
+            ),
+            (
+                api(
+                    500,
+                    "lvextend failed: Insufficient free space: 1 extents needed",
+                    &[],
+                ),
+                NoSpace,
+            ),
             (api(500, "something else", &[]), Other),
         ];
         for (e, want) in cases {

@@ -19,10 +19,15 @@ pub fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 pub fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let v = serde_json::Value::deserialize(d)?;
     match v {
-        serde_json::Value::Number(n) => Ok(n.as_u64().or_else(|| n.as_f64().map(|f| f as u64)).unwrap_or(0)),
+        serde_json::Value::Number(n) => Ok(n
+            .as_u64()
+            .or_else(|| n.as_f64().map(|f| f as u64))
+            .unwrap_or(0)),
         serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
         serde_json::Value::Null => Ok(0),
-        other => Err(serde::de::Error::custom(format!("expected a number, got {other}"))),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a number, got {other}"
+        ))),
     }
 }
 
@@ -50,7 +55,9 @@ pub struct VmResource {
 
 impl VmResource {
     pub fn has_tag(&self, tag: &str) -> bool {
-        self.tags.as_deref().is_some_and(|t| t.split([';', ',', ' ']).any(|x| x == tag))
+        self.tags
+            .as_deref()
+            .is_some_and(|t| t.split([';', ',', ' ']).any(|x| x == tag))
     }
 }
 
@@ -85,11 +92,17 @@ pub struct StorageResource {
 
 impl StorageResource {
     pub fn holds_images(&self) -> bool {
-        self.content.as_deref().map(|c| c.split(',').any(|c| c.trim() == "images")).unwrap_or(false)
+        self.content
+            .as_deref()
+            .map(|c| c.split(',').any(|c| c.trim() == "images"))
+            .unwrap_or(false)
     }
 
     pub fn is_available(&self) -> bool {
-        self.status.as_deref().map(|s| s == "available").unwrap_or(true)
+        self.status
+            .as_deref()
+            .map(|s| s == "available")
+            .unwrap_or(true)
     }
 
     /// Storages whose volumes are files (`<vmid>/<name>.<fmt>`) rather than
@@ -184,14 +197,18 @@ impl VmConfig {
 
     /// Disk slots and their parsed drives.
     pub fn drives(&self) -> impl Iterator<Item = (&str, super::drive::Drive)> {
-        self.entries.iter().filter(|(k, _)| super::drive::is_disk_key(k)).filter_map(|(k, v)| {
-            super::drive::Drive::parse(v).map(|d| (k.as_str(), d))
-        })
+        self.entries
+            .iter()
+            .filter(|(k, _)| super::drive::is_disk_key(k))
+            .filter_map(|(k, v)| super::drive::Drive::parse(v).map(|d| (k.as_str(), d)))
     }
 
     /// Slots that hold `volid`.
     pub fn slots_with_volume(&self, volid: &str) -> Vec<String> {
-        self.drives().filter(|(_, d)| d.volume == volid).map(|(k, _)| k.to_string()).collect()
+        self.drives()
+            .filter(|(_, d)| d.volume == volid)
+            .map(|(k, _)| k.to_string())
+            .collect()
     }
 }
 
@@ -231,7 +248,8 @@ pub struct SlotView {
 impl SlotView {
     /// Whether either the applied or the pending value holds `volid`.
     pub fn holds(&self, volid: &str) -> bool {
-        self.current.as_ref().is_some_and(|d| d.volume == volid) || self.pending.as_ref().is_some_and(|d| d.volume == volid)
+        self.current.as_ref().is_some_and(|d| d.volume == volid)
+            || self.pending.as_ref().is_some_and(|d| d.volume == volid)
     }
 
     /// Whether a change of this slot waits in the pending section.
@@ -248,8 +266,14 @@ pub fn slot_views(entries: &[PendingEntry]) -> Vec<SlotView> {
         .filter(|e| super::drive::is_disk_key(&e.key))
         .map(|e| SlotView {
             slot: e.key.clone(),
-            current: e.value.as_ref().and_then(|v| super::drive::Drive::parse(&json_text(v))),
-            pending: e.pending.as_ref().and_then(|v| super::drive::Drive::parse(&json_text(v))),
+            current: e
+                .value
+                .as_ref()
+                .and_then(|v| super::drive::Drive::parse(&json_text(v))),
+            pending: e
+                .pending
+                .as_ref()
+                .and_then(|v| super::drive::Drive::parse(&json_text(v))),
             delete: e.delete.as_ref().is_some_and(|d| json_text(d) != "0"),
         })
         .filter(|s| s.current.is_some() || s.pending.is_some())

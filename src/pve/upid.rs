@@ -41,7 +41,8 @@ mod tests {
 
     #[test]
     fn parses_upid_fields() {
-        let u = Upid::parse("UPID:pve1:000A1B2C:0001E240:6745A1B2:qmconfig:101:csi@pve!csi:").unwrap();
+        let u =
+            Upid::parse("UPID:pve1:000A1B2C:0001E240:6745A1B2:qmconfig:101:csi@pve!csi:").unwrap();
         assert_eq!(u.node, "pve1");
         assert_eq!(u.task_type, "qmconfig");
         assert_eq!(u.id, "101");
@@ -58,6 +59,8 @@ mod tests {
     fn warnings_count_as_success() {
         assert!(exitstatus_is_ok("OK"));
         assert!(exitstatus_is_ok("WARNINGS: 2"));
-        assert!(!exitstatus_is_ok("unable to create image: got lock timeout"));
+        assert!(!exitstatus_is_ok(
+            "unable to create image: got lock timeout"
+        ));
     }
 }

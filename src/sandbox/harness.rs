@@ -43,7 +43,12 @@ pub(crate) async fn start_sim(cfg: SimConfig) -> anyhow::Result<(Sim, String)> {
 /// Serve controller + node (as VM worker-1) on `socket` against the simulator
 /// at `base_url`, and connect the gRPC client to it. `kubelet_dir` stands in
 /// for the kubelet's root: every staging and target path must lie below it.
-pub(crate) async fn start_driver(sim: &Sim, base_url: &str, socket: &Path, kubelet_dir: &Path) -> anyhow::Result<CsiClients> {
+pub(crate) async fn start_driver(
+    sim: &Sim,
+    base_url: &str,
+    socket: &Path,
+    kubelet_dir: &Path,
+) -> anyhow::Result<CsiClients> {
     let cfg = ConfigFile {
         clusters: vec![ClusterConfig {
             region: REGION.into(),
@@ -65,8 +70,12 @@ pub(crate) async fn start_driver(sim: &Sim, base_url: &str, socket: &Path, kubel
     ncfg.device_wait = Duration::from_secs(10);
     ncfg.kubelet_dir = kubelet_dir.to_path_buf();
     ncfg.topology.insert(TOPOLOGY_REGION.into(), REGION.into());
-    ncfg.topology.insert(TOPOLOGY_ZONE.into(), WORKER_NODE.into());
-    let identity = IdentityService { driver_name: DRIVER_NAME.into(), controller: Some(controller.clone()) };
+    ncfg.topology
+        .insert(TOPOLOGY_ZONE.into(), WORKER_NODE.into());
+    let identity = IdentityService {
+        driver_name: DRIVER_NAME.into(),
+        controller: Some(controller.clone()),
+    };
     let listener = crate::server::bind(&socket.to_string_lossy())?;
     tokio::spawn(crate::server::serve(
         listener,
@@ -80,13 +89,23 @@ pub(crate) async fn start_driver(sim: &Sim, base_url: &str, socket: &Path, kubel
 
 /// The topology of worker-1: region `sim`, zone `pve1`.
 pub(crate) fn worker_topology() -> Topology {
-    Topology { segments: HashMap::from([(TOPOLOGY_REGION.into(), REGION.into()), (TOPOLOGY_ZONE.into(), WORKER_NODE.into())]) }
+    Topology {
+        segments: HashMap::from([
+            (TOPOLOGY_REGION.into(), REGION.into()),
+            (TOPOLOGY_ZONE.into(), WORKER_NODE.into()),
+        ]),
+    }
 }
 
 pub(crate) fn mount_cap(fs: &str) -> VolumeCapability {
     VolumeCapability {
-        access_mode: Some(AccessMode { mode: Mode::SingleNodeWriter as i32 }),
-        access_type: Some(AccessType::Mount(MountVolume { fs_type: fs.into(), ..Default::default() })),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs.into(),
+            ..Default::default()
+        })),
     }
 }
 
@@ -94,7 +113,11 @@ pub(crate) fn mount_cap(fs: &str) -> VolumeCapability {
 /// privileges; ext4 online growth needs CAP_SYS_RESOURCE, which some containers lack.
 pub(crate) fn default_fs_type() -> String {
     let has_xfs = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).chain(["/sbin".into(), "/usr/sbin".into()]).any(|d| d.join("mkfs.xfs").exists()))
+        .map(|p| {
+            std::env::split_paths(&p)
+                .chain(["/sbin".into(), "/usr/sbin".into()])
+                .any(|d| d.join("mkfs.xfs").exists())
+        })
         .unwrap_or(false);
     if has_xfs { "xfs" } else { "ext4" }.to_string()
 }
@@ -111,11 +134,21 @@ pub(crate) fn loop_devices_under(dir: &Path) -> Vec<String> {
 
 /// No volume listed by the driver, no loop device and no mount under `data_dir`.
 pub(crate) async fn check_clean(c: &mut CsiClients, data_dir: &Path) -> anyhow::Result<()> {
-    let left = c.controller.list_volumes(ListVolumesRequest::default()).await?.into_inner().entries.len();
+    let left = c
+        .controller
+        .list_volumes(ListVolumesRequest::default())
+        .await?
+        .into_inner()
+        .entries
+        .len();
     anyhow::ensure!(left == 0, "{left} volumes still listed");
     let loops = loop_devices_under(data_dir);
     anyhow::ensure!(loops.is_empty(), "loop devices still attached: {loops:?}");
     let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-    anyhow::ensure!(!mounts.contains(&*data_dir.to_string_lossy()), "mounts left under {}", data_dir.display());
+    anyhow::ensure!(
+        !mounts.contains(&*data_dir.to_string_lossy()),
+        "mounts left under {}",
+        data_dir.display()
+    );
     Ok(())
 }

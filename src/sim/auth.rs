@@ -266,10 +266,13 @@ pub fn config_privilege(key: &str) -> &'static str {
     let family = key.trim_end_matches(|c: char| c.is_ascii_digit());
     match family {
         "scsi" | "virtio" | "sata" | "ide" | "efidisk" | "tpmstate" | "unused" => "VM.Config.Disk",
-        "cores" | "sockets" | "cpu" | "cpulimit" | "cpuunits" | "vcpus" | "numa" | "affinity" => "VM.Config.CPU",
+        "cores" | "sockets" | "cpu" | "cpulimit" | "cpuunits" | "vcpus" | "numa" | "affinity" => {
+            "VM.Config.CPU"
+        }
         "memory" | "balloon" | "shares" => "VM.Config.Memory",
         "net" => "VM.Config.Network",
-        "scsihw" | "vga" | "machine" | "bios" | "acpi" | "kvm" | "tablet" | "keyboard" | "ostype" => "VM.Config.HWType",
+        "scsihw" | "vga" | "machine" | "bios" | "acpi" | "kvm" | "tablet" | "keyboard"
+        | "ostype" => "VM.Config.HWType",
         // name, description, tags, onboot, protection, hotplug, boot, ...
         _ => "VM.Config.Options",
     }

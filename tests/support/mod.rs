@@ -20,7 +20,10 @@ impl Drop for TestSim {
 }
 
 pub async fn start_sim(hotplug: HotplugMode, tweak: impl FnOnce(&mut SimConfig)) -> TestSim {
-    let dir = tempfile::Builder::new().prefix("proxmox-csi-test.").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("proxmox-csi-test.")
+        .tempdir()
+        .unwrap();
     let mut cfg = SimConfig::default_for(dir.path().join("sim"));
     cfg.hotplug = hotplug;
     cfg.lock_timeout_ms = 300;

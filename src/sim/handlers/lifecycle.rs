@@ -95,7 +95,12 @@ pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for k in sets.keys() {
-        require(&ctx.who, &format!("/vms/{vmid}"), &[crate::sim::auth::config_privilege(k)], false)?;
+        require(
+            &ctx.who,
+            &format!("/vms/{vmid}"),
+            &[crate::sim::auth::config_privilege(k)],
+            false,
+        )?;
     }
     let start = ctx.flag("start");
     // An injected task failure skips the task body; PVE removes the new VM

@@ -168,8 +168,13 @@ fn write_and_apply(
     }
     for d in &upd.deletes {
         // A protected guest keeps its disks (PVE's check_protection).
-        if is_drive_key(d) && vm.conf.contains_key(d) && vm.conf.get("protection").map(String::as_str) == Some("1") {
-            return Err(WorkerError::Die(format!("can't remove drive '{d}' - protection mode enabled")));
+        if is_drive_key(d)
+            && vm.conf.contains_key(d)
+            && vm.conf.get("protection").map(String::as_str) == Some("1")
+        {
+            return Err(WorkerError::Die(format!(
+                "can't remove drive '{d}' - protection mode enabled"
+            )));
         }
         let was_pending = vm.pending.remove(d).is_some();
         if vm.conf.contains_key(d) {
@@ -186,8 +191,19 @@ fn write_and_apply(
 async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<Value> {
     let (node, vmid) = node_vmid(ctx)?;
     sim.vm(&node, vmid)?;
-    for k in upd.sets.iter().map(|(k, _)| k).chain(upd.deletes.iter()).chain(upd.reverts.iter()) {
-        require(&ctx.who, &format!("/vms/{vmid}"), &[crate::sim::auth::config_privilege(k)], false)?;
+    for k in upd
+        .sets
+        .iter()
+        .map(|(k, _)| k)
+        .chain(upd.deletes.iter())
+        .chain(upd.reverts.iter())
+    {
+        require(
+            &ctx.who,
+            &format!("/vms/{vmid}"),
+            &[crate::sim::auth::config_privilege(k)],
+            false,
+        )?;
     }
     // Storage permissions are checked before anything runs, as PVE's check_storage_access.
     for (k, v) in upd.sets.iter().filter(|(k, _)| is_drive_key(k)) {
