@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of proxmox-csi on this machine, installing what it needs:
+#   0. cargo fmt --check and cargo clippy --all-targets -D warnings (each counts as one test),
 #   1. Debian packages for the node tests and the simulator (mkfs, loop, qemu-img),
 #   2. csi-sanity (kubernetes-csi/csi-test) with `go install`,
 #   3. `cargo test` (unit, simulator, controller and node tests; node tests need root),
@@ -63,10 +64,14 @@ count_ginkgo() { # "Ran 60 of 90 Specs" + "SUCCESS! -- 60 Passed | 0 Failed | 0 
 install_packages
 install_sanity
 
+log "cargo fmt --check, cargo clippy"
+STATUS=0
+if cargo fmt --check >/dev/null 2>&1; then PASSED=$((PASSED + 1)); echo "fmt: clean"; else FAILED=$((FAILED + 1)); echo "fmt: cargo fmt --check reports differences"; cargo fmt --check | head -40; fi
+if cargo clippy --all-targets -- -D warnings 2>&1 | tail -20; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
+
 log "building"
 cargo build --bins --tests 2>&1 | tail -3
 
-STATUS=0
 log "cargo test"
 LOG_DIR="$(mktemp -d /tmp/proxmox-csi-tests.XXXXXX)"
 if ! cargo test --no-fail-fast 2>&1 | tee "$LOG_DIR/cargo-test.log"; then STATUS=1; fi

@@ -146,7 +146,7 @@ impl PveError {
             PveError::Transport { .. } | PveError::TaskTimeout { .. } => {
                 return PveErrorKind::Unavailable
             }
-            PveError::Api { status, .. } if matches!(status, 502..=504 | 595 | 596) => {
+            PveError::Api { status: 502..=504 | 595 | 596, .. } => {
                 return PveErrorKind::Unavailable
             }
             PveError::Api {
