@@ -146,9 +146,10 @@ impl PveError {
             PveError::Transport { .. } | PveError::TaskTimeout { .. } => {
                 return PveErrorKind::Unavailable
             }
-            PveError::Api { status: 502..=504 | 595 | 596, .. } => {
-                return PveErrorKind::Unavailable
-            }
+            PveError::Api {
+                status: 502..=504 | 595 | 596,
+                ..
+            } => return PveErrorKind::Unavailable,
             PveError::Api {
                 status: 401 | 403, ..
             } => return PveErrorKind::Permission,
