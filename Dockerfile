@@ -15,7 +15,7 @@ COPY . .
 # not part of the resulting layer.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin proxmox-csi \
+    cargo build --release --locked --bin proxmox-csi --no-default-features \
  && install -D -m 0755 target/release/proxmox-csi /out/proxmox-csi
 
 # ---- runtime ----------------------------------------------------------------

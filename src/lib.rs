@@ -6,6 +6,7 @@ pub mod csi {
     tonic::include_proto!("csi.v1");
 }
 
+#[cfg(feature = "dev")]
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -19,8 +20,8 @@ pub mod kube;
 pub mod metrics;
 pub mod node;
 pub mod pve;
+#[cfg(feature = "dev")]
 pub mod sandbox;
 pub mod server;
-pub mod sim;
 pub mod uds_authority;
 pub mod volume_id;

@@ -61,6 +61,7 @@ enum Command {
     },
     /// Run the driver against the built-in Proxmox VE simulator: provision,
     /// attach, format, mount, write, clean up, with progress (needs root).
+    #[cfg(feature = "dev")]
     Sandbox {
         /// Keep simulator disks and the socket here instead of a temp dir.
         #[arg(long)]
@@ -78,6 +79,7 @@ enum Command {
     /// Measure the driver's latency and throughput against the built-in
     /// simulator: N volumes through the full CSI lifecycle, P at a time (needs
     /// root unless --controller-only). Exit code 1 if any call failed.
+    #[cfg(feature = "dev")]
     Bench(proxmox_csi::bench::BenchArgs),
     /// Check a Proxmox VE endpoint before install: reachability, credentials,
     /// privileges, storages, worker VMs. Exit code 1 if any check fails.
@@ -113,14 +115,47 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // The sandbox shows its own progress; driver logs would drown it.
-    let default_level = if matches!(
-        cli.command,
-        Command::Sandbox { .. } | Command::Bench(_) | Command::Doctor { .. }
-    ) {
-        "warn"
-    } else {
-        "info"
+    init_logging(&cli.command);
+    let (serve, controller, node) = match cli.command {
+        Command::Controller { serve, controller } => (serve, Some(controller), None),
+        Command::Node { serve, node } => (serve, None, Some(node)),
+        Command::All {
+            serve,
+            controller,
+            node,
+        } => (serve, Some(controller), Some(node)),
+        Command::Doctor {
+            config,
+            storages,
+            node_ids,
+            output,
+        } => std::process::exit(doctor(&config, storages, node_ids, &output).await?),
+        #[cfg(feature = "dev")]
+        Command::Sandbox {
+            data_dir,
+            fs_type,
+            size_mib,
+            write_mib,
+        } => {
+            return proxmox_csi::sandbox::run(proxmox_csi::sandbox::SandboxOptions {
+                data_dir,
+                size_bytes: size_mib << 20,
+                write_bytes: write_mib << 20,
+                fs_type,
+            })
+            .await
+        }
+        #[cfg(feature = "dev")]
+        Command::Bench(args) => std::process::exit(proxmox_csi::bench::main(args).await?),
+    };
+    serve_csi(serve, controller, node).await
+}
+
+fn init_logging(command: &Command) {
+    // The one-shot commands show their own progress; driver logs would drown it.
+    let default_level = match command {
+        Command::Controller { .. } | Command::Node { .. } | Command::All { .. } => "info",
+        _ => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -131,55 +166,34 @@ async fn main() -> anyhow::Result<()> {
         // Colour codes only for a person at a terminal, not in container logs.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Command::Sandbox {
-        data_dir,
-        fs_type,
-        size_mib,
-        write_mib,
-    } = cli.command
-    {
-        return proxmox_csi::sandbox::run(proxmox_csi::sandbox::SandboxOptions {
-            data_dir,
-            size_bytes: size_mib << 20,
-            write_bytes: write_mib << 20,
-            fs_type,
-        })
-        .await;
-    }
-    if let Command::Bench(args) = cli.command {
-        std::process::exit(proxmox_csi::bench::main(args).await?);
-    }
-    if let Command::Doctor {
-        config,
-        storages,
-        node_ids,
-        output,
-    } = cli.command
-    {
-        let cfg = proxmox_csi::config::ConfigFile::load(&config)?;
-        let opts = proxmox_csi::doctor::DoctorOptions { storages, node_ids };
-        let report = proxmox_csi::doctor::run(&cfg, &opts).await;
-        let text = if output == "json" {
-            serde_json::to_string_pretty(&report.to_json())? + "\n"
-        } else {
-            report.to_text()
-        };
-        // A closed pipe (`doctor | head`) is not an error worth a panic.
-        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
-        std::process::exit(report.exit_code());
-    }
-    let (serve, controller, node) = match cli.command {
-        Command::Controller { serve, controller } => (serve, Some(controller), None),
-        Command::Node { serve, node } => (serve, None, Some(node)),
-        Command::All {
-            serve,
-            controller,
-            node,
-        } => (serve, Some(controller), Some(node)),
-        Command::Sandbox { .. } | Command::Bench(_) | Command::Doctor { .. } => {
-            unreachable!("handled above")
-        }
+}
+
+/// Runs `doctor` and prints its report; returns the process exit code.
+async fn doctor(
+    config: &std::path::Path,
+    storages: Vec<String>,
+    node_ids: Vec<String>,
+    output: &str,
+) -> anyhow::Result<i32> {
+    let cfg = proxmox_csi::config::ConfigFile::load(config)?;
+    let opts = proxmox_csi::doctor::DoctorOptions { storages, node_ids };
+    let report = proxmox_csi::doctor::run(&cfg, &opts).await;
+    let text = if output == "json" {
+        serde_json::to_string_pretty(&report.to_json())? + "\n"
+    } else {
+        report.to_text()
     };
+    // A closed pipe (`doctor | head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    Ok(report.exit_code())
+}
+
+/// Serves the CSI services until SIGTERM / Ctrl-C.
+async fn serve_csi(
+    serve: ServeArgs,
+    controller: Option<ControllerArgs>,
+    node: Option<NodeArgs>,
+) -> anyhow::Result<()> {
     let ServeArgs {
         endpoint,
         driver_name,

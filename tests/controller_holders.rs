@@ -7,8 +7,8 @@ use proxmox_csi::controller::error::ControllerError;
 use proxmox_csi::controller::holder::HOLDER_TAG;
 use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use proxmox_csi::csi::*;
-use proxmox_csi::sim::HotplugMode;
 use proxmox_csi::volume_id::{VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
+use pve_sim::HotplugMode;
 use std::collections::HashMap;
 use support::*;
 use tonic::Code;
@@ -539,7 +539,7 @@ async fn create_recovers_from_a_holder_left_without_disk() {
 /// retry works once PVE is healthy again.
 #[tokio::test]
 async fn failed_pve_tasks_leave_nothing_behind() {
-    use proxmox_csi::sim::{Fault, FaultAction};
+    use pve_sim::{Fault, FaultAction};
     let t = start_sim(HotplugMode::None, |_| {}).await;
     let c = controller(&t.url);
     let v = c
@@ -858,7 +858,7 @@ async fn io_limit_change_keeps_the_guest_device() {
 /// tags and description (VM.Config.Options).
 #[tokio::test]
 async fn documented_privileges_are_sufficient_and_needed() {
-    use proxmox_csi::sim::TokenConfig;
+    use pve_sim::TokenConfig;
     use std::collections::BTreeMap;
     let vms = [
         "VM.Allocate",

@@ -14,7 +14,7 @@ use proxmox_csi::controller::Controller;
 use proxmox_csi::csi::controller_server::Controller as _;
 use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use proxmox_csi::csi::*;
-use proxmox_csi::sim::{Fault, FaultAction, HotplugMode};
+use pve_sim::{Fault, FaultAction, HotplugMode};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -440,7 +440,7 @@ fn hang_after(k: u64) -> Fault {
     }
 }
 
-async fn wait_for(sim: &proxmox_csi::sim::Sim, count: u64, done: impl Fn() -> bool) {
+async fn wait_for(sim: &pve_sim::Sim, count: u64, done: impl Fn() -> bool) {
     let start = Instant::now();
     while sim.faults().seen() < count && !done() {
         assert!(

@@ -10,9 +10,9 @@ use proxmox_csi::csi::volume_capability::{
 };
 use proxmox_csi::csi::*;
 use proxmox_csi::pve::drive::Drive;
-use proxmox_csi::sim::faults::{Fault, FaultAction};
-use proxmox_csi::sim::HotplugMode;
 use proxmox_csi::volume_id::{VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
+use pve_sim::faults::{Fault, FaultAction};
+use pve_sim::HotplugMode;
 use std::collections::HashMap;
 use support::*;
 use tonic::Code;

@@ -5,7 +5,7 @@ mod support;
 
 use proxmox_csi::config::ConfigFile;
 use proxmox_csi::doctor::{self, DoctorOptions, Report, Status};
-use proxmox_csi::sim::{HotplugMode, SimConfig, TokenConfig};
+use pve_sim::{HotplugMode, SimConfig, TokenConfig};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use support::*;
@@ -177,7 +177,7 @@ async fn wrong_password_is_an_auth_failure() {
 #[tokio::test]
 async fn unknown_storage_and_storage_without_images_fail() {
     let tweak = |c: &mut SimConfig| {
-        c.storages.push(proxmox_csi::sim::StorageConfig {
+        c.storages.push(pve_sim::StorageConfig {
             id: "isos".into(),
             content: "iso,vztmpl".into(),
             ..Default::default()
@@ -205,7 +205,7 @@ async fn unknown_storage_and_storage_without_images_fail() {
 #[tokio::test]
 async fn without_storage_flags_only_image_storages_are_checked() {
     let tweak = |c: &mut SimConfig| {
-        c.storages.push(proxmox_csi::sim::StorageConfig {
+        c.storages.push(pve_sim::StorageConfig {
             id: "isos".into(),
             content: "iso".into(),
             ..Default::default()

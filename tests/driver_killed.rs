@@ -7,7 +7,7 @@ mod support;
 use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, BlockVolume};
 use proxmox_csi::csi::*;
 use proxmox_csi::csi_client::connect;
-use proxmox_csi::sim::HotplugMode;
+use pve_sim::HotplugMode;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command};

@@ -8,7 +8,7 @@ use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessT
 use proxmox_csi::csi::*;
 use proxmox_csi::identity::{IdentityService, DRIVER_NAME};
 use proxmox_csi::node::NodeService;
-use proxmox_csi::sim::HotplugMode;
+use pve_sim::HotplugMode;
 use std::collections::HashMap;
 use std::sync::Arc;
 use support::*;

@@ -6,7 +6,7 @@ mod support;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use proxmox_csi::kube::ApiServer;
-use proxmox_csi::sim::{HotplugMode, VmConfig};
+use pve_sim::{HotplugMode, VmConfig};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -15,8 +15,8 @@ use crate::csi_client::CsiClients;
 use crate::sandbox::harness::{
     check_clean, default_fs_type, mount_cap, start_driver, start_sim, WORKER,
 };
-use crate::sim::{HotplugMode, SimConfig};
 use lifecycle::{Clients, Plan, Volume};
+use pve_sim::{HotplugMode, SimConfig};
 use report::{Report, RunInfo};
 use std::io::Write;
 use std::path::Path;

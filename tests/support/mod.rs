@@ -3,7 +3,7 @@
 
 use proxmox_csi::config::{ClusterConfig, ConfigFile};
 use proxmox_csi::controller::{Controller, ControllerOptions};
-use proxmox_csi::sim::{HotplugMode, Sim, SimConfig};
+use pve_sim::{HotplugMode, Sim, SimConfig};
 use std::time::Duration;
 
 pub struct TestSim {

@@ -3,13 +3,13 @@
 
 use super::apply::{apply_errors_text, apply_pending, ApplyErrors};
 use super::qemu::{check_writable, node_vmid};
-use crate::sim::auth::{require, Identity};
-use crate::sim::dispatch::Ctx;
-use crate::sim::drive::Drive;
-use crate::sim::error::{ApiError, ApiResult};
-use crate::sim::formats::split_list;
-use crate::sim::vmstate::{format_size, is_drive_key, Vm};
-use crate::sim::{propdef, volumes, Sim};
+use crate::auth::{require, Identity};
+use crate::dispatch::Ctx;
+use crate::drive::Drive;
+use crate::error::{ApiError, ApiResult};
+use crate::formats::split_list;
+use crate::vmstate::{format_size, is_drive_key, Vm};
+use crate::{propdef, volumes, Sim};
 use serde_json::{json, Map, Value};
 
 /// Request keys that steer the update rather than being config options.
@@ -201,7 +201,7 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
         require(
             &ctx.who,
             &format!("/vms/{vmid}"),
-            &[crate::sim::auth::config_privilege(k)],
+            &[crate::auth::config_privilege(k)],
             false,
         )?;
     }

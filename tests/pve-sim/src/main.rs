@@ -1,7 +1,7 @@
 //! `pve-sim`: runs the Proxmox VE API simulator as a standalone server.
 
 use clap::Parser;
-use proxmox_csi::sim::{HotplugMode, Sim, SimConfig};
+use pve_sim::{HotplugMode, Sim, SimConfig};
 use std::path::PathBuf;
 
 #[derive(Parser)]

@@ -4,11 +4,11 @@
 use super::apply::plug_drive;
 use super::lifecycle::{abandon_vm, reserve_vm};
 use super::qemu::{check_writable, node_vmid};
-use crate::sim::dispatch::Ctx;
-use crate::sim::drive::Drive;
-use crate::sim::error::{ApiError, ApiResult};
-use crate::sim::vmstate::{format_size, is_drive_key, Vm};
-use crate::sim::{volumes, Sim};
+use crate::dispatch::Ctx;
+use crate::drive::Drive;
+use crate::error::{ApiError, ApiResult};
+use crate::vmstate::{format_size, is_drive_key, Vm};
+use crate::{volumes, Sim};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

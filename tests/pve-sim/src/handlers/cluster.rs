@@ -1,8 +1,8 @@
 //! Cluster-wide read endpoints and ticket login.
 
-use crate::sim::dispatch::Ctx;
-use crate::sim::error::ApiResult;
-use crate::sim::{volumes, Sim};
+use crate::dispatch::Ctx;
+use crate::error::ApiResult;
+use crate::{volumes, Sim};
 use serde_json::{json, Value};
 
 pub fn version(sim: &Sim) -> ApiResult<Value> {
@@ -42,7 +42,7 @@ pub fn nodes(sim: &Sim) -> ApiResult<Value> {
 }
 
 /// Capacity numbers shared by the storage status endpoints: used = sum of image sizes.
-pub fn storage_usage(sim: &Sim, st: &crate::sim::StorageConfig, node: &str) -> (u64, u64) {
+pub fn storage_usage(sim: &Sim, st: &crate::StorageConfig, node: &str) -> (u64, u64) {
     let used: u64 = volumes::list_images(sim.cfg(), st, node)
         .iter()
         .map(|i| i.size)

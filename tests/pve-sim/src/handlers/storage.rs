@@ -1,10 +1,10 @@
 //! Storage endpoints: storage lists/status and image allocation, listing, inspection, freeing.
 
 use super::cluster::storage_usage;
-use crate::sim::auth::require;
-use crate::sim::dispatch::Ctx;
-use crate::sim::error::{ApiError, ApiResult};
-use crate::sim::{volumes, Sim, StorageConfig};
+use crate::auth::require;
+use crate::dispatch::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::{volumes, Sim, StorageConfig};
 use serde_json::{json, Value};
 
 fn storage_entry(sim: &Sim, s: &StorageConfig, node: &str) -> Value {
@@ -20,7 +20,7 @@ pub fn list_storages(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let node = ctx.req("node")?;
     let want_content: Vec<&str> = ctx
         .get("content")
-        .map(|c| crate::sim::formats::split_list(c).collect())
+        .map(|c| crate::formats::split_list(c).collect())
         .unwrap_or_default();
     let out = sim
         .cfg()

@@ -1,8 +1,8 @@
 //! Task status and logs.
 
-use crate::sim::dispatch::Ctx;
-use crate::sim::error::{ApiError, ApiResult};
-use crate::sim::{tasks::parse_upid, Sim};
+use crate::dispatch::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::{tasks::parse_upid, Sim};
 use serde_json::Value;
 
 fn checked_upid(ctx: &Ctx) -> ApiResult<&str> {

@@ -3,11 +3,11 @@
 use super::apply::{drive_image, plug_drive};
 use super::qemu::{check_writable, node_vmid};
 use super::vmconfig::prepare_drive;
-use crate::sim::auth::require;
-use crate::sim::dispatch::Ctx;
-use crate::sim::error::{ApiError, ApiResult};
-use crate::sim::vmstate::{is_drive_key, Vm};
-use crate::sim::{volumes, Sim};
+use crate::auth::require;
+use crate::dispatch::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::vmstate::{is_drive_key, Vm};
+use crate::{volumes, Sim};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -98,7 +98,7 @@ pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         require(
             &ctx.who,
             &format!("/vms/{vmid}"),
-            &[crate::sim::auth::config_privilege(k)],
+            &[crate::auth::config_privilege(k)],
             false,
         )?;
     }

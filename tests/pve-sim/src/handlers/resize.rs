@@ -1,12 +1,12 @@
 //! Disk resize (grow only), as a `resize` task.
 
 use super::qemu::{check_writable_by, node_vmid};
-use crate::sim::auth::{require, Identity};
-use crate::sim::dispatch::Ctx;
-use crate::sim::drive::Drive;
-use crate::sim::error::{ApiError, ApiResult};
-use crate::sim::vmstate::{self, format_size};
-use crate::sim::{volumes, Sim};
+use crate::auth::{require, Identity};
+use crate::dispatch::Ctx;
+use crate::drive::Drive;
+use crate::error::{ApiError, ApiResult};
+use crate::vmstate::{self, format_size};
+use crate::{volumes, Sim};
 use serde_json::{json, Value};
 
 /// `+N` or absolute N with optional K/M/G/T (bare = bytes), as qemu-server's resize takes it.

@@ -1,6 +1,6 @@
 //! End-to-end tests of the PVE API simulator over HTTP.
 
-use proxmox_csi::sim::{Fault, FaultAction, HotplugMode, Sim, SimConfig, TokenConfig};
+use pve_sim::{Fault, FaultAction, HotplugMode, Sim, SimConfig, TokenConfig};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -1216,7 +1216,7 @@ task_ms: 5
 
 #[test]
 fn example_config_parses() {
-    let text = include_str!("../src/sim_data/sim.example.yaml");
+    let text = include_str!("../sim.example.yaml");
     let cfg = SimConfig::from_yaml(text).unwrap();
     assert_eq!(cfg.vms.len(), 2);
     assert_eq!(cfg.tokens[1].privs.as_ref().unwrap().len(), 3);
@@ -1224,7 +1224,7 @@ fn example_config_parses() {
 }
 
 fn thin_storage(c: &mut SimConfig) {
-    c.storages.push(proxmox_csi::sim::StorageConfig {
+    c.storages.push(pve_sim::StorageConfig {
         id: "thin".into(),
         kind: "lvmthin".into(),
         ..Default::default()

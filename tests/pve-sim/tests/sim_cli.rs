@@ -19,10 +19,7 @@ async fn binary_serves_and_stops_on_sigterm() {
         .arg("--data-dir")
         .arg(dir.path())
         .arg("--config")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/sim_data/sim.example.yaml"
-        ))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/sim.example.yaml"))
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())

@@ -3,10 +3,10 @@
 
 use super::apply::{apply_errors_text, apply_pending, drive_image, plug_drive};
 use super::qemu::{check_writable, node_vmid};
-use crate::sim::dispatch::Ctx;
-use crate::sim::error::ApiResult;
-use crate::sim::vmstate::is_drive_key;
-use crate::sim::Sim;
+use crate::dispatch::Ctx;
+use crate::error::ApiResult;
+use crate::vmstate::is_drive_key;
+use crate::Sim;
 use serde_json::{json, Value};
 
 /// POST status/start and status/stop: power state changes as tasks. Starting applies all pending

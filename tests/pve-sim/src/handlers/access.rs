@@ -1,8 +1,8 @@
 //! Access endpoints: ticket login and the caller's effective permissions.
 
-use crate::sim::dispatch::Ctx;
-use crate::sim::error::ApiResult;
-use crate::sim::Sim;
+use crate::dispatch::Ctx;
+use crate::error::ApiResult;
+use crate::Sim;
 use serde_json::{json, Map, Value};
 
 /// Every privilege PVE knows of, granted to identities without a privilege list.

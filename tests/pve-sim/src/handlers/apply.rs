@@ -1,9 +1,9 @@
 //! Applying pending config changes: what may change while the VM runs, hot-(un)plugging disks
 //! and what happens to volumes that leave the config.
 
-use crate::sim::drive::Drive;
-use crate::sim::vmstate::{is_drive_key, is_hotpluggable_bus, Vm};
-use crate::sim::{volumes, Sim};
+use crate::drive::Drive;
+use crate::vmstate::{is_drive_key, is_hotpluggable_bus, Vm};
+use crate::{volumes, Sim};
 use std::collections::BTreeMap;
 
 /// Options PVE writes straight into the config even while the VM runs.

@@ -1,10 +1,10 @@
 //! VM read endpoints (list, status, config, pending) and the access checks shared by writers.
 
-use crate::sim::auth::Identity;
-use crate::sim::dispatch::Ctx;
-use crate::sim::error::{ApiError, ApiResult};
-use crate::sim::vmstate::Vm;
-use crate::sim::{propdef, Sim};
+use crate::auth::Identity;
+use crate::dispatch::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::vmstate::Vm;
+use crate::{propdef, Sim};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -69,7 +69,7 @@ fn typed_config(sim: &Sim, conf: &BTreeMap<String, String>) -> Map<String, Value
                     .parse::<f64>()
                     .map(Value::from)
                     .unwrap_or_else(|_| json!(v)),
-                "boolean" => crate::sim::validate::parse_bool(v)
+                "boolean" => crate::validate::parse_bool(v)
                     .map(|b| json!(b as i32))
                     .unwrap_or_else(|| json!(v)),
                 _ => json!(v),
