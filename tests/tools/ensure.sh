@@ -3,7 +3,9 @@
 # Source this file, then call the function for the tool you need:
 #   source tests/tools/ensure.sh; ensure_helm; ensure_promtool
 # Each function is a no-op when the pinned version is already there, prints the
-# path of the binary on stdout, and fails (non-zero) if Go is missing or the build fails.
+# path of the binary on stdout (HELM="$(ensure_helm)"), puts target/tools first on
+# PATH when called in the current shell (ensure_helm >/dev/null; helm version), and
+# fails (non-zero) if Go is missing or the build fails.
 # Versions are pinned here once, so every script that uses a tool gets the same one.
 
 HELM_MODULE=helm.sh/helm/v3
@@ -19,6 +21,13 @@ PROMETHEUS_VERSION=v0.316.0
 
 _ensure_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 TOOLS_DIR="${TOOLS_DIR:-$_ensure_root/target/tools}"
+
+_ensure_path() {
+    case ":$PATH:" in
+        *":$TOOLS_DIR:"*) ;;
+        *) export PATH="$TOOLS_DIR:$PATH" ;;
+    esac
+}
 
 _ensure_go() {
     if ! command -v go >/dev/null 2>&1; then
@@ -49,6 +58,7 @@ ensure_helm() {
             "$HELM_MODULE/cmd/helm@$HELM_VERSION" >&2 || return 1
         echo "$stamp" >"$TOOLS_DIR/.helm.version"
     fi
+    _ensure_path
     echo "$TOOLS_DIR/helm"
 }
 
@@ -76,5 +86,6 @@ ensure_promtool() {
         [ "$rc" = 0 ] || return "$rc"
         echo "$PROMETHEUS_VERSION" >"$TOOLS_DIR/.promtool.version"
     fi
+    _ensure_path
     echo "$TOOLS_DIR/promtool"
 }
