@@ -5,7 +5,10 @@
 #   2. csi-sanity (kubernetes-csi/csi-test) with `go install`,
 #   3. `cargo test` (unit, simulator, controller and node tests; node tests need root),
 #   4. csi-sanity against `proxmox-csi all` + `pve-sim`, for mount and for block volumes,
-#   5. a Python grpcio client on the CSI socket (grpcio from PyPI into a venv).
+#   5. a Python grpcio client on the CSI socket (grpcio from PyPI into a venv),
+#   6. the Helm chart and its monitoring objects (tests/chart.sh: helm lint/template,
+#      promtool check/test rules, dashboard and metric-name checks; pinned helm and
+#      promtool built with `go install`/`go build` into target/tools).
 # Usage: sudo bash tests/run-all.sh        (CI runs exactly this)
 set -euo pipefail
 
@@ -23,7 +26,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 install_packages() {
-    local want=(e2fsprogs xfsprogs util-linux mount qemu-utils cryptsetup-bin bc curl python3-venv)
+    local want=(e2fsprogs xfsprogs util-linux mount qemu-utils cryptsetup-bin bc curl python3-venv python3-yaml)
     local missing=()
     for p in "${want[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -51,6 +54,13 @@ count_cargo() { # sums "test result:" lines of a cargo test log
     f=$(grep -E '^test result:' "$1" | sed -E 's/.* ([0-9]+) failed.*/\1/' | paste -sd+ | bc)
     i=$(grep -E '^test result:' "$1" | sed -E 's/.* ([0-9]+) ignored.*/\1/' | paste -sd+ | bc)
     PASSED=$((PASSED + ${p:-0})); FAILED=$((FAILED + ${f:-0})); SKIPPED=$((SKIPPED + ${i:-0}))
+}
+count_chart() { # the last line of tests/chart.sh: "chart: 11 passed, 0 failed"
+    local line
+    line=$(grep -E '^chart: [0-9]+ passed, [0-9]+ failed$' "$1" | tail -1 || true)
+    if [ -z "$line" ]; then FAILED=$((FAILED + 1)); return; fi
+    PASSED=$((PASSED + $(sed -E 's/chart: ([0-9]+) passed.*/\1/' <<<"$line")))
+    FAILED=$((FAILED + $(sed -E 's/.* ([0-9]+) failed/\1/' <<<"$line")))
 }
 count_ginkgo() { # "Ran 60 of 90 Specs" + "SUCCESS! -- 60 Passed | 0 Failed | 0 Pending | 30 Skipped"
     local line
@@ -89,6 +99,10 @@ if bash "$ROOT/tests/grpc_python.sh" 2>&1 | tee "$LOG_DIR/grpc-python.log"; then
 else
     FAILED=$((FAILED + 1)); STATUS=1
 fi
+
+log "helm chart and monitoring (helm lint/template, promtool)"
+if ! bash "$ROOT/tests/chart.sh" 2>&1 | tee "$LOG_DIR/chart.log"; then STATUS=1; fi
+count_chart "$LOG_DIR/chart.log"
 
 log "summary (logs in $LOG_DIR)"
 echo "total: $PASSED passed, $FAILED failed, $SKIPPED skipped"
