@@ -5,12 +5,13 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/csi.proto");
     println!("cargo:rerun-if-env-changed=PROTOC");
-    let mut includes = vec![std::path::PathBuf::from("proto")];
+    let mut includes = vec![String::from("proto")];
     if std::env::var_os("PROTOC").is_none() {
         std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
-        includes.push(protoc_bin_vendored::include_path()?);
+        includes.push(protoc_bin_vendored::include_path()?.display().to_string());
     }
-    tonic_build::configure()
+    let includes: Vec<&str> = includes.iter().map(String::as_str).collect();
+    tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
         .compile_protos(&["proto/csi.proto"], &includes)?;

@@ -59,7 +59,7 @@ impl ConfigFile {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<ConfigFile> {
-        let cfg: ConfigFile = serde_yaml::from_str(text)?;
+        let cfg: ConfigFile = serde_yaml_ng::from_str(text)?;
         if cfg.clusters.is_empty() {
             anyhow::bail!("clusters: at least one cluster is required");
         }

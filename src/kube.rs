@@ -4,25 +4,49 @@
 //!
 //! Which Proxmox node a worker VM runs on is known to Proxmox, not to the
 //! guest; clusters carry it as the Node's `topology.kubernetes.io/*` labels.
-//! Three plain HTTP calls with the pod's service account; no Kubernetes
-//! client crate is pulled in for them.
+//! Three plain HTTP calls with the pod's service account. No Kubernetes client
+//! crate (kube-rs with k8s-openapi) is pulled in for them: it would add the
+//! generated types of the whole Kubernetes API to the build for three requests.
 
 use crate::volume_id::{TOPOLOGY_REGION, TOPOLOGY_ZONE};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// Where and how to reach the API server.
+/// Where the bearer token comes from.
+pub enum Token {
+    /// A fixed token (tests).
+    Static(String),
+    /// A file read before every request: kubelet rotates projected service-account
+    /// tokens in place (they expire after an hour by default), so a token read once at
+    /// start would stop working while the process keeps running.
+    File(PathBuf),
+}
+
+/// Where and how to reach the API server: one HTTP client (one connection pool, one
+/// TLS set-up) for the life of the process.
 pub struct ApiServer {
-    pub base_url: String,
-    pub token: String,
-    pub ca_pem: Option<Vec<u8>>,
+    base_url: String,
+    token: Token,
+    http: reqwest::Client,
 }
 
 impl ApiServer {
+    pub fn new(base_url: String, token: Token, ca_pem: Option<&[u8]>) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        if let Some(pem) = ca_pem {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+        }
+        Ok(ApiServer {
+            base_url,
+            token,
+            http: builder.build()?,
+        })
+    }
+
     /// The in-cluster API server, from the environment kubelet gives every pod.
     pub fn in_cluster() -> anyhow::Result<ApiServer> {
         let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
@@ -35,17 +59,39 @@ impl ApiServer {
             host
         };
         let dir = Path::new(SA_DIR);
-        let token = std::fs::read_to_string(dir.join("token")).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read the service account token ({e}); is automountServiceAccountToken off?"
-            )
-        })?;
+        let token = Token::File(dir.join("token"));
+        // Fail at start, not at the first call, when no token is mounted.
+        read_token(&token)?;
         let ca_pem = std::fs::read(dir.join("ca.crt")).ok();
-        Ok(ApiServer {
-            base_url: format!("https://{host}:{port}"),
-            token: token.trim().to_string(),
-            ca_pem,
-        })
+        ApiServer::new(format!("https://{host}:{port}"), token, ca_pem.as_deref())
+    }
+
+    /// A request with the current token.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<(String, reqwest::RequestBuilder)> {
+        let url = format!("{}{path}", self.base_url.trim_end_matches('/'));
+        let req = self
+            .http
+            .request(method, &url)
+            .bearer_auth(read_token(&self.token)?);
+        Ok((url, req))
+    }
+}
+
+fn read_token(token: &Token) -> anyhow::Result<String> {
+    match token {
+        Token::Static(t) => Ok(t.clone()),
+        Token::File(path) => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the service account token {} ({e}); is automountServiceAccountToken off?",
+                    path.display()
+                )
+            }),
     }
 }
 
@@ -65,20 +111,6 @@ struct Metadata {
 #[derive(Deserialize)]
 struct NodeList {
     items: Vec<NodeObject>,
-}
-
-impl ApiServer {
-    fn client(&self) -> anyhow::Result<reqwest::Client> {
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
-        if let Some(pem) = &self.ca_pem {
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
-        }
-        Ok(builder.build()?)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url.trim_end_matches('/'))
-    }
 }
 
 async fn checked(
@@ -109,17 +141,8 @@ pub async fn topology_labels(
     api: &ApiServer,
     name: &str,
 ) -> anyhow::Result<BTreeMap<String, String>> {
-    let url = api.url(&format!("/api/v1/nodes/{name}"));
-    let resp = checked(
-        "GET",
-        &url,
-        api.client()?
-            .get(&url)
-            .bearer_auth(&api.token)
-            .send()
-            .await?,
-    )
-    .await?;
+    let (url, req) = api.request(reqwest::Method::GET, &format!("/api/v1/nodes/{name}"))?;
+    let resp = checked("GET", &url, req.send().await?).await?;
     let node: NodeObject = resp.json().await?;
     Ok(topology_only(node.metadata.labels))
 }
@@ -128,17 +151,8 @@ pub async fn topology_labels(
 pub async fn nodes_topology(
     api: &ApiServer,
 ) -> anyhow::Result<Vec<(String, BTreeMap<String, String>)>> {
-    let url = api.url("/api/v1/nodes");
-    let resp = checked(
-        "GET",
-        &url,
-        api.client()?
-            .get(&url)
-            .bearer_auth(&api.token)
-            .send()
-            .await?,
-    )
-    .await?;
+    let (url, req) = api.request(reqwest::Method::GET, "/api/v1/nodes")?;
+    let resp = checked("GET", &url, req.send().await?).await?;
     let list: NodeList = resp.json().await?;
     Ok(list
         .items
@@ -153,12 +167,9 @@ pub async fn set_labels(
     name: &str,
     labels: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
-    let url = api.url(&format!("/api/v1/nodes/{name}"));
     let body = serde_json::json!({ "metadata": { "labels": labels } });
-    let req = api
-        .client()?
-        .patch(&url)
-        .bearer_auth(&api.token)
+    let (url, req) = api.request(reqwest::Method::PATCH, &format!("/api/v1/nodes/{name}"))?;
+    let req = req
         .header("Content-Type", "application/merge-patch+json")
         .body(body.to_string());
     checked("PATCH", &url, req.send().await?).await?;

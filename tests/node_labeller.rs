@@ -5,7 +5,7 @@ mod support;
 
 use axum::extract::{Path, State};
 use axum::routing::get;
-use proxmox_csi::kube::ApiServer;
+use proxmox_csi::kube::{ApiServer, Token};
 use pve_sim::{HotplugMode, VmConfig};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -41,16 +41,12 @@ async fn patch(
 async fn fake_api(nodes: Nodes) -> ApiServer {
     let app = axum::Router::new()
         .route("/api/v1/nodes", get(list))
-        .route("/api/v1/nodes/:name", axum::routing::patch(patch))
+        .route("/api/v1/nodes/{name}", axum::routing::patch(patch))
         .with_state(nodes);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await });
-    ApiServer {
-        base_url,
-        token: "t".into(),
-        ca_pem: None,
-    }
+    ApiServer::new(base_url, Token::Static("t".into()), None).unwrap()
 }
 
 const R: &str = "topology.kubernetes.io/region";

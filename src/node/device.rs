@@ -103,9 +103,8 @@ fn verify_wwid(sys_block_dir: &Path, device: &Path, wwn: &str) -> Result<(), Nod
     Ok(())
 }
 
-/// `_IOR(0x12, 114, u64)`: the kernel's "size of block device in bytes".
-/// Encoded for the asm-generic ioctl layout used by x86_64 and aarch64.
-const BLKGETSIZE64: u64 = (2 << 30) | (8 << 16) | (0x12 << 8) | 114;
+// BLKGETSIZE64 is `_IOR(0x12, 114, u64)`: the kernel's "size of block device in bytes".
+nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 
 /// Size in bytes of a block device (or of a bind mount of one).
 pub fn block_size(path: &Path) -> Result<u64, NodeError> {
@@ -114,22 +113,17 @@ pub fn block_size(path: &Path) -> Result<u64, NodeError> {
     let mut size: u64 = 0;
     // SAFETY: BLKGETSIZE64 writes exactly one u64 through the pointer, which
     // points at a live local; the fd stays open for the call's duration.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
-    if rc != 0 {
-        return Err(NodeError::Sys {
-            op: "BLKGETSIZE64",
-            path: path.to_path_buf(),
-            errno: nix::errno::Errno::last(),
-        });
-    }
+    unsafe { blkgetsize64(file.as_raw_fd(), &mut size) }.map_err(|errno| NodeError::Sys {
+        op: "BLKGETSIZE64",
+        path: path.to_path_buf(),
+        errno,
+    })?;
     Ok(size)
 }
 
 /// Device number split into (major, minor) as shown in mountinfo.
 pub fn split_dev(dev: u64) -> (u64, u64) {
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    (major, minor)
+    (nix::sys::stat::major(dev), nix::sys::stat::minor(dev))
 }
 
 /// (major, minor) of the block device node at `path`.

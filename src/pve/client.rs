@@ -695,18 +695,16 @@ fn refuse_redirect(method: &str, path: &str, resp: &reqwest::Response) -> Result
     })
 }
 
-/// Percent-encode one path segment (volume ids contain ':' and '/').
+/// Everything but RFC 3986's unreserved characters: volume ids contain ':' and '/', UPIDs '@' and '!'.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encode one path segment.
 pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 // ---- calls used by `proxmox-csi doctor` -------------------------------------

@@ -210,7 +210,7 @@ impl SimConfig {
 
     /// Parses YAML (a superset of JSON, so JSON files work too).
     pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
-        Ok(serde_yaml::from_str(text)?)
+        Ok(serde_yaml_ng::from_str(text)?)
     }
 
     pub fn storage(&self, id: &str) -> Option<&StorageConfig> {

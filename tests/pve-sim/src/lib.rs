@@ -30,7 +30,6 @@ mod handlers;
 mod hotplug;
 mod propdef;
 mod schema;
-mod sha1;
 mod simapi;
 mod tasks;
 mod validate;

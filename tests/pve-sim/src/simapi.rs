@@ -16,7 +16,7 @@ pub fn routes() -> axum::Router<Sim> {
             get(list_faults).post(add_fault).delete(clear_faults),
         )
         .route("/_sim/state", get(state))
-        .route("/_sim/vms/:vmid", axum::routing::post(update_vm))
+        .route("/_sim/vms/{vmid}", axum::routing::post(update_vm))
 }
 
 async fn list_faults(State(sim): State<Sim>) -> Json<Value> {

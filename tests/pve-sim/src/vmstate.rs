@@ -1,8 +1,8 @@
 //! One VM's configuration as PVE keeps it: applied keys, pending changes and pending deletions,
 //! plus the digest PVE derives from the config file text.
 
-use super::sha1::sha1_hex;
 use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,7 +60,7 @@ impl Vm {
     }
 
     pub fn digest(&self) -> String {
-        sha1_hex(self.file_text().as_bytes())
+        hex::encode(Sha1::digest(self.file_text().as_bytes()))
     }
 
     /// The config with pending changes applied, as GET config (current=0) shows it.
