@@ -157,6 +157,8 @@ pub fn shorten(s: &str) -> String {
 
 /// Prefix of the name of every holder VM (the stopped VM that owns one volume).
 pub const HOLDER_PREFIX: &str = "csi-vol-";
+/// The PVE tag every holder VM carries.
+pub const HOLDER_TAG: &str = "proxmox-csi";
 
 /// The holder VM name for a CSI volume name. Deterministic, so a repeated
 /// CreateVolume finds the volume it made before without any other state.

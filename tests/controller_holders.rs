@@ -4,9 +4,9 @@
 mod support;
 
 use proxmox_csi::controller::error::ControllerError;
-use proxmox_csi::controller::holder::HOLDER_TAG;
 use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use proxmox_csi::csi::*;
+use proxmox_csi::volume_id::HOLDER_TAG;
 use proxmox_csi::volume_id::{VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
 use pve_sim::HotplugMode;
 use std::collections::HashMap;

@@ -1,10 +1,13 @@
 //! One Proxmox cluster as the controller sees it: its client, where its
 //! storages are, which VM is which Kubernetes node, and a lock per VM so
-//! this controller never races itself on a VM config.
+//! this controller never races itself on a VM config, and how it reads the
+//! holder VMs that own the volumes (creating and removing them is holder.rs).
 
 use super::error::{ControllerError, PveContext, Result};
+use crate::pve::drive::Drive;
 use crate::pve::types::{ContentItem, SlotView, StorageResource, VmResource};
 use crate::pve::PveClient;
+use crate::volume_id::{holder_tag, VolumeId, HOLDER_PREFIX, HOLDER_TAG};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -125,10 +128,7 @@ impl Cluster {
         // Holder VMs only ever hold their own disk, and there is one per
         // volume: reading their configs would make every publish and delete
         // cost a request per volume in the cluster.
-        let vms: Vec<VmResource> = vms
-            .into_iter()
-            .filter(|vm| !super::holder::is_holder(vm))
-            .collect();
+        let vms: Vec<VmResource> = vms.into_iter().filter(|vm| !is_holder(vm)).collect();
         let views =
             futures::future::join_all(vms.iter().map(|vm| async move {
                 (vm.clone(), self.client.vm_slots(&vm.node, vm.vmid).await)
@@ -193,6 +193,157 @@ pub fn owner_vmid(volid: &str) -> Option<u64> {
     let volname = volid.split_once(':').map(|(_, v)| v).unwrap_or(volid);
     let base = volname.rsplit('/').next().unwrap_or(volname);
     base.strip_prefix("vm-")?.split('-').next()?.parse().ok()
+}
+
+/// The holder's slot for its volume.
+pub const HOLDER_SLOT: &str = "scsi0";
+
+/// A volume as found through its holder.
+#[derive(Debug, Clone)]
+pub struct HeldVolume {
+    pub holder: VmResource,
+    pub id: VolumeId,
+    pub size: u64,
+    /// The holder's drive entry: where the volume's I/O limits are kept.
+    pub drive: Drive,
+}
+
+pub fn is_holder(vm: &VmResource) -> bool {
+    vm.has_tag(HOLDER_TAG)
+        && vm
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with(HOLDER_PREFIX))
+}
+
+impl Cluster {
+    pub async fn holders(&self) -> Result<Vec<VmResource>> {
+        let vms = self
+            .client
+            .vms()
+            .await
+            .ctx(|| format!("listing VMs of cluster {}", self.region))?;
+        Ok(vms.into_iter().filter(is_holder).collect())
+    }
+
+    pub async fn find_holder(&self, name: &str) -> Result<Option<VmResource>> {
+        let mut found: Vec<VmResource> = self
+            .holders()
+            .await?
+            .into_iter()
+            .filter(|v| v.name.as_deref() == Some(name))
+            .collect();
+        found.sort_by_key(|v| v.vmid);
+        Ok(found.into_iter().next())
+    }
+
+    /// The holder that owns the volume `id`, if it still exists: the vmid
+    /// from the volume name and the tag from the holder's name must both match.
+    pub async fn holder_of(&self, id: &VolumeId) -> Result<Option<VmResource>> {
+        let Some(vmid) = owner_vmid(&id.volid()) else {
+            return Ok(None);
+        };
+        Ok(self.holders().await?.into_iter().find(|v| {
+            v.vmid == vmid && v.name.as_deref().map(holder_tag).as_deref() == Some(id.tag.as_str())
+        }))
+    }
+
+    /// Snapshots of a holder; none when the holder vanished meanwhile (a
+    /// volume deleted while another call walks the list).
+    pub async fn holder_snapshots(
+        &self,
+        holder: &VmResource,
+    ) -> Result<Vec<crate::pve::types::SnapshotInfo>> {
+        match self.client.snapshots(&holder.node, holder.vmid).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(ControllerError::Pve {
+                context: format!("listing snapshots of holder VM {}", holder.vmid),
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// The volume in the holder's slot, with its size.
+    pub async fn held_volume(
+        &self,
+        holder: &VmResource,
+        zone_hint: &str,
+    ) -> Result<Option<HeldVolume>> {
+        let cfg = match self
+            .client
+            .vm_config(&holder.node, holder.vmid, false)
+            .await
+        {
+            Ok(c) => c,
+            // Deleted since it was listed: it holds nothing any more.
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => {
+                return Err(ControllerError::Pve {
+                    context: format!("reading config of holder VM {}", holder.vmid),
+                    source: Box::new(e),
+                })
+            }
+        };
+        let Some(drive) = cfg.get(HOLDER_SLOT).and_then(Drive::parse) else {
+            return Ok(None);
+        };
+        let Some((storage, _)) = drive.volume.split_once(':') else {
+            return Ok(None);
+        };
+        // For a node-local storage the disk is where the holder is; a shared
+        // one is reachable from there too.
+        let node = if zone_hint.is_empty() {
+            holder.node.as_str()
+        } else {
+            zone_hint
+        };
+        let Some(item) = self.find_volume(node, storage, &drive.volume).await? else {
+            return Ok(None);
+        };
+        let id = VolumeId::from_volid(
+            &self.region,
+            node,
+            &drive.volume,
+            holder.name.as_deref().unwrap_or(""),
+        )
+        .expect("has a colon");
+        Ok(Some(HeldVolume {
+            holder: holder.clone(),
+            id,
+            size: item.size.unwrap_or(0),
+            drive,
+        }))
+    }
+}
+
+/// Marks a vmid as being set up by this process until dropped.
+pub(super) struct Creating<'a> {
+    cluster: &'a Cluster,
+    vmid: u64,
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.cluster
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.vmid);
+    }
+}
+
+impl Cluster {
+    pub(super) fn mark_creating(&self, vmid: u64) -> Creating<'_> {
+        self.creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vmid);
+        Creating {
+            cluster: self,
+            vmid,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! guest the new size at once (the node then grows the filesystem). Not
 //! attached, it goes through the volume's stopped holder VM.
 
+use super::cluster::HOLDER_SLOT;
 use super::error::{ControllerError, Result};
-use super::holder::HOLDER_SLOT;
 use super::lookup::disk_key;
 use super::params::size_for;
 use super::{required, Controller};

@@ -4,7 +4,7 @@
 //! when a VM migrates. Optional (`--label-nodes`): clusters with a Proxmox
 //! cloud controller manager already have these labels.
 
-use super::holder::is_holder;
+use super::cluster::is_holder;
 use super::Controller;
 use crate::kube::{nodes_topology, set_labels, ApiServer};
 use crate::volume_id::{TOPOLOGY_REGION, TOPOLOGY_ZONE};

@@ -9,8 +9,8 @@
 //! PVE disk takes the same key whatever spelling of the id it got.
 
 use super::cluster::Cluster;
+use super::cluster::{is_holder, HeldVolume};
 use super::error::{ControllerError, Result};
-use super::holder::{is_holder, HeldVolume};
 use super::Controller;
 use crate::pve::types::VmResource;
 use crate::volume_id::{shorten, VolumeId};

@@ -2,20 +2,20 @@
 //! into worker VMs, and report on them. The logic lives in plain async
 //! functions on [`Controller`]; `service.rs` only adapts them to gRPC.
 
-pub mod attach;
-pub mod cluster;
+pub(crate) mod attach;
+pub(crate) mod cluster;
 pub mod error;
-pub mod expand;
+pub(crate) mod expand;
 pub mod holder;
-pub mod inventory;
-pub mod labeller;
-pub mod lookup;
-pub mod modify;
-pub mod paging;
-pub mod params;
+pub(crate) mod inventory;
+pub(crate) mod labeller;
+pub(crate) mod lookup;
+pub(crate) mod modify;
+pub(crate) mod paging;
+pub(crate) mod params;
 pub mod service;
-pub mod snapshots;
-pub mod volumes;
+pub(crate) mod snapshots;
+pub(crate) mod volumes;
 
 use crate::config::ConfigFile;
 use crate::inflight::{InFlight, InFlightGuard};

@@ -5,8 +5,8 @@
 //! changed limits to a running disk in place.
 
 use super::cluster::Cluster;
+use super::cluster::{HeldVolume, HOLDER_SLOT};
 use super::error::{ControllerError, PveContext, Result};
-use super::holder::{HeldVolume, HOLDER_SLOT};
 use super::lookup::disk_key;
 use super::params::{apply_io_limits, parse_io_limits, IoLimits};
 use super::{required, Controller};

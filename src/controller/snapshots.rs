@@ -3,8 +3,8 @@
 //! rbd) while the volume stays attached to its worker.
 
 use super::cluster::Cluster;
+use super::cluster::{HeldVolume, HOLDER_SLOT};
 use super::error::{ControllerError, PveContext, Result};
-use super::holder::{HeldVolume, HOLDER_SLOT};
 use super::lookup::{disk_key, name_key};
 use super::{required, Controller};
 use crate::csi::*;

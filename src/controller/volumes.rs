@@ -1,8 +1,8 @@
 //! CreateVolume (empty, from a snapshot, or a clone of a volume) and DeleteVolume.
 
 use super::cluster::Cluster;
+use super::cluster::{HeldVolume, HOLDER_SLOT};
 use super::error::{ControllerError, PveContext, Result};
-use super::holder::{HeldVolume, HOLDER_SLOT};
 use super::lookup::{disk_key, name_key};
 use super::params::{check_capabilities, parse_volume_params, size_fits, size_for, VolumeParams};
 use super::{required, Controller};

@@ -2,12 +2,12 @@
 //! credentials, privileges, storages, worker VMs — and says what to fix.
 //! Everything here returns a `Report`; printing is the CLI's business.
 
-pub mod endpoint;
-pub mod error;
-pub mod privileges;
-pub mod report;
-pub mod storages;
-pub mod workers;
+pub(crate) mod endpoint;
+pub(crate) mod error;
+pub(crate) mod privileges;
+pub(crate) mod report;
+pub(crate) mod storages;
+pub(crate) mod workers;
 
 pub use error::DoctorError;
 pub use report::{Check, Report, Status, Summary};

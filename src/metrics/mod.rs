@@ -8,9 +8,9 @@
 //! Recording is always on (a few atomic adds per request); `--metrics-address` only
 //! decides whether the registry is served.
 
-pub mod grpc;
+pub(crate) mod grpc;
 pub mod http;
-pub mod labels;
+pub(crate) mod labels;
 pub mod pve_up;
 
 use prometheus::{

@@ -28,7 +28,7 @@ pub struct NodeConfig {
     /// so tests can present a fake WWID.
     pub sys_block_dir: PathBuf,
     /// The kubelet's root directory. Every staging, target and volume path
-    /// of a request must lie below it (see [`super::paths`]).
+    /// of a request must lie below it (see `super::paths`).
     pub kubelet_dir: PathBuf,
 }
 

@@ -19,9 +19,12 @@ pub enum FsType {
 }
 
 impl FsType {
-    /// Used when the capability leaves fs_type empty
-    /// ([`crate::contract::DEFAULT_FS_TYPE`]).
-    pub const DEFAULT: FsType = FsType::Ext4;
+    /// Used when the capability leaves fs_type empty: the contract's
+    /// [`crate::contract::DEFAULT_FS_TYPE`], which the controller assumes too.
+    pub fn default_type() -> FsType {
+        FsType::parse(crate::contract::DEFAULT_FS_TYPE)
+            .expect("the contract names a supported type")
+    }
 
     pub fn parse(name: &str) -> Option<FsType> {
         match name {
@@ -90,7 +93,10 @@ mod tests {
         for name in crate::contract::FS_TYPES {
             assert_eq!(FsType::parse(name).map(FsType::as_str), Some(*name));
         }
-        assert_eq!(FsType::DEFAULT.as_str(), crate::contract::DEFAULT_FS_TYPE);
+        assert_eq!(
+            FsType::default_type().as_str(),
+            crate::contract::DEFAULT_FS_TYPE
+        );
         assert!(FsType::parse("btrfs").is_none());
     }
 }

@@ -10,31 +10,31 @@
 //! nodes), `/sys`, and bidirectional mount propagation on the kubelet
 //! directory so its mounts reach the pods.
 //!
-//! Contract with the controller (keys in [`crate::contract`]):
+//! Contract with the controller (keys in `crate::contract`):
 //! ControllerPublishVolume puts the disk's WWN into
 //! `publish_context["wwn"]`. The WWN is derived from the volume id, so the
 //! node derives it too, refuses a publish_context that disagrees, and finds
 //! the disk by that WWN alone (see [`device`]).
 //!
-//! Paths in requests are checked by [`paths`]: absolute, no `..`, and below
+//! Paths in requests are checked by `paths`: absolute, no `..`, and below
 //! the kubelet directory (`--kubelet-dir`) after resolving symlinks.
 
-pub mod cmd;
-pub mod config;
+pub(crate) mod cmd;
+pub(crate) mod config;
 pub mod crypt;
 pub mod device;
-pub mod error;
-pub mod expand;
-pub mod mkfs;
-pub mod mount;
+pub(crate) mod error;
+pub(crate) mod expand;
+pub(crate) mod mkfs;
+pub(crate) mod mount;
 pub mod mountinfo;
-pub mod paths;
-pub mod probe;
-pub mod publish;
+pub(crate) mod paths;
+pub(crate) mod probe;
+pub(crate) mod publish;
 pub mod request;
 pub mod service;
-pub mod stage;
-pub mod stats;
+pub(crate) mod stage;
+pub(crate) mod stats;
 
 pub use config::NodeConfig;
 pub use error::NodeError;

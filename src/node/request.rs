@@ -101,7 +101,7 @@ pub fn known_volume(value: &str) -> Result<VolumeId, NodeError> {
     VolumeId::parse(value).ok_or_else(|| NodeError::VolumeNotFound(value.to_string()))
 }
 
-/// A required path field, checked by [`paths::resolve`] against the
+/// A required path field, checked by `paths::resolve` against the
 /// kubelet directory and returned resolved.
 pub fn path(kubelet_dir: &Path, field: &str, value: &str) -> Result<PathBuf, NodeError> {
     paths::resolve(kubelet_dir, field, value)
@@ -198,7 +198,7 @@ pub fn capability(
         Some(AccessType::Block(_)) => Access::Block,
         Some(AccessType::Mount(m)) => {
             let fs = if m.fs_type.is_empty() {
-                FsType::DEFAULT
+                FsType::default_type()
             } else {
                 FsType::parse(&m.fs_type).ok_or_else(|| {
                     NodeError::invalid(format!(
