@@ -43,6 +43,7 @@ pub mod kube;
 pub mod metrics;
 pub mod node;
 pub mod pve;
+pub(crate) mod rpc_log;
 #[cfg(feature = "dev")]
 pub mod sandbox;
 pub mod server;

@@ -66,7 +66,8 @@ impl Controller {
     pub fn new(config: &ConfigFile, opts: ControllerOptions) -> anyhow::Result<Controller> {
         let mut clusters = BTreeMap::new();
         for c in &config.clusters {
-            let client = PveClient::new(&c.endpoint()?)?;
+            let client =
+                PveClient::new(&c.endpoint()?)?.with_observer(Arc::new(crate::metrics::PveMetrics));
             clusters.insert(
                 c.region.clone(),
                 Arc::new(Cluster::new(c.region.clone(), client)),

@@ -5,10 +5,11 @@ use super::Controller;
 use crate::csi::controller_server::Controller as CsiController;
 use crate::csi::controller_service_capability::rpc::Type as Rpc;
 use crate::csi::*;
-use crate::volume_id::shorten;
+use crate::rpc_log;
 use std::future::Future;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct ControllerService {
@@ -42,25 +43,27 @@ impl ControllerService {
     /// removed) under the operation's in-flight key, so a retry meanwhile
     /// gets Aborted and a retry after it the same answer. A failure is
     /// logged here, once, with the method and the volume it concerns.
-    async fn run<T, Fut>(
+    async fn run<R, T, Fut>(
         &self,
         method: &'static str,
-        volume: String,
-        op: impl FnOnce(Arc<Controller>) -> Fut,
+        req: R,
+        volume: fn(&R) -> &str,
+        op: impl FnOnce(Arc<Controller>, R) -> Fut,
     ) -> Result<T, Status>
     where
+        R: std::fmt::Debug,
         T: Send + 'static,
         Fut: Future<Output = Result<T, ControllerError>> + Send + 'static,
     {
-        let task = tokio::spawn(op(self.inner.clone()));
+        let volume = volume(&req).to_string();
+        let span = rpc_log::span(method, &volume);
+        rpc_log::request(&span, &req);
+        let task = tokio::spawn(op(self.inner.clone(), req).instrument(span.clone()));
         let result = match task.await {
             Ok(r) => r.map_err(Status::from),
             Err(e) => Err(Status::internal(format!("{method} stopped: {e}"))),
         };
-        if let Err(s) = &result {
-            tracing::warn!(method, volume = %shorten(&volume), code = ?s.code(), message = %s.message(), "request failed");
-        }
-        result
+        rpc_log::outcome(&span, result)
     }
 }
 
@@ -72,9 +75,12 @@ impl CsiController for ControllerService {
     ) -> Result<Response<CreateVolumeResponse>, Status> {
         let req = r.into_inner();
         let resp = self
-            .run("CreateVolume", req.name.clone(), |c| async move {
-                c.create_volume(req).await
-            })
+            .run(
+                "CreateVolume",
+                req,
+                |r| r.name.as_str(),
+                |c, req| async move { c.create_volume(req).await },
+            )
             .await?;
         Ok(Response::new(resp))
     }
@@ -84,9 +90,12 @@ impl CsiController for ControllerService {
         r: Request<DeleteVolumeRequest>,
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let req = r.into_inner();
-        self.run("DeleteVolume", req.volume_id.clone(), |c| async move {
-            c.delete_volume(req).await
-        })
+        self.run(
+            "DeleteVolume",
+            req,
+            |r| r.volume_id.as_str(),
+            |c, req| async move { c.delete_volume(req).await },
+        )
         .await?;
         Ok(Response::new(DeleteVolumeResponse {}))
     }
@@ -99,8 +108,9 @@ impl CsiController for ControllerService {
         let resp = self
             .run(
                 "ControllerPublishVolume",
-                req.volume_id.clone(),
-                |c| async move { c.publish_volume(req).await },
+                req,
+                |r| r.volume_id.as_str(),
+                |c, req| async move { c.publish_volume(req).await },
             )
             .await?;
         Ok(Response::new(resp))
@@ -113,8 +123,9 @@ impl CsiController for ControllerService {
         let req = r.into_inner();
         self.run(
             "ControllerUnpublishVolume",
-            req.volume_id.clone(),
-            |c| async move { c.unpublish_volume(req).await },
+            req,
+            |r| r.volume_id.as_str(),
+            |c, req| async move { c.unpublish_volume(req).await },
         )
         .await?;
         Ok(Response::new(ControllerUnpublishVolumeResponse {}))
@@ -128,8 +139,9 @@ impl CsiController for ControllerService {
         let resp = self
             .run(
                 "ValidateVolumeCapabilities",
-                req.volume_id.clone(),
-                |c| async move { c.validate_volume_capabilities(req).await },
+                req,
+                |r| r.volume_id.as_str(),
+                |c, req| async move { c.validate_volume_capabilities(req).await },
             )
             .await?;
         Ok(Response::new(resp))
@@ -141,9 +153,12 @@ impl CsiController for ControllerService {
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let req = r.into_inner();
         Ok(Response::new(
-            self.run("ListVolumes", String::new(), |c| async move {
-                c.list_volumes(req).await
-            })
+            self.run(
+                "ListVolumes",
+                req,
+                |_| "",
+                |c, req| async move { c.list_volumes(req).await },
+            )
             .await?,
         ))
     }
@@ -154,9 +169,12 @@ impl CsiController for ControllerService {
     ) -> Result<Response<GetCapacityResponse>, Status> {
         let req = r.into_inner();
         Ok(Response::new(
-            self.run("GetCapacity", String::new(), |c| async move {
-                c.get_capacity(req).await
-            })
+            self.run(
+                "GetCapacity",
+                req,
+                |_| "",
+                |c, req| async move { c.get_capacity(req).await },
+            )
             .await?,
         ))
     }
@@ -186,8 +204,9 @@ impl CsiController for ControllerService {
         let resp = self
             .run(
                 "CreateSnapshot",
-                req.source_volume_id.clone(),
-                |c| async move { c.create_snapshot(req).await },
+                req,
+                |r| r.source_volume_id.as_str(),
+                |c, req| async move { c.create_snapshot(req).await },
             )
             .await?;
         Ok(Response::new(resp))
@@ -198,9 +217,12 @@ impl CsiController for ControllerService {
         r: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         let req = r.into_inner();
-        self.run("DeleteSnapshot", req.snapshot_id.clone(), |c| async move {
-            c.delete_snapshot(req).await
-        })
+        self.run(
+            "DeleteSnapshot",
+            req,
+            |r| r.snapshot_id.as_str(),
+            |c, req| async move { c.delete_snapshot(req).await },
+        )
         .await?;
         Ok(Response::new(DeleteSnapshotResponse {}))
     }
@@ -213,8 +235,9 @@ impl CsiController for ControllerService {
         Ok(Response::new(
             self.run(
                 "ListSnapshots",
-                req.source_volume_id.clone(),
-                |c| async move { c.list_snapshots(req).await },
+                req,
+                |r| r.source_volume_id.as_str(),
+                |c, req| async move { c.list_snapshots(req).await },
             )
             .await?,
         ))
@@ -235,8 +258,9 @@ impl CsiController for ControllerService {
         let resp = self
             .run(
                 "ControllerExpandVolume",
-                req.volume_id.clone(),
-                |c| async move { c.expand_volume(req).await },
+                req,
+                |r| r.volume_id.as_str(),
+                |c, req| async move { c.expand_volume(req).await },
             )
             .await?;
         Ok(Response::new(resp))
@@ -250,8 +274,9 @@ impl CsiController for ControllerService {
         Ok(Response::new(
             self.run(
                 "ControllerGetVolume",
-                req.volume_id.clone(),
-                |c| async move { c.get_volume(req).await },
+                req,
+                |r| r.volume_id.as_str(),
+                |c, req| async move { c.get_volume(req).await },
             )
             .await?,
         ))
@@ -265,8 +290,9 @@ impl CsiController for ControllerService {
         let resp = self
             .run(
                 "ControllerModifyVolume",
-                req.volume_id.clone(),
-                |c| async move { c.modify_volume(req).await },
+                req,
+                |r| r.volume_id.as_str(),
+                |c, req| async move { c.modify_volume(req).await },
             )
             .await?;
         Ok(Response::new(resp))

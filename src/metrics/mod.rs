@@ -1,9 +1,14 @@
 //! Prometheus metrics: CSI RPCs, Proxmox API requests and tasks, build info.
 //!
 //! Built on the `prometheus` crate rather than `metrics` + `metrics-exporter-prometheus`:
-//! its metrics live in a registry we own instead of a process-wide recorder that can be
-//! installed only once, so tests can run several servers in one process, and its text
-//! encoder is all `/metrics` needs — no extra exporter HTTP stack next to axum.
+//! its text encoder is all `/metrics` needs, with no extra exporter HTTP stack next to axum.
+//!
+//! One registry per process ([`global`]): a process is one driver (controller, node or
+//! both), and what it serves at `/metrics` is everything that process did. Tests that run
+//! several servers in one process share it, so they compare counts before and after.
+//! The recording points do not reach for the registry themselves: the gRPC layer records
+//! through `grpc`'s tower layer, the PVE client through the [`PveMetrics`] observer it is
+//! given (so `pve` does not depend on this layer).
 //!
 //! Recording is always on (a few atomic adds per request); `--metrics-address` only
 //! decides whether the registry is served.
@@ -140,8 +145,7 @@ impl Metrics {
     }
 }
 
-/// The process-wide metrics. A global, because the recording points (the PVE client
-/// deep inside the controller, the tonic layer) should not need a handle passed down.
+/// The process-wide metrics.
 pub fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
@@ -154,6 +158,18 @@ pub fn record_grpc(method: &str, code: &str, elapsed: Duration) {
     m.grpc_duration
         .with_label_values(&[method])
         .observe(elapsed.as_secs_f64());
+}
+
+/// The PVE client's [`crate::pve::Observer`] that records into [`global`].
+pub struct PveMetrics;
+
+impl crate::pve::Observer for PveMetrics {
+    fn request(&self, method: &str, path: &str, status: Option<u16>, elapsed: Duration) {
+        record_pve_request(method, path, status, elapsed);
+    }
+    fn task(&self, task_type: &str, result: &str, elapsed: Duration) {
+        record_task(task_type, result, elapsed);
+    }
 }
 
 /// One PVE HTTP exchange; `status` is `None` when the request failed before a response.

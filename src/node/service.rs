@@ -15,6 +15,8 @@ use super::error::NodeError;
 use super::request::{self, PublishRequest, StageRequest};
 use super::{expand, publish, stage, stats};
 use crate::inflight::InFlight;
+use crate::rpc_log;
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
@@ -53,10 +55,13 @@ impl NodeService {
             .inflight
             .try_acquire(volume_id)
             .ok_or_else(|| NodeError::Busy(volume_id.to_string()))?;
-        let task = tokio::spawn(async move {
-            let _guard = guard;
-            work.await
-        });
+        let task = tokio::spawn(
+            async move {
+                let _guard = guard;
+                work.await
+            }
+            .in_current_span(),
+        );
         task.await.map_err(|e| {
             NodeError::Internal(format!("operation on volume {volume_id} failed: {e}"))
         })?
@@ -85,9 +90,113 @@ fn condition(abnormal: Option<String>) -> csi::VolumeCondition {
     }
 }
 
+/// Each CSI call in its span, logged once (`rpc_log`); the work is in the `_inner` methods.
 #[tonic::async_trait]
 impl Node for NodeService {
     async fn node_stage_volume(
+        &self,
+        req: Request<csi::NodeStageVolumeRequest>,
+    ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
+        let span = rpc_log::span("NodeStageVolume", &req.get_ref().volume_id);
+        rpc_log::request(&span, req.get_ref());
+        let result = self
+            .node_stage_volume_inner(req)
+            .instrument(span.clone())
+            .await;
+        rpc_log::outcome(&span, result)
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        req: Request<csi::NodeUnstageVolumeRequest>,
+    ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
+        let span = rpc_log::span("NodeUnstageVolume", &req.get_ref().volume_id);
+        rpc_log::request(&span, req.get_ref());
+        let result = self
+            .node_unstage_volume_inner(req)
+            .instrument(span.clone())
+            .await;
+        rpc_log::outcome(&span, result)
+    }
+
+    async fn node_publish_volume(
+        &self,
+        req: Request<csi::NodePublishVolumeRequest>,
+    ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
+        let span = rpc_log::span("NodePublishVolume", &req.get_ref().volume_id);
+        rpc_log::request(&span, req.get_ref());
+        let result = self
+            .node_publish_volume_inner(req)
+            .instrument(span.clone())
+            .await;
+        rpc_log::outcome(&span, result)
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        req: Request<csi::NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
+        let span = rpc_log::span("NodeUnpublishVolume", &req.get_ref().volume_id);
+        rpc_log::request(&span, req.get_ref());
+        let result = self
+            .node_unpublish_volume_inner(req)
+            .instrument(span.clone())
+            .await;
+        rpc_log::outcome(&span, result)
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        req: Request<csi::NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
+        let span = rpc_log::span("NodeGetVolumeStats", &req.get_ref().volume_id);
+        rpc_log::request(&span, req.get_ref());
+        let result = self
+            .node_get_volume_stats_inner(req)
+            .instrument(span.clone())
+            .await;
+        rpc_log::outcome(&span, result)
+    }
+
+    async fn node_expand_volume(
+        &self,
+        req: Request<csi::NodeExpandVolumeRequest>,
+    ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
+        let span = rpc_log::span("NodeExpandVolume", &req.get_ref().volume_id);
+        rpc_log::request(&span, req.get_ref());
+        let result = self
+            .node_expand_volume_inner(req)
+            .instrument(span.clone())
+            .await;
+        rpc_log::outcome(&span, result)
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        req: Request<csi::NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
+        let span = rpc_log::span("NodeGetCapabilities", "");
+        rpc_log::request(&span, req.get_ref());
+        let result = self
+            .node_get_capabilities_inner(req)
+            .instrument(span.clone())
+            .await;
+        rpc_log::outcome(&span, result)
+    }
+
+    async fn node_get_info(
+        &self,
+        req: Request<csi::NodeGetInfoRequest>,
+    ) -> Result<Response<csi::NodeGetInfoResponse>, Status> {
+        let span = rpc_log::span("NodeGetInfo", "");
+        rpc_log::request(&span, req.get_ref());
+        let result = self.node_get_info_inner(req).instrument(span.clone()).await;
+        rpc_log::outcome(&span, result)
+    }
+}
+
+impl NodeService {
+    async fn node_stage_volume_inner(
         &self,
         req: Request<csi::NodeStageVolumeRequest>,
     ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
@@ -99,7 +208,7 @@ impl Node for NodeService {
         Ok(Response::new(csi::NodeStageVolumeResponse {}))
     }
 
-    async fn node_unstage_volume(
+    async fn node_unstage_volume_inner(
         &self,
         req: Request<csi::NodeUnstageVolumeRequest>,
     ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
@@ -119,7 +228,7 @@ impl Node for NodeService {
         Ok(Response::new(csi::NodeUnstageVolumeResponse {}))
     }
 
-    async fn node_publish_volume(
+    async fn node_publish_volume_inner(
         &self,
         req: Request<csi::NodePublishVolumeRequest>,
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
@@ -131,7 +240,7 @@ impl Node for NodeService {
         Ok(Response::new(csi::NodePublishVolumeResponse {}))
     }
 
-    async fn node_unpublish_volume(
+    async fn node_unpublish_volume_inner(
         &self,
         req: Request<csi::NodeUnpublishVolumeRequest>,
     ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
@@ -143,7 +252,7 @@ impl Node for NodeService {
         Ok(Response::new(csi::NodeUnpublishVolumeResponse {}))
     }
 
-    async fn node_get_volume_stats(
+    async fn node_get_volume_stats_inner(
         &self,
         req: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
@@ -176,7 +285,7 @@ impl Node for NodeService {
         }))
     }
 
-    async fn node_expand_volume(
+    async fn node_expand_volume_inner(
         &self,
         req: Request<csi::NodeExpandVolumeRequest>,
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
@@ -218,7 +327,7 @@ impl Node for NodeService {
         }))
     }
 
-    async fn node_get_capabilities(
+    async fn node_get_capabilities_inner(
         &self,
         _req: Request<csi::NodeGetCapabilitiesRequest>,
     ) -> Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
@@ -235,7 +344,7 @@ impl Node for NodeService {
         }))
     }
 
-    async fn node_get_info(
+    async fn node_get_info_inner(
         &self,
         _req: Request<csi::NodeGetInfoRequest>,
     ) -> Result<Response<csi::NodeGetInfoResponse>, Status> {

@@ -1,11 +1,13 @@
 //! HTTP client for one Proxmox VE cluster.
 
 use super::error::PveError;
+use super::observer::{Observer, Silent};
 use super::types::*;
 use super::upid::{exitstatus_is_ok, Upid};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
@@ -59,6 +61,7 @@ pub struct PveClient {
     base: String,
     credentials: Credentials,
     ticket: Mutex<Option<Ticket>>,
+    observer: Arc<dyn Observer>,
 }
 
 #[derive(Deserialize)]
@@ -113,7 +116,14 @@ impl PveClient {
             base,
             credentials: endpoint.credentials.clone(),
             ticket: Mutex::new(None),
+            observer: Arc::new(Silent),
         })
+    }
+
+    /// Reports every request and task to `observer` (metrics) from now on.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> PveClient {
+        self.observer = observer;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -251,7 +261,8 @@ impl PveClient {
             }
             let sent = Instant::now();
             let resp = req.send().await.map_err(|source| {
-                crate::metrics::record_pve_request(method.as_str(), path, None, sent.elapsed());
+                self.observer
+                    .request(method.as_str(), path, None, sent.elapsed());
                 PveError::Transport {
                     method: method.to_string(),
                     path: path.into(),
@@ -265,16 +276,13 @@ impl PveClient {
                 && !retried_auth
             {
                 retried_auth = true;
-                crate::metrics::record_pve_request(
-                    method.as_str(),
-                    path,
-                    Some(status),
-                    sent.elapsed(),
-                );
+                self.observer
+                    .request(method.as_str(), path, Some(status), sent.elapsed());
                 continue;
             }
             let decoded = Self::decode(method.as_str(), path, resp).await;
-            crate::metrics::record_pve_request(method.as_str(), path, Some(status), sent.elapsed());
+            self.observer
+                .request(method.as_str(), path, Some(status), sent.elapsed());
             return decoded;
         }
     }
@@ -357,7 +365,8 @@ impl PveClient {
             // Polling itself failed: the task's own outcome is unknown.
             Err(_) => "error",
         };
-        crate::metrics::record_task(&parsed.task_type, result, start.elapsed());
+        self.observer
+            .task(&parsed.task_type, result, start.elapsed());
         outcome
     }
 

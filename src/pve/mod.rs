@@ -4,8 +4,10 @@
 pub(crate) mod client;
 pub mod drive;
 pub(crate) mod error;
+pub mod observer;
 pub mod types;
 pub(crate) mod upid;
 
 pub use client::{Credentials, PveClient, PveEndpoint};
 pub use error::{PveError, PveErrorKind};
+pub use observer::Observer;
