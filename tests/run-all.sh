@@ -8,7 +8,9 @@
 #   5. a Python grpcio client on the CSI socket (grpcio from PyPI into a venv),
 #   6. the Helm chart and its monitoring objects (tests/chart.sh: helm lint/template,
 #      promtool check/test rules, dashboard and metric-name checks; pinned helm and
-#      promtool built with `go install`/`go build` into target/tools).
+#      promtool built with `go install`/`go build` into target/tools),
+#   7. the image's binary, built with the Dockerfile's own cargo command, has no simulator,
+#      sandbox or bench in it (tests/image/binary.sh).
 # Usage: sudo bash tests/run-all.sh        (CI runs exactly this)
 set -euo pipefail
 
@@ -55,12 +57,12 @@ count_cargo() { # sums "test result:" lines of a cargo test log
     i=$(grep -E '^test result:' "$1" | sed -E 's/.* ([0-9]+) ignored.*/\1/' | paste -sd+ | bc)
     PASSED=$((PASSED + ${p:-0})); FAILED=$((FAILED + ${f:-0})); SKIPPED=$((SKIPPED + ${i:-0}))
 }
-count_chart() { # the last line of tests/chart.sh: "chart: 11 passed, 0 failed"
+count_line() { # count_line LABEL LOG: a script's last "LABEL: N passed, N failed" line
     local line
-    line=$(grep -E '^chart: [0-9]+ passed, [0-9]+ failed$' "$1" | tail -1 || true)
+    line=$(grep -E "^$1: [0-9]+ passed, [0-9]+ failed" "$2" | tail -1 || true)
     if [ -z "$line" ]; then FAILED=$((FAILED + 1)); return; fi
-    PASSED=$((PASSED + $(sed -E 's/chart: ([0-9]+) passed.*/\1/' <<<"$line")))
-    FAILED=$((FAILED + $(sed -E 's/.* ([0-9]+) failed/\1/' <<<"$line")))
+    PASSED=$((PASSED + $(sed -E "s/^$1: ([0-9]+) passed.*/\1/" <<<"$line")))
+    FAILED=$((FAILED + $(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")))
 }
 count_ginkgo() { # "Ran 60 of 90 Specs" + "SUCCESS! -- 60 Passed | 0 Failed | 0 Pending | 30 Skipped"
     local line
@@ -102,7 +104,11 @@ fi
 
 log "helm chart and monitoring (helm lint/template, promtool)"
 if ! bash "$ROOT/tests/chart.sh" 2>&1 | tee "$LOG_DIR/chart.log"; then STATUS=1; fi
-count_chart "$LOG_DIR/chart.log"
+count_line chart "$LOG_DIR/chart.log"
+
+log "the image's binary: built as the Dockerfile builds it, without the simulator"
+if ! bash "$ROOT/tests/image/binary.sh" 2>&1 | tee "$LOG_DIR/image-binary.log"; then STATUS=1; fi
+count_line "image binary" "$LOG_DIR/image-binary.log"
 
 log "summary (logs in $LOG_DIR)"
 echo "total: $PASSED passed, $FAILED failed, $SKIPPED skipped"
