@@ -152,10 +152,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging(command: &Command) {
-    // The one-shot commands show their own progress; driver logs would drown it.
+    // The one-shot commands show their own progress and report each failed call
+    // themselves; driver logs would drown it.
     let default_level = match command {
         Command::Controller { .. } | Command::Node { .. } | Command::All { .. } => "info",
-        _ => "warn",
+        _ => "warn,proxmox_csi::rpc_log=off",
     };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -8,8 +8,9 @@ use tonic::Status;
 use tracing::Span;
 
 /// The span one call runs in; `volume` may be a volume id, a CSI name or a snapshot id.
+/// At warn level, so that its fields are on the failure line whenever warnings are shown.
 pub fn span(method: &'static str, volume: &str) -> Span {
-    tracing::info_span!("rpc", method, volume = %shorten(volume))
+    tracing::warn_span!("rpc", method, volume = %shorten(volume))
 }
 
 /// Logs the request at debug level, secrets blanked. Formats nothing unless debug is on.
