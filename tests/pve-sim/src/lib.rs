@@ -59,6 +59,9 @@ struct Inner {
     state: Mutex<State>,
     /// Per-VM config lock, PVE's `/var/lock/qemu-server/lock-<vmid>.conf`.
     vm_locks: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+    /// Storage allocation locks, keyed like PVE's: `storage-<id>` in pmxcfs for shared
+    /// storages (one for the cluster), `<node>/pve-storage-<id>` flocks for local ones.
+    storage_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     tasks: Arc<tasks::Tasks>,
     tickets: auth::Tickets,
     faults: Faults,
@@ -100,6 +103,7 @@ impl Sim {
                 schema,
                 state: Mutex::new(state),
                 vm_locks: Mutex::new(HashMap::new()),
+                storage_locks: Mutex::new(HashMap::new()),
                 tasks: Arc::new(tasks::Tasks::default()),
                 tickets: auth::Tickets::default(),
                 faults: Faults::default(),
@@ -261,6 +265,52 @@ impl Sim {
                 "can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"
             ))
         })
+    }
+
+    /// Takes a storage's allocation lock for an allocate, free or clone, as pve-storage's
+    /// Plugin::cluster_lock_storage: shared storages lock cluster-wide through
+    /// PVE::Cluster::cfs_lock_storage ("cfs-lock 'storage-<id>' error: got lock request
+    /// timeout"), local ones with a node-local flock /var/lock/pve-manager/pve-storage-<id>
+    /// (pve-common Tools::lock_file_full: "can't lock file '...' - got timeout"). Both wait
+    /// 10 s when the caller gives no timeout (`storage_lock_timeout_ms`).
+    async fn lock_storage(
+        &self,
+        st: &StorageConfig,
+        node: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, String> {
+        let key = if st.shared {
+            format!("storage-{}", st.id)
+        } else {
+            format!("{node}/pve-storage-{}", st.id)
+        };
+        let m = self
+            .inner
+            .storage_locks
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .clone();
+        let t = Duration::from_millis(self.inner.cfg.storage_lock_timeout_ms);
+        tokio::time::timeout(t, m.lock_owned()).await.map_err(|_| {
+            if st.shared {
+                format!("cfs-lock 'storage-{}' error: got lock request timeout", st.id)
+            } else {
+                format!(
+                    "can't lock file '/var/lock/pve-manager/pve-storage-{}' - got timeout",
+                    st.id
+                )
+            }
+        })
+    }
+
+    /// The time a storage operation keeps its lock (`storage_op_ms`), standing in for the
+    /// run time of lvcreate/qemu-img on a real storage.
+    async fn storage_work(&self) {
+        let ms = self.inner.cfg.storage_op_ms;
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
     }
 
     /// Re-creates devices for the applied disks of running VMs (startup after cleanup).

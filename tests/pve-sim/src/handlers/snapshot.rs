@@ -81,13 +81,22 @@ fn set_lock(sim: &Sim, vmid: u32, lock: Option<&str>) -> Result<(), String> {
 pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let (node, vmid) = node_vmid(ctx)?;
     let snap = ctx.req("snapname")?.to_string();
+    // qemu-server API2/Qemu.pm snapshot: reserved names are refused before the config is
+    // loaded or locked.
+    if snap == "current" {
+        return Err(ApiError::internal(
+            "unable to use snapshot name 'current' (reserved name)",
+        ));
+    }
+    if snap.eq_ignore_ascii_case("pending") {
+        return Err(ApiError::internal(
+            "unable to use snapshot name 'pending' (reserved name)",
+        ));
+    }
     sim.vm(&node, vmid)?;
     let guard = sim.lock_vm(vmid).await?;
     let vm = sim.vm(&node, vmid)?;
     check_writable(&vm, ctx)?;
-    if snap == "current" {
-        return Err(ApiError::internal("invalid snapshot name 'current'"));
-    }
     if vm.snapshots.contains_key(&snap) {
         return Err(ApiError::internal(format!(
             "snapshot name '{snap}' already used"
@@ -325,12 +334,24 @@ pub async fn clone(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                 if d.is_cdrom() {
                     continue;
                 }
+                let st = match &target_storage {
+                    Some(st) => Ok(st.clone()),
+                    None => volumes::split_volid(&d.file)
+                        .and_then(|(sid, _)| volumes::storage(cfg, sid).cloned())
+                        .map_err(|e| e.message),
+                };
+                // qemu-server clone_disk allocates the target with PVE::Storage::vdisk_alloc,
+                // i.e. under the target storage's lock (pve-storage cluster_lock_storage);
+                // parallel clones queue there and fail the task past the lock timeout.
+                let lock = match &st {
+                    Ok(st) => Some(sim2.lock_storage(st, &target).await),
+                    Err(_) => None,
+                };
                 let result = (|| -> Result<String, String> {
-                    let (sid, _) = volumes::split_volid(&d.file).map_err(|e| e.message)?;
-                    let st = match &target_storage {
-                        Some(st) => st.clone(),
-                        None => volumes::storage(cfg, sid).map_err(|e| e.message)?.clone(),
-                    };
+                    let st = st?;
+                    if let Some(Err(e)) = &lock {
+                        return Err(e.clone());
+                    }
                     volumes::check_available(&st, &target).map_err(|e| e.message)?;
                     let fmt = match (&format, st.kind.as_str()) {
                         (_, "lvmthin") => "raw".to_string(),
@@ -353,6 +374,10 @@ pub async fn clone(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                     }
                     Ok(format!("{}:{}", st.id, volumes::volname_of(&nv)))
                 })();
+                if lock.as_ref().is_some_and(|l| l.is_ok()) {
+                    sim2.storage_work().await;
+                }
+                drop(lock);
                 match result {
                     Ok(volid) => {
                         d.file = volid;
