@@ -51,10 +51,8 @@ impl Ctx {
 /// component: `{volume}` takes everything after `content/`, raw slashes included (dir volume
 /// ids are `<vmid>/<file>`).
 fn join_content_volume(segs: &mut Vec<String>) {
-    let is_content = segs.len() > 6
-        && segs[0] == "nodes"
-        && segs[2] == "storage"
-        && segs[4] == "content";
+    let is_content =
+        segs.len() > 6 && segs[0] == "nodes" && segs[2] == "storage" && segs[4] == "content";
     if is_content {
         let rest = segs.split_off(5).join("/");
         segs.push(rest);
@@ -217,8 +215,7 @@ async fn pipeline(
     }
     // pve-access-control RPCEnvironment::check_api2_permissions: a method that declares no
     // permissions at all is for root@pam only ("user != root@pam"); tokens are never root.
-    if def.get("permissions").is_none() && !public && (who.is_token || who.userid != "root@pam")
-    {
+    if def.get("permissions").is_none() && !public && (who.is_token || who.userid != "root@pam") {
         return Err(ApiError::perm_text("user != root@pam"));
     }
     if let Some(check) = def.pointer("/permissions/check") {

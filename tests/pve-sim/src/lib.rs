@@ -130,6 +130,12 @@ impl Sim {
         self.inner.hotplug.by_id_dir(vmid)
     }
 
+    /// Where the sysfs identity (`<dev>/device/wwid`, `vendor`) of disks attached to `vmid`
+    /// appears, the guest's `/sys/block`.
+    pub fn guest_sys_block_dir(&self, vmid: u32) -> PathBuf {
+        self.inner.hotplug.sys_block_dir(vmid)
+    }
+
     pub fn faults(&self) -> &Faults {
         &self.inner.faults
     }
@@ -175,6 +181,7 @@ impl Sim {
             for key in vm.conf.keys() {
                 self.inner.hotplug.unplug(vmid, key);
             }
+            self.inner.hotplug.vm_stopped(vmid);
             self.with_vm(vmid, |v| v.status = "stopped".into());
         }
         self.persist()
@@ -201,12 +208,30 @@ impl Sim {
     where
         F: std::future::Future<Output = tasks::TaskOutcome> + Send + 'static,
     {
+        let delay = Duration::from_millis(self.inner.cfg.task_ms);
+        self.spawn_task_delayed(ctx, node, kind, id, delay, body)
+    }
+
+    /// [`Sim::spawn_task`] with the latency before the body chosen by the caller (zero for a
+    /// worker that takes a lock first and spends `task_ms` holding it).
+    fn spawn_task_delayed<F>(
+        &self,
+        ctx: &dispatch::Ctx,
+        node: &str,
+        kind: &str,
+        id: &str,
+        delay: Duration,
+        body: impl FnOnce(tasks::TaskLog) -> F + Send + 'static,
+    ) -> String
+    where
+        F: std::future::Future<Output = tasks::TaskOutcome> + Send + 'static,
+    {
         let spec = tasks::TaskSpec {
             node,
             kind,
             id,
             user: &ctx.who.userid,
-            delay: Duration::from_millis(self.inner.cfg.task_ms),
+            delay,
             forced_error: ctx.task_error.clone(),
         };
         self.inner.tasks.spawn(spec, body)
@@ -294,7 +319,10 @@ impl Sim {
         let t = Duration::from_millis(self.inner.cfg.storage_lock_timeout_ms);
         tokio::time::timeout(t, m.lock_owned()).await.map_err(|_| {
             if st.shared {
-                format!("cfs-lock 'storage-{}' error: got lock request timeout", st.id)
+                format!(
+                    "cfs-lock 'storage-{}' error: got lock request timeout",
+                    st.id
+                )
             } else {
                 format!(
                     "can't lock file '/var/lock/pve-manager/pve-storage-{}' - got timeout",

@@ -230,6 +230,7 @@ pub async fn rollback(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
             for key in vm.conf.keys() {
                 sim2.inner.hotplug.unplug(vmid, key);
             }
+            sim2.inner.hotplug.vm_stopped(vmid);
             for (key, path, vn, d) in volumes_of(&sim2, &vm, &section) {
                 if !d.is_cdrom() {
                     volumes::rollback(&path, &vn, &snap).map_err(|e| format!("{key}: {e}"))?;
