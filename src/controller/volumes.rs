@@ -551,7 +551,7 @@ impl Controller {
         let taken = if exists {
             Ok(())
         } else {
-            cluster
+            match cluster
                 .client
                 .create_snapshot(
                     &h.node,
@@ -561,6 +561,12 @@ impl Controller {
                     self.opts.task_timeout,
                 )
                 .await
+            {
+                // The name is this request's own: an interrupted attempt's
+                // snapshot task finished after the listing above.
+                Err(e) if e.kind() == PveErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            }
         };
         match taken {
             Ok(()) => {
