@@ -10,11 +10,18 @@
 //! Simulated endpoints (everything else in the schema answers 501 like PVE):
 //! - `/version`, `/cluster/status`, `/cluster/resources`, `/cluster/nextid`, `/nodes`,
 //!   `/nodes/{node}/status|version`, `POST /access/ticket`, `GET /access/permissions`
-//! - storages (`dir`, and `lvmthin` simulated with files): `/nodes/{node}/storage[/{storage}/status]`,
-//!   `.../content` (list, allocate), `.../content/{volume}` (info, free)
+//! - storages (`dir`, and `lvmthin` simulated with files): `/storage[/{storage}]` (config),
+//!   `/nodes/{node}/storage[/{storage}/status]`, `.../content` (list, allocate),
+//!   `.../content/{volume}` (info, free, root-only copy; `{volume}` takes the rest of the path)
 //! - VMs: list, create, destroy, `config` (GET/POST/PUT), `pending`, `unlink`, `resize`,
 //!   `status/current|start|stop`, `snapshot` (list/create/delete/rollback), `clone`
 //! - tasks: `/nodes/{node}/tasks[/{upid}/status|log]`
+//!
+//! PVE's locks and hot-plug rules are modelled as contention, not only as injected faults: the
+//! per-VM config flock (taken by the worker of asynchronous config updates), the per-storage
+//! allocation lock (cluster-wide for shared storages), hot-unplug waiting for the guest to
+//! release a device, and the throttle group a late unplug leaves behind. Their timeouts are
+//! `SimConfig` fields with PVE's values as defaults.
 //!
 //! Control endpoints outside the PVE API: `GET|POST|DELETE /_sim/faults`, `GET /_sim/state`,
 //! `POST /_sim/vms/{vmid}` (`{"node", "running"}`).
