@@ -1360,12 +1360,14 @@ async fn snapshots_rollback_and_clone_on_thin_storage() {
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    // snapshot_prepare runs in the worker: a name in use is a failed task.
     let (s, b) = h
         .post("/nodes/pve1/qemu/400/snapshot", &[("snapname", "s1")])
         .await;
+    assert_eq!(s, 200, "{b}");
     assert_eq!(
-        (s, b["message"].as_str()),
-        (500, Some("snapshot name 's1' already used\n"))
+        h.wait("pve1", b["data"].as_str().unwrap()).await,
+        "snapshot name 's1' already used"
     );
     write_at(&img, 4096, b"after!");
     let (_, b) = h.get("/nodes/pve1/qemu/400/snapshot", &[]).await;

@@ -3,7 +3,7 @@
 
 use super::apply::plug_drive;
 use super::lifecycle::{abandon_vm, reserve_vm};
-use super::qemu::{check_writable, node_vmid};
+use super::qemu::{check_writable, check_writable_by, node_vmid};
 use crate::dispatch::Ctx;
 use crate::drive::Drive;
 use crate::error::{ApiError, ApiResult};
@@ -94,23 +94,34 @@ pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         ));
     }
     sim.vm(&node, vmid)?;
-    let guard = sim.lock_vm(vmid).await?;
-    let vm = sim.vm(&node, vmid)?;
-    check_writable(&vm, ctx)?;
-    if vm.snapshots.contains_key(&snap) {
-        return Err(ApiError::internal(format!(
-            "snapshot name '{snap}' already used"
-        )));
-    }
+    // Everything else is the worker's (pve-guest-common AbstractConfig::snapshot_create ->
+    // snapshot_prepare under lock_config): a lock timeout, a locked VM and a name in use
+    // are failed qmsnapshot tasks, not errors of the request.
+    let who = ctx.who.clone();
+    let skiplock = ctx.get("skiplock").is_some().then(|| ctx.flag("skiplock"));
     let description = ctx.get("description").unwrap_or("").to_string();
     let sim2 = sim.clone();
-    let upid = sim.spawn_task(
+    let node2 = node.clone();
+    let upid = sim.spawn_task_delayed(
         ctx,
         &node,
         "qmsnapshot",
         &vmid.to_string(),
+        std::time::Duration::ZERO,
         move |log| async move {
-            let _guard = guard;
+            let _guard = sim2
+                .lock_vm(vmid)
+                .await
+                .map_err(|e| e.message.trim_end().to_string())?;
+            let vm = sim2.vm(&node2, vmid).map_err(|e| e.message)?;
+            check_writable_by(&vm, &who, None, skiplock).map_err(|e| e.message)?;
+            if vm.snapshots.contains_key(&snap) {
+                return Err(format!("snapshot name '{snap}' already used"));
+            }
+            let latency = sim2.cfg().task_ms;
+            if latency > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+            }
             let vols = volumes_of(&sim2, &vm, &vm.conf);
             if vols
                 .iter()
