@@ -101,7 +101,8 @@ fn storage_cfg_digest(sim: &Sim) -> String {
         }
         text.push('\n');
     }
-    crate::sha1::sha1_hex(text.as_bytes())
+    use sha1::{Digest, Sha1};
+    hex::encode(Sha1::digest(text.as_bytes()))
 }
 
 /// GET /storage (Config.pm index): every storage the caller has Datastore.Audit or
