@@ -29,6 +29,10 @@ pub struct ControllerArgs {
     /// Seconds to wait for a Proxmox task.
     #[arg(long, default_value_t = 120)]
     pub task_timeout: u64,
+    /// Disk allocations and clones run at once per storage (PVE serializes
+    /// them behind a storage lock that gives up after 10 s).
+    #[arg(long, default_value_t = 2)]
+    pub storage_concurrency: usize,
     /// Keep every Node's topology.kubernetes.io/region and zone labels equal
     /// to where its VM runs (needs get/list/patch on nodes). Leave off when
     /// a Proxmox cloud controller manager sets them.
@@ -49,6 +53,7 @@ impl ControllerArgs {
                 default_storage: self.default_storage.clone(),
                 task_timeout: Duration::from_secs(self.task_timeout),
                 max_volumes_per_vm: self.max_volumes_per_node,
+                storage_concurrency: self.storage_concurrency,
                 ..Default::default()
             },
         )

@@ -18,6 +18,8 @@ use std::collections::HashMap;
 /// not in it counts as not hot-plugged.
 const CONFIRM_POLLS: u32 = 4;
 const CONFIRM_PAUSE: std::time::Duration = std::time::Duration::from_millis(150);
+/// How many slots one attach skips when QEMU refuses them as still in use.
+const MAX_UNUSABLE_SLOTS: usize = 3;
 
 impl Controller {
     /// Hot-plug the volume into the node's VM.
@@ -153,14 +155,6 @@ impl Controller {
                 vm.vmid, self.opts.max_volumes_per_vm
             )));
         }
-        // Free: neither in the config nor in its applied or pending views.
-        let slot = (0..SCSI_SLOTS)
-            .map(|n| format!("scsi{n}"))
-            .find(|k| cfg.get(k).is_none() && !slots.iter().any(|s| &s.slot == k))
-            .ok_or_else(|| {
-                ControllerError::ResourceExhausted(format!("VM {} has no free scsi slot", vm.vmid))
-            })?;
-
         let mut drive = Drive::new(&volid)
             .with("wwn", id.wwn())
             .with("serial", id.serial());
@@ -170,25 +164,57 @@ impl Controller {
         if readonly {
             drive.set("ro", "1");
         }
-        let mut params = vec![(slot.clone(), drive.to_string())];
-        if let Some(d) = cfg.digest() {
-            // PVE refuses the edit if someone changed the config since our read.
-            params.push(("digest".into(), d.to_string()));
-        }
-        if let Err(e) = client
-            .update_vm_config(&vm.node, vm.vmid, &params, self.opts.task_timeout)
-            .await
-        {
-            if e.kind() == PveErrorKind::Hotplug {
+        // Slots QEMU refused because it still holds an object of them (see
+        // PveErrorKind::SlotUnusable): skipped for the rest of this attempt.
+        let mut unusable: Vec<String> = Vec::new();
+        let mut cfg = cfg;
+        let slot = loop {
+            // Free: neither in the config nor in its applied or pending views.
+            let slot = (0..SCSI_SLOTS)
+                .map(|n| format!("scsi{n}"))
+                .find(|k| {
+                    cfg.get(k).is_none()
+                        && !slots.iter().any(|s| &s.slot == k)
+                        && !unusable.contains(k)
+                })
+                .ok_or_else(|| {
+                    ControllerError::ResourceExhausted(format!(
+                        "VM {} has no free scsi slot",
+                        vm.vmid
+                    ))
+                })?;
+            let mut params = vec![(slot.clone(), drive.to_string())];
+            if let Some(d) = cfg.digest() {
+                // PVE refuses the edit if someone changed the config since our read.
+                params.push(("digest".into(), d.to_string()));
+            }
+            let Err(e) = client
+                .update_vm_config(&vm.node, vm.vmid, &params, self.opts.task_timeout)
+                .await
+            else {
+                break slot;
+            };
+            let kind = e.kind();
+            if matches!(kind, PveErrorKind::Hotplug | PveErrorKind::SlotUnusable) {
                 // PVE wrote the disk to the pending section and QEMU refused
                 // it: take it out again, so nothing half-attached stays.
                 self.revert_pending(cluster, vm, &slot).await;
+            }
+            if kind == PveErrorKind::SlotUnusable && unusable.len() < MAX_UNUSABLE_SLOTS {
+                tracing::warn!(vmid = vm.vmid, %slot, error = %e, "slot unusable until the VM restarts; trying the next one");
+                unusable.push(slot);
+                // The revert changed the config: a fresh digest for the next try.
+                cfg = client
+                    .vm_config(&vm.node, vm.vmid, false)
+                    .await
+                    .ctx(|| format!("reading config of VM {}", vm.vmid))?;
+                continue;
             }
             return Err(ControllerError::Pve {
                 context: format!("attaching {volid} to VM {} as {slot}", vm.vmid),
                 source: Box::new(e),
             });
-        }
+        };
         self.confirm_applied(cluster, vm, &slot, &volid).await?;
         tracing::info!(volume = %id, vmid = vm.vmid, %slot, "volume attached");
         Ok(context(&slot))

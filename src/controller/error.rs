@@ -52,7 +52,9 @@ fn pve_code(e: &PveError) -> Code {
     match e.kind() {
         PveErrorKind::Contention => Code::Aborted,
         // The change stays pending in PVE; a later retry can complete it.
-        PveErrorKind::Hotplug | PveErrorKind::Unavailable => Code::Unavailable,
+        PveErrorKind::Hotplug | PveErrorKind::SlotUnusable | PveErrorKind::Unavailable => {
+            Code::Unavailable
+        }
         PveErrorKind::Permission => Code::PermissionDenied,
         PveErrorKind::NotFound => Code::NotFound,
         PveErrorKind::AlreadyExists => Code::AlreadyExists,

@@ -78,7 +78,16 @@ impl Controller {
             .vms()
             .await
             .ctx(|| "listing VMs".to_string())?;
-        let used: std::collections::HashSet<u64> = vms.iter().map(|v| v.vmid).collect();
+        let mut used: std::collections::HashSet<u64> = vms.iter().map(|v| v.vmid).collect();
+        // Ids this process is creating or cloning right now are taken too, even
+        // before PVE lists them.
+        used.extend(
+            cluster
+                .creating
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter(),
+        );
         (self.opts.holder_vmid_base..)
             .take(1_000_000)
             .find(|id| !used.contains(id))
@@ -97,12 +106,17 @@ impl Controller {
         size: u64,
         backup: bool,
     ) -> Result<HeldVolume> {
-        let _alloc = cluster.alloc_lock.lock().await;
         let t = self.opts.task_timeout;
         let mut attempts = 0;
         let (vmid, _creating) = loop {
             attempts += 1;
-            let vmid = self.free_vmid(cluster).await?;
+            // The lock covers choosing the id and marking it taken; from then on
+            // free_vmid skips it, so creates of other volumes run in parallel.
+            let (vmid, creating) = {
+                let _alloc = cluster.alloc_lock.lock().await;
+                let vmid = self.free_vmid(cluster).await?;
+                (vmid, cluster.mark_creating(vmid))
+            };
             let opts = params![
                 ("name", name),
                 ("tags", HOLDER_TAG),
@@ -111,7 +125,6 @@ impl Controller {
                 // PVE then refuses "Remove" on the holder (and with it the volume) from the UI or API.
                 ("protection", 1)
             ];
-            let creating = cluster.mark_creating(vmid);
             match cluster.client.create_vm(&target.node, vmid, &opts, t).await {
                 Ok(()) => break (vmid, creating),
                 // Someone else took the id between our list and the create.
@@ -125,28 +138,39 @@ impl Controller {
             }
         };
         let filename = holder_disk(vmid, target.is_file_based());
-        let volid = match cluster
-            .client
-            .alloc_disk(
-                &target.node,
-                &target.storage,
-                vmid,
-                &filename,
-                size / 1024,
-                "raw",
-            )
-            .await
-        {
+        // PVE allocates under the storage's lock: a bounded number at a time
+        // from here, and a lock timeout (nothing was allocated) is retried.
+        let allocated = self
+            .retry_contended(|| async {
+                let _permit = self
+                    .storage_limit
+                    .acquire(&cluster.region, &target.storage)
+                    .await;
+                cluster
+                    .client
+                    .alloc_disk(
+                        &target.node,
+                        &target.storage,
+                        vmid,
+                        &filename,
+                        size / 1024,
+                        "raw",
+                    )
+                    .await
+                    .map_err(|e| ControllerError::Pve {
+                        context: format!(
+                            "allocating {filename} on {}/{}",
+                            target.node, target.storage
+                        ),
+                        source: Box::new(e),
+                    })
+            })
+            .await;
+        let volid = match allocated {
             Ok(v) => v,
             Err(e) => {
                 self.discard_holder(cluster, &target.node, vmid).await;
-                return Err(ControllerError::Pve {
-                    context: format!(
-                        "allocating {filename} on {}/{}",
-                        target.node, target.storage
-                    ),
-                    source: Box::new(e),
-                });
+                return Err(e);
             }
         };
         let drive = Drive::new(&volid).with("backup", if backup { "1" } else { "0" });

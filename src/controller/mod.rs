@@ -15,6 +15,7 @@ pub(crate) mod paging;
 pub(crate) mod params;
 pub mod service;
 pub(crate) mod snapshots;
+pub(crate) mod storage_limit;
 pub(crate) mod volumes;
 
 use crate::config::ConfigFile;
@@ -41,6 +42,9 @@ pub struct ControllerOptions {
     pub config_attempts: u32,
     /// Pause between those attempts.
     pub config_retry_delay: Duration,
+    /// Allocations and clones this controller runs at once per storage; the rest
+    /// queue here instead of on PVE's storage lock (see `storage_limit`).
+    pub storage_concurrency: usize,
 }
 
 impl Default for ControllerOptions {
@@ -52,6 +56,7 @@ impl Default for ControllerOptions {
             max_volumes_per_vm: 24,
             config_attempts: 5,
             config_retry_delay: Duration::from_millis(500),
+            storage_concurrency: 2,
         }
     }
 }
@@ -60,6 +65,7 @@ pub struct Controller {
     clusters: BTreeMap<String, Arc<Cluster>>,
     pub opts: ControllerOptions,
     inflight: InFlight,
+    storage_limit: storage_limit::StorageLimit,
 }
 
 impl Controller {
@@ -75,6 +81,7 @@ impl Controller {
         }
         Ok(Controller {
             clusters,
+            storage_limit: storage_limit::StorageLimit::new(opts.storage_concurrency),
             opts,
             inflight: InFlight::default(),
         })
@@ -100,9 +107,9 @@ impl Controller {
         })
     }
 
-    /// Run a VM config edit again while PVE reports contention (its config
-    /// lock timed out, the VM is locked for a moment, or the digest changed
-    /// under us), with a jittered pause; then Aborted, so the CO retries.
+    /// Run a PVE operation again while PVE reports contention (a config or
+    /// storage lock timed out, the VM is locked for a moment, or the digest
+    /// changed under us), with a jittered pause; then Aborted, so the CO retries.
     pub(crate) async fn retry_contended<T, F, Fut>(&self, mut attempt_once: F) -> Result<T>
     where
         F: FnMut() -> Fut,

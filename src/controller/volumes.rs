@@ -408,9 +408,13 @@ impl Controller {
                 source.holder.node
             )));
         };
-        let _alloc = cluster.alloc_lock.lock().await;
-        let newid = self.free_vmid(cluster).await?;
-        let _creating = cluster.mark_creating(newid);
+        // The lock covers choosing the id and marking it taken (free_vmid skips
+        // ids being created); the clone itself waits only for a storage permit.
+        let (newid, _creating) = {
+            let _alloc = cluster.alloc_lock.lock().await;
+            let newid = self.free_vmid(cluster).await?;
+            (newid, cluster.mark_creating(newid))
+        };
         let mut opts = params![
             ("name", name),
             ("description", super::holder::holder_description(csi_name))
@@ -421,18 +425,26 @@ impl Controller {
         if params.storage != source.id.storage {
             opts.push(("storage".into(), params.storage.clone()));
         }
-        cluster
-            .client
-            .clone_vm(
-                &source.holder.node,
-                source.holder.vmid,
-                newid,
-                &opts,
-                self.opts.task_timeout,
-            )
-            .await
-            .ctx(|| format!("cloning holder VM {} into {newid}", source.holder.vmid))?;
-        drop(_alloc);
+        // A clone that fails on PVE's storage lock leaves no VM behind (the
+        // clone task removes its target), so it is retried as it was.
+        self.retry_contended(|| async {
+            let _permit = self
+                .storage_limit
+                .acquire(&cluster.region, &params.storage)
+                .await;
+            cluster
+                .client
+                .clone_vm(
+                    &source.holder.node,
+                    source.holder.vmid,
+                    newid,
+                    &opts,
+                    self.opts.task_timeout,
+                )
+                .await
+                .ctx(|| format!("cloning holder VM {} into {newid}", source.holder.vmid))
+        })
+        .await?;
         self.mark_holder(cluster, &source.holder.node, newid)
             .await?;
         let holder = cluster
@@ -539,7 +551,7 @@ impl Controller {
         let taken = if exists {
             Ok(())
         } else {
-            cluster
+            match cluster
                 .client
                 .create_snapshot(
                     &h.node,
@@ -549,6 +561,12 @@ impl Controller {
                     self.opts.task_timeout,
                 )
                 .await
+            {
+                // The name is this request's own: an interrupted attempt's
+                // snapshot task finished after the listing above.
+                Err(e) if e.kind() == PveErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            }
         };
         match taken {
             Ok(()) => {

@@ -85,6 +85,11 @@ pub enum PveErrorKind {
     /// QEMU could not hot-plug or hot-unplug a device; the change stays
     /// pending in the VM config. Retrying later can succeed.
     Hotplug,
+    /// QEMU still holds an object of this disk slot (the throttle group a
+    /// hot-unplug the guest did not acknowledge leaves behind), so no disk
+    /// can be hot-plugged into that slot until the VM restarts. Another slot
+    /// works.
+    SlotUnusable,
     /// PVE refused the parameters (400).
     InvalidParameter,
     /// Anything else.
@@ -135,6 +140,10 @@ impl PveError {
             || m.contains("file change by other user")
         {
             return PveErrorKind::Contention;
+        }
+        // QEMU's object-add of qemu-server Blockdev::attach's throttle group.
+        if m.contains("attempt to add duplicate property 'throttle-drive-") {
+            return PveErrorKind::SlotUnusable;
         }
         if m.contains("hotplug problem")
             || m.contains("still busy in guest")
@@ -288,6 +297,64 @@ mod tests {
                 NoSpace,
             ),
             (api(500, "something else", &[]), Other),
+            // pve-storage cluster_lock_storage, shared (pmxcfs) and local (flock).
+            (
+                api(
+                    500,
+                    "cfs-lock 'storage-shared' error: got lock request timeout",
+                    &[],
+                ),
+                Contention,
+            ),
+            (
+                api(
+                    500,
+                    "can't lock file '/var/lock/pve-manager/pve-storage-local' - got timeout",
+                    &[],
+                ),
+                Contention,
+            ),
+            (
+                PveError::TaskFailed {
+                    upid: "UPID:x".into(),
+                    exitstatus: "clone failed: cfs-lock 'storage-rbd' error: got lock request timeout".into(),
+                },
+                Contention,
+            ),
+            // The config flock taken in the qmconfig worker: a failed task.
+            (
+                PveError::TaskFailed {
+                    upid: "UPID:x".into(),
+                    exitstatus: "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout".into(),
+                },
+                Contention,
+            ),
+            (
+                api(
+                    400,
+                    "Parameter verification failed.",
+                    &[(
+                        "scsi1",
+                        "hotplug problem - error on hot-unplugging device 'scsi1' - still busy in guest?\n",
+                    )],
+                ),
+                Hotplug,
+            ),
+            (
+                api(
+                    400,
+                    "Parameter verification failed.",
+                    &[("scsi0", "hotplug problem - can't unplug bootdisk 'scsi0'\n")],
+                ),
+                Hotplug,
+            ),
+            (
+                PveError::TaskFailed {
+                    upid: "UPID:x".into(),
+                    exitstatus: "400 Parameter verification failed. scsi1: hotplug problem - attempt to add duplicate property 'throttle-drive-scsi1' to object (type 'container')".into(),
+                },
+                SlotUnusable,
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(e.kind(), want, "{e}");

@@ -30,6 +30,15 @@ pub struct SimConfig {
     pub task_ms: u64,
     /// How long a config writer waits for the per-VM lock (PVE: 10 s).
     pub lock_timeout_ms: u64,
+    /// How long an allocation, free or clone waits for the storage lock (pve-storage
+    /// Plugin::cluster_lock_storage with no timeout -> pve-common Tools::lock_file_full's 10 s).
+    pub storage_lock_timeout_ms: u64,
+    /// How long an allocation or a clone's disk copy holds the storage lock (the time lvcreate
+    /// or qemu-img takes on a real storage); 0 = only as long as the file work takes.
+    pub storage_op_ms: u64,
+    /// How long a hot-unplug waits for the guest to release the device (qemu-server
+    /// QemuServer::qemu_devicedelverify: 5 polls one second apart).
+    pub unplug_verify_ms: u64,
     /// Reported by GET /version.
     pub version: String,
     /// Delay before answering a request that failed authentication (PVE: 3000).
@@ -194,6 +203,9 @@ impl Default for SimConfig {
             },
             task_ms: 0,
             lock_timeout_ms: 10_000,
+            storage_lock_timeout_ms: 10_000,
+            storage_op_ms: 0,
+            unplug_verify_ms: 5_000,
             version: "8.4.1".into(),
             auth_fail_delay_ms: 0,
         }

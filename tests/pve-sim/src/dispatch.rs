@@ -46,6 +46,19 @@ impl Ctx {
     }
 }
 
+/// pve-storage API2/Storage/Status.pm mounts the Content API with `fragmentDelimiter => ''`
+/// and pve-common RESTHandler::map_path_to_methods then joins the rest of the path into one
+/// component: `{volume}` takes everything after `content/`, raw slashes included (dir volume
+/// ids are `<vmid>/<file>`).
+fn join_content_volume(segs: &mut Vec<String>) {
+    let is_content =
+        segs.len() > 6 && segs[0] == "nodes" && segs[2] == "storage" && segs[4] == "content";
+    if is_content {
+        let rest = segs.split_off(5).join("/");
+        segs.push(rest);
+    }
+}
+
 pub fn router(sim: Sim) -> axum::Router {
     simapi::routes().fallback(handle).with_state(sim)
 }
@@ -121,11 +134,12 @@ async fn pipeline(
         return Err(ApiError::new(404, "Not found"));
     };
     // Split before decoding: volume ids carry encoded slashes.
-    let segs: Vec<String> = rel
+    let mut segs: Vec<String> = rel
         .split('/')
         .filter(|s| !s.is_empty())
         .map(auth::percent_decode)
         .collect();
+    join_content_volume(&mut segs);
     let shown = format!("/{}", segs.join("/"));
     let write = matches!(m.as_str(), "POST" | "PUT" | "DELETE");
     // Like pveproxy, authenticate before routing: only login is reachable without credentials.
@@ -198,6 +212,11 @@ async fn pipeline(
         return Err(ApiError::perm_text(&format!(
             "URI '{shown}' not available with API token, need proper ticket.\n"
         )));
+    }
+    // pve-access-control RPCEnvironment::check_api2_permissions: a method that declares no
+    // permissions at all is for root@pam only ("user != root@pam"); tokens are never root.
+    if def.get("permissions").is_none() && !public && (who.is_token || who.userid != "root@pam") {
+        return Err(ApiError::perm_text("user != root@pam"));
     }
     if let Some(check) = def.pointer("/permissions/check") {
         auth::check(&who, check, &params)?;

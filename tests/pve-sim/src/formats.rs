@@ -60,6 +60,25 @@ pub fn check(format: &str, v: &str) -> Result<(), String> {
                 return Err(format!("unable to parse volume ID '{v}'"));
             }
         }
+        // pve-common JSONSchema::pve_verify_dns_name (VM `name`).
+        "dns-name" => {
+            static R: OnceLock<Regex> = OnceLock::new();
+            let label = "[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?";
+            if !re(&R, &format!(r"^({label}\.)*{label}$")).is_match(v) {
+                return Err("value does not look like a valid DNS name".into());
+            }
+        }
+        // pve-common JSONSchema: `-list` formats check every split_list element with the base
+        // format; pve_verify_tag matches $PVE_TAG_RE.
+        "pve-tag-list" | "pve-tag" => {
+            static R: OnceLock<Regex> = OnceLock::new();
+            let tag = re(&R, r"^(?i)[a-z0-9_][a-z0-9_\-+.]*$");
+            for t in split_list(v) {
+                if !tag.is_match(t) {
+                    return Err("invalid characters in tag".into());
+                }
+            }
+        }
         "disk-size" => {
             static R: OnceLock<Regex> = OnceLock::new();
             if !re(&R, r"^\d+(\.\d+)?[KMGT]?$").is_match(v) {

@@ -10,11 +10,18 @@
 //! Simulated endpoints (everything else in the schema answers 501 like PVE):
 //! - `/version`, `/cluster/status`, `/cluster/resources`, `/cluster/nextid`, `/nodes`,
 //!   `/nodes/{node}/status|version`, `POST /access/ticket`, `GET /access/permissions`
-//! - storages (`dir`, and `lvmthin` simulated with files): `/nodes/{node}/storage[/{storage}/status]`,
-//!   `.../content` (list, allocate), `.../content/{volume}` (info, free)
+//! - storages (`dir`, and `lvmthin` simulated with files): `/storage[/{storage}]` (config),
+//!   `/nodes/{node}/storage[/{storage}/status]`, `.../content` (list, allocate),
+//!   `.../content/{volume}` (info, free, root-only copy; `{volume}` takes the rest of the path)
 //! - VMs: list, create, destroy, `config` (GET/POST/PUT), `pending`, `unlink`, `resize`,
 //!   `status/current|start|stop`, `snapshot` (list/create/delete/rollback), `clone`
 //! - tasks: `/nodes/{node}/tasks[/{upid}/status|log]`
+//!
+//! PVE's locks and hot-plug rules are modelled as contention, not only as injected faults: the
+//! per-VM config flock (taken by the worker of asynchronous config updates), the per-storage
+//! allocation lock (cluster-wide for shared storages), hot-unplug waiting for the guest to
+//! release a device, and the throttle group a late unplug leaves behind. Their timeouts are
+//! `SimConfig` fields with PVE's values as defaults.
 //!
 //! Control endpoints outside the PVE API: `GET|POST|DELETE /_sim/faults`, `GET /_sim/state`,
 //! `POST /_sim/vms/{vmid}` (`{"node", "running"}`).
@@ -59,6 +66,9 @@ struct Inner {
     state: Mutex<State>,
     /// Per-VM config lock, PVE's `/var/lock/qemu-server/lock-<vmid>.conf`.
     vm_locks: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+    /// Storage allocation locks, keyed like PVE's: `storage-<id>` in pmxcfs for shared
+    /// storages (one for the cluster), `<node>/pve-storage-<id>` flocks for local ones.
+    storage_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     tasks: Arc<tasks::Tasks>,
     tickets: auth::Tickets,
     faults: Faults,
@@ -100,6 +110,7 @@ impl Sim {
                 schema,
                 state: Mutex::new(state),
                 vm_locks: Mutex::new(HashMap::new()),
+                storage_locks: Mutex::new(HashMap::new()),
                 tasks: Arc::new(tasks::Tasks::default()),
                 tickets: auth::Tickets::default(),
                 faults: Faults::default(),
@@ -124,6 +135,12 @@ impl Sim {
     /// Where the by-id links of disks attached to `vmid` appear.
     pub fn guest_by_id_dir(&self, vmid: u32) -> PathBuf {
         self.inner.hotplug.by_id_dir(vmid)
+    }
+
+    /// Where the sysfs identity (`<dev>/device/wwid`, `vendor`) of disks attached to `vmid`
+    /// appears, the guest's `/sys/block`.
+    pub fn guest_sys_block_dir(&self, vmid: u32) -> PathBuf {
+        self.inner.hotplug.sys_block_dir(vmid)
     }
 
     pub fn faults(&self) -> &Faults {
@@ -171,6 +188,7 @@ impl Sim {
             for key in vm.conf.keys() {
                 self.inner.hotplug.unplug(vmid, key);
             }
+            self.inner.hotplug.vm_stopped(vmid);
             self.with_vm(vmid, |v| v.status = "stopped".into());
         }
         self.persist()
@@ -197,12 +215,30 @@ impl Sim {
     where
         F: std::future::Future<Output = tasks::TaskOutcome> + Send + 'static,
     {
+        let delay = Duration::from_millis(self.inner.cfg.task_ms);
+        self.spawn_task_delayed(ctx, node, kind, id, delay, body)
+    }
+
+    /// [`Sim::spawn_task`] with the latency before the body chosen by the caller (zero for a
+    /// worker that takes a lock first and spends `task_ms` holding it).
+    fn spawn_task_delayed<F>(
+        &self,
+        ctx: &dispatch::Ctx,
+        node: &str,
+        kind: &str,
+        id: &str,
+        delay: Duration,
+        body: impl FnOnce(tasks::TaskLog) -> F + Send + 'static,
+    ) -> String
+    where
+        F: std::future::Future<Output = tasks::TaskOutcome> + Send + 'static,
+    {
         let spec = tasks::TaskSpec {
             node,
             kind,
             id,
             user: &ctx.who.userid,
-            delay: Duration::from_millis(self.inner.cfg.task_ms),
+            delay,
             forced_error: ctx.task_error.clone(),
         };
         self.inner.tasks.spawn(spec, body)
@@ -261,6 +297,55 @@ impl Sim {
                 "can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"
             ))
         })
+    }
+
+    /// Takes a storage's allocation lock for an allocate, free or clone, as pve-storage's
+    /// Plugin::cluster_lock_storage: shared storages lock cluster-wide through
+    /// PVE::Cluster::cfs_lock_storage ("cfs-lock 'storage-<id>' error: got lock request
+    /// timeout"), local ones with a node-local flock /var/lock/pve-manager/pve-storage-<id>
+    /// (pve-common Tools::lock_file_full: "can't lock file '...' - got timeout"). Both wait
+    /// 10 s when the caller gives no timeout (`storage_lock_timeout_ms`).
+    async fn lock_storage(
+        &self,
+        st: &StorageConfig,
+        node: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, String> {
+        let key = if st.shared {
+            format!("storage-{}", st.id)
+        } else {
+            format!("{node}/pve-storage-{}", st.id)
+        };
+        let m = self
+            .inner
+            .storage_locks
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .clone();
+        let t = Duration::from_millis(self.inner.cfg.storage_lock_timeout_ms);
+        tokio::time::timeout(t, m.lock_owned()).await.map_err(|_| {
+            if st.shared {
+                format!(
+                    "cfs-lock 'storage-{}' error: got lock request timeout",
+                    st.id
+                )
+            } else {
+                format!(
+                    "can't lock file '/var/lock/pve-manager/pve-storage-{}' - got timeout",
+                    st.id
+                )
+            }
+        })
+    }
+
+    /// The time a storage operation keeps its lock (`storage_op_ms`), standing in for the
+    /// run time of lvcreate/qemu-img on a real storage.
+    async fn storage_work(&self) {
+        let ms = self.inner.cfg.storage_op_ms;
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
     }
 
     /// Re-creates devices for the applied disks of running VMs (startup after cleanup).

@@ -203,6 +203,9 @@ pub fn free_name(cfg: &SimConfig, st: &StorageConfig, node: &str, vmid: u32, fmt
         .expect("unbounded")
 }
 
+/// Longest LV name LVM accepts (lvm2 lib/misc/lvm-string.h NAME_LEN 128, NUL included).
+pub const LVM_NAME_MAX: usize = 127;
+
 /// Creates a sparse image of `size_kib` KiB. Errors carry PVE's texts.
 pub fn alloc(
     cfg: &SimConfig,
@@ -233,6 +236,14 @@ pub fn alloc(
         if path.exists() {
             return Err(ApiError::internal(format!(
                 "lvcreate 'pve/{name}' error:   Logical Volume \"{name}\" already exists in volume group \"pve\""
+            )));
+        }
+        // LVM's validate_name refuses names of NAME_LEN (128) or more; lvcreate then says
+        // "Logical volume name ... is invalid." and pve-storage LVMPlugin::lvcreate wraps it
+        // in its run_command errmsg.
+        if name.len() > LVM_NAME_MAX {
+            return Err(ApiError::internal(format!(
+                "lvcreate 'pve/{name}' error:   Logical volume name \"{name}\" is invalid."
             )));
         }
     } else {

@@ -870,8 +870,19 @@ async fn concurrent_writer_times_out_on_config_lock() {
         .await;
     assert_eq!(s, 200);
     let upid = b["data"].as_str().unwrap().to_string();
+    // The flock is the worker's (lock_config inside fork_worker): POST answers with a UPID and
+    // that task fails; PUT (synchronous) fails the request itself.
     let (s, b) = h
         .post("/nodes/pve1/qemu/101/config", &[("description", "b")])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let second = b["data"].as_str().unwrap().to_string();
+    assert_eq!(
+        h.wait("pve1", &second).await,
+        "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout"
+    );
+    let (s, b) = h
+        .put("/nodes/pve1/qemu/101/config", &[("description", "b")])
         .await;
     assert_eq!(
         (s, b["message"].as_str()),
@@ -1110,17 +1121,14 @@ async fn deleting_unused_entry_frees_the_volume() {
             &[("scsi4", volid.as_str()), ("background_delay", "5")],
         )
         .await;
-    // background_delay: the task is already done when the call returns.
-    let (_, st) = h
-        .get(
-            &format!(
-                "/nodes/pve1/tasks/{}/status",
-                urlencode(b["data"].as_str().unwrap())
-            ),
-            &[],
-        )
-        .await;
-    assert_eq!(st["data"]["status"], "stopped");
+    // background_delay: a worker done in time answers null (qemu-server $update_vm_api).
+    assert_eq!(b["data"], Value::Null, "{b}");
+    assert_eq!(
+        h.config("pve1", 101, true).await["scsi4"]
+            .as_str()
+            .map(|d| d.starts_with(&volid)),
+        Some(true)
+    );
     h.put("/nodes/pve1/qemu/101/unlink", &[("idlist", "scsi4")])
         .await;
     assert_eq!(h.config("pve1", 101, true).await["unused0"], volid.as_str());
@@ -1352,12 +1360,14 @@ async fn snapshots_rollback_and_clone_on_thin_storage() {
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    // snapshot_prepare runs in the worker: a name in use is a failed task.
     let (s, b) = h
         .post("/nodes/pve1/qemu/400/snapshot", &[("snapname", "s1")])
         .await;
+    assert_eq!(s, 200, "{b}");
     assert_eq!(
-        (s, b["message"].as_str()),
-        (500, Some("snapshot name 's1' already used\n"))
+        h.wait("pve1", b["data"].as_str().unwrap()).await,
+        "snapshot name 's1' already used"
     );
     write_at(&img, 4096, b"after!");
     let (_, b) = h.get("/nodes/pve1/qemu/400/snapshot", &[]).await;

@@ -60,6 +60,36 @@ pub(crate) fn plug_drive(sim: &Sim, vm: &Vm, key: &str, value: &str) -> Result<(
         .plug(vm.vmid, key, &path, &v.format, d.wwn(), d.serial())
 }
 
+/// The boot disks of a config (qemu-server QemuServer/Drive.pm get_bootdisks): the drives in
+/// `boot: order=...`, or the legacy `bootdisk` when `boot` has no order.
+pub(crate) fn bootdisks(conf: &BTreeMap<String, String>) -> Vec<String> {
+    let order = conf.get("boot").and_then(|b| {
+        b.split(',')
+            .find_map(|kv| kv.strip_prefix("order="))
+            .map(str::to_string)
+    });
+    match order {
+        Some(o) => o
+            .split(';')
+            .filter(|d| is_drive_key(d))
+            .map(str::to_string)
+            .collect(),
+        None => conf.get("bootdisk").cloned().into_iter().collect(),
+    }
+}
+
+/// Hot-unplugs a drive of a running VM as qemu-server's vm_deviceunplug: a boot disk is
+/// refused ("can't unplug bootdisk '<key>'"), then the device is removed once the guest has
+/// released it (see hotplug::Hotplug::unplug_verified). The error is the die() text; the
+/// caller adds "hotplug problem - " as vmconfig_hotplug_pending does.
+pub(crate) fn unplug_drive(sim: &Sim, vm: &Vm, key: &str) -> Result<(), String> {
+    if bootdisks(&vm.conf).iter().any(|b| b == key) {
+        return Err(format!("can't unplug bootdisk '{key}'"));
+    }
+    let verify = std::time::Duration::from_millis(sim.cfg().unplug_verify_ms);
+    sim.inner.hotplug.unplug_verified(vm.vmid, key, verify)
+}
+
 /// What happens to a volume leaving the config: owned ones become `unusedN` (or are freed with
 /// force), foreign ones are only dropped.
 fn release_volume(sim: &Sim, vm: &mut Vm, value: &str, force: bool) -> Result<(), String> {
@@ -131,7 +161,10 @@ pub(crate) fn apply_pending(
                         errors.insert(key.clone(), hotplug_problem(msg));
                         continue;
                     }
-                    sim.inner.hotplug.unplug(vmid, &key);
+                    if let Err(e) = unplug_drive(sim, &vm, &key) {
+                        errors.insert(key.clone(), hotplug_problem(&e));
+                        continue;
+                    }
                 }
                 if let Err(e) = release_volume(sim, &mut vm, &old, force) {
                     errors.insert(key.clone(), e);

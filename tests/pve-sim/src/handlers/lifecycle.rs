@@ -229,6 +229,7 @@ pub async fn destroy(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
             for key in vm.conf.keys() {
                 sim2.inner.hotplug.unplug(vmid, key);
             }
+            sim2.inner.hotplug.vm_stopped(vmid);
             for p in &paths {
                 match volumes::free(p) {
                     Ok(_) => log.line(format!("Removed {}", p.display())),

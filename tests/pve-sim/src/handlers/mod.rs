@@ -30,7 +30,10 @@ pub async fn call(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         ("GET", "/nodes/{node}/storage") => storage::list_storages(sim, ctx),
         ("GET", "/nodes/{node}/storage/{storage}/status") => storage::status(sim, ctx),
         ("GET", "/nodes/{node}/storage/{storage}/content") => storage::list_content(sim, ctx),
-        ("POST", "/nodes/{node}/storage/{storage}/content") => storage::alloc(sim, ctx),
+        ("POST", "/nodes/{node}/storage/{storage}/content") => storage::alloc(sim, ctx).await,
+        ("POST", "/nodes/{node}/storage/{storage}/content/{volume}") => storage::copy(sim, ctx),
+        ("GET", "/storage") => storage::config_index(sim, ctx),
+        ("GET", "/storage/{storage}") => storage::config_read(sim, ctx),
         ("GET", "/nodes/{node}/storage/{storage}/content/{volume}") => {
             storage::volume_info(sim, ctx)
         }

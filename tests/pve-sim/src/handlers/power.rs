@@ -46,6 +46,7 @@ pub async fn power(sim: &Sim, ctx: &Ctx, start: bool) -> ApiResult<Value> {
                 for key in vm.conf.keys().filter(|k| is_drive_key(k)) {
                     sim2.inner.hotplug.unplug(vmid, key);
                 }
+                sim2.inner.hotplug.vm_stopped(vmid);
                 sim2.with_vm(vmid, |v| v.status = "stopped".into());
                 sim2.save().map_err(|e| e.message)?;
             }

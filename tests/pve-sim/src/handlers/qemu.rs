@@ -36,8 +36,10 @@ pub fn list(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
 pub fn status_current(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let (node, vmid) = node_vmid(ctx)?;
     let vm = sim.vm(&node, vmid)?;
-    let mut v =
-        json!({ "vmid": vmid, "name": vm.name(), "status": vm.status, "qmpstatus": vm.status });
+    let mut v = json!({ "vmid": vmid, "name": vm.name(), "status": vm.status, "qmpstatus": vm.status,
+            // qemu-server API2/Qemu.pm vm_status: `ha` from pve-ha-manager
+            // HA::Config::get_service_status, `{managed => 0}` for a VM HA does not manage.
+            "ha": { "managed": 0 } });
     if let Some(l) = vm.conf.get("lock") {
         v["lock"] = json!(l);
     }

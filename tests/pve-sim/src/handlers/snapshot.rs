@@ -3,7 +3,7 @@
 
 use super::apply::plug_drive;
 use super::lifecycle::{abandon_vm, reserve_vm};
-use super::qemu::{check_writable, node_vmid};
+use super::qemu::{check_writable, check_writable_by, node_vmid};
 use crate::dispatch::Ctx;
 use crate::drive::Drive;
 use crate::error::{ApiError, ApiResult};
@@ -81,27 +81,47 @@ fn set_lock(sim: &Sim, vmid: u32, lock: Option<&str>) -> Result<(), String> {
 pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let (node, vmid) = node_vmid(ctx)?;
     let snap = ctx.req("snapname")?.to_string();
-    sim.vm(&node, vmid)?;
-    let guard = sim.lock_vm(vmid).await?;
-    let vm = sim.vm(&node, vmid)?;
-    check_writable(&vm, ctx)?;
+    // qemu-server API2/Qemu.pm snapshot: reserved names are refused before the config is
+    // loaded or locked.
     if snap == "current" {
-        return Err(ApiError::internal("invalid snapshot name 'current'"));
+        return Err(ApiError::internal(
+            "unable to use snapshot name 'current' (reserved name)",
+        ));
     }
-    if vm.snapshots.contains_key(&snap) {
-        return Err(ApiError::internal(format!(
-            "snapshot name '{snap}' already used"
-        )));
+    if snap.eq_ignore_ascii_case("pending") {
+        return Err(ApiError::internal(
+            "unable to use snapshot name 'pending' (reserved name)",
+        ));
     }
+    sim.vm(&node, vmid)?;
+    // Everything else is the worker's (pve-guest-common AbstractConfig::snapshot_create ->
+    // snapshot_prepare under lock_config): a lock timeout, a locked VM and a name in use
+    // are failed qmsnapshot tasks, not errors of the request.
+    let who = ctx.who.clone();
+    let skiplock = ctx.get("skiplock").is_some().then(|| ctx.flag("skiplock"));
     let description = ctx.get("description").unwrap_or("").to_string();
     let sim2 = sim.clone();
-    let upid = sim.spawn_task(
+    let node2 = node.clone();
+    let upid = sim.spawn_task_delayed(
         ctx,
         &node,
         "qmsnapshot",
         &vmid.to_string(),
+        std::time::Duration::ZERO,
         move |log| async move {
-            let _guard = guard;
+            let _guard = sim2
+                .lock_vm(vmid)
+                .await
+                .map_err(|e| e.message.trim_end().to_string())?;
+            let vm = sim2.vm(&node2, vmid).map_err(|e| e.message)?;
+            check_writable_by(&vm, &who, None, skiplock).map_err(|e| e.message)?;
+            if vm.snapshots.contains_key(&snap) {
+                return Err(format!("snapshot name '{snap}' already used"));
+            }
+            let latency = sim2.cfg().task_ms;
+            if latency > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+            }
             let vols = volumes_of(&sim2, &vm, &vm.conf);
             if vols
                 .iter()
@@ -221,6 +241,7 @@ pub async fn rollback(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
             for key in vm.conf.keys() {
                 sim2.inner.hotplug.unplug(vmid, key);
             }
+            sim2.inner.hotplug.vm_stopped(vmid);
             for (key, path, vn, d) in volumes_of(&sim2, &vm, &section) {
                 if !d.is_cdrom() {
                     volumes::rollback(&path, &vn, &snap).map_err(|e| format!("{key}: {e}"))?;
@@ -325,12 +346,24 @@ pub async fn clone(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                 if d.is_cdrom() {
                     continue;
                 }
+                let st = match &target_storage {
+                    Some(st) => Ok(st.clone()),
+                    None => volumes::split_volid(&d.file)
+                        .and_then(|(sid, _)| volumes::storage(cfg, sid).cloned())
+                        .map_err(|e| e.message),
+                };
+                // qemu-server clone_disk allocates the target with PVE::Storage::vdisk_alloc,
+                // i.e. under the target storage's lock (pve-storage cluster_lock_storage);
+                // parallel clones queue there and fail the task past the lock timeout.
+                let lock = match &st {
+                    Ok(st) => Some(sim2.lock_storage(st, &target).await),
+                    Err(_) => None,
+                };
                 let result = (|| -> Result<String, String> {
-                    let (sid, _) = volumes::split_volid(&d.file).map_err(|e| e.message)?;
-                    let st = match &target_storage {
-                        Some(st) => st.clone(),
-                        None => volumes::storage(cfg, sid).map_err(|e| e.message)?.clone(),
-                    };
+                    let st = st?;
+                    if let Some(Err(e)) = &lock {
+                        return Err(e.clone());
+                    }
                     volumes::check_available(&st, &target).map_err(|e| e.message)?;
                     let fmt = match (&format, st.kind.as_str()) {
                         (_, "lvmthin") => "raw".to_string(),
@@ -353,6 +386,10 @@ pub async fn clone(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                     }
                     Ok(format!("{}:{}", st.id, volumes::volname_of(&nv)))
                 })();
+                if lock.as_ref().is_some_and(|l| l.is_ok()) {
+                    sim2.storage_work().await;
+                }
+                drop(lock);
                 match result {
                     Ok(volid) => {
                         d.file = volid;

@@ -46,9 +46,92 @@ fn node_storage<'a>(sim: &'a Sim, ctx: &Ctx) -> ApiResult<(&'a StorageConfig, St
     Ok((st, node))
 }
 
+/// pve-storage API2/Storage/Status.pm read_status: the entry comes from
+/// PVE::Storage::storage_info, which lists every configured storage; one not enabled on this
+/// node keeps its zeroed defaults (active 0, enabled 0), and an id missing from storage.cfg is
+/// raise_param_exc({storage => "No such storage."}).
 pub fn status(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
-    let (st, node) = node_storage(sim, ctx)?;
-    Ok(storage_entry(sim, st, &node))
+    let node = ctx.req("node")?;
+    let Some(st) = sim.cfg().storage(ctx.req("storage")?) else {
+        return Err(ApiError::param("storage", "No such storage."));
+    };
+    if !st.available_on(node) {
+        return Ok(json!({
+            "type": st.kind, "content": st.content, "shared": if st.shared { 1 } else { 0 },
+            "total": 0, "used": 0, "avail": 0, "active": 0, "enabled": 0,
+        }));
+    }
+    Ok(storage_entry(sim, st, node))
+}
+
+/// One storage.cfg section as pve-storage API2/Storage/Config.pm's $api_storage_config
+/// renders it: the section's keys plus `storage` and the file's `digest`, content and nodes
+/// re-encoded as comma lists.
+fn storage_config_entry(sim: &Sim, s: &StorageConfig) -> Value {
+    let mut v = json!({ "storage": s.id, "type": s.kind, "content": s.content, "digest": storage_cfg_digest(sim) });
+    if s.shared {
+        v["shared"] = json!(1);
+    }
+    match s.kind.as_str() {
+        "lvmthin" => {
+            v["vgname"] = json!("pve");
+            v["thinpool"] = json!("data");
+        }
+        _ => {
+            v["path"] = json!(s.dir(&sim.cfg().data_dir, "{node}").to_string_lossy());
+        }
+    }
+    if let Some(n) = &s.nodes {
+        v["nodes"] = json!(n.join(","));
+    }
+    v
+}
+
+/// SHA-1 over the storage.cfg text the configured storages stand for (PVE's section config
+/// digest is the file's SHA-1).
+fn storage_cfg_digest(sim: &Sim) -> String {
+    let mut text = String::new();
+    for s in &sim.cfg().storages {
+        text.push_str(&format!("{}: {}\n\tcontent {}\n", s.kind, s.id, s.content));
+        if s.shared {
+            text.push_str("\tshared 1\n");
+        }
+        if let Some(n) = &s.nodes {
+            text.push_str(&format!("\tnodes {}\n", n.join(",")));
+        }
+        text.push('\n');
+    }
+    use sha1::{Digest, Sha1};
+    hex::encode(Sha1::digest(text.as_bytes()))
+}
+
+/// GET /storage (Config.pm index): every storage the caller has Datastore.Audit or
+/// Datastore.AllocateSpace on, optionally of one `type`.
+pub fn config_index(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    let out = sim
+        .cfg()
+        .storages
+        .iter()
+        .filter(|s| ctx.get("type").is_none_or(|t| t == s.kind))
+        .filter(|s| {
+            require(
+                &ctx.who,
+                &format!("/storage/{}", s.id),
+                &["Datastore.Audit", "Datastore.AllocateSpace"],
+                true,
+            )
+            .is_ok()
+        })
+        .map(|s| storage_config_entry(sim, s))
+        .collect();
+    Ok(Value::Array(out))
+}
+
+/// GET /storage/{storage} (Config.pm read; PVE::Storage::storage_config dies
+/// "storage '<id>' does not exist").
+pub fn config_read(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    let st = volumes::storage(sim.cfg(), ctx.req("storage")?)?;
+    Ok(storage_config_entry(sim, st))
 }
 
 pub fn list_content(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
@@ -86,7 +169,9 @@ fn parse_alloc_size(s: &str) -> ApiResult<u64> {
     n.checked_mul(mult).ok_or_else(err)
 }
 
-pub fn alloc(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+/// Content.pm create -> PVE::Storage::vdisk_alloc, which runs the plugin's alloc_image under
+/// the storage lock (synchronous: a lock timeout is the request's 500).
+pub async fn alloc(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let size = parse_alloc_size(ctx.req("size")?)?;
     let name = ctx.req("filename")?;
     let mut fmt = ctx.get("format").map(str::to_string);
@@ -113,6 +198,11 @@ pub fn alloc(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let vmid = ctx.vmid()?;
     // dir storages default to raw.
     let fmt = fmt.unwrap_or_else(|| "raw".into());
+    let _lock = sim
+        .lock_storage(st, &node)
+        .await
+        .map_err(ApiError::internal)?;
+    sim.storage_work().await;
     let volid = volumes::alloc(sim.cfg(), st, &node, vmid, name, &fmt, size)?;
     Ok(json!(volid))
 }
@@ -167,16 +257,24 @@ pub fn free(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         false,
     )?;
     let (path, vol) = volumes::resolve(sim.cfg(), &node, &volid)?;
+    let st = volumes::storage(sim.cfg(), sid)?.clone();
     let id = volid.clone();
     // PVE names the task after owner and storage: `imgdel:<vmid>@<storage>`.
     let task_id = format!("{}@{sid}", vol.owner);
+    let sim2 = sim.clone();
+    let lock_node = node.clone();
     let upid = sim.spawn_task(ctx, &node, "imgdel", &task_id, move |log| async move {
-        // Like PVE: a missing image is only a warning, and VM references are not checked.
+        // PVE::Storage::vdisk_free runs free_image under the storage lock, in the task.
+        let _lock = sim2.lock_storage(&st, &lock_node).await?;
+        // VM references are not checked. A missing image: the dir plugin
+        // (Plugin::free_image) warns "disk image '...' does not exist"; LvmThinPlugin::free_image
+        // removes the LV only `if ($dat->{$volname})`, so a gone LV ends OK without a word.
         match volumes::free(&path) {
             Ok(true) => {
                 log.line(format!("Removed volume '{id}'"));
                 Ok(0)
             }
+            Ok(false) if st.kind == "lvmthin" => Ok(0),
             Ok(false) => {
                 log.line(format!(
                     "WARN: disk image '{}' does not exist",
@@ -186,6 +284,47 @@ pub fn free(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
             }
             Err(e) => Err(e),
         }
+    });
+    Ok(json!(upid))
+}
+
+/// POST .../content/{volume} (Content.pm copy): root-only, as the method declares no
+/// permissions (the dispatcher refuses everyone else). The `imgcopy` worker copies the source
+/// volume to `target` (a volume id, or a name on the path's storage) on this node.
+pub fn copy(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
+    let node = ctx.req("node")?.to_string();
+    let src = real_volid(ctx)?;
+    let target = ctx.req("target")?;
+    let dst = if target.contains(':') {
+        target.to_string()
+    } else {
+        match ctx.get("storage") {
+            Some(s) => format!("{s}:{target}"),
+            None => {
+                return Err(ApiError::param(
+                    "volume",
+                    "no storage specified - incomplete volume ID",
+                ))
+            }
+        }
+    };
+    let (spath, sv) = volumes::resolve(sim.cfg(), &node, &src)?;
+    let (dpath, dv) = volumes::resolve(sim.cfg(), &node, &dst)?;
+    let (dsid, _) = volumes::split_volid(&dst)?;
+    let dst_st = volumes::storage(sim.cfg(), dsid)?.clone();
+    let sim2 = sim.clone();
+    let lock_node = node.clone();
+    let upid = sim.spawn_task(ctx, &node, "imgcopy", "", move |log| async move {
+        log.line(format!("DEBUG: COPY {src} TO {dst}"));
+        if !spath.exists() {
+            return Err(format!("volume '{src}' does not exist"));
+        }
+        if dpath.exists() {
+            return Err(format!("volume '{dst}' already exists"));
+        }
+        let _lock = sim2.lock_storage(&dst_st, &lock_node).await?;
+        volumes::copy_image(&spath, &sv, None, &dpath, &dv.format)?;
+        Ok(0)
     });
     Ok(json!(upid))
 }

@@ -2,7 +2,7 @@
 //! request half (permissions, lock, digest) and the worker half (pending section, hot-plug).
 
 use super::apply::{apply_errors_text, apply_pending, ApplyErrors};
-use super::qemu::{check_writable, node_vmid};
+use super::qemu::{check_writable, check_writable_by, node_vmid};
 use crate::auth::{require, Identity};
 use crate::dispatch::Ctx;
 use crate::drive::Drive;
@@ -152,15 +152,9 @@ fn write_and_apply(
     let Some(mut vm) = sim.with_vm(vmid, |v| v.clone()) else {
         return Err(WorkerError::Die(format!("VM {vmid} vanished")));
     };
-    for (k, v) in &upd.sets {
-        let v = if is_drive_key(k) {
-            prepare_drive(sim, who, &vm, v).map_err(|e| WorkerError::Die(e.message))?
-        } else {
-            v.clone()
-        };
-        vm.pending.insert(k.clone(), v);
-        vm.pending_delete.remove(k);
-    }
+    // qemu-server $updatefn order: reverts (folded into the request), then every delete, then
+    // every set, each written to the pending section as it goes (write_config per option), so
+    // an option that dies leaves the earlier ones written.
     for r in &upd.reverts {
         // Revert forgets a change that was never applied; the running config is untouched.
         vm.pending.remove(r);
@@ -172,9 +166,11 @@ fn write_and_apply(
             && vm.conf.contains_key(d)
             && vm.conf.get("protection").map(String::as_str) == Some("1")
         {
-            return Err(WorkerError::Die(format!(
-                "can't remove drive '{d}' - protection mode enabled"
-            )));
+            return Err(written_then_die(
+                sim,
+                vm,
+                format!("can't remove drive '{d}' - protection mode enabled"),
+            ));
         }
         let was_pending = vm.pending.remove(d).is_some();
         if vm.conf.contains_key(d) {
@@ -183,9 +179,50 @@ fn write_and_apply(
             tracing::info!("cannot delete '{d}' - not set in current configuration!");
         }
     }
+    for (k, v) in &upd.sets {
+        let v = if is_drive_key(k) {
+            match prepare_drive(sim, who, &vm, v) {
+                Ok(v) => v,
+                Err(e) => return Err(written_then_die(sim, vm, e.message)),
+            }
+        } else {
+            v.clone()
+        };
+        vm.pending.insert(k.clone(), v);
+        vm.pending_delete.remove(k);
+    }
     sim.with_vm(vmid, |slot| *slot = vm);
     sim.save().map_err(|e| WorkerError::Die(e.message))?;
     apply_pending(sim, vmid, upd.force, inject).map_err(WorkerError::Params)
+}
+
+/// Keeps what was written before an option died, as PVE's per-option write_config does.
+fn written_then_die(sim: &Sim, vm: Vm, msg: String) -> WorkerError {
+    let vmid = vm.vmid;
+    sim.with_vm(vmid, |slot| *slot = vm);
+    if let Err(e) = sim.save() {
+        return WorkerError::Die(e.message);
+    }
+    WorkerError::Die(msg)
+}
+
+/// Runs the worker half off the async threads: a hot-unplug may wait for the guest
+/// (qemu_devicedelverify) and must not stall other requests meanwhile.
+async fn write_and_apply_blocking(
+    sim: &Sim,
+    who: Identity,
+    vmid: u32,
+    upd: Update,
+    inject: Option<String>,
+) -> Result<(), WorkerError> {
+    let sim = sim.clone();
+    tokio::task::spawn_blocking(move || write_and_apply(&sim, &who, vmid, &upd, inject.as_deref()))
+        .await
+        .unwrap_or_else(|e| {
+            Err(WorkerError::Die(format!(
+                "config update worker failed: {e}"
+            )))
+        })
 }
 
 async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<Value> {
@@ -218,14 +255,19 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
             )?;
         }
     }
-    let guard = sim.lock_vm(vmid).await?;
+    // qemu-server API2/Qemu.pm $update_vm_api: $load_and_check_config->(0) (digest, VM lock)
+    // runs before forking; the config flock is taken by the worker (lock_config($vmid,
+    // $updatefn)), so for POST a lock timeout is a failed qmconfig task, for PUT a 500.
     let vm = sim.vm(&node, vmid)?;
     check_writable(&vm, ctx)?;
 
     let inject = ctx.hotplug_error.clone();
     let who = ctx.who.clone();
     if sync {
-        let res = write_and_apply(sim, &who, vmid, &upd, inject.as_deref());
+        let guard = sim.lock_vm(vmid).await?;
+        let vm = sim.vm(&node, vmid)?;
+        check_writable(&vm, ctx)?;
+        let res = write_and_apply_blocking(sim, who, vmid, upd, inject).await;
         drop(guard);
         return match res {
             Ok(()) => Ok(Value::Null),
@@ -234,16 +276,39 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
             Err(WorkerError::Params(e)) => Err(ApiError::params(e)),
         };
     }
+    let digest = ctx.get("digest").map(str::to_string);
+    let skiplock = ctx.get("skiplock").is_some().then(|| ctx.flag("skiplock"));
+    // $updatefn prints "update VM <vmid>: <the request's -key value pairs>" first.
+    let summary: Vec<String> = ctx
+        .params
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "node" | "vmid"))
+        .map(|(k, v)| format!("-{k} {v}"))
+        .collect();
     let sim2 = sim.clone();
-    let upid = sim.spawn_task(
+    let node2 = node.clone();
+    let upid = sim.spawn_task_delayed(
         ctx,
         &node,
         "qmconfig",
         &vmid.to_string(),
+        std::time::Duration::ZERO,
         move |log| async move {
-            // The config lock stays held until the worker is done, as with PVE's forked worker.
-            let _guard = guard;
-            match write_and_apply(&sim2, &who, vmid, &upd, inject.as_deref()) {
+            // The worker's first act is lock_config; it holds the lock until it is done, and
+            // the task latency (`task_ms`) is spent holding it.
+            let _guard = sim2
+                .lock_vm(vmid)
+                .await
+                .map_err(|e| e.message.trim_end().to_string())?;
+            let latency = sim2.cfg().task_ms;
+            if latency > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+            }
+            // $load_and_check_config->(1) again under the lock.
+            let vm = sim2.vm(&node2, vmid).map_err(|e| e.message)?;
+            check_writable_by(&vm, &who, digest.as_deref(), skiplock).map_err(|e| e.message)?;
+            log.line(format!("update VM {vmid}: {}", summary.join(" ")));
+            match write_and_apply_blocking(&sim2, who, vmid, upd, inject).await {
                 Ok(()) => Ok(0),
                 Err(WorkerError::Die(m)) => Err(m),
                 Err(WorkerError::Params(errors)) => {
@@ -263,8 +328,20 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         while std::time::Instant::now() < deadline {
             let st = sim.inner.tasks.status(&upid);
-            if st.as_ref().is_none_or(|v| v["status"] == "stopped") {
-                break;
+            match st {
+                None => break,
+                // A worker done in time: null when it succeeded, else
+                // "failed to update VM <vmid>: <exit status>".
+                Some(v) if v["status"] == "stopped" => {
+                    let exit = v["exitstatus"].as_str().unwrap_or("");
+                    if exit == "OK" || exit.starts_with("WARNINGS") {
+                        return Ok(Value::Null);
+                    }
+                    return Err(ApiError::internal(format!(
+                        "failed to update VM {vmid}: {exit}"
+                    )));
+                }
+                Some(_) => {}
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
