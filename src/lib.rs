@@ -6,6 +6,12 @@ pub mod csi {
     tonic::include_proto!("csi.v1");
 }
 
+/// Generated types and service of kubelet's plugin-registration API (v1).
+pub mod pluginregistration {
+    #![allow(clippy::all)]
+    tonic::include_proto!("pluginregistration");
+}
+
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -19,6 +25,7 @@ pub mod kube;
 pub mod metrics;
 pub mod node;
 pub mod pve;
+pub mod registration;
 pub mod sandbox;
 pub mod server;
 pub mod sim;
