@@ -5,7 +5,10 @@
 #   2. csi-sanity (kubernetes-csi/csi-test) with `go install`,
 #   3. `cargo test` (unit, simulator, controller and node tests; node tests need root),
 #   4. csi-sanity against `proxmox-csi all` + `pve-sim`, for mount and for block volumes,
-#   5. a Python grpcio client on the CSI socket (grpcio from PyPI into a venv).
+#   5. a Python grpcio client on the CSI socket (grpcio from PyPI into a venv),
+#   6. the driver under a real Kubernetes, installed with its Helm chart (tests/e2e/kubernetes.sh;
+#      builds Kubernetes, etcd and the CSI sidecars from the Go module proxy once, cached in
+#      /var/cache/proxmox-csi-e2e).
 # Usage: sudo bash tests/run-all.sh        (CI runs exactly this)
 set -euo pipefail
 
@@ -52,6 +55,13 @@ count_cargo() { # sums "test result:" lines of a cargo test log
     i=$(grep -E '^test result:' "$1" | sed -E 's/.* ([0-9]+) ignored.*/\1/' | paste -sd+ | bc)
     PASSED=$((PASSED + ${p:-0})); FAILED=$((FAILED + ${f:-0})); SKIPPED=$((SKIPPED + ${i:-0}))
 }
+count_e2e() { # "12 passed, 0 failed, 1 skipped", the last line of tests/e2e/kubernetes.sh
+    local line
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$1" | tail -1 || true)
+    if [ -z "$line" ]; then FAILED=$((FAILED + 1)); return; fi
+    read -r p _ f _ i _ <<<"${line//,/}"
+    PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + i))
+}
 count_ginkgo() { # "Ran 60 of 90 Specs" + "SUCCESS! -- 60 Passed | 0 Failed | 0 Pending | 30 Skipped"
     local line
     line=$(grep -E '[0-9]+ Passed \| [0-9]+ Failed' "$1" | tail -1 || true)
@@ -89,6 +99,10 @@ if bash "$ROOT/tests/grpc_python.sh" 2>&1 | tee "$LOG_DIR/grpc-python.log"; then
 else
     FAILED=$((FAILED + 1)); STATUS=1
 fi
+
+log "kubernetes end to end (tests/e2e/kubernetes.sh)"
+if ! bash "$ROOT/tests/e2e/kubernetes.sh" 2>&1 | tee "$LOG_DIR/e2e-kubernetes.log"; then STATUS=1; fi
+count_e2e "$LOG_DIR/e2e-kubernetes.log"
 
 log "summary (logs in $LOG_DIR)"
 echo "total: $PASSED passed, $FAILED failed, $SKIPPED skipped"

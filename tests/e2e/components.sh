@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes side of the end-to-end test from the Go module proxy, once per set of versions:
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, etcd, the kubernetes-csi sidecars
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl, etcd, the kubernetes-csi sidecars
 # (csi-provisioner, csi-attacher, csi-resizer, csi-snapshotter, snapshot-controller), the pause binary and
 # the VolumeSnapshot CRDs. Everything comes from one Go module that requires all of them, so the shared
 # k8s.io libraries are compiled once (a build per component took 2.5x longer on 2 cores).
@@ -19,7 +19,7 @@ PAUSE_VERSION=3.10
 
 E2E_CACHE=${E2E_CACHE:-/var/cache/proxmox-csi-e2e}
 E2E_KEY=$(printf '%s ' "$K8S_VERSION" "$ETCD_VERSION" "$PROVISIONER_VERSION" "$ATTACHER_VERSION" \
-    "$RESIZER_VERSION" "$SNAPSHOTTER_VERSION" "$PAUSE_VERSION" build-1 | sha256sum | cut -c1-12)
+    "$RESIZER_VERSION" "$SNAPSHOTTER_VERSION" "$PAUSE_VERSION" build-2 | sha256sum | cut -c1-12)
 E2E_BIN="$E2E_CACHE/components-$E2E_KEY/bin"
 E2E_CRD="$E2E_CACHE/components-$E2E_KEY/crd"
 export GOMODCACHE="$E2E_CACHE/go/mod" GOCACHE="$E2E_CACHE/go/build" GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
@@ -44,7 +44,7 @@ PY
 _gomod_of() { (cd /tmp && go mod download -json "$1@$2") | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])'; }
 
 e2e_components() {
-    local want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet pause csi-provisioner
+    local want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl pause csi-provisioner
         csi-attacher csi-resizer csi-snapshotter snapshot-controller)
     local missing=0 b
     for b in "${want[@]}"; do [ -x "$E2E_BIN/$b" ] || missing=1; done
@@ -77,7 +77,7 @@ e2e_components() {
     done
     local pkgs=(
         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-        k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet
+        k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubectl
         github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
         github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher
         github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer
