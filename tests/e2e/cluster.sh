@@ -8,8 +8,10 @@
 #   and the cgroupfs driver;
 # - no CAP_SYS_RESOURCE: runc cannot lower oom_score_adj, so containerd restricts it;
 # - kubelet would rewrite host sysctls (vm.overcommit_memory, kernel.panic, kernel.panic_on_oops):
-#   it runs in its own mount namespace where those files are bind-mounted over, and the state dir
-#   is an rshared bind mount so mounts made by the node plugin reach kubelet's namespace and back;
+#   it runs in its own mount namespace where those files are bind-mounted over (the host's mounts
+#   are private here, so nothing leaks out). The state dir is an rshared bind mount, a peer in
+#   both namespaces: kubelet's tmpfs volumes (service account tokens) reach containerd, and the
+#   node plugin's mounts (Bidirectional) reach kubelet;
 # - no pod network on purpose: a loopback-only CNI makes the node Ready, every Pod uses
 #   hostNetwork, and the API server reaches kubelet by the name "localhost"-resolvable hostname.
 
@@ -148,7 +150,7 @@ cluster_up() {
     _wait 30 containerd test -S "$S/containerd/containerd.sock" || return 1
     local sys=$S/run/sysctl; mkdir -p "$sys"
     echo 1 >"$sys/overcommit_memory"; echo 10 >"$sys/panic"; echo 1 >"$sys/panic_on_oops"
-    _start kubelet unshare -m --propagation slave sh -c "
+    _start kubelet unshare -m --propagation unchanged sh -c "
         mount --bind $sys/overcommit_memory /proc/sys/vm/overcommit_memory &&
         mount --bind $sys/panic /proc/sys/kernel/panic &&
         mount --bind $sys/panic_on_oops /proc/sys/kernel/panic_on_oops &&

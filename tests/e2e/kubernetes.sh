@@ -143,7 +143,9 @@ if [ -z "$bad_tags" ]; then ok "chart sidecar tags = built versions"; else bad "
 
 # ---- 3. pve-sim and the cluster -----------------------------------------------------------------
 echo "== starting"
-rm -rf "$S"; mkdir -p "$S/run" "$S/logs" "$SIM"
+# what an interrupted earlier run may have left (by its pid files and below its state dir only)
+[ -d "$S" ] && { cluster_down; _stop pve-sim; rm -rf "$S"; }
+mkdir -p "$S/run" "$S/logs" "$SIM"
 cat >"$S/sim.yaml" <<YAML
 cluster_name: sim
 nodes: [pve1, pve2]
