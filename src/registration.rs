@@ -12,6 +12,7 @@ use crate::pluginregistration::registration_server::{Registration, RegistrationS
 use crate::pluginregistration::{
     InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse,
 };
+use futures::TryStreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::net::UnixListener;
@@ -145,9 +146,12 @@ impl Registrar {
     ) -> anyhow::Result<()> {
         let listener = self.listener.take().expect("bound listener");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let incoming =
+            UnixListenerStream::new(listener).map_ok(crate::uds_authority::AuthorityFix::new);
         let server = tonic::transport::Server::builder()
             .add_service(RegistrationServer::new(service))
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            // kubelet's grpc-go sends the socket path as :authority, which h2 refuses.
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             });
         tokio::pin!(server);

@@ -189,6 +189,7 @@ cat >"$S/values.yaml" <<YAML
 image: {pullPolicy: Never}
 sidecars: {pullPolicy: Never, logLevel: 4}
 healthProbe: builtin
+apiServer: {host: 127.0.0.1, port: "6443"}
 logLevel: "info,proxmox_csi=debug"
 config:
   clusters:

@@ -69,6 +69,21 @@ prometheus.io/port: {{ .Values.metrics.port | quote }}
 prometheus.io/path: /metrics
 {{- end }}
 
+{{/*
+KUBERNETES_SERVICE_HOST/PORT for clusters where Pods reach the API server
+elsewhere than at the kubernetes Service's ClusterIP (no kube-proxy, or
+hostNetwork Pods without a service network). Explicit env wins over the
+variables kubelet injects. Renders nothing when apiServer.host is empty.
+*/}}
+{{- define "proxmox-csi.apiServerEnv" -}}
+{{- with .Values.apiServer.host }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ . | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ $.Values.apiServer.port | default "443" | quote }}
+{{- end }}
+{{- end }}
+
 {{- define "proxmox-csi.nodeDaemonSet" -}}
 {{- $root := .root -}}
 {{- $v := $root.Values -}}
@@ -171,6 +186,7 @@ spec:
             - {{ . | quote }}
             {{- end }}
           env:
+            {{- include "proxmox-csi.apiServerEnv" $root | nindent 12 }}
             # The node id is the worker's Proxmox VM name, assumed equal to
             # the Kubernetes node name.
             - name: NODE_NAME
