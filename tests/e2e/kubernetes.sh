@@ -21,6 +21,7 @@ source "$E2E/components.sh"; source "$E2E/image.sh"; source "$E2E/cluster.sh"; s
 [ "$(id -u)" = 0 ] || { echo "kubernetes.sh must run as root (kubelet, containerd, mounts, loop devices)" >&2; exit 1; }
 
 PASSED=0; FAILED=0; SKIPPED=0; T0=$(date +%s); TIMES=()
+E2E_LOGS=${E2E_LOGS:-/tmp/proxmox-csi-e2e-logs}
 NS=csi-proxmox; DRIVER=csi.proxmox-csi.dev; SIM_PORT=28006; SIM="$S/sim"
 TOKEN='PVEAPIToken=csi@pve!csi=sim-secret'
 # the worker VM the kubelet's node is (name = node name), on PVE node pve1
@@ -30,9 +31,10 @@ phase() { TIMES+=("$1 $(( $(date +%s) - PHASE_T ))s"); PHASE_T=$(date +%s); }
 PHASE_T=$T0
 ok() { PASSED=$((PASSED + 1)); printf 'PASS [%3ss] %s\n' "$(( $(date +%s) - STEP_T ))" "$1"; }
 bad() { FAILED=$((FAILED + 1)); printf 'FAIL [%3ss] %s\n' "$(( $(date +%s) - STEP_T ))" "$1"; }
-step() { # description cmd... : one asserted step
+step() { # description cmd... : one asserted step; its output goes to steps.log, shown on failure
     local d=$1; shift; STEP_T=$(date +%s)
-    if "$@"; then ok "$d"; else bad "$d"; fi
+    echo "== $d" >>"$S/logs/steps.log"
+    if "$@" >>"$S/logs/steps.log" 2>&1; then ok "$d"; else bad "$d"; tail -n 4 "$S/logs/steps.log" | sed 's/^/     /'; fi
 }
 skip() { SKIPPED=$((SKIPPED + 1)); echo "SKIP $1"; }
 die() { echo "e2e: $*" >&2; bad "$*"; finish; }
@@ -44,7 +46,7 @@ pve() { curl -sf -H "Authorization: $TOKEN" "http://127.0.0.1:$SIM_PORT/api2/jso
 sim_ctl() { curl -sf -X "$1" -H 'Content-Type: application/json' ${3:+-d "$3"} "http://127.0.0.1:$SIM_PORT$2"; }
 worker_config() { pve "/nodes/pve1/qemu/$WORKER_VMID/config" | jq -c .data; }
 holders() { pve "/cluster/resources?type=vm" | jq -r '.data[] | select((.tags // "") | split(";") | index("proxmox-csi")) | "\(.vmid) \(.name)"'; }
-pv_of() { k get pvc "$1" -o jsonpath='{.spec.volumeName}'; }
+pv_of() { k -n "$NS" get pvc "$1" -o jsonpath='{.spec.volumeName}'; }
 handle_of() { k get pv "$1" -o jsonpath='{.spec.csi.volumeHandle}'; }
 va_of() { k get volumeattachment -o json | jq -r --arg pv "$1" '.items[] | select(.spec.source.persistentVolumeName == $pv) | .metadata.name'; }
 # the pod's container log, read from kubelet's podLogsDir (the API server cannot reach kubelet's name)
@@ -76,6 +78,7 @@ finish() {
     fi
     phase teardown
     echo; echo "phases: ${TIMES[*]}"; echo "e2e wall: $(( $(date +%s) - T0 ))s"
+    echo "logs: $E2E_LOGS"
     echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
     [ "$FAILED" = 0 ]; exit $?
 }
@@ -90,6 +93,9 @@ teardown_all() {
     # loop devices the simulator attached (it detaches them on exit; a crash would not)
     losetup -a 2>/dev/null | grep -F "$SIM/" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null
     [ -n "${MADE_UDEV:-}" ] && rmdir /run/udev 2>/dev/null
+    # logs outlive the state dir
+    rm -rf "$E2E_LOGS"; mkdir -p "$E2E_LOGS"
+    cp -a "$S/logs" "$E2E_LOGS/" 2>/dev/null; cp -a "$S/pod-logs" "$E2E_LOGS/" 2>/dev/null
     rm -rf "$S"
 }
 
