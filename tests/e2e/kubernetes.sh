@@ -215,7 +215,7 @@ node:
   extraVolumes: [{name: sim-guests, hostPath: {path: $SIM/guests, type: DirectoryOrCreate}}]
   extraVolumeMounts: [{name: sim-guests, mountPath: $SIM/guests}]
 storageClasses:
-  - {name: proxmox-thin, fsType: ext4, allowVolumeExpansion: true, parameters: {storage: local-lvm}}
+  - {name: proxmox-thin, fsType: xfs, allowVolumeExpansion: true, parameters: {storage: local-lvm}}
 snapshotClass: {enabled: true, name: proxmox-snapshot, deletionPolicy: Delete}
 YAML
 STEP_T=$(date +%s)
