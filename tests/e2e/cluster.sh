@@ -188,8 +188,12 @@ cluster_down() {
     fi
     local n
     for n in containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do _stop "$n"; done
-    # containerd-shim processes exit once their task is deleted; wait for those under our state dir
-    for ((n = 0; n < 40; n++)); do pgrep -f "containerd-shim.*-address $S/" >/dev/null || break; sleep 0.25; done
+    # Shims of Pod sandboxes kubelet had not yet removed outlive containerd: they are ours (their
+    # -address is our containerd's socket), their tasks are gone; stop them.
+    local shim
+    for ((n = 0; n < 20; n++)); do pgrep -f "containerd-shim.*-address $S/containerd/" >/dev/null || break; sleep 0.25; done
+    for shim in $(pgrep -f "containerd-shim.*-address $S/containerd/"); do kill "$shim" 2>/dev/null; done
+    for ((n = 0; n < 20; n++)); do pgrep -f "containerd-shim.*-address $S/containerd/" >/dev/null || break; sleep 0.25; done
     local m
     for m in $(awk '{print $2}' /proc/self/mounts | grep -F "$S/" | sort -r); do umount -l "$m" 2>/dev/null; done
     mountpoint -q "$S" && umount -l "$S"

@@ -395,17 +395,17 @@ step "pod4 Running" kn wait --for=condition=Ready pod/pod4 --timeout=180s
 
 # The next hot-plug into the worker fails once in QEMU (pve-sim); the attacher must report it, then attach.
 sim_ctl POST /_sim/faults "{\"method\":\"POST\",\"path_regex\":\"^/nodes/pve1/qemu/$WORKER_VMID/config\$\",\"action\":{\"hotplug_error\":\"injected: device_add failed\"},\"count\":1}" >/dev/null
+# every VolumeAttachment change, so a short-lived attachError is not missed between polls
+k get volumeattachment --watch -o jsonpath='{.metadata.name} {.status.attachError.message}{"\n"}' >"$S/logs/va-watch.log" 2>&1 &
+VA_WATCH=$!
 { pvc pvc5 1Gi; echo ---; pod pod5 pvc5 'sleep 100000'; } | k apply -f - >/dev/null
 kn wait --for=jsonpath='{.status.phase}'=Bound pvc/pvc5 --timeout=120s >/dev/null; PV5=$(pv_of pvc5)
 until_ok 60 test -n "$(va_of "$PV5")"; VA5=$(va_of "$PV5")
-STEP_T=$(date +%s); ERR5=""
-for ((i = 0; i < 240; i++)); do
-    ERR5=$(k get volumeattachment "$VA5" -o jsonpath='{.status.attachError.message}' 2>/dev/null)
-    [ -n "$ERR5" ] && break
-    [ "$(k get volumeattachment "$VA5" -o jsonpath='{.status.attached}' 2>/dev/null)" = true ] && break
-    sleep 0.25
-done
-if [[ "$ERR5" == *injected* ]]; then ok "VolumeAttachment $VA5 shows the hot-plug error ($ERR5)"; else bad "no attach error seen on $VA5 (${ERR5:-none})"; fi
+k wait --for=jsonpath='{.status.attached}'=true "volumeattachment/$VA5" --timeout=120s >/dev/null
+kill "$VA_WATCH" 2>/dev/null; wait "$VA_WATCH" 2>/dev/null
+STEP_T=$(date +%s); ERR5=$(grep "^$VA5 .*injected" "$S/logs/va-watch.log" | head -1 | cut -d' ' -f2-)
+if [ -n "$ERR5" ]; then ok "VolumeAttachment $VA5 showed the hot-plug error ($ERR5)"
+else bad "no attach error seen on $VA5 (fault left in pve-sim: $(sim_ctl GET /_sim/faults | jq -c .data))"; fi
 step "VolumeAttachment $VA5 attached on retry" k wait --for=jsonpath='{.status.attached}'=true "volumeattachment/$VA5" --timeout=120s
 step "pod5 Running" kn wait --for=condition=Ready pod/pod5 --timeout=180s
 phase scenario
@@ -423,7 +423,7 @@ step "PVs deleted (DeleteVolume)" until_ok 180 none_of pv
 step "pve-sim: no holder VM left" until_ok 30 no_holders
 step "pve-sim: no disk left on local-lvm" no_disks
 step "no loop device of pve-sim attached" sh -c "! losetup -a | grep -qF '$SIM/'"
-step "no mount left below kubelet's pods and plugins dirs" sh -c "! grep -qE ' $S/kubelet/(pods|plugins)/' /proc/self/mounts"
+step "no CSI mount left (kubelet's volume and staging dirs)" sh -c "! grep -E ' $S/kubelet/(pods|plugins)/' /proc/self/mounts | grep -qE 'kubernetes.io~csi|/csi/$DRIVER/|volumeDevices'"
 step "no kubelet volume dir left" sh -c "[ -z \"\$(find $S/kubelet/pods -path '*kubernetes.io~csi/*' 2>/dev/null)\" ]"
 STEP_T=$(date +%s)
 if "$HELM" uninstall proxmox-csi -n "$NS" --wait --timeout 120s >/dev/null 2>&1 && kn delete deploy snapshot-controller --wait >/dev/null 2>&1 \
