@@ -20,7 +20,7 @@ source "$E2E/components.sh"; source "$E2E/image.sh"; source "$E2E/cluster.sh"; s
 
 [ "$(id -u)" = 0 ] || { echo "kubernetes.sh must run as root (kubelet, containerd, mounts, loop devices)" >&2; exit 1; }
 
-PASSED=0; FAILED=0; SKIPPED=0; T0=$(date +%s); TIMES=()
+PASSED=0; FAILED=0; SKIPPED=0; T0=$(date +%s); STEP_T=$T0; TIMES=()
 E2E_LOGS=${E2E_LOGS:-/tmp/proxmox-csi-e2e-logs}
 NS=csi-proxmox; DRIVER=csi.proxmox-csi.dev; SIM_PORT=28006; SIM="$S/sim"
 TOKEN='PVEAPIToken=csi@pve!csi=sim-secret'
