@@ -134,7 +134,7 @@ done
 SNAPCTL_REF="registry.k8s.io/sig-storage/snapshot-controller:$SNAPSHOTTER_VERSION"
 binary_image "$IMAGE_DIR/snapshot-controller.tar" "$SNAPCTL_REF" "$E2E_BIN/snapshot-controller"
 binary_image "$IMAGE_DIR/pause.tar" "registry.k8s.io/pause:$PAUSE_VERSION" "$E2E_BIN/pause"
-bb=(); for a in sh sha256sum dd df sleep cat cut tail head blockdev mkdir wc stat; do bb+=(--symlink "/bin/$a=busybox"); done
+bb=(); for a in sh sha256sum dd df sleep cat cut tail head blockdev mkdir wc stat sync; do bb+=(--symlink "/bin/$a=busybox"); done
 python3 "$E2E/oci.py" --out "$IMAGE_DIR/busybox.tar" --ref docker.io/library/busybox:e2e --entrypoint '["/bin/sh"]' \
     --file /bin/busybox=/bin/busybox "${bb[@]}" >/dev/null || die "busybox image"
 IMAGES+=("$IMAGE_DIR/snapshot-controller.tar" "$IMAGE_DIR/pause.tar" "$IMAGE_DIR/busybox.tar")
@@ -272,7 +272,8 @@ spec:
 YAML
 }
 kn() { k -n "$NS" "$@"; }
-WRITER='dd if=/dev/urandom of=/data/blob bs=1M count=16 2>/dev/null; sha256sum /data/blob | cut -d\" \" -f1 > /data/blob.sha; echo sha=$(cat /data/blob.sha); while true; do echo df=$(df -k /data | tail -1); sleep 2; done'
+# sync before the sha is printed: a snapshot is crash-consistent, so the data must be on the disk
+WRITER='dd if=/dev/urandom of=/data/blob bs=1M count=16 2>/dev/null; sync; sha256sum /data/blob | cut -d\" \" -f1 > /data/blob.sha; sync; echo sha=$(cat /data/blob.sha); while true; do echo df=$(df -k /data | tail -1); sleep 2; done'
 READER='echo sha=$(sha256sum /data/blob | cut -d\" \" -f1); while true; do echo df=$(df -k /data | tail -1); sleep 2; done'
 
 { pvc pvc1 1Gi; echo ---; pod pod1 pvc1 "$WRITER"; } | k apply -f - >/dev/null
