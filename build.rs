@@ -1,9 +1,11 @@
-// Generates the CSI gRPC server and client stubs from proto/csi.proto.
+// Generates the gRPC server and client stubs from proto/csi.proto (CSI) and
+// proto/pluginregistration.proto (kubelet's plugin registration).
 //
 // protoc comes from the protoc-bin-vendored crate unless PROTOC is set, so a
 // plain `cargo build` works on a machine without protobuf-compiler.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/csi.proto");
+    println!("cargo:rerun-if-changed=proto/pluginregistration.proto");
     println!("cargo:rerun-if-env-changed=PROTOC");
     let mut includes = vec![String::from("proto")];
     if std::env::var_os("PROTOC").is_none() {
@@ -14,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_protos(&["proto/csi.proto"], &includes)?;
+        .compile_protos(
+            &["proto/csi.proto", "proto/pluginregistration.proto"],
+            &includes,
+        )?;
     Ok(())
 }

@@ -28,6 +28,12 @@ pub mod csi {
     tonic::include_proto!("csi.v1");
 }
 
+/// Generated types and service of kubelet's plugin-registration API (v1).
+pub mod pluginregistration {
+    #![allow(clippy::all)]
+    tonic::include_proto!("pluginregistration");
+}
+
 #[cfg(feature = "dev")]
 pub mod bench;
 pub mod cli;
@@ -43,6 +49,7 @@ pub mod kube;
 pub mod metrics;
 pub mod node;
 pub mod pve;
+pub mod registration;
 pub(crate) mod rpc_log;
 #[cfg(feature = "dev")]
 pub mod sandbox;

@@ -102,6 +102,11 @@ enum Command {
     },
 }
 
+/// Resolves once `stop` has been sent `true` (or dropped).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -226,6 +231,17 @@ async fn serve_csi(
         let api = proxmox_csi::kube::ApiServer::in_cluster()?;
         tokio::spawn(c.clone().run_labeller(api, interval));
     }
+    let registration = match &node {
+        Some(n) if n.kubelet_registration => Some((
+            proxmox_csi::registration::socket_path(&n.kubelet_dir, &driver_name),
+            proxmox_csi::registration::RegistrationService::new(
+                &driver_name,
+                &n.registration_endpoint(&driver_name),
+            )
+            .map_err(anyhow::Error::msg)?,
+        )),
+        _ => None,
+    };
     let node = match node {
         Some(n) => Some(NodeService::new(n.resolve().await?)),
         None => None,
@@ -236,12 +252,38 @@ async fn serve_csi(
     };
     let listener = server::bind(&endpoint)?;
     tracing::info!(%endpoint, controller = controller.is_some(), node = node.is_some(), "serving CSI");
-    server::serve(
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    // Registered only once the CSI socket listens: kubelet calls NodeGetInfo right away.
+    let registrar = match registration {
+        Some((path, service)) => {
+            let registrar = proxmox_csi::registration::Registrar::bind(&path)?;
+            tracing::info!(socket = %path.display(), "serving kubelet plugin registration");
+            Some(tokio::spawn(
+                registrar.serve(service, stopped(stop_rx.clone())),
+            ))
+        }
+        None => None,
+    };
+    let served = server::serve(
         listener,
         identity,
         controller.map(|inner| ControllerService { inner }),
         node,
-        shutdown_signal(),
+        stopped(stop_rx),
     )
-    .await
+    .await;
+    if let Some(r) = registrar {
+        if served.is_err() {
+            // Dropping the task's future drops the Registrar, which removes the socket.
+            r.abort();
+            let _ = r.await;
+        } else {
+            r.await??;
+        }
+    }
+    served
 }

@@ -10,7 +10,10 @@
 #      promtool check/test rules, dashboard and metric-name checks; pinned helm and
 #      promtool built with `go install`/`go build` into target/tools),
 #   7. the image's binary, built with the Dockerfile's own cargo command, has no simulator,
-#      sandbox or bench in it (tests/image/binary.sh).
+#      sandbox or bench in it (tests/image/binary.sh),
+#   8. the driver under a real Kubernetes, installed with its Helm chart (tests/e2e/kubernetes.sh;
+#      builds Kubernetes, etcd and the CSI sidecars from the Go module proxy once, cached in
+#      /var/cache/proxmox-csi-e2e).
 # Usage: sudo bash tests/run-all.sh        (CI runs exactly this)
 set -euo pipefail
 
@@ -64,6 +67,13 @@ count_line() { # count_line LABEL LOG: a script's last "LABEL: N passed, N faile
     PASSED=$((PASSED + $(sed -E "s/^$1: ([0-9]+) passed.*/\1/" <<<"$line")))
     FAILED=$((FAILED + $(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")))
 }
+count_e2e() { # "12 passed, 0 failed, 1 skipped", the last line of tests/e2e/kubernetes.sh
+    local line
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$1" | tail -1 || true)
+    if [ -z "$line" ]; then FAILED=$((FAILED + 1)); return; fi
+    read -r p _ f _ i _ <<<"${line//,/}"
+    PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + i))
+}
 count_ginkgo() { # "Ran 60 of 90 Specs" + "SUCCESS! -- 60 Passed | 0 Failed | 0 Pending | 30 Skipped"
     local line
     line=$(grep -E '[0-9]+ Passed \| [0-9]+ Failed' "$1" | tail -1 || true)
@@ -109,6 +119,10 @@ count_line chart "$LOG_DIR/chart.log"
 log "the image's binary: built as the Dockerfile builds it, without the simulator"
 if ! bash "$ROOT/tests/image/binary.sh" 2>&1 | tee "$LOG_DIR/image-binary.log"; then STATUS=1; fi
 count_line "image binary" "$LOG_DIR/image-binary.log"
+
+log "kubernetes end to end (tests/e2e/kubernetes.sh)"
+if ! bash "$ROOT/tests/e2e/kubernetes.sh" 2>&1 | tee "$LOG_DIR/e2e-kubernetes.log"; then STATUS=1; fi
+count_e2e "$LOG_DIR/e2e-kubernetes.log"
 
 log "summary (logs in $LOG_DIR)"
 echo "total: $PASSED passed, $FAILED failed, $SKIPPED skipped"

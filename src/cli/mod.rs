@@ -88,9 +88,30 @@ pub struct NodeArgs {
     /// of a request must lie below it (others are refused).
     #[arg(long, env = "KUBELET_DIR", default_value = crate::node::paths::DEFAULT_KUBELET_DIR)]
     pub kubelet_dir: PathBuf,
+    /// Register with kubelet by serving its plugin-registration socket
+    /// (`<kubelet-dir>/plugins_registry/<driver-name>-reg.sock`) instead of
+    /// leaving that to the node-driver-registrar sidecar.
+    #[arg(long)]
+    pub kubelet_registration: bool,
+    /// The CSI socket as kubelet sees it, reported in the registration
+    /// [default: <kubelet-dir>/plugins/<driver-name>/csi.sock].
+    #[arg(long, requires = "kubelet_registration")]
+    pub kubelet_registration_path: Option<String>,
 }
 
 impl NodeArgs {
+    /// The CSI socket path kubelet is told to dial (see `--kubelet-registration-path`).
+    pub fn registration_endpoint(&self, driver_name: &str) -> String {
+        self.kubelet_registration_path.clone().unwrap_or_else(|| {
+            self.kubelet_dir
+                .join("plugins")
+                .join(driver_name)
+                .join("csi.sock")
+                .display()
+                .to_string()
+        })
+    }
+
     /// The node configuration, with topology read from the Node's labels when asked.
     pub async fn resolve(&self) -> anyhow::Result<NodeConfig> {
         let mut cfg = self.build();

@@ -169,7 +169,9 @@ async fn refresh_size(cfg: &NodeConfig, dev: &Path, required_bytes: u64) -> Resu
     }
 }
 
-async fn grow_filesystem(mount: &MountEntry, dev: &Path) -> Result<(), NodeError> {
+/// Grows the filesystem mounted at `mount` to the size of `dev`. A no-op
+/// (success) when it already fills the device.
+pub(crate) async fn grow_filesystem(mount: &MountEntry, dev: &Path) -> Result<(), NodeError> {
     match mount.fs_type.as_str() {
         "ext4" | "ext3" | "ext2" => {
             let out = cmd::run("resize2fs", &[&dev.to_string_lossy()]).await?;

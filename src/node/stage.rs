@@ -56,8 +56,26 @@ pub async fn stage_filesystem(
     prepare_filesystem(device, fs).await?;
     let options = mount_options(fs, flags);
     mount::mount_fs(device, staging, fs.as_str(), &options, readonly)?;
+    if !readonly {
+        // A volume restored from a snapshot (or cloned) at a larger size
+        // carries the source's smaller filesystem, and kubelet calls
+        // NodeExpandVolume only when a PVC is resized: grow it here. A no-op
+        // when the filesystem already fills the disk. On failure the stage is
+        // undone, so the retry starts from an unmounted disk.
+        if let Err(e) = grow_staged(device, staging).await {
+            let _ = mount::unmount_all(staging);
+            return Err(e);
+        }
+    }
     tracing::info!(device = %device.display(), staging = %staging.display(), %fs, "staged");
     Ok(())
+}
+
+async fn grow_staged(device: &Path, staging: &Path) -> Result<(), NodeError> {
+    let entry = mountinfo::mount_at(staging)?.ok_or_else(|| {
+        NodeError::Precondition(format!("{} is not mounted after mount", staging.display()))
+    })?;
+    super::expand::grow_filesystem(&entry, device).await
 }
 
 /// The capability's mount flags plus what the filesystem needs here.

@@ -69,10 +69,31 @@ prometheus.io/port: {{ .Values.metrics.port | quote }}
 prometheus.io/path: /metrics
 {{- end }}
 
+{{/*
+KUBERNETES_SERVICE_HOST/PORT for clusters where Pods reach the API server
+elsewhere than at the kubernetes Service's ClusterIP (no kube-proxy, or
+hostNetwork Pods without a service network). Explicit env wins over the
+variables kubelet injects. Renders nothing when apiServer.host is empty.
+*/}}
+{{- define "proxmox-csi.apiServerEnv" -}}
+{{- with .Values.apiServer.host }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ . | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ $.Values.apiServer.port | default "443" | quote }}
+{{- end }}
+{{- end }}
+
 {{- define "proxmox-csi.nodeDaemonSet" -}}
 {{- $root := .root -}}
 {{- $v := $root.Values -}}
 {{- $name := printf "%s-node%s" (include "proxmox-csi.fullname" $root) .suffix -}}
+{{- if not (has $v.node.registration (list "sidecar" "builtin")) }}
+{{- fail (printf "node.registration must be sidecar or builtin, not %q" $v.node.registration) }}
+{{- end }}
+{{- $builtinReg := eq $v.node.registration "builtin" -}}
+{{- $builtinHealth := eq $v.healthProbe "builtin" -}}
+{{- $metricsPort := $v.node.metricsPort | default $v.metrics.port -}}
 {{- $selector := merge (dict) (.nodeSelector | default dict) ($v.node.nodeSelector | default dict) -}}
 apiVersion: apps/v1
 kind: DaemonSet
@@ -107,6 +128,10 @@ spec:
       {{- end }}
     spec:
       serviceAccountName: {{ include "proxmox-csi.nodeServiceAccount" $root }}
+      {{- if $v.node.hostNetwork }}
+      hostNetwork: true
+      dnsPolicy: ClusterFirstWithHostNet
+      {{- end }}
       # Neither the plugin nor the registrar calls the API server.
       automountServiceAccountToken: {{ $v.node.topologyFromNodeLabels }}
       {{- with $v.node.priorityClassName }}
@@ -147,13 +172,21 @@ spec:
             {{- if $v.node.topologyFromNodeLabels }}
             - --topology-from-node-labels
             {{- end }}
-            {{- if $v.metrics.enabled }}
-            - --metrics-address=0.0.0.0:{{ $v.metrics.port }}
+            {{- if or $v.metrics.enabled $builtinHealth }}
+            - --metrics-address=0.0.0.0:{{ $metricsPort }}
+            {{- end }}
+            {{- if $builtinReg }}
+            # Serve kubelet's plugin-registration socket in
+            # <kubeletDir>/plugins_registry; kubelet is told to dial the CSI
+            # socket at its host path.
+            - --kubelet-registration
+            - --kubelet-registration-path={{ include "proxmox-csi.pluginDir" $root }}/csi.sock
             {{- end }}
             {{- range $v.node.extraArgs }}
             - {{ . | quote }}
             {{- end }}
           env:
+            {{- include "proxmox-csi.apiServerEnv" $root | nindent 12 }}
             # The node id is the worker's Proxmox VM name, assumed equal to
             # the Kubernetes node name.
             - name: NODE_NAME
@@ -173,16 +206,18 @@ spec:
             - name: RUST_LOG
               value: {{ $v.logLevel | quote }}
           ports:
+            {{- if not $builtinHealth }}
             - name: healthz
               containerPort: 9808
-            {{- if $v.metrics.enabled }}
+            {{- end }}
+            {{- if or $v.metrics.enabled $builtinHealth }}
             - name: metrics
-              containerPort: {{ $v.metrics.port }}
+              containerPort: {{ $metricsPort }}
             {{- end }}
           livenessProbe:
             httpGet:
               path: /healthz
-              port: healthz
+              port: {{ ternary "metrics" "healthz" $builtinHealth }}
             initialDelaySeconds: 10
             periodSeconds: 30
             timeoutSeconds: 5
@@ -212,6 +247,10 @@ spec:
             - name: udev
               mountPath: /run/udev
               readOnly: true
+            {{- with $v.node.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+        {{- if not $builtinReg }}
         - name: node-driver-registrar
           image: {{ $v.sidecars.nodeDriverRegistrar.image }}
           imagePullPolicy: {{ $v.sidecars.pullPolicy }}
@@ -245,6 +284,8 @@ spec:
               mountPath: /csi
             - name: registration-dir
               mountPath: /registration
+        {{- end }}
+        {{- if not $builtinHealth }}
         - name: liveness-probe
           image: {{ $v.sidecars.livenessProbe.image }}
           imagePullPolicy: {{ $v.sidecars.pullPolicy }}
@@ -263,15 +304,18 @@ spec:
           volumeMounts:
             - name: plugin-dir
               mountPath: /csi
+        {{- end }}
       volumes:
         - name: plugin-dir
           hostPath:
             path: {{ include "proxmox-csi.pluginDir" $root }}
             type: DirectoryOrCreate
+        {{- if not $builtinReg }}
         - name: registration-dir
           hostPath:
             path: {{ trimSuffix "/" $v.node.kubeletDir }}/plugins_registry
             type: Directory
+        {{- end }}
         - name: kubelet-dir
           hostPath:
             path: {{ $v.node.kubeletDir }}
@@ -288,4 +332,7 @@ spec:
           hostPath:
             path: /run/udev
             type: Directory
+        {{- with $v.node.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
 {{- end -}}
