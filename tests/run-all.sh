@@ -10,7 +10,11 @@
 #      promtool check/test rules, dashboard and metric-name checks; pinned helm and
 #      promtool built with `go install`/`go build` into target/tools),
 #   7. the image's binary, built with the Dockerfile's own cargo command, has no simulator,
-#      sandbox or bench in it (tests/image/binary.sh).
+#      sandbox or bench in it (tests/image/binary.sh),
+#   8. a real guest kernel (tests/e2e/qemu.sh): worker VM in QEMU (KVM, else TCG), hot-plug over
+#      QMP, node plugin in the guest: csi-sanity's node tests, ext4/xfs online grow, LUKS2, raw
+#      block, udev by-id links (installs qemu-system-x86, debootstrap, cpio, socat; the guest
+#      is built from Debian packages once and cached under target/e2e).
 # Usage: sudo bash tests/run-all.sh        (CI runs exactly this)
 set -euo pipefail
 
@@ -38,6 +42,17 @@ install_packages() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+    # The QEMU guest test (and pve-sim's QMP unit test): without recommends, which for
+    # qemu-system-x86 would bring a desktop's worth of GUI libraries.
+    missing=()
+    for p in qemu-system-x86 debootstrap cpio socat; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
     [ -e /dev/loop-control ] || modprobe loop || true
 }
 
@@ -63,6 +78,13 @@ count_line() { # count_line LABEL LOG: a script's last "LABEL: N passed, N faile
     if [ -z "$line" ]; then FAILED=$((FAILED + 1)); return; fi
     PASSED=$((PASSED + $(sed -E "s/^$1: ([0-9]+) passed.*/\1/" <<<"$line")))
     FAILED=$((FAILED + $(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")))
+}
+count_qemu() { # the last line of tests/e2e/qemu.sh: "qemu: 9 passed, 0 failed"
+    local line
+    line=$(grep -E '^qemu: [0-9]+ passed, [0-9]+ failed$' "$1" | tail -1 || true)
+    if [ -z "$line" ]; then FAILED=$((FAILED + 1)); return; fi
+    PASSED=$((PASSED + $(sed -E 's/qemu: ([0-9]+) passed.*/\1/' <<<"$line")))
+    FAILED=$((FAILED + $(sed -E 's/.* ([0-9]+) failed/\1/' <<<"$line")))
 }
 count_ginkgo() { # "Ran 60 of 90 Specs" + "SUCCESS! -- 60 Passed | 0 Failed | 0 Pending | 30 Skipped"
     local line
@@ -109,6 +131,10 @@ count_line chart "$LOG_DIR/chart.log"
 log "the image's binary: built as the Dockerfile builds it, without the simulator"
 if ! bash "$ROOT/tests/image/binary.sh" 2>&1 | tee "$LOG_DIR/image-binary.log"; then STATUS=1; fi
 count_line "image binary" "$LOG_DIR/image-binary.log"
+
+log "real guest kernel: QEMU worker VM (tests/e2e/qemu.sh)"
+if ! bash "$ROOT/tests/e2e/qemu.sh" 2>&1 | tee "$LOG_DIR/qemu.log"; then STATUS=1; fi
+count_qemu "$LOG_DIR/qemu.log"
 
 log "summary (logs in $LOG_DIR)"
 echo "total: $PASSED passed, $FAILED failed, $SKIPPED skipped"
