@@ -7,9 +7,6 @@
 //! environment; ignored in a plain `cargo test` (no guest there). Each step prints
 //! `step <name> ok|fail <seconds>`, which qemu.sh counts.
 
-use proxmox_csi::contract::{
-    PUBLISH_CONTEXT_WWN, SECRET_ENCRYPTION_PASSPHRASE, VOLUME_CONTEXT_ENCRYPTED,
-};
 use proxmox_csi::csi::controller_client::ControllerClient;
 use proxmox_csi::csi::node_client::NodeClient;
 use proxmox_csi::csi::volume_capability::access_mode::Mode;
@@ -24,6 +21,10 @@ use std::time::Instant;
 use tonic::transport::Channel;
 
 const MIB: i64 = 1024 * 1024;
+// The driver's wire contract, as a StorageClass and a CO spell it.
+const PUBLISH_CONTEXT_WWN: &str = "wwn";
+const VOLUME_CONTEXT_ENCRYPTED: &str = "encrypted";
+const SECRET_ENCRYPTION_PASSPHRASE: &str = "encryptionPassphrase";
 const WORKER: &str = "worker-1";
 const KUBELET: &str = "/var/lib/kubelet/e2e";
 
