@@ -1,6 +1,8 @@
 //! Encrypted (LUKS) volumes. Opening a LUKS container needs device-mapper;
 //! where the host lacks it, the tests check that the node says so and
-//! leaves the disk untouched, and print that the open path was skipped.
+//! leaves the disk untouched, and print that the open path was skipped. The
+//! open/mount round trip always runs inside a real guest kernel: step "luks2:
+//! stage, wrong passphrase refused" of tests/qemu_guest.rs (tests/e2e/qemu.sh).
 
 mod node_support;
 
@@ -152,7 +154,11 @@ async fn encrypted_stage_round_trip_or_clear_refusal() {
             disk.first_mib() == before,
             "nothing may be written when the container cannot be opened"
         );
-        skip("encrypted open/mount round trip", &why.to_string());
+        skip(
+            "encrypted open/mount round trip (run in a real guest by tests/e2e/qemu.sh, \
+             step \"luks2: stage, wrong passphrase refused\")",
+            &why.to_string(),
+        );
         return;
     }
 

@@ -13,7 +13,11 @@
 #      sandbox or bench in it (tests/image/binary.sh),
 #   8. the driver under a real Kubernetes, installed with its Helm chart (tests/e2e/kubernetes.sh;
 #      builds Kubernetes, etcd and the CSI sidecars from the Go module proxy once, cached in
-#      /var/cache/proxmox-csi-e2e).
+#      /var/cache/proxmox-csi-e2e),
+#   9. a real guest kernel (tests/e2e/qemu.sh): worker VM in QEMU (KVM, else TCG), hot-plug over
+#      QMP, node plugin in the guest: csi-sanity's node tests, ext4/xfs online grow, LUKS2, raw
+#      block, udev by-id links (installs qemu-system-x86, debootstrap, cpio, socat; the guest
+#      is built from Debian packages once and cached under target/e2e).
 # Usage: sudo bash tests/run-all.sh        (CI runs exactly this)
 set -euo pipefail
 
@@ -40,6 +44,17 @@ install_packages() {
         log "installing packages: ${missing[*]}"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    # The QEMU guest test (and pve-sim's QMP unit test): without recommends, which for
+    # qemu-system-x86 would bring a desktop's worth of GUI libraries.
+    missing=()
+    for p in qemu-system-x86 debootstrap cpio socat; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
     [ -e /dev/loop-control ] || modprobe loop || true
 }
@@ -89,13 +104,14 @@ LOG_DIR="$(mktemp -d /tmp/proxmox-csi-tests.XXXXXX)"
 START=$(date +%s)
 
 # The Go tools of the later steps (helm, promtool, the Kubernetes components of the end to end)
-# build in the background, at low priority, while the Rust steps run: much of a cold build is
+# and the QEMU test's guest image build in the background, at low priority, while the Rust steps run: much of a cold build is
 # module download, and much of the Rust steps is waiting on mkfs, mount and sleeps, so the two
 # overlap well on two cores. Each later step builds what is still missing itself (all cached).
 log "building the Go tools in the background (log: $LOG_DIR/go-tools.log)"
 (
     set +e
     nice -n 10 bash -c "source '$ROOT/tests/tools/ensure.sh'; ensure_helm && ensure_promtool"
+    nice -n 10 bash "$ROOT/tests/e2e/guest.sh" "${PROXMOX_CSI_E2E_CACHE:-$ROOT/target/e2e}"
     source "$ROOT/tests/e2e/components.sh"
     e2e_components
 ) >"$LOG_DIR/go-tools.log" 2>&1 &
@@ -141,6 +157,10 @@ count_line "image binary" "$LOG_DIR/image-binary.log"
 log "kubernetes end to end (tests/e2e/kubernetes.sh)"
 if ! bash "$ROOT/tests/e2e/kubernetes.sh" 2>&1 | tee "$LOG_DIR/e2e-kubernetes.log"; then STATUS=1; fi
 count_e2e "$LOG_DIR/e2e-kubernetes.log"
+
+log "real guest kernel: QEMU worker VM (tests/e2e/qemu.sh)"
+if ! bash "$ROOT/tests/e2e/qemu.sh" 2>&1 | tee "$LOG_DIR/qemu.log"; then STATUS=1; fi
+count_line qemu "$LOG_DIR/qemu.log"
 
 log "summary (logs in $LOG_DIR)"
 echo "total: $PASSED passed, $FAILED failed, $SKIPPED skipped ($(( $(date +%s) - START )) s)"

@@ -60,9 +60,13 @@ pub async fn open(
         return Ok(mapped);
     }
     device_mapper_available()?;
+    let mut formatted = false;
     match probe::probe(disk).await? {
         Content::Luks => {}
-        Content::Blank => format(disk, passphrase).await?,
+        Content::Blank => {
+            format(disk, passphrase).await?;
+            formatted = true;
+        }
         other => {
             return Err(NodeError::NotBlank {
                 device: disk.to_path_buf(),
@@ -94,7 +98,32 @@ pub async fn open(
         return Err(out.into_error("cryptsetup open"));
     }
     device::ensure_block_device(&mapped)?;
+    if formatted {
+        // A new container's plaintext is the disk's zeros decrypted: noise, which the blank
+        // check before mkfs would rightly refuse. Zero what it looks at, once, right after
+        // creating the container. (Interrupted between luksFormat and here, the next stage
+        // finds a container that is not blank and refuses it: nothing is lost.)
+        zero_probe_window(&mapped)?;
+    }
     Ok(mapped)
+}
+
+/// Writes zeros over the ranges `probe` reads (start and end of the device) and syncs.
+fn zero_probe_window(dev: &Path) -> Result<(), NodeError> {
+    use std::io::{Seek, SeekFrom, Write};
+    let io = |e| NodeError::io(format!("zeroing the start and end of {}", dev.display()), e);
+    let size = device::block_size(dev)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dev)
+        .map_err(io)?;
+    let head = probe::BLANK_CHECK_BYTES.min(size);
+    let tail_start = size.saturating_sub(probe::BLANK_CHECK_END_BYTES).max(head);
+    for (start, len) in [(0, head), (tail_start, size - tail_start)] {
+        f.seek(SeekFrom::Start(start)).map_err(io)?;
+        f.write_all(&vec![0u8; len as usize]).map_err(io)?;
+    }
+    f.sync_all().map_err(io)
 }
 
 /// Creates a LUKS2 container on `disk`. Callers must have established

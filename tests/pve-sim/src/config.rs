@@ -43,6 +43,49 @@ pub struct SimConfig {
     pub version: String,
     /// Delay before answering a request that failed authentication (PVE: 3000).
     pub auth_fail_delay_ms: u64,
+    /// Worker VMs backed by a real QEMU process (disk changes go over QMP); unset: none.
+    pub qemu: Option<QemuConfig>,
+}
+
+/// Real QEMU guests for some running VMs (see `qemu.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QemuConfig {
+    /// The emulator (default `qemu-system-x86_64` from PATH).
+    pub binary: PathBuf,
+    /// Guest kernel and initramfs, booted directly (`-kernel`/`-initrd`).
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Added to every guest's kernel command line.
+    pub append: String,
+    pub memory_mib: u32,
+    /// `auto` (KVM when /dev/kvm opens, else TCG), `kvm` or `tcg`.
+    pub accel: String,
+    pub vms: Vec<QemuVm>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QemuVm {
+    pub vmid: u32,
+    /// User-mode network forwards, QEMU's `hostfwd` syntax (`tcp:127.0.0.1:P-:10000`).
+    pub hostfwd: Vec<String>,
+    /// Added to this guest's kernel command line.
+    pub append: String,
+}
+
+impl Default for QemuConfig {
+    fn default() -> Self {
+        QemuConfig {
+            binary: PathBuf::from("qemu-system-x86_64"),
+            kernel: PathBuf::new(),
+            initrd: PathBuf::new(),
+            append: String::new(),
+            memory_mib: 1536,
+            accel: "auto".into(),
+            vms: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -208,6 +251,7 @@ impl Default for SimConfig {
             unplug_verify_ms: 5_000,
             version: "8.4.1".into(),
             auth_fail_delay_ms: 0,
+            qemu: None,
         }
     }
 }

@@ -9,6 +9,8 @@
 //! The "guest" here is the host: a loop device that is mounted or held open has not been
 //! released. These rules are plain functions over a device path so that a QEMU-backed guest
 //! can answer the same questions from QMP instead.
+//! VMs configured to run in a real QEMU (`qemu.rs`) are handed to it: there the device list
+//! comes from QMP and the guest's own udev makes the links.
 
 use super::config::HotplugMode;
 use std::collections::{HashMap, HashSet};
@@ -35,6 +37,7 @@ pub struct Hotplug {
     /// Throttle groups (`throttle-drive-<key>`) a device removal without qemu_drivedel left in
     /// the running QEMU; they live until the VM stops.
     leftover_throttle: Mutex<HashSet<(u32, String)>>,
+    qemu: Option<super::qemu::Guests>,
 }
 
 /// qemu-server QemuServer/Blockdev.pm throttle_group_id.
@@ -137,7 +140,17 @@ impl Hotplug {
             data_dir,
             attached: Mutex::new(HashMap::new()),
             leftover_throttle: Mutex::new(HashSet::new()),
+            qemu: None,
         }
+    }
+
+    pub fn set_qemu(&mut self, guests: super::qemu::Guests) {
+        self.qemu = Some(guests);
+    }
+
+    /// The QEMU backend, when `vmid` runs in one.
+    fn qemu_for(&self, vmid: u32) -> Option<&super::qemu::Guests> {
+        self.qemu.as_ref().filter(|q| q.has(vmid))
     }
 
     /// Where the guest's sysfs block directories appear (`<dev>/device/wwid`, `vendor`).
@@ -167,6 +180,12 @@ impl Hotplug {
         wwn: Option<&str>,
         serial: Option<&str>,
     ) -> Result<(), String> {
+        if let Some(q) = self.qemu_for(vmid) {
+            return match format {
+                "raw" => q.plug(vmid, key, image, wwn, serial),
+                _ => Ok(()),
+            };
+        }
         let slot = (vmid, key.to_string());
         if self.leftover_throttle.lock().unwrap().contains(&slot) {
             return Err(duplicate_throttle_error(key));
@@ -235,6 +254,9 @@ impl Hotplug {
     /// whose earlier device_del the guest has since honoured is gone without the drive
     /// cleanup, leaving its throttle group behind. Ok when the device is (now) gone.
     pub fn unplug_verified(&self, vmid: u32, key: &str, verify: Duration) -> Result<(), String> {
+        if let Some(q) = self.qemu_for(vmid) {
+            return q.unplug(vmid, key, verify);
+        }
         let slot = (vmid, key.to_string());
         let Some(a) = self.attached.lock().unwrap().get(&slot).cloned() else {
             return Ok(());
@@ -265,6 +287,12 @@ impl Hotplug {
     }
 
     pub fn unplug(&self, vmid: u32, key: &str) {
+        if let Some(q) = self.qemu_for(vmid) {
+            if let Err(e) = q.unplug(vmid, key, Duration::from_secs(5)) {
+                tracing::warn!("VM {vmid}: unplugging {key}: {}", e.trim_end());
+            }
+            return;
+        }
         let a = self
             .attached
             .lock()
@@ -285,6 +313,9 @@ impl Hotplug {
 
     /// After a resize: let the loop device pick up the new image size.
     pub fn refresh(&self, vmid: u32, key: &str) -> Result<(), String> {
+        if let Some(q) = self.qemu_for(vmid) {
+            return q.resize(vmid, key);
+        }
         let dev = self
             .attached
             .lock()
@@ -330,6 +361,9 @@ impl Hotplug {
         let keys: Vec<(u32, String)> = self.attached.lock().unwrap().keys().cloned().collect();
         for (vmid, key) in keys {
             self.unplug(vmid, &key);
+        }
+        if let Some(q) = &self.qemu {
+            q.shutdown();
         }
     }
 }

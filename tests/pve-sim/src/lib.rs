@@ -36,6 +36,7 @@ mod formats;
 mod handlers;
 mod hotplug;
 mod propdef;
+mod qemu;
 mod schema;
 mod simapi;
 mod tasks;
@@ -43,7 +44,9 @@ mod validate;
 mod vmstate;
 mod volumes;
 
-pub use config::{HotplugMode, SimConfig, StorageConfig, TokenConfig, UserConfig, VmConfig};
+pub use config::{
+    HotplugMode, QemuConfig, QemuVm, SimConfig, StorageConfig, TokenConfig, UserConfig, VmConfig,
+};
 pub use faults::{Fault, FaultAction, Faults};
 
 use error::{ApiError, ApiResult};
@@ -103,7 +106,19 @@ impl Sim {
         for v in &cfg.vms {
             state.vms.entry(v.vmid).or_insert_with(|| vm_from_config(v));
         }
-        let hotplug = hotplug::Hotplug::new(cfg.hotplug, cfg.data_dir.clone());
+        let mut hotplug = hotplug::Hotplug::new(cfg.hotplug, cfg.data_dir.clone());
+        if let Some(q) = &cfg.qemu {
+            let scsihw = |vmid: u32| {
+                state
+                    .vms
+                    .get(&vmid)
+                    .and_then(|v| v.conf.get("scsihw").cloned())
+                    .unwrap_or_else(|| "lsi".into())
+            };
+            hotplug.set_qemu(
+                qemu::Guests::start(q, &cfg.data_dir, scsihw).map_err(anyhow::Error::msg)?,
+            );
+        }
         let sim = Sim {
             inner: Arc::new(Inner {
                 cfg,
