@@ -7,7 +7,11 @@
 //! "error on hot-unplugging device '<id>' - still busy in guest?"; only after a verified removal
 //! does qemu_drivedel run, which is what drops the drive's throttle group (Blockdev::detach).
 //! The "guest" here is the host: a loop device that is mounted or held open has not been
-//! released. These rules are plain functions over a device path so that a QEMU-backed guest
+//! released. That is the pessimistic guest: a real QEMU removes a scsi-hd on a shared
+//! virtio-scsi controller at once, mounted or not (seen in tests/e2e/qemu.sh); "still busy"
+//! there needs a PCI device the guest does not give up (a virtio-scsi-single controller,
+//! virtio-blk). The driver must handle both outcomes, so the loop model keeps the stricter one.
+//! These rules are plain functions over a device path so that a QEMU-backed guest
 //! can answer the same questions from QMP instead.
 //! VMs configured to run in a real QEMU (`qemu.rs`) are handed to it: there the device list
 //! comes from QMP and the guest's own udev makes the links.
