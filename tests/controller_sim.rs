@@ -704,6 +704,8 @@ async fn storage_class_drive_options_reach_the_vm_config() {
     req.parameters.insert("cache".into(), "writeback".into());
     req.parameters.insert("ssd".into(), "true".into());
     req.parameters.insert("backup".into(), "true".into());
+    req.parameters.insert("iothread".into(), "true".into());
+    req.parameters.insert("aio".into(), "threads".into());
     let v = c.create_volume(req).await.unwrap().volume.unwrap();
     let mut p = publish_req(&v.volume_id, "worker-1", false);
     p.volume_context = v.volume_context.clone();
@@ -714,6 +716,8 @@ async fn storage_class_drive_options_reach_the_vm_config() {
     assert_eq!(d.get("ssd"), Some("1"));
     assert_eq!(d.get("discard"), Some("on"));
     assert_eq!(d.get("backup"), Some("1"));
+    assert_eq!(d.get("iothread"), Some("1"));
+    assert_eq!(d.get("aio"), Some("threads"));
     // A malformed context (hand-written static PV) is refused before PVE is touched.
     let v2 = c
         .create_volume(create_req("pvc-o2", "shared", GIB))
@@ -728,4 +732,29 @@ async fn storage_class_drive_options_reach_the_vm_config() {
         k == Code::InvalidArgument && m.contains("volume_context.cache"),
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn mkfs_sizes_the_filesystem_refuses_fail_create_before_a_holder_exists() {
+    let t = start_sim(HotplugMode::None, |_| {}).await;
+    let c = controller(&t.url);
+    let mut req = create_req("pvc-fmt", "shared", GIB);
+    if let Some(AccessType::Mount(m)) = &mut req.volume_capabilities[0].access_type {
+        m.fs_type = "xfs".into();
+    }
+    // 256-byte inodes are fine for ext4 but below what xfs with checksums takes.
+    req.parameters.insert("inodeSize".into(), "256".into());
+    let (k, m) = code(c.create_volume(req.clone()).await.unwrap_err());
+    assert!(
+        k == Code::InvalidArgument && m.contains("parameters.inodeSize"),
+        "{k:?} {m}"
+    );
+    let l = c.list_volumes(ListVolumesRequest::default()).await.unwrap();
+    assert!(l.entries.is_empty(), "nothing was created");
+    // The same size with ext4 is made, and travels to the node in the context.
+    if let Some(AccessType::Mount(m)) = &mut req.volume_capabilities[0].access_type {
+        m.fs_type = "ext4".into();
+    }
+    let v = c.create_volume(req).await.unwrap().volume.unwrap();
+    assert_eq!(v.volume_context["inodeSize"], "256");
 }

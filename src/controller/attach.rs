@@ -164,6 +164,14 @@ impl Controller {
         if readonly {
             drive.set("ro", "1");
         }
+        if drive.flag("iothread") && !super::params::iothread_effective(cfg.get("scsihw")) {
+            tracing::warn!(
+                vm = vm.vmid,
+                scsihw = cfg.get("scsihw").unwrap_or("lsi"),
+                "iothread asked for, but PVE gives SCSI disks an I/O thread only on \
+                 virtio-scsi-single controllers: attaching without one"
+            );
+        }
         // Slots QEMU refused because it still holds an object of them (see
         // PveErrorKind::SlotUnusable): skipped for the rest of this attempt.
         let mut unusable: Vec<String> = Vec::new();

@@ -22,9 +22,26 @@ pub struct VolumeParams {
     pub backup: bool,
     /// LUKS-encrypt the volume on the node (passphrase from the node-stage secret).
     pub encrypted: bool,
+    /// Give the disk its own QEMU I/O thread (takes effect on workers whose
+    /// `scsihw` is `virtio-scsi-single`; PVE ignores it elsewhere).
+    pub iothread: bool,
+    /// QEMU's asynchronous I/O mode for the disk; None = PVE's choice.
+    pub aio: Option<String>,
+    /// mkfs block and inode size for the node to format with.
+    pub format: FormatOptions,
 }
 
 const CACHE_MODES: &[&str] = &["none", "writethrough", "writeback", "unsafe", "directsync"];
+/// PVE's drive `aio` values (qemu-server PVE/QemuServer/Drive.pm, the `aio` enum).
+const AIO_MODES: &[&str] = &["native", "threads", "io_uring"];
+/// Cache modes that open the image without O_DIRECT. QEMU refuses
+/// `aio=native` without it (qemu-server Drive.pm aio_cmdline_option picks
+/// native only when the cache is direct), so such a pair is refused here
+/// rather than at hot-plug time.
+const BUFFERED_CACHE_MODES: &[&str] = &["writethrough", "writeback", "unsafe"];
+/// The keys [`parse_volume_params`] knows, for its error message.
+const KNOWN_PARAMETERS: &str =
+    "storage, cache, ssd, discard, backup, encrypted, iothread, aio, blockSize, inodeSize";
 
 /// Keys the Kubernetes provisioner adds itself; not ours to judge.
 const K8S_PREFIX: &str = "csi.storage.k8s.io/";
@@ -67,16 +84,31 @@ pub fn parse_volume_params(
             "discard" => out.discard = parse_bool(key, v)?,
             "backup" => out.backup = parse_bool(key, v)?,
             "encrypted" => out.encrypted = parse_bool(key, v)?,
+            "iothread" => out.iothread = parse_bool(key, v)?,
+            "aio" => {
+                if !AIO_MODES.contains(&v) {
+                    return Err(ControllerError::InvalidArgument(format!(
+                        "parameters.aio: {v:?} is not one of {}",
+                        AIO_MODES.join(", ")
+                    )));
+                }
+                out.aio = Some(v.to_string());
+            }
+            // Read together below, once both are known.
+            k if k == VOLUME_CONTEXT_BLOCK_SIZE || k == VOLUME_CONTEXT_INODE_SIZE => {}
             // The filesystem is chosen by the node from the volume capability.
             "fsType" | "fstype" => {}
             k if k.starts_with(K8S_PREFIX) => {}
             k => {
                 return Err(ControllerError::InvalidArgument(format!(
-                    "parameters.{k}: unknown parameter (known: storage, cache, ssd, discard, backup, encrypted)"
+                    "parameters.{k}: unknown parameter (known: {KNOWN_PARAMETERS})"
                 )))
             }
         }
     }
+    out.format =
+        FormatOptions::parse(params, "parameters").map_err(ControllerError::InvalidArgument)?;
+    check_aio_cache(out.aio.as_deref(), out.cache.as_deref(), "parameters")?;
     out.storage = match storage {
         Some(s) if !s.is_empty() => s,
         _ => {
@@ -115,7 +147,41 @@ impl VolumeParams {
         if self.encrypted {
             ctx.insert(VOLUME_CONTEXT_ENCRYPTED.into(), "true".into());
         }
+        if self.iothread {
+            ctx.insert("iothread".into(), "true".into());
+        }
+        if let Some(a) = &self.aio {
+            ctx.insert("aio".into(), a.clone());
+        }
+        self.format.to_context(&mut ctx);
         ctx
+    }
+
+    /// Checks the mkfs sizes against the filesystem each mount capability
+    /// will carry (its fs_type, else the StorageClass's
+    /// `csi.storage.k8s.io/fstype`, else the default), so a size mkfs would
+    /// refuse fails CreateVolume instead of every NodeStage.
+    pub fn check_format(
+        &self,
+        caps: &[VolumeCapability],
+        params: &HashMap<String, String>,
+    ) -> Result<()> {
+        let class_fs = params
+            .get("csi.storage.k8s.io/fstype")
+            .map(String::as_str)
+            .filter(|f| !f.is_empty());
+        for cap in caps {
+            if let Some(volume_capability::AccessType::Mount(m)) = &cap.access_type {
+                let fs = Some(m.fs_type.as_str())
+                    .filter(|f| !f.is_empty())
+                    .or(class_fs)
+                    .unwrap_or(DEFAULT_FS_TYPE);
+                self.format
+                    .check(fs, "parameters")
+                    .map_err(ControllerError::InvalidArgument)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -159,6 +225,24 @@ pub fn drive_options(ctx: &HashMap<String, String>) -> Result<Vec<(&'static str,
     }
     if flag("ssd")?.unwrap_or(false) {
         out.push(("ssd", "1".into()));
+    }
+    if flag("iothread")?.unwrap_or(false) {
+        out.push(("iothread", "1".into()));
+    }
+    if let Some(a) = ctx.get("aio") {
+        if !AIO_MODES.contains(&a.as_str()) {
+            return Err(ControllerError::InvalidArgument(format!(
+                "{}: {a:?} is not one of {}",
+                field("aio"),
+                AIO_MODES.join(", ")
+            )));
+        }
+        check_aio_cache(
+            Some(a),
+            ctx.get("cache").map(String::as_str),
+            "volume_context",
+        )?;
+        out.push(("aio", a.clone()));
     }
     Ok(out)
 }
@@ -228,7 +312,32 @@ pub fn io_limits_of(drive: &crate::pve::drive::Drive) -> IoLimits {
         .collect()
 }
 
-use crate::contract::{FS_TYPES, VOLUME_CONTEXT_ENCRYPTED};
+use crate::contract::{
+    FormatOptions, DEFAULT_FS_TYPE, FS_TYPES, VOLUME_CONTEXT_BLOCK_SIZE, VOLUME_CONTEXT_ENCRYPTED,
+    VOLUME_CONTEXT_INODE_SIZE,
+};
+
+/// Refuses `aio=native` with a cache mode that does not open the image
+/// with O_DIRECT; `field` names the map the values came from.
+fn check_aio_cache(aio: Option<&str>, cache: Option<&str>, field: &str) -> Result<()> {
+    match (aio, cache) {
+        (Some("native"), Some(cache)) if BUFFERED_CACHE_MODES.contains(&cache) => {
+            Err(ControllerError::InvalidArgument(format!(
+                "{field}.aio: native needs the image opened with O_DIRECT, which cache {cache:?} \
+                 does not do (use cache none or directsync, or aio io_uring or threads)"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether a drive's `iothread=1` takes effect on a worker with this
+/// `scsihw`: qemu-server gives SCSI disks an I/O thread only on
+/// virtio-scsi-single and otherwise warns and ignores the flag
+/// (PVE/QemuServer.pm, the SCSI branch of print_drivedevice_full).
+pub fn iothread_effective(scsihw: Option<&str>) -> bool {
+    scsihw == Some("virtio-scsi-single")
+}
 
 /// A Proxmox disk attaches to one VM at a time, so only single-node modes.
 fn mode_supported(mode: Mode) -> bool {
@@ -443,6 +552,87 @@ mod tests {
             .to_string()
             .contains("volume_context.cache"));
         assert!(!v.to_context().contains_key("encrypted"));
+    }
+
+    #[test]
+    fn iothread_aio_and_format_sizes() {
+        let p = |kv: &[(&str, &str)]| -> HashMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain([("storage".to_string(), "s".to_string())])
+                .collect()
+        };
+        let v = parse_volume_params(
+            &p(&[
+                ("iothread", "true"),
+                ("aio", "io_uring"),
+                ("blockSize", "2048"),
+                ("inodeSize", "512"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert!(v.iothread);
+        assert_eq!(v.aio.as_deref(), Some("io_uring"));
+        assert_eq!(v.format.block_size, Some(2048));
+        let ctx = v.to_context();
+        assert_eq!(ctx["blockSize"], "2048");
+        assert_eq!(ctx["inodeSize"], "512");
+        let opts = drive_options(&ctx).unwrap();
+        assert!(opts.contains(&("iothread", "1".to_string())), "{opts:?}");
+        assert!(opts.contains(&("aio", "io_uring".to_string())), "{opts:?}");
+        // Off by default: no key in the context, no drive option.
+        let plain = parse_volume_params(&p(&[]), None).unwrap();
+        assert!(!plain.to_context().contains_key("iothread"));
+        assert!(!drive_options(&plain.to_context())
+            .unwrap()
+            .iter()
+            .any(|(k, _)| *k == "iothread" || *k == "aio"));
+
+        for (kv, field) in [
+            (vec![("aio", "posix")], "parameters.aio"),
+            (vec![("iothread", "2")], "parameters.iothread"),
+            (vec![("blockSize", "4k")], "parameters.blockSize"),
+            (
+                vec![("aio", "native"), ("cache", "writeback")],
+                "parameters.aio",
+            ),
+        ] {
+            let e = parse_volume_params(&p(&kv), None).unwrap_err();
+            assert!(
+                matches!(&e, ControllerError::InvalidArgument(m) if m.starts_with(field)),
+                "{kv:?}: {e}"
+            );
+        }
+        // native is fine with a direct cache mode.
+        assert!(parse_volume_params(&p(&[("aio", "native"), ("cache", "none")]), None).is_ok());
+        let bad_ctx = HashMap::from([
+            ("aio".to_string(), "native".to_string()),
+            ("cache".to_string(), "unsafe".to_string()),
+        ]);
+        assert!(drive_options(&bad_ctx)
+            .unwrap_err()
+            .to_string()
+            .contains("volume_context.aio"));
+
+        // The sizes are checked against the filesystem each capability asks for.
+        let v = parse_volume_params(&p(&[("inodeSize", "256")]), None).unwrap();
+        let ext4 = [cap(Mode::SingleNodeWriter, Some("ext4"))];
+        let xfs = [cap(Mode::SingleNodeWriter, Some("xfs"))];
+        let unnamed = [cap(Mode::SingleNodeWriter, Some(""))];
+        let block = [cap(Mode::SingleNodeWriter, None)];
+        let no_class = HashMap::new();
+        assert!(v.check_format(&ext4, &no_class).is_ok());
+        assert!(v.check_format(&block, &no_class).is_ok());
+        let e = v.check_format(&xfs, &no_class).unwrap_err();
+        assert!(e.to_string().contains("parameters.inodeSize"), "{e}");
+        assert!(v.check_format(&unnamed, &no_class).is_ok(), "default ext4");
+        let xfs_class =
+            HashMap::from([("csi.storage.k8s.io/fstype".to_string(), "xfs".to_string())]);
+        assert!(v.check_format(&unnamed, &xfs_class).is_err());
+        assert!(iothread_effective(Some("virtio-scsi-single")));
+        assert!(!iothread_effective(Some("virtio-scsi-pci")));
+        assert!(!iothread_effective(None));
     }
 
     #[test]

@@ -69,6 +69,7 @@ impl Controller {
         let name = required(&req.name, "name")?;
         check_capabilities(&req.volume_capabilities)?;
         let params = parse_volume_params(&req.parameters, self.opts.default_storage.as_deref())?;
+        params.check_format(&req.volume_capabilities, &req.parameters)?;
         let size = size_for(req.capacity_range.as_ref())?;
         let size = super::params::fs_minimum(
             &req.volume_capabilities,

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::contract::{
-    FS_TYPES, PUBLISH_CONTEXT_WWN, SECRET_ENCRYPTION_PASSPHRASE, VOLUME_CONTEXT_ENCRYPTED,
+    FormatOptions, FS_TYPES, PUBLISH_CONTEXT_WWN, SECRET_ENCRYPTION_PASSPHRASE,
+    VOLUME_CONTEXT_ENCRYPTED,
 };
 use crate::csi;
 use crate::volume_id::VolumeId;
@@ -75,6 +76,9 @@ pub struct StageRequest {
     pub capability: Capability,
     /// Set for encrypted volumes.
     pub encryption: Option<Passphrase>,
+    /// mkfs sizes from the volume_context, checked against the
+    /// capability's filesystem; used only on a blank disk.
+    pub format: FormatOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +177,21 @@ pub fn encrypted(volume_context: &HashMap<String, String>) -> Result<bool, NodeE
     }
 }
 
+/// The mkfs sizes a volume_context carries, valid for the filesystem the
+/// capability asks for (block access formats nothing, so any valid number
+/// passes).
+pub fn format_options(
+    volume_context: &HashMap<String, String>,
+    capability: &Capability,
+) -> Result<FormatOptions, NodeError> {
+    let field = "volume_context";
+    let opts = FormatOptions::parse(volume_context, field).map_err(NodeError::invalid)?;
+    if let Access::Mount { fs, .. } = &capability.access {
+        opts.check(fs.as_str(), field).map_err(NodeError::invalid)?;
+    }
+    Ok(opts)
+}
+
 /// The passphrase for an encrypted volume, or None for a plain one.
 pub fn encryption(
     volume_context: &HashMap<String, String>,
@@ -255,6 +274,7 @@ impl StageRequest {
         let capability = capability("volume_capability", req.volume_capability.as_ref())?;
         let given_wwn = wwn(&req.publish_context)?;
         let encryption = encryption(&req.volume_context, &req.secrets)?;
+        let format = format_options(&req.volume_context, &capability)?;
         let id = known_volume(&volume_id)?;
         Ok(StageRequest {
             wwn: wwn_of(&id, &given_wwn)?,
@@ -262,6 +282,7 @@ impl StageRequest {
             staging_path,
             capability,
             encryption,
+            format,
         })
     }
 }

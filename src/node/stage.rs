@@ -11,6 +11,7 @@ use super::mount;
 use super::mountinfo;
 use super::probe::{self, Content};
 use super::request::{Access, Sharing, StageRequest};
+use crate::contract::FormatOptions;
 
 /// Makes the volume available at the staging path. For block access the
 /// device is only located (publish bind-mounts it directly); for mount
@@ -35,7 +36,15 @@ pub async fn stage(cfg: &NodeConfig, req: &StageRequest) -> Result<(), NodeError
         Access::Block => Ok(()),
         Access::Mount { fs, flags } => {
             let readonly = req.capability.sharing == Sharing::ReadOnly;
-            stage_filesystem(&device, &req.staging_path, *fs, flags, readonly).await
+            stage_filesystem(
+                &device,
+                &req.staging_path,
+                *fs,
+                &req.format,
+                flags,
+                readonly,
+            )
+            .await
         }
     }
 }
@@ -44,6 +53,7 @@ pub async fn stage_filesystem(
     device: &Path,
     staging: &Path,
     fs: FsType,
+    format: &FormatOptions,
     flags: &[String],
     readonly: bool,
 ) -> Result<(), NodeError> {
@@ -53,7 +63,7 @@ pub async fn stage_filesystem(
     }
     std::fs::create_dir_all(staging)
         .map_err(|e| NodeError::io(format!("creating {}", staging.display()), e))?;
-    prepare_filesystem(device, fs).await?;
+    prepare_filesystem(device, fs, format).await?;
     let options = mount_options(fs, flags);
     mount::mount_fs(device, staging, fs.as_str(), &options, readonly)?;
     if !readonly {
@@ -122,9 +132,13 @@ fn check_existing_stage(
     Ok(())
 }
 
-/// Ensures `device` holds a filesystem of type `fs`, creating one only if
-/// the device is verifiably blank.
-pub async fn prepare_filesystem(device: &Path, fs: FsType) -> Result<(), NodeError> {
+/// Ensures `device` holds a filesystem of type `fs`, creating one (with
+/// `format`'s sizes) only if the device is verifiably blank.
+pub async fn prepare_filesystem(
+    device: &Path,
+    fs: FsType,
+    format: &FormatOptions,
+) -> Result<(), NodeError> {
     match probe::probe(device).await? {
         Content::Filesystem(found) if found == fs.as_str() => Ok(()),
         Content::Filesystem(found) => Err(NodeError::FsTypeMismatch {
@@ -134,7 +148,7 @@ pub async fn prepare_filesystem(device: &Path, fs: FsType) -> Result<(), NodeErr
         }),
         Content::Blank => {
             tracing::info!(device = %device.display(), %fs, "formatting blank device");
-            mkfs::mkfs(device, fs).await?;
+            mkfs::mkfs(device, fs, format).await?;
             // Trust but verify: mount must only ever see what we created.
             match probe::probe(device).await? {
                 Content::Filesystem(found) if found == fs.as_str() => Ok(()),
