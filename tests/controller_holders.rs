@@ -888,6 +888,7 @@ async fn documented_privileges_are_sufficient_and_needed() {
                 ("/vms".to_string(), keep(&vms)),
                 ("/storage".to_string(), keep(&storage)),
             ]),
+            privsep: true,
         }
     };
     let t = start_sim(HotplugMode::None, |c| c.tokens = vec![token("")]).await;

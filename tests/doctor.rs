@@ -99,6 +99,7 @@ async fn missing_privilege_fails_naming_privilege_and_path() {
             secret: "sim-secret".into(),
             privs: Some(vec![]),
             acl,
+            privsep: true,
         }];
     };
     let opts = DoctorOptions {

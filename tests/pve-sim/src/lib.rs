@@ -45,7 +45,8 @@ mod vmstate;
 mod volumes;
 
 pub use config::{
-    HotplugMode, QemuConfig, QemuVm, SimConfig, StorageConfig, TokenConfig, UserConfig, VmConfig,
+    HotplugMode, PoolConfig, QemuConfig, QemuVm, SimConfig, StorageConfig, TokenConfig, UserConfig,
+    VmConfig,
 };
 pub use faults::{Fault, FaultAction, Faults};
 
@@ -61,6 +62,9 @@ use vmstate::Vm;
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct State {
     vms: BTreeMap<u32, Vm>,
+    /// Resource pools (PVE keeps them in user.cfg); absent in state files of older versions.
+    #[serde(default)]
+    pools: BTreeMap<String, handlers::pools::Pool>,
 }
 
 struct Inner {
@@ -105,6 +109,12 @@ impl Sim {
         };
         for v in &cfg.vms {
             state.vms.entry(v.vmid).or_insert_with(|| vm_from_config(v));
+        }
+        for p in &cfg.pools {
+            state
+                .pools
+                .entry(p.poolid.clone())
+                .or_insert_with(|| handlers::pools::Pool::from_config(p));
         }
         let mut hotplug = hotplug::Hotplug::new(cfg.hotplug, cfg.data_dir.clone());
         if let Some(q) = &cfg.qemu {
