@@ -66,6 +66,21 @@ fn pve_code(e: &PveError) -> Code {
     }
 }
 
+/// A PermissionDenied message leads with what is missing, so the operator can grant it
+/// (docs/runbook.md has the table of privileges per RPC).
+fn permission_text(e: &ControllerError) -> Option<String> {
+    let ControllerError::Pve { context, source } = e else {
+        return None;
+    };
+    if source.kind() != PveErrorKind::Permission {
+        return None;
+    }
+    Some(match source.missing_privilege() {
+        Some(m) => format!("{context}: the Proxmox token lacks {m} ({source})"),
+        None => format!("{context}: Proxmox refused the token ({source})"),
+    })
+}
+
 impl From<ControllerError> for Status {
     fn from(e: ControllerError) -> Status {
         let code = match &e {
@@ -80,7 +95,7 @@ impl From<ControllerError> for Status {
             ControllerError::Pve { source, .. } => pve_code(source),
             ControllerError::Internal(_) => Code::Internal,
         };
-        Status::new(code, e.to_string())
+        Status::new(code, permission_text(&e).unwrap_or_else(|| e.to_string()))
     }
 }
 

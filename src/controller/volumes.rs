@@ -14,9 +14,7 @@ use crate::csi::{
 use crate::params;
 use crate::pve::types::StorageResource;
 use crate::pve::PveErrorKind;
-use crate::volume_id::{
-    holder_name, shorten, SnapshotId, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE,
-};
+use crate::volume_id::{shorten, SnapshotId, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
 
 /// Prefix of the temporary snapshot a clone of a live volume is taken from.
 pub const TEMP_SNAPSHOT_PREFIX: &str = "clone_";
@@ -85,7 +83,7 @@ impl Controller {
         let cluster = self
             .cluster(&placement.region)
             .expect("placement picks a configured cluster");
-        let holder_name = holder_name(name);
+        let holder_name = cluster.tenancy.holder_name(name);
         // Taken before anything is looked up, and held to the end: the source
         // of a clone or restore must not be deleted or changed meanwhile.
         let source = req.volume_content_source.as_ref();
@@ -425,6 +423,7 @@ impl Controller {
         if params.storage != source.id.storage {
             opts.push(("storage".into(), params.storage.clone()));
         }
+        opts.extend(cluster.tenancy.placement_params());
         // A clone that fails on PVE's storage lock leaves no VM behind (the
         // clone task removes its target), so it is retried as it was.
         self.retry_contended(|| async {
@@ -442,7 +441,14 @@ impl Controller {
                     self.opts.task_timeout,
                 )
                 .await
-                .ctx(|| format!("cloning holder VM {} into {newid}", source.holder.vmid))
+                .ctx(|| {
+                    format!(
+                        "cloning holder VM {} into {newid} (needs VM.Clone on /vms/{} and {})",
+                        source.holder.vmid,
+                        source.holder.vmid,
+                        cluster.tenancy.allocate_need(newid)
+                    )
+                })
         })
         .await?;
         self.mark_holder(cluster, &source.holder.node, newid)
