@@ -22,6 +22,9 @@ pub enum ControllerError {
     Aborted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// PVE hid something for want of a privilege (see visibility.rs).
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{context}: {source}")]
     Pve {
         context: String,
@@ -92,6 +95,7 @@ impl From<ControllerError> for Status {
             ControllerError::OutOfRange(_) => Code::OutOfRange,
             ControllerError::Aborted(_) => Code::Aborted,
             ControllerError::Unavailable(_) => Code::Unavailable,
+            ControllerError::PermissionDenied(_) => Code::PermissionDenied,
             ControllerError::Pve { source, .. } => pve_code(source),
             ControllerError::Internal(_) => Code::Internal,
         };

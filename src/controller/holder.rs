@@ -170,13 +170,14 @@ impl Controller {
                     continue;
                 }
                 Err(e) => {
+                    // PVE's create refuses a missing VM.Allocate without naming it.
+                    let need = if e.is_permission() && e.missing_privilege().is_none() {
+                        format!(" (needs {})", cluster.tenancy.allocate_need(vmid))
+                    } else {
+                        String::new()
+                    };
                     return Err(ControllerError::Pve {
-                        // PVE's create refuses a missing VM.Allocate without naming it.
-                        context: format!(
-                            "creating holder VM {vmid} on {} (needs {})",
-                            target.node,
-                            cluster.tenancy.allocate_need(vmid)
-                        ),
+                        context: format!("creating holder VM {vmid} on {}{need}", target.node),
                         source: Box::new(e),
                     });
                 }
@@ -235,10 +236,18 @@ impl Controller {
             .holders()
             .await?
             .into_iter()
-            .find(|v| v.vmid == vmid)
-            .ok_or_else(|| {
-                ControllerError::Internal(format!("holder VM {vmid} vanished right after creation"))
-            })?;
+            .find(|v| v.vmid == vmid);
+        let Some(holder) = holder else {
+            let e = match super::visibility::unseen_holder(cluster, vmid).await {
+                Some(e) => e,
+                None => ControllerError::Internal(format!(
+                    "holder VM {vmid} vanished right after creation"
+                )),
+            };
+            // Not listed, so not found again: nothing may be left behind.
+            self.discard_holder(cluster, &target.node, vmid).await;
+            return Err(e);
+        };
         let zone = if target.shared {
             holder.node.clone()
         } else {

@@ -17,6 +17,7 @@ pub mod service;
 pub(crate) mod snapshots;
 pub(crate) mod storage_limit;
 pub mod tenancy;
+pub(crate) mod visibility;
 pub(crate) mod volumes;
 
 use crate::config::ConfigFile;

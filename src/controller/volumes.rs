@@ -457,12 +457,15 @@ impl Controller {
             .holders()
             .await?
             .into_iter()
-            .find(|v| v.vmid == newid)
-            .ok_or_else(|| {
-                ControllerError::Internal(format!(
-                    "cloned holder VM {newid} not found (is it tagged?)"
-                ))
-            })?;
+            .find(|v| v.vmid == newid);
+        let Some(holder) = holder else {
+            if let Some(e) = super::visibility::unseen_holder(cluster, newid).await {
+                return Err(e);
+            }
+            return Err(ControllerError::Internal(format!(
+                "cloned holder VM {newid} not found (is it tagged?)"
+            )));
+        };
         let zone = self.zone_of(placement, &target_node);
         let mut held = cluster.held_volume(&holder, &zone).await?.ok_or_else(|| {
             ControllerError::Internal(format!(
@@ -714,6 +717,11 @@ impl Controller {
             }
         }
         if !storage_known {
+            for c in self.clusters() {
+                if let Some(e) = super::visibility::unseen_storage(c, storage).await {
+                    return Err(e);
+                }
+            }
             return Err(ControllerError::InvalidArgument(format!(
                 "parameters.storage: no available storage {storage:?} for disk images in the requested region(s)"
             )));
