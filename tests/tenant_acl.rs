@@ -12,7 +12,7 @@ use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessT
 use proxmox_csi::csi::*;
 use proxmox_csi::doctor::{self, DoctorOptions, Status};
 use proxmox_csi::volume_id::{TOPOLOGY_REGION, TOPOLOGY_ZONE};
-use pve_sim::{HotplugMode, PoolConfig, TokenConfig, UserConfig};
+use pve_sim::{HotplugMode, PoolConfig, TokenConfig, UserConfig, VmConfig};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use support::*;
@@ -56,6 +56,17 @@ fn acl_without(skip: Option<(&str, &str)>) -> BTreeMap<String, Vec<String>> {
 /// privilege-separated token (holding the role minus `skip`).
 async fn tenant_sim(skip: Option<(&str, &str)>) -> TestSim {
     start_sim(HotplugMode::None, |c| {
+        // Another tenant's VMs in the holder range, invisible to this token: creates and
+        // clones that pick their ids are refused by PVE and must move on.
+        for vmid in [100_000, 100_002] {
+            c.vms.push(VmConfig {
+                vmid,
+                name: format!("other-tenant-{vmid}"),
+                node: "pve2".into(),
+                status: "stopped".into(),
+                ..Default::default()
+            });
+        }
         c.pools = vec![PoolConfig {
             poolid: POOL.into(),
             ..Default::default()
@@ -258,8 +269,12 @@ async fn pool_storage_and_worker_acls_are_enough() {
     );
     let c = tenant_controller(&t.url);
     exercise(&c).await.unwrap_or_else(|f| panic!("{f:?}"));
-    // Every holder went into the pool and left it again when destroyed.
+    // Every holder went into the pool and left it again when destroyed; the other
+    // tenant's VMs are untouched.
     let state = t.sim.state_json();
+    for vmid in ["100000", "100002"] {
+        assert!(state["vms"][vmid].is_object(), "{vmid} gone: {state}");
+    }
     assert_eq!(
         state["pools"][POOL]["vms"],
         serde_json::json!([]),

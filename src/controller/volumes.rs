@@ -406,13 +406,6 @@ impl Controller {
                 source.holder.node
             )));
         };
-        // The lock covers choosing the id and marking it taken (free_vmid skips
-        // ids being created); the clone itself waits only for a storage permit.
-        let (newid, _creating) = {
-            let _alloc = cluster.alloc_lock.lock().await;
-            let newid = self.free_vmid(cluster).await?;
-            (newid, cluster.mark_creating(newid))
-        };
         let mut opts = params![
             ("name", name),
             ("description", super::holder::holder_description(csi_name))
@@ -424,33 +417,56 @@ impl Controller {
             opts.push(("storage".into(), params.storage.clone()));
         }
         opts.extend(cluster.tenancy.placement_params());
-        // A clone that fails on PVE's storage lock leaves no VM behind (the
-        // clone task removes its target), so it is retried as it was.
-        self.retry_contended(|| async {
-            let _permit = self
-                .storage_limit
-                .acquire(&cluster.region, &params.storage)
-                .await;
-            cluster
-                .client
-                .clone_vm(
-                    &source.holder.node,
-                    source.holder.vmid,
-                    newid,
-                    &opts,
-                    self.opts.task_timeout,
-                )
-                .await
-                .ctx(|| {
-                    format!(
-                        "cloning holder VM {} into {newid} (needs VM.Clone on /vms/{} and {})",
-                        source.holder.vmid,
-                        source.holder.vmid,
-                        cluster.tenancy.allocate_need(newid)
-                    )
+        let mut attempts = 0;
+        let (newid, _creating) = loop {
+            attempts += 1;
+            // The lock covers choosing the id and marking it taken (free_vmid skips
+            // ids being created); the clone itself waits only for a storage permit.
+            let (newid, creating) = {
+                let _alloc = cluster.alloc_lock.lock().await;
+                let newid = self.free_vmid(cluster).await?;
+                (newid, cluster.mark_creating(newid))
+            };
+            // A clone that fails on PVE's storage lock leaves no VM behind (the
+            // clone task removes its target), so it is retried as it was.
+            let cloned = self
+                .retry_contended(|| async {
+                    let _permit = self
+                        .storage_limit
+                        .acquire(&cluster.region, &params.storage)
+                        .await;
+                    cluster
+                        .client
+                        .clone_vm(
+                            &source.holder.node,
+                            source.holder.vmid,
+                            newid,
+                            &opts,
+                            self.opts.task_timeout,
+                        )
+                        .await
+                        .ctx(|| {
+                            format!(
+                                "cloning holder VM {} into {newid} (needs VM.Clone on /vms/{} and {})",
+                                source.holder.vmid,
+                                source.holder.vmid,
+                                cluster.tenancy.allocate_need(newid)
+                            )
+                        })
                 })
-        })
-        .await?;
+                .await;
+            match cloned {
+                Ok(()) => break (newid, creating),
+                // The id belongs to a VM this token cannot list (another tenant's), or
+                // was taken since the listing: skip it from now on (see create_holder).
+                Err(ControllerError::Pve { source: e, .. })
+                    if e.kind() == PveErrorKind::AlreadyExists && attempts < 32 =>
+                {
+                    cluster.note_hidden_vmid(newid);
+                }
+                Err(e) => return Err(e),
+            }
+        };
         self.mark_holder(cluster, &source.holder.node, newid)
             .await?;
         let holder = cluster
