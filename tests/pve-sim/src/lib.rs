@@ -16,6 +16,12 @@
 //! - VMs: list, create, destroy, `config` (GET/POST/PUT), `pending`, `unlink`, `resize`,
 //!   `status/current|start|stop`, `snapshot` (list/create/delete/rollback), `clone`
 //! - tasks: `/nodes/{node}/tasks[/{upid}/status|log]`
+//! - pools: `GET|POST|PUT|DELETE /pools`, `GET|PUT|DELETE /pools/{poolid}`; `pool` on create and
+//!   clone, removal on destroy
+//!
+//! Privileges follow pve-access-control: ACL paths propagate downwards, a pool's ACL reaches its
+//! member VMs and storages, a privilege-separated token holds its own ACLs intersected with its
+//! user's, and listings leave out what the caller may not audit.
 //!
 //! PVE's locks and hot-plug rules are modelled as contention, not only as injected faults: the
 //! per-VM config flock (taken by the worker of asynchronous config updates), the per-storage
