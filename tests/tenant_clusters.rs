@@ -232,4 +232,19 @@ async fn another_principals_creation_is_not_waited_for() {
         .volume
         .unwrap();
     assert!(!v.volume_id.contains("/100000"), "{}", v.volume_id);
+    // A creation under b's own token (an earlier b controller that died mid-create) is
+    // still waited for.
+    let r: serde_json::Value = http
+        .post(format!("{}/nodes/pve1/qemu", t.url))
+        .header("Authorization", "PVEAPIToken=kube-b@pve!csi=b")
+        .form(&[("vmid", "100005"), ("name", "csi-vol-b-pvc-y")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["data"].as_str().unwrap().starts_with("UPID:"), "{r}");
+    let e = b.create_volume(create("pvc-y")).await.unwrap_err();
+    assert_eq!(code(e), Code::Aborted);
 }

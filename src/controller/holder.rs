@@ -75,14 +75,22 @@ impl Controller {
     }
 
     /// With a cluster id, a VM being created by another principal (another Kubernetes
-    /// cluster's controller, with its own token) is not ours to wait for: its creating
-    /// task, visible to us only if we started it or may audit the node, names who runs it.
-    /// Without a cluster id every such VM may be ours, as before.
+    /// cluster's controller, with its own token) is not ours to wait for. Only positive
+    /// evidence counts: running tasks that could be making it, all by other principals and
+    /// none by us (a create's task names the new vmid; a clone's names its source, so for a
+    /// clone every running clone of the node counts). Our own tasks are always visible to
+    /// us; others' only with Sys.Audit on the node, else we wait as before. Without a
+    /// cluster id every such VM may be ours.
     async fn is_foreign_creation(&self, cluster: &Cluster, vm: &VmResource) -> Result<bool> {
         if cluster.tenancy.cluster_id.is_none() {
             return Ok(false);
         }
-        let users = match cluster.client.active_task_users(&vm.node, vm.vmid).await {
+        let (vmid, kind) = match vm.lock.as_deref() {
+            Some("clone") => (None, Some("qmclone")),
+            _ => (Some(vm.vmid), Some("qmcreate")),
+        };
+        let listed = cluster.client.active_task_users(&vm.node, vmid, kind).await;
+        let users = match listed {
             Ok(u) => u,
             // No view of the node's tasks: err on the side of waiting.
             Err(e) if e.kind() == PveErrorKind::Permission => return Ok(false),

@@ -14,13 +14,22 @@ struct TaskEntry {
 
 impl PveClient {
     /// The principals (`user@realm` or `user@realm!token`, from each UPID) of the running
-    /// tasks on `vmid` that this client may see (pve-manager API2/Tasks.pm node_tasks with
-    /// `source=active`: its own tasks, or all with Sys.Audit on /nodes/<node>).
-    pub async fn active_task_users(&self, node: &str, vmid: u64) -> Result<Vec<String>, PveError> {
-        let p = vec![
-            ("source".to_string(), "active".to_string()),
-            ("vmid".to_string(), vmid.to_string()),
-        ];
+    /// tasks on `node` that this client may see (pve-manager API2/Tasks.pm node_tasks with
+    /// `source=active`: its own tasks, or all with Sys.Audit on /nodes/<node>), of one VM
+    /// (the task id is the vmid: a create's new VM, a clone's source) and/or one task type.
+    pub async fn active_task_users(
+        &self,
+        node: &str,
+        vmid: Option<u64>,
+        task_type: Option<&str>,
+    ) -> Result<Vec<String>, PveError> {
+        let mut p = vec![("source".to_string(), "active".to_string())];
+        if let Some(v) = vmid {
+            p.push(("vmid".to_string(), v.to_string()));
+        }
+        if let Some(t) = task_type {
+            p.push(("typefilter".to_string(), t.to_string()));
+        }
         let tasks: Vec<TaskEntry> = self.get(&format!("/nodes/{node}/tasks"), &p).await?;
         Ok(tasks
             .iter()
