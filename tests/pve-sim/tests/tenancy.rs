@@ -341,3 +341,44 @@ async fn foreign_disk_access_and_privsep() {
         (403, "Permission check failed (/vms/200, VM.Audit)\n")
     );
 }
+
+/// pve-manager API2/Tasks.pm node_tasks: without Sys.Audit on the node a token sees only its
+/// own tasks; `source=active` lists running ones, `vmid` filters by task id.
+#[tokio::test]
+async fn task_list_shows_a_token_only_its_own_tasks() {
+    let mut h = tenant_sim().await;
+    assert_eq!(h.post("/pools", &[("poolid", "t1")]).await.0, 200);
+    let r = h
+        .post("/nodes/pve1/qemu", &[("vmid", "300"), ("name", "admin")])
+        .await;
+    upid_ok(&h, "pve1", r).await;
+    as_token(&mut h, TENANT).await;
+    let r = h
+        .post(
+            "/nodes/pve1/qemu",
+            &[("vmid", "200"), ("name", "h1"), ("pool", "t1")],
+        )
+        .await;
+    upid_ok(&h, "pve1", r).await;
+    let users = |b: &Value| -> Vec<String> {
+        b["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["user"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, b) = h.get("/nodes/pve1/tasks", &[("source", "all")]).await;
+    assert_eq!(s, 200);
+    assert_eq!(users(&b), vec!["tenant@pve!csi"]);
+    // Finished tasks are not active.
+    let (_, b) = h.get("/nodes/pve1/tasks", &[("source", "active")]).await;
+    assert!(users(&b).is_empty(), "{b}");
+    as_token(&mut h, TOKEN).await;
+    let (_, b) = h
+        .get("/nodes/pve1/tasks", &[("source", "all"), ("vmid", "300")])
+        .await;
+    assert_eq!(users(&b), vec!["csi@pve!csi"]);
+    let (_, b) = h.get("/nodes/pve1/tasks", &[]).await;
+    assert_eq!(users(&b).len(), 2, "{b}");
+}
