@@ -325,6 +325,22 @@ async fn foreign_disk_access_and_privsep() {
             "Permission check failed (/storage/local-lvm, Datastore.Allocate)\n"
         )
     );
+    // A member storage inherits the pool's roles too (compile_acl_path's "/storage/$storeid").
+    as_token(&mut h, TENANT).await;
+    let (_, b) = h
+        .get("/access/permissions", &[("path", "/storage/local")])
+        .await;
+    assert!(b["data"]["/storage/local"].get("VM.Audit").is_none(), "{b}");
+    as_token(&mut h, TOKEN).await;
+    let (s, _) = h
+        .put("/pools", &[("poolid", "t1"), ("storage", "local")])
+        .await;
+    assert_eq!(s, 200);
+    as_token(&mut h, TENANT).await;
+    let (_, b) = h
+        .get("/access/permissions", &[("path", "/storage/local")])
+        .await;
+    assert_eq!(b["data"]["/storage/local"]["VM.Audit"], 1, "{b}");
     // Outside the pool, nothing of the holder is visible once it leaves the pool.
     as_token(&mut h, TOKEN).await;
     let (s, _) = h
