@@ -283,6 +283,36 @@ async fn pool_storage_and_worker_acls_are_enough() {
 }
 
 #[tokio::test]
+async fn an_unknown_pool_is_named_by_doctor_and_create() {
+    let t = tenant_sim(None).await;
+    let mut cfg = tenant_config(&t.url);
+    cfg.clusters[0].pool = Some("k8s-typo".into());
+    let report = doctor::run(&cfg, &doctor_opts()).await;
+    let text = report.to_text();
+    let check = report
+        .find("pool k8s-typo")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(check.status, Status::Fail, "{text}");
+    assert!(check.detail.contains("pveum pool add k8s-typo"), "{text}");
+    assert!(
+        report.find(&format!("pool {POOL}")).is_none(),
+        "only the configured pool is checked"
+    );
+    let opts = ControllerOptions {
+        task_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let c = Controller::new(&cfg, opts).unwrap();
+    let (rpc, code, msg) = exercise(&c).await.unwrap_err();
+    assert_eq!(
+        (rpc, code),
+        ("CreateVolume", Code::PermissionDenied),
+        "{msg}"
+    );
+    assert!(msg.contains("pool 'k8s-typo' does not exist"), "{msg}");
+}
+
+#[tokio::test]
 async fn each_missing_privilege_is_named_by_doctor_and_the_first_rpc_needing_it() {
     let mut seen = Vec::new();
     for (path, privilege) in needed() {

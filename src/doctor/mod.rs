@@ -4,6 +4,7 @@
 
 pub(crate) mod endpoint;
 pub(crate) mod error;
+pub(crate) mod pool;
 pub(crate) mod privileges;
 pub(crate) mod report;
 pub(crate) mod storages;
@@ -130,6 +131,9 @@ async fn check_inventory(
     // Holder VMs get new ids, so their privileges must hold on their pool, or on /vms
     // itself without one (a superset of what workers need, so it covers them when none
     // are named).
+    if let Some(p) = pool {
+        pool::check(rec, client, p).await;
+    }
     let holders = privileges::holder_path(pool);
     privileges::check_path(rec, client, &holders, privileges::HOLDER_PRIVS).await;
 
