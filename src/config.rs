@@ -8,6 +8,7 @@
 //!     token_secret: "..."           # or username/password for ticket auth
 //!     ca_file: /etc/proxmox-csi/ca.pem   # optional; insecure: true skips verification
 //!     # allow_http: true            # accept a plain http:// url (simulator, local tests only)
+//!     # pool: k8s-prod              # PVE resource pool the holder VMs are created in
 //! ```
 
 use crate::pve::{Credentials, PveEndpoint};
@@ -45,6 +46,10 @@ pub struct ClusterConfig {
     /// Seconds one HTTP request may take.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// PVE resource pool holder VMs are created and cloned into (PVE's `pool`
+    /// parameter). Privileges granted on `/pool/<pool>` then cover every holder.
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -75,6 +80,10 @@ impl ConfigFile {
                 anyhow::bail!("clusters[].region {:?} appears twice", c.region);
             }
             c.endpoint()?;
+            if let Some(p) = &c.pool {
+                crate::controller::tenancy::validate_pool(p)
+                    .map_err(|e| anyhow::anyhow!("clusters[{}].{e}", c.region))?;
+            }
         }
         Ok(cfg)
     }
@@ -174,6 +183,18 @@ mod tests {
                 .clusters[0]
                 .allow_http
         );
+    }
+
+    #[test]
+    fn pool_is_checked() {
+        let base = "clusters:\n  - region: a\n    url: https://h\n    token_id: u@p!t\n    token_secret: s\n";
+        let c = ConfigFile::parse(&format!("{base}    pool: k8s-a\n")).unwrap();
+        assert_eq!(c.clusters[0].pool.as_deref(), Some("k8s-a"));
+        assert!(ConfigFile::parse(base).unwrap().clusters[0].pool.is_none());
+        let err = ConfigFile::parse(&format!("{base}    pool: 9bad\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("clusters[a].pool \"9bad\""), "{err}");
     }
 
     #[test]

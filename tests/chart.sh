@@ -115,6 +115,14 @@ refuses_servicemonitor_without_metrics() {
 }
 check "helm template refuses a ServiceMonitor with metrics.enabled=false" refuses_servicemonitor_without_metrics
 
+cluster_id_flags() { # no flag by default; clusterId and claimLegacyHolders reach the controller
+    render "${OFF[@]}" >"$WORK/noid.yaml"
+    if grep -q -- "--cluster-id" "$WORK/noid.yaml"; then echo "--cluster-id without clusterId"; return 1; fi
+    render "${OFF[@]}" --set controller.clusterId=prod-a --set controller.claimLegacyHolders=false >"$WORK/id.yaml"
+    grep -q -- "- --cluster-id=prod-a" "$WORK/id.yaml" && grep -q -- "- --claim-legacy-holders=false" "$WORK/id.yaml"
+}
+check "controller.clusterId renders --cluster-id and --claim-legacy-holders" cluster_id_flags
+
 # promtool reads plain rule files (groups:), so the PrometheusRule's spec is taken out.
 extract_rules() {
     python3 - "$WORK/on.yaml" "$WORK/rules.yaml" <<'PY'

@@ -4,7 +4,9 @@
 #   1. Debian packages for the node tests and the simulator (mkfs, loop, qemu-img),
 #   2. csi-sanity (kubernetes-csi/csi-test) with `go install`,
 #   3. `cargo test` (unit, simulator, controller and node tests; node tests need root),
-#   4. csi-sanity against `proxmox-csi all` + `pve-sim`, for mount and for block volumes,
+#   4. csi-sanity against `proxmox-csi all` + `pve-sim`, for mount and for block volumes, and
+#      for two tenants at once on one pve-sim (tests/sanity-tenants.sh: scoped privsep tokens,
+#      pools, cluster ids; each tenant's run counts, plus the check that no holder is left),
 #   5. a Python grpcio client on the CSI socket (grpcio from PyPI into a venv),
 #   6. the Helm chart and its monitoring objects (tests/chart.sh: helm lint/template,
 #      promtool check/test rules, dashboard and metric-name checks; pinned helm and
@@ -134,6 +136,18 @@ for access in mount block; do
     if ! bash "$ROOT/tests/sanity.sh" "$access" 2>&1 | tee "$LOG_DIR/sanity-$access.log"; then STATUS=1; fi
     count_ginkgo "$LOG_DIR/sanity-$access.log"
 done
+
+log "csi-sanity, two tenants at once on one simulator (tests/sanity-tenants.sh)"
+if ! bash "$ROOT/tests/sanity-tenants.sh" mount 2>&1 | tee "$LOG_DIR/sanity-tenants.log"; then STATUS=1; fi
+for t in a b; do
+    grep "^tenant $t: " "$LOG_DIR/sanity-tenants.log" >"$LOG_DIR/sanity-tenant-$t.log" || true
+    count_ginkgo "$LOG_DIR/sanity-tenant-$t.log"
+done
+if grep -qx "holder VMs left after both runs: 0" "$LOG_DIR/sanity-tenants.log"; then
+    PASSED=$((PASSED + 1))
+else
+    FAILED=$((FAILED + 1))
+fi
 
 log "python grpcio client"
 if bash "$ROOT/tests/grpc_python.sh" 2>&1 | tee "$LOG_DIR/grpc-python.log"; then

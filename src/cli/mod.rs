@@ -41,6 +41,15 @@ pub struct ControllerArgs {
     /// Seconds between two labelling passes.
     #[arg(long, default_value_t = 60)]
     pub label_interval: u64,
+    /// This Kubernetes cluster's identity, when several share one Proxmox cluster:
+    /// holders carry it (name and `csi-cluster-<id>` tag) and other clusters' holders
+    /// are ignored. 1-14 lower-case letters, digits and '-'.
+    #[arg(long, env = "PROXMOX_CSI_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// With --cluster-id: also own holders made without a cluster id (the upgrade of a
+    /// single cluster). Set false on every further cluster sharing the Proxmox cluster.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub claim_legacy_holders: bool,
 }
 
 impl ControllerArgs {
@@ -54,6 +63,8 @@ impl ControllerArgs {
                 task_timeout: Duration::from_secs(self.task_timeout),
                 max_volumes_per_vm: self.max_volumes_per_node,
                 storage_concurrency: self.storage_concurrency,
+                cluster_id: self.cluster_id.clone(),
+                claim_legacy_holders: self.claim_legacy_holders,
                 ..Default::default()
             },
         )

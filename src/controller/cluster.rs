@@ -14,11 +14,16 @@ use std::sync::{Arc, Mutex};
 pub struct Cluster {
     pub region: String,
     pub client: PveClient,
+    /// Which holders are this controller's, and the pool they go into.
+    pub tenancy: super::tenancy::Tenancy,
     vm_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     /// Held from choosing a free vmid until the VM exists.
     pub(crate) alloc_lock: tokio::sync::Mutex<()>,
     /// Holder vmids this process is creating or cloning right now.
     pub(crate) creating: Mutex<std::collections::HashSet<u64>>,
+    /// Vmids PVE refused as taken that the VM listing does not show (VMs this
+    /// token has no VM.Audit on); never picked again by this process.
+    pub(crate) hidden_taken: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// A disk slot of a VM that holds a given volume.
@@ -38,10 +43,24 @@ impl Cluster {
         Cluster {
             region,
             client,
+            tenancy: Default::default(),
             vm_locks: Mutex::new(HashMap::new()),
             alloc_lock: tokio::sync::Mutex::new(()),
             creating: Mutex::new(Default::default()),
+            hidden_taken: Mutex::new(Default::default()),
         }
+    }
+
+    pub(crate) fn note_hidden_vmid(&self, vmid: u64) {
+        self.hidden_taken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vmid);
+    }
+
+    pub fn with_tenancy(mut self, tenancy: super::tenancy::Tenancy) -> Cluster {
+        self.tenancy = tenancy;
+        self
     }
 
     /// Serialize this controller's config edits of one VM. Other writers
@@ -217,13 +236,15 @@ pub fn is_holder(vm: &VmResource) -> bool {
 }
 
 impl Cluster {
+    /// The holders of this controller's cluster (see tenancy.rs); other clusters' holders
+    /// are not listed, so nothing that starts from this list can touch them.
     pub async fn holders(&self) -> Result<Vec<VmResource>> {
         let vms = self
             .client
             .vms()
             .await
             .ctx(|| format!("listing VMs of cluster {}", self.region))?;
-        Ok(vms.into_iter().filter(is_holder).collect())
+        Ok(vms.into_iter().filter(|v| self.tenancy.owns(v)).collect())
     }
 
     pub async fn find_holder(&self, name: &str) -> Result<Option<VmResource>> {

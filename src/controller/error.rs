@@ -22,6 +22,9 @@ pub enum ControllerError {
     Aborted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// PVE hid something for want of a privilege (see visibility.rs).
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{context}: {source}")]
     Pve {
         context: String,
@@ -66,6 +69,21 @@ fn pve_code(e: &PveError) -> Code {
     }
 }
 
+/// A PermissionDenied message leads with what is missing, so the operator can grant it
+/// (docs/runbook.md has the table of privileges per RPC).
+fn permission_text(e: &ControllerError) -> Option<String> {
+    let ControllerError::Pve { context, source } = e else {
+        return None;
+    };
+    if source.kind() != PveErrorKind::Permission {
+        return None;
+    }
+    Some(match source.missing_privilege() {
+        Some(m) => format!("{context}: the Proxmox token lacks {m} ({source})"),
+        None => format!("{context}: Proxmox refused the token ({source})"),
+    })
+}
+
 impl From<ControllerError> for Status {
     fn from(e: ControllerError) -> Status {
         let code = match &e {
@@ -77,10 +95,11 @@ impl From<ControllerError> for Status {
             ControllerError::OutOfRange(_) => Code::OutOfRange,
             ControllerError::Aborted(_) => Code::Aborted,
             ControllerError::Unavailable(_) => Code::Unavailable,
+            ControllerError::PermissionDenied(_) => Code::PermissionDenied,
             ControllerError::Pve { source, .. } => pve_code(source),
             ControllerError::Internal(_) => Code::Internal,
         };
-        Status::new(code, e.to_string())
+        Status::new(code, permission_text(&e).unwrap_or_else(|| e.to_string()))
     }
 }
 

@@ -8,14 +8,14 @@
 //! worker can never free it. Holders carry the `proxmox-csi` tag, a
 //! `csi-vol-` name and a description that says what they are.
 
-use super::cluster::{is_holder, Cluster, HeldVolume, HOLDER_SLOT};
+use super::cluster::{Cluster, HeldVolume, HOLDER_SLOT};
 use super::error::{ControllerError, PveContext, Result};
 use super::Controller;
 use crate::params;
 use crate::pve::drive::Drive;
 use crate::pve::types::{StorageResource, VmResource};
 use crate::pve::PveErrorKind;
-use crate::volume_id::{holder_disk, HOLDER_TAG};
+use crate::volume_id::holder_disk;
 
 /// The PVE description of a holder. The CSI name may hold any character
 /// (CSI only bounds its length): control characters are escaped so they
@@ -51,11 +51,15 @@ impl Controller {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if let Some(vm) = vms.iter().find(|v| {
+        let unsettled = vms.iter().filter(|v| {
             v.vmid >= self.opts.holder_vmid_base
                 && matches!(v.lock.as_deref(), Some("create" | "clone"))
                 && !ours.contains(&v.vmid)
-        }) {
+        });
+        for vm in unsettled {
+            if self.is_foreign_creation(cluster, vm).await? {
+                continue;
+            }
             return Err(ControllerError::Aborted(format!(
                 "VM {} is still being created by an earlier request (lock: {}); retry when it is done",
                 vm.vmid,
@@ -64,10 +68,41 @@ impl Controller {
         }
         let mut found: Vec<VmResource> = vms
             .into_iter()
-            .filter(|v| is_holder(v) && v.name.as_deref() == Some(name))
+            .filter(|v| cluster.tenancy.owns(v) && v.name.as_deref() == Some(name))
             .collect();
         found.sort_by_key(|v| v.vmid);
         Ok(found.into_iter().next())
+    }
+
+    /// With a cluster id, a VM being created by another principal (another Kubernetes
+    /// cluster's controller, with its own token) is not ours to wait for. Only positive
+    /// evidence counts: running tasks that could be making it, all by other principals and
+    /// none by us (a create's task names the new vmid; a clone's names its source, so for a
+    /// clone every running clone of the node counts). Our own tasks are always visible to
+    /// us; others' only with Sys.Audit on the node, else we wait as before. Without a
+    /// cluster id every such VM may be ours.
+    async fn is_foreign_creation(&self, cluster: &Cluster, vm: &VmResource) -> Result<bool> {
+        if cluster.tenancy.cluster_id.is_none() {
+            return Ok(false);
+        }
+        let (vmid, kind) = match vm.lock.as_deref() {
+            Some("clone") => (None, Some("qmclone")),
+            _ => (Some(vm.vmid), Some("qmcreate")),
+        };
+        let listed = cluster.client.active_task_users(&vm.node, vmid, kind).await;
+        let users = match listed {
+            Ok(u) => u,
+            // No view of the node's tasks: err on the side of waiting.
+            Err(e) if e.kind() == PveErrorKind::Permission => return Ok(false),
+            Err(e) => {
+                return Err(ControllerError::Pve {
+                    context: format!("listing the tasks of VM {}", vm.vmid),
+                    source: Box::new(e),
+                })
+            }
+        };
+        let me = cluster.client.principal();
+        Ok(!users.is_empty() && users.iter().all(|u| u != me))
     }
 
     /// Lowest free vmid at or above the configured base. Serialized by the
@@ -79,6 +114,14 @@ impl Controller {
             .await
             .ctx(|| "listing VMs".to_string())?;
         let mut used: std::collections::HashSet<u64> = vms.iter().map(|v| v.vmid).collect();
+        // Ids PVE said are taken by VMs this token cannot see (other tenants' VMs).
+        used.extend(
+            cluster
+                .hidden_taken
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter(),
+        );
         // Ids this process is creating or cloning right now are taken too, even
         // before PVE lists them.
         used.extend(
@@ -117,23 +160,34 @@ impl Controller {
                 let vmid = self.free_vmid(cluster).await?;
                 (vmid, cluster.mark_creating(vmid))
             };
-            let opts = params![
+            let mut opts = params![
                 ("name", name),
-                ("tags", HOLDER_TAG),
+                ("tags", cluster.tenancy.holder_tags()),
                 ("description", holder_description(csi_name)),
                 ("onboot", 0),
                 // PVE then refuses "Remove" on the holder (and with it the volume) from the UI or API.
                 ("protection", 1)
             ];
+            opts.extend(cluster.tenancy.placement_params());
             match cluster.client.create_vm(&target.node, vmid, &opts, t).await {
                 Ok(()) => break (vmid, creating),
-                // Someone else took the id between our list and the create.
-                Err(e) if e.kind() == PveErrorKind::AlreadyExists && attempts < 5 => continue,
+                // Someone else took the id between our list and the create, or it belongs
+                // to a VM this token cannot list: remembered, so the next pick skips it.
+                Err(e) if e.kind() == PveErrorKind::AlreadyExists && attempts < 32 => {
+                    cluster.note_hidden_vmid(vmid);
+                    continue;
+                }
                 Err(e) => {
+                    // PVE's create refuses a missing VM.Allocate without naming it.
+                    let need = if e.is_permission() && e.missing_privilege().is_none() {
+                        format!(" (needs {})", cluster.tenancy.allocate_need(vmid))
+                    } else {
+                        String::new()
+                    };
                     return Err(ControllerError::Pve {
-                        context: format!("creating holder VM {vmid} on {}", target.node),
+                        context: format!("creating holder VM {vmid} on {}{need}", target.node),
                         source: Box::new(e),
-                    })
+                    });
                 }
             }
         };
@@ -190,10 +244,18 @@ impl Controller {
             .holders()
             .await?
             .into_iter()
-            .find(|v| v.vmid == vmid)
-            .ok_or_else(|| {
-                ControllerError::Internal(format!("holder VM {vmid} vanished right after creation"))
-            })?;
+            .find(|v| v.vmid == vmid);
+        let Some(holder) = holder else {
+            let e = match super::visibility::unseen_holder(cluster, vmid).await {
+                Some(e) => e,
+                None => ControllerError::Internal(format!(
+                    "holder VM {vmid} vanished right after creation"
+                )),
+            };
+            // Not listed, so not found again: nothing may be left behind.
+            self.discard_holder(cluster, &target.node, vmid).await;
+            return Err(e);
+        };
         let zone = if target.shared {
             holder.node.clone()
         } else {
@@ -235,7 +297,7 @@ impl Controller {
 
     /// Make a holder made by a clone look like one made by create.
     pub(super) async fn mark_holder(&self, cluster: &Cluster, node: &str, vmid: u64) -> Result<()> {
-        let mark = params![("tags", HOLDER_TAG), ("protection", 1)];
+        let mark = params![("tags", cluster.tenancy.holder_tags()), ("protection", 1)];
         cluster
             .client
             .update_vm_config(node, vmid, &mark, self.opts.task_timeout)
@@ -252,7 +314,7 @@ impl Controller {
         holder: &VmResource,
         volid: &str,
     ) -> Result<()> {
-        if !is_holder(holder) {
+        if !cluster.tenancy.owns(holder) {
             return Err(ControllerError::FailedPrecondition(format!(
                 "VM {} is not a holder VM of this driver",
                 holder.vmid

@@ -105,7 +105,7 @@ impl Controller {
     pub(super) async fn require_vm(&self, cluster: &Cluster, node_id: &str) -> Result<VmResource> {
         let vm = cluster.find_vm(node_id).await?.ok_or_else(|| {
             ControllerError::NotFound(format!(
-                "node_id \"{}\": no VM with that name in cluster {}",
+                "node_id \"{}\": no VM with that name in cluster {} (PVE lists only VMs the token has VM.Audit on)",
                 shorten(node_id),
                 cluster.region
             ))

@@ -16,6 +16,8 @@ pub(crate) mod params;
 pub mod service;
 pub(crate) mod snapshots;
 pub(crate) mod storage_limit;
+pub mod tenancy;
+pub(crate) mod visibility;
 pub(crate) mod volumes;
 
 use crate::config::ConfigFile;
@@ -45,6 +47,11 @@ pub struct ControllerOptions {
     /// Allocations and clones this controller runs at once per storage; the rest
     /// queue here instead of on PVE's storage lock (see `storage_limit`).
     pub storage_concurrency: usize,
+    /// The Kubernetes cluster's identity when several share one Proxmox cluster
+    /// (see `tenancy`); None = holders without a cluster tag, as before cluster ids.
+    pub cluster_id: Option<String>,
+    /// With a cluster id: also own the holders that carry no cluster tag.
+    pub claim_legacy_holders: bool,
 }
 
 impl Default for ControllerOptions {
@@ -57,6 +64,8 @@ impl Default for ControllerOptions {
             config_attempts: 5,
             config_retry_delay: Duration::from_millis(500),
             storage_concurrency: 2,
+            cluster_id: None,
+            claim_legacy_holders: true,
         }
     }
 }
@@ -74,9 +83,17 @@ impl Controller {
         for c in &config.clusters {
             let client =
                 PveClient::new(&c.endpoint()?)?.with_observer(Arc::new(crate::metrics::PveMetrics));
+            if let Some(id) = &opts.cluster_id {
+                tenancy::validate_cluster_id(id).map_err(anyhow::Error::msg)?;
+            }
+            let tenancy = tenancy::Tenancy {
+                cluster_id: opts.cluster_id.clone(),
+                claim_legacy: opts.claim_legacy_holders,
+                pool: c.pool.clone(),
+            };
             clusters.insert(
                 c.region.clone(),
-                Arc::new(Cluster::new(c.region.clone(), client)),
+                Arc::new(Cluster::new(c.region.clone(), client).with_tenancy(tenancy)),
             );
         }
         Ok(Controller {

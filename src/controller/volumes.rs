@@ -14,9 +14,7 @@ use crate::csi::{
 use crate::params;
 use crate::pve::types::StorageResource;
 use crate::pve::PveErrorKind;
-use crate::volume_id::{
-    holder_name, shorten, SnapshotId, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE,
-};
+use crate::volume_id::{shorten, SnapshotId, VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
 
 /// Prefix of the temporary snapshot a clone of a live volume is taken from.
 pub const TEMP_SNAPSHOT_PREFIX: &str = "clone_";
@@ -86,7 +84,7 @@ impl Controller {
         let cluster = self
             .cluster(&placement.region)
             .expect("placement picks a configured cluster");
-        let holder_name = holder_name(name);
+        let holder_name = cluster.tenancy.holder_name(name);
         // Taken before anything is looked up, and held to the end: the source
         // of a clone or restore must not be deleted or changed meanwhile.
         let source = req.volume_content_source.as_ref();
@@ -409,13 +407,6 @@ impl Controller {
                 source.holder.node
             )));
         };
-        // The lock covers choosing the id and marking it taken (free_vmid skips
-        // ids being created); the clone itself waits only for a storage permit.
-        let (newid, _creating) = {
-            let _alloc = cluster.alloc_lock.lock().await;
-            let newid = self.free_vmid(cluster).await?;
-            (newid, cluster.mark_creating(newid))
-        };
         let mut opts = params![
             ("name", name),
             ("description", super::holder::holder_description(csi_name))
@@ -426,38 +417,72 @@ impl Controller {
         if params.storage != source.id.storage {
             opts.push(("storage".into(), params.storage.clone()));
         }
-        // A clone that fails on PVE's storage lock leaves no VM behind (the
-        // clone task removes its target), so it is retried as it was.
-        self.retry_contended(|| async {
-            let _permit = self
-                .storage_limit
-                .acquire(&cluster.region, &params.storage)
+        opts.extend(cluster.tenancy.placement_params());
+        let mut attempts = 0;
+        let (newid, _creating) = loop {
+            attempts += 1;
+            // The lock covers choosing the id and marking it taken (free_vmid skips
+            // ids being created); the clone itself waits only for a storage permit.
+            let (newid, creating) = {
+                let _alloc = cluster.alloc_lock.lock().await;
+                let newid = self.free_vmid(cluster).await?;
+                (newid, cluster.mark_creating(newid))
+            };
+            // A clone that fails on PVE's storage lock leaves no VM behind (the
+            // clone task removes its target), so it is retried as it was.
+            let cloned = self
+                .retry_contended(|| async {
+                    let _permit = self
+                        .storage_limit
+                        .acquire(&cluster.region, &params.storage)
+                        .await;
+                    cluster
+                        .client
+                        .clone_vm(
+                            &source.holder.node,
+                            source.holder.vmid,
+                            newid,
+                            &opts,
+                            self.opts.task_timeout,
+                        )
+                        .await
+                        .ctx(|| {
+                            format!(
+                                "cloning holder VM {} into {newid} (needs VM.Clone on /vms/{} and {})",
+                                source.holder.vmid,
+                                source.holder.vmid,
+                                cluster.tenancy.allocate_need(newid)
+                            )
+                        })
+                })
                 .await;
-            cluster
-                .client
-                .clone_vm(
-                    &source.holder.node,
-                    source.holder.vmid,
-                    newid,
-                    &opts,
-                    self.opts.task_timeout,
-                )
-                .await
-                .ctx(|| format!("cloning holder VM {} into {newid}", source.holder.vmid))
-        })
-        .await?;
+            match cloned {
+                Ok(()) => break (newid, creating),
+                // The id belongs to a VM this token cannot list (another tenant's), or
+                // was taken since the listing: skip it from now on (see create_holder).
+                Err(ControllerError::Pve { source: e, .. })
+                    if e.kind() == PveErrorKind::AlreadyExists && attempts < 32 =>
+                {
+                    cluster.note_hidden_vmid(newid);
+                }
+                Err(e) => return Err(e),
+            }
+        };
         self.mark_holder(cluster, &source.holder.node, newid)
             .await?;
         let holder = cluster
             .holders()
             .await?
             .into_iter()
-            .find(|v| v.vmid == newid)
-            .ok_or_else(|| {
-                ControllerError::Internal(format!(
-                    "cloned holder VM {newid} not found (is it tagged?)"
-                ))
-            })?;
+            .find(|v| v.vmid == newid);
+        let Some(holder) = holder else {
+            if let Some(e) = super::visibility::unseen_holder(cluster, newid).await {
+                return Err(e);
+            }
+            return Err(ControllerError::Internal(format!(
+                "cloned holder VM {newid} not found (is it tagged?)"
+            )));
+        };
         let zone = self.zone_of(placement, &target_node);
         let mut held = cluster.held_volume(&holder, &zone).await?.ok_or_else(|| {
             ControllerError::Internal(format!(
@@ -709,6 +734,11 @@ impl Controller {
             }
         }
         if !storage_known {
+            for c in self.clusters() {
+                if let Some(e) = super::visibility::unseen_storage(c, storage).await {
+                    return Err(e);
+                }
+            }
             return Err(ControllerError::InvalidArgument(format!(
                 "parameters.storage: no available storage {storage:?} for disk images in the requested region(s)"
             )));

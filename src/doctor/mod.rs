@@ -4,12 +4,14 @@
 
 pub(crate) mod endpoint;
 pub(crate) mod error;
+pub(crate) mod pool;
 pub(crate) mod privileges;
 pub(crate) mod report;
 pub(crate) mod storages;
 pub(crate) mod workers;
 
 pub use error::DoctorError;
+pub use privileges::{HOLDER_PRIVS, STORAGE_PRIVS, VM_PRIVS};
 pub use report::{Check, Report, Status, Summary};
 
 use crate::config::{ClusterConfig, ConfigFile};
@@ -63,12 +65,17 @@ pub async fn check_cluster(cluster: &ClusterConfig, opts: &DoctorOptions) -> Vec
     {
         return rec.checks;
     }
-    check_inventory(&mut rec, &client, opts).await;
+    check_inventory(&mut rec, &client, opts, cluster.pool.as_deref()).await;
     rec.checks
 }
 
 /// Steps 3-6, against one authenticated client.
-async fn check_inventory(rec: &mut Recorder, client: &PveClient, opts: &DoctorOptions) {
+async fn check_inventory(
+    rec: &mut Recorder,
+    client: &PveClient,
+    opts: &DoctorOptions,
+    pool: Option<&str>,
+) {
     let all_storages = match client.storages().await {
         Ok(s) => s,
         Err(e) => {
@@ -121,9 +128,14 @@ async fn check_inventory(rec: &mut Recorder, client: &PveClient, opts: &DoctorOp
     for path in &vm_paths {
         privileges::check_path(rec, client, path, privileges::VM_PRIVS).await;
     }
-    // Holder VMs get new ids, so their privileges must hold on /vms itself
-    // (a superset of what workers need, so it covers them when none are named).
-    privileges::check_path(rec, client, "/vms", privileges::HOLDER_PRIVS).await;
+    // Holder VMs get new ids, so their privileges must hold on their pool, or on /vms
+    // itself without one (a superset of what workers need, so it covers them when none
+    // are named).
+    if let Some(p) = pool {
+        pool::check(rec, client, p).await;
+    }
+    let holders = privileges::holder_path(pool);
+    privileges::check_path(rec, client, &holders, privileges::HOLDER_PRIVS).await;
 
     for id in &storage_ids {
         storages::check(rec, id, &all_storages);

@@ -4,33 +4,66 @@ use super::error::DoctorError;
 use super::report::Recorder;
 use crate::pve::PveClient;
 
-/// Privileges the controller needs on `/storage/<id>`, with what each is for.
+/// Privileges the controller needs on `/storage/<id>`, with what each is for and the RPC
+/// that fails first without it. This and the two tables below are the ACL table of
+/// README.md and docs/runbook.md; tests/tenant_acl.rs removes each privilege in turn and
+/// checks that RPC fails PermissionDenied naming it. Datastore.Allocate is not needed:
+/// a worker uses a holder's disk through check_volume_access (Datastore.Audit here plus
+/// VM.Config.Disk on the holder), and a volume is freed by destroying its holder.
 pub const STORAGE_PRIVS: &[(&str, &str)] = &[
-    ("Datastore.AllocateSpace", "allocate volumes"),
-    ("Datastore.Allocate", "free volumes"),
-    ("Datastore.Audit", "list volumes and free space"),
+    (
+        "Datastore.Audit",
+        "see the storage and its volumes, and attach holders' disks to workers (CreateVolume)",
+    ),
+    (
+        "Datastore.AllocateSpace",
+        "allocate, clone and grow volumes (CreateVolume, ControllerExpandVolume)",
+    ),
 ];
 
-/// Privileges the controller needs on each worker VM (`/vms/<vmid>`) or `/vms`.
+/// Privileges the controller needs on each worker VM (`/vms/<vmid>`).
 pub const VM_PRIVS: &[(&str, &str)] = &[
-    ("VM.Audit", "find worker VMs and read their config"),
-    ("VM.Config.Disk", "attach and detach disks"),
+    (
+        "VM.Audit",
+        "find worker VMs and read their config (ControllerPublishVolume)",
+    ),
+    (
+        "VM.Config.Disk",
+        "attach and detach disks (ControllerPublishVolume)",
+    ),
 ];
 
-/// Privileges the controller needs on `/vms` (propagated): every volume is
-/// owned by a holder VM with an id chosen at creation, so no narrower path
-/// can be named in advance.
+/// Privileges the controller needs on every holder VM: on `/pool/<pool>` when the
+/// cluster's config names a pool (PVE passes them on to the pool's VMs), else on `/vms`
+/// (propagated), since holder ids are chosen at creation.
 pub const HOLDER_PRIVS: &[(&str, &str)] = &[
     (
         "VM.Allocate",
-        "create and destroy the holder VM of each volume",
+        "create and destroy the holder VM of each volume (CreateVolume)",
     ),
-    ("VM.Audit", "find holder VMs"),
-    ("VM.Config.Disk", "give a holder its disk and grow it"),
-    ("VM.Config.Options", "name, tag and describe holder VMs"),
-    ("VM.Snapshot", "take and delete snapshots"),
-    ("VM.Clone", "restore snapshots and clone volumes"),
+    ("VM.Audit", "find holder VMs (CreateVolume)"),
+    (
+        "VM.Config.Disk",
+        "give a holder its disk and grow it (CreateVolume)",
+    ),
+    (
+        "VM.Config.Options",
+        "name, tag, protect and describe holder VMs (CreateVolume)",
+    ),
+    ("VM.Snapshot", "take and delete snapshots (CreateSnapshot)"),
+    (
+        "VM.Clone",
+        "restore snapshots and clone volumes (CreateVolume from a snapshot)",
+    ),
 ];
+
+/// The ACL path the holder privileges must be granted on.
+pub fn holder_path(pool: Option<&str>) -> String {
+    match pool {
+        Some(p) => format!("/pool/{p}"),
+        None => "/vms".to_string(),
+    }
+}
 
 /// Checks one ACL path; a missing privilege is a FAIL naming it and its use.
 pub(crate) async fn check_path(

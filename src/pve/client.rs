@@ -88,6 +88,14 @@ macro_rules! params {
 }
 
 impl PveClient {
+    /// Who this client acts as: the token id or the user name (as task UPIDs name it).
+    pub fn principal(&self) -> &str {
+        match &self.credentials {
+            Credentials::Token { id, .. } => id,
+            Credentials::Password { username, .. } => username,
+        }
+    }
+
     pub fn new(endpoint: &PveEndpoint) -> Result<PveClient, PveError> {
         let mut builder = reqwest::Client::builder()
             .timeout(endpoint.timeout)

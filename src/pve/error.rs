@@ -50,6 +50,23 @@ pub enum PveError {
     Config(String),
 }
 
+/// What a permission error names: the ACL path and the privilege (any one of several,
+/// when PVE lists more).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingPrivilege {
+    pub path: String,
+    pub privileges: Vec<String>,
+}
+
+impl std::fmt::Display for MissingPrivilege {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.privileges.as_slice() {
+            [one] => write!(f, "{one} on {}", self.path),
+            many => write!(f, "one of {} on {}", many.join(", "), self.path),
+        }
+    }
+}
+
 fn fmt_param_errors(errors: &BTreeMap<String, String>) -> String {
     if errors.is_empty() {
         return String::new();
@@ -162,6 +179,12 @@ impl PveError {
             PveError::Api {
                 status: 401 | 403, ..
             } => return PveErrorKind::Permission,
+            // A worker that runs a privilege check itself dies with raise_perm_exc's text.
+            PveError::TaskFailed { exitstatus, .. }
+                if exitstatus.starts_with("Permission check failed") =>
+            {
+                return PveErrorKind::Permission
+            }
             _ => {}
         }
         if m.contains("does not exist")
@@ -210,6 +233,32 @@ impl PveError {
         self.kind() == PveErrorKind::Permission
     }
 
+    /// For a [`PveErrorKind::Permission`] error, what PVE says is missing: pve-common
+    /// Exception::raise_perm_exc writes "Permission check failed (<what>)", and
+    /// pve-access-control RPCEnvironment::check/check_any put "<path>, <priv>" (or
+    /// "<path>, <priv>|<priv>" for any of several) there. None when PVE gave no path
+    /// (a bare "Permission check failed", or another text such as "pool 'x' does not exist").
+    pub fn missing_privilege(&self) -> Option<MissingPrivilege> {
+        if self.kind() != PveErrorKind::Permission {
+            return None;
+        }
+        let m = self.full_text();
+        let what = m
+            .trim()
+            .strip_prefix("Permission check failed (")?
+            .strip_suffix(')')?;
+        let (path, privs) = what.split_once(", ")?;
+        let ok = path.starts_with('/')
+            && !privs.is_empty()
+            && privs
+                .split('|')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));
+        ok.then(|| MissingPrivilege {
+            path: path.to_string(),
+            privileges: privs.split('|').map(str::to_string).collect(),
+        })
+    }
+
     /// PVE reports a missing volume/VM/storage as a plain 500 with a text.
     pub fn is_not_found(&self) -> bool {
         self.kind() == PveErrorKind::NotFound
@@ -231,6 +280,50 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn missing_privileges_from_403() {
+        let e = api(
+            403,
+            "Permission check failed (/vms/100, VM.Config.Disk)\n",
+            &[],
+        );
+        let m = e.missing_privilege().unwrap();
+        assert_eq!(
+            (m.path.as_str(), m.privileges.clone()),
+            ("/vms/100", vec!["VM.Config.Disk".to_string()])
+        );
+        assert_eq!(m.to_string(), "VM.Config.Disk on /vms/100");
+        let any = api(
+            403,
+            "Permission check failed (/storage/s, Datastore.Audit|Datastore.AllocateSpace)",
+            &[],
+        );
+        assert_eq!(
+            any.missing_privilege().unwrap().to_string(),
+            "one of Datastore.Audit, Datastore.AllocateSpace on /storage/s"
+        );
+        for bare in [
+            "Permission check failed",
+            "Permission check failed (pool 'p' does not exist)",
+            "Permission check failed (user != root@pam)",
+        ] {
+            let e = api(403, bare, &[]);
+            assert_eq!(e.kind(), PveErrorKind::Permission, "{bare}");
+            assert!(e.missing_privilege().is_none(), "{bare}");
+        }
+        // A task that died on a privilege check is the same error.
+        let t = PveError::TaskFailed {
+            upid: "UPID:x".into(),
+            exitstatus: "Permission check failed (/storage/s, Datastore.AllocateSpace)".into(),
+        };
+        assert_eq!(t.kind(), PveErrorKind::Permission);
+        assert_eq!(t.missing_privilege().unwrap().path, "/storage/s");
+        assert_ne!(
+            api(500, "permission check in text only", &[]).kind(),
+            PveErrorKind::Permission
+        );
     }
 
     #[test]

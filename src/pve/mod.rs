@@ -1,6 +1,7 @@
 //! Proxmox VE API: an HTTP client with token or ticket auth, typed calls for the
 //! endpoints the driver uses, UPID task tracking, and drive property strings.
 
+mod active_tasks;
 pub(crate) mod client;
 pub mod drive;
 pub(crate) mod error;
@@ -9,5 +10,5 @@ pub mod types;
 pub(crate) mod upid;
 
 pub use client::{Credentials, PveClient, PveEndpoint};
-pub use error::{PveError, PveErrorKind};
+pub use error::{MissingPrivilege, PveError, PveErrorKind};
 pub use observer::Observer;

@@ -12,30 +12,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// PVE tickets expire after two hours.
 const TICKET_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 
-/// Who made a request and what they may do.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// `user@realm` or `user@realm!token`.
-    pub userid: String,
+/// What one ACL subject (a user, or a token on its own) was granted.
+#[derive(Debug, Clone, Default)]
+pub struct Grant {
     /// Privileges on every path. None (with no ACL) = every privilege.
     pub privs: Option<Vec<String>>,
     /// Extra privileges on ACL paths, propagating to the paths below them.
     pub acl: BTreeMap<String, Vec<String>>,
-    pub is_token: bool,
 }
 
-/// Is `path` the ACL path `acl` or below it?
-fn under(path: &str, acl: &str) -> bool {
-    let acl = acl.trim_end_matches('/');
-    acl.is_empty() || path == acl || path.starts_with(&format!("{acl}/"))
-}
-
-impl Identity {
+impl Grant {
     pub fn unrestricted(&self) -> bool {
         self.privs.is_none() && self.acl.is_empty()
     }
 
-    pub fn has(&self, path: &str, privilege: &str) -> bool {
+    /// The privilege on `path` itself or through an ACL on a path above it
+    /// (pve-access-control AccessControl::roles walks the ACL tree with propagation).
+    fn direct(&self, path: &str, privilege: &str) -> bool {
         if self.unrestricted() {
             return true;
         }
@@ -48,6 +41,77 @@ impl Identity {
                 .acl
                 .iter()
                 .any(|(a, ps)| under(path, a) && ps.iter().any(|x| x == privilege))
+    }
+
+    /// [`Grant::direct`], plus what the pools `path` belongs to grant: pve-access-control
+    /// RPCEnvironment::compile_acl_path gives /vms/<vmid> and /storage/<id> of a pool's
+    /// members the roles held on /pool/<pool>.
+    fn has(&self, path: &str, privilege: &str, pools: &PoolPaths) -> bool {
+        self.direct(path, privilege)
+            || pools
+                .get(path)
+                .is_some_and(|ps| ps.iter().any(|p| self.direct(p, privilege)))
+    }
+}
+
+/// ACL path of a pool member (`/vms/<vmid>`, `/storage/<id>`) -> the `/pool/<pool>` paths
+/// it inherits from. Taken once per request, as PVE compiles ACLs once per request.
+pub type PoolPaths = BTreeMap<String, Vec<String>>;
+
+/// Who made a request and what they may do.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `user@realm` or `user@realm!token`.
+    pub userid: String,
+    /// The subject's own grant (the token's for a token).
+    pub own: Grant,
+    /// For a privilege-separated token, its owning user's grant: pve-access-control
+    /// RPCEnvironment::permissions intersects the two ("intersect user and token
+    /// permissions"). None for users, for tokens without privsep (they got the user's
+    /// grant as `own`) and for tokens whose user the config does not list.
+    pub owner: Option<Grant>,
+    pub is_token: bool,
+    pub pools: PoolPaths,
+}
+
+/// Is `path` the ACL path `acl` or below it?
+fn under(path: &str, acl: &str) -> bool {
+    let acl = acl.trim_end_matches('/');
+    acl.is_empty() || path == acl || path.starts_with(&format!("{acl}/"))
+}
+
+impl Identity {
+    /// A caller with no privileges at all (before login).
+    pub fn anonymous() -> Identity {
+        Identity {
+            userid: String::new(),
+            own: Grant {
+                privs: Some(vec![]),
+                acl: BTreeMap::new(),
+            },
+            owner: None,
+            is_token: false,
+            pools: PoolPaths::new(),
+        }
+    }
+
+    pub fn has(&self, path: &str, privilege: &str) -> bool {
+        self.own.has(path, privilege, &self.pools)
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|u| u.has(path, privilege, &self.pools))
+    }
+
+    /// The ACL paths this identity's grants name, for listing permissions.
+    pub fn acl_paths(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.own.acl.keys().cloned().collect();
+        for p in self.pools.keys() {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+        out
     }
 }
 
@@ -147,6 +211,7 @@ pub fn authenticate(
     tickets: &Tickets,
     headers: &HeaderMap,
     write: bool,
+    pools: PoolPaths,
 ) -> ApiResult<Identity> {
     if let Some(auth) = headers.get("authorization").and_then(|h| h.to_str().ok()) {
         // `PVEAPIToken=user@realm!token=secret` (a space instead of the first '=' is accepted);
@@ -170,11 +235,28 @@ pub fn authenticate(
         if tok.secret != secret {
             return Err(ApiError::new(401, "invalid token value!"));
         }
-        return Ok(Identity {
-            userid: tok.id.clone(),
+        // pve-access-control RPCEnvironment::permissions: a token without privsep has its
+        // user's privileges; with privsep, its own ACLs intersected with the user's.
+        let (user, _) = tok.id.split_once('!').unwrap_or((&tok.id, ""));
+        let user_grant = cfg.users.iter().find(|u| u.userid == user).map(|u| Grant {
+            privs: u.privs.clone(),
+            acl: u.acl.clone(),
+        });
+        let own = Grant {
             privs: tok.privs.clone(),
             acl: tok.acl.clone(),
+        };
+        let (own, owner) = match (tok.privsep, user_grant) {
+            (false, Some(u)) => (u, None),
+            (true, Some(u)) => (own, Some(u)),
+            (_, None) => (own, None),
+        };
+        return Ok(Identity {
+            userid: tok.id.clone(),
+            own,
+            owner,
             is_token: true,
+            pools,
         });
     }
     let Some(ticket) = cookie(headers, "PVEAuthCookie") else {
@@ -193,10 +275,14 @@ pub fn authenticate(
     }
     let user = cfg.users.iter().find(|u| u.userid == userid);
     Ok(Identity {
-        privs: user.and_then(|u| u.privs.clone()),
-        acl: user.map(|u| u.acl.clone()).unwrap_or_default(),
+        own: Grant {
+            privs: user.and_then(|u| u.privs.clone()),
+            acl: user.map(|u| u.acl.clone()).unwrap_or_default(),
+        },
+        owner: None,
         userid,
         is_token: false,
+        pools,
     })
 }
 
@@ -225,19 +311,31 @@ pub fn check(
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            let any = arr.get(3).and_then(Value::as_str) == Some("any");
+            // Options follow as key/value pairs: `any => 1`, `require_param => NAME`.
+            let opts: Vec<&Value> = arr.iter().skip(3).collect();
+            let opt = |k: &str| {
+                opts.chunks(2)
+                    .find(|c| c[0].as_str() == Some(k))
+                    .and_then(|c| c.get(1).copied())
+            };
+            let any = opt("any").is_some();
+            // RPCEnvironment::exec_api2_perm_check: a missing required parameter fails
+            // the check with a bare raise_perm_exc().
+            if let Some(p) = opt("require_param").and_then(Value::as_str) {
+                if !params.contains_key(p) {
+                    return Err(ApiError::perm_bare());
+                }
+            }
             require(who, &path, &privs, any)
         }
         Some("and") => arr[1..].iter().try_for_each(|c| check(who, c, params)),
+        // exec_api2_perm_check: no alternative held -> raise_perm_exc() without details.
         Some("or") => {
-            let mut last = Ok(());
-            for c in &arr[1..] {
-                last = check(who, c, params);
-                if last.is_ok() {
-                    return Ok(());
-                }
+            if arr[1..].iter().any(|c| check(who, c, params).is_ok()) {
+                Ok(())
+            } else {
+                Err(ApiError::perm_bare())
             }
-            last
         }
         // userid-group/userid-param and friends concern user management, not simulated.
         _ => Ok(()),

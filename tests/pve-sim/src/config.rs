@@ -25,6 +25,8 @@ pub struct SimConfig {
     pub vms: Vec<VmConfig>,
     pub tokens: Vec<TokenConfig>,
     pub users: Vec<UserConfig>,
+    /// Resource pools present at first start (later changes go through `/pools` and persist).
+    pub pools: Vec<PoolConfig>,
     pub hotplug: HotplugMode,
     /// Latency added to every task before it finishes.
     pub task_ms: u64,
@@ -133,6 +135,26 @@ pub struct TokenConfig {
     /// Privileges granted on a path and everything below it, e.g. `/storage/local`.
     #[serde(default)]
     pub acl: BTreeMap<String, Vec<String>>,
+    /// PVE's `privsep` (default 1, as `pveum user token add`): the token's privileges are
+    /// its own (`privs`/`acl`) intersected with its user's, when `users` lists the user.
+    /// With `privsep: false` the token has exactly its user's privileges.
+    #[serde(default = "yes")]
+    pub privsep: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A resource pool (pve-access-control user.cfg `pool:` line): members inherit the
+/// privileges granted on `/pool/<poolid>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    pub poolid: String,
+    pub comment: String,
+    pub vms: Vec<u32>,
+    pub storage: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,6 +254,7 @@ impl Default for SimConfig {
                 secret: "sim-secret".into(),
                 privs: None,
                 acl: BTreeMap::new(),
+                privsep: true,
             }],
             users: vec![UserConfig {
                 userid: "root@pam".into(),
@@ -239,6 +262,7 @@ impl Default for SimConfig {
                 privs: None,
                 acl: BTreeMap::new(),
             }],
+            pools: Vec::new(),
             hotplug: if nix::unistd::Uid::effective().is_root() {
                 HotplugMode::Loop
             } else {

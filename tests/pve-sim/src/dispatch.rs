@@ -145,14 +145,10 @@ async fn pipeline(
     // Like pveproxy, authenticate before routing: only login is reachable without credentials.
     let public = shown == "/access/ticket" || (shown == "/access/domains" && m == "GET");
     let who = if public {
-        Identity {
-            userid: String::new(),
-            privs: Some(vec![]),
-            acl: Default::default(),
-            is_token: false,
-        }
+        Identity::anonymous()
     } else {
-        match auth::authenticate(&sim.inner.cfg, &sim.inner.tickets, headers, write) {
+        let pools = handlers::pools::pool_paths(sim);
+        match auth::authenticate(&sim.inner.cfg, &sim.inner.tickets, headers, write, pools) {
             Ok(who) => who,
             Err(e) => {
                 // PVE delays every rejected login to slow down guessing.

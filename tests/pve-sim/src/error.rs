@@ -44,6 +44,10 @@ impl ApiError {
     pub fn perm_text(what: &str) -> Self {
         Self::new(403, format!("Permission check failed ({what})"))
     }
+    /// pve-common Exception::raise_perm_exc() without a detail: "Permission check failed".
+    pub fn perm_bare() -> Self {
+        Self::new(403, "Permission check failed")
+    }
     pub fn perm(path: &str, privs: &str) -> Self {
         Self::new(403, format!("Permission check failed ({path}, {privs})"))
     }

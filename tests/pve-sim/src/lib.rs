@@ -16,6 +16,12 @@
 //! - VMs: list, create, destroy, `config` (GET/POST/PUT), `pending`, `unlink`, `resize`,
 //!   `status/current|start|stop`, `snapshot` (list/create/delete/rollback), `clone`
 //! - tasks: `/nodes/{node}/tasks[/{upid}/status|log]`
+//! - pools: `GET|POST|PUT|DELETE /pools`, `GET|PUT|DELETE /pools/{poolid}`; `pool` on create and
+//!   clone, removal on destroy
+//!
+//! Privileges follow pve-access-control: ACL paths propagate downwards, a pool's ACL reaches its
+//! member VMs and storages, a privilege-separated token holds its own ACLs intersected with its
+//! user's, and listings leave out what the caller may not audit.
 //!
 //! PVE's locks and hot-plug rules are modelled as contention, not only as injected faults: the
 //! per-VM config flock (taken by the worker of asynchronous config updates), the per-storage
@@ -45,7 +51,8 @@ mod vmstate;
 mod volumes;
 
 pub use config::{
-    HotplugMode, QemuConfig, QemuVm, SimConfig, StorageConfig, TokenConfig, UserConfig, VmConfig,
+    HotplugMode, PoolConfig, QemuConfig, QemuVm, SimConfig, StorageConfig, TokenConfig, UserConfig,
+    VmConfig,
 };
 pub use faults::{Fault, FaultAction, Faults};
 
@@ -61,6 +68,9 @@ use vmstate::Vm;
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct State {
     vms: BTreeMap<u32, Vm>,
+    /// Resource pools (PVE keeps them in user.cfg); absent in state files of older versions.
+    #[serde(default)]
+    pools: BTreeMap<String, handlers::pools::Pool>,
 }
 
 struct Inner {
@@ -105,6 +115,12 @@ impl Sim {
         };
         for v in &cfg.vms {
             state.vms.entry(v.vmid).or_insert_with(|| vm_from_config(v));
+        }
+        for p in &cfg.pools {
+            state
+                .pools
+                .entry(p.poolid.clone())
+                .or_insert_with(|| handlers::pools::Pool::from_config(p));
         }
         let mut hotplug = hotplug::Hotplug::new(cfg.hotplug, cfg.data_dir.clone());
         if let Some(q) = &cfg.qemu {

@@ -286,6 +286,7 @@ async fn authentication_and_permissions() {
             secret: "ro".into(),
             privs: Some(vec!["VM.Audit".into()]),
             acl: Default::default(),
+            privsep: true,
         });
         c.tokens.push(TokenConfig {
             id: "scoped@pve!csi".into(),
@@ -299,6 +300,7 @@ async fn authentication_and_permissions() {
                 ("/vms/101".to_string(), vec!["VM.Audit".to_string()]),
             ]
             .into(),
+            privsep: true,
         });
     })
     .await;

@@ -82,8 +82,9 @@ pub fn permissions(ctx: &Ctx) -> ApiResult<Value> {
         }
         None => {
             out.insert("/".into(), Value::Object(on("/")));
-            for p in who.acl.keys() {
-                out.insert(p.clone(), Value::Object(on(p)));
+            for p in who.acl_paths() {
+                let privs = on(&p);
+                out.insert(p, Value::Object(privs));
             }
         }
     }

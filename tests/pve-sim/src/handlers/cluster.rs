@@ -55,8 +55,19 @@ pub fn resources(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let cfg = sim.cfg();
     let mut out = Vec::new();
     if kind.is_none() || kind == Some("vm") {
+        // pve-manager API2/Cluster.pm resources: guests need VM.Audit, and carry their pool
+        // (shown only with Pool.Audit on it).
         let st = sim.inner.state.lock().unwrap();
         for vm in st.vms.values() {
+            if !ctx.who.has(&format!("/vms/{}", vm.vmid), "VM.Audit") {
+                continue;
+            }
+            let pool = st
+                .pools
+                .iter()
+                .find(|(_, p)| p.vms.contains(&vm.vmid))
+                .map(|(id, _)| id.clone())
+                .filter(|id| ctx.who.has(&format!("/pool/{id}"), "Pool.Audit"));
             let mut entry = json!({
                 "id": format!("qemu/{}", vm.vmid), "type": "qemu", "vmid": vm.vmid, "name": vm.name(),
                 "node": vm.node, "status": vm.status,
@@ -70,6 +81,9 @@ pub fn resources(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
             if let Some(lock) = vm.conf.get("lock") {
                 entry["lock"] = json!(lock);
             }
+            if let Some(p) = pool {
+                entry["pool"] = json!(p);
+            }
             out.push(entry);
         }
     }
@@ -80,7 +94,13 @@ pub fn resources(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     }
     if kind.is_none() || kind == Some("storage") {
         for n in &cfg.nodes {
-            for s in cfg.storages.iter().filter(|s| s.available_on(n)) {
+            // Storages need Datastore.Audit (Cluster.pm resources).
+            for s in cfg.storages.iter().filter(|s| {
+                s.available_on(n)
+                    && ctx
+                        .who
+                        .has(&format!("/storage/{}", s.id), "Datastore.Audit")
+            }) {
                 let (total, used) = storage_usage(sim, s, n);
                 out.push(json!({
                     "id": format!("storage/{n}/{}", s.id), "type": "storage", "storage": s.id, "node": n,

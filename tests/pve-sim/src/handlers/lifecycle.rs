@@ -3,6 +3,7 @@
 use super::apply::{drive_image, plug_drive};
 use super::qemu::{check_writable, node_vmid};
 use super::vmconfig::prepare_drive;
+use super::{pools, volume_access};
 use crate::auth::require;
 use crate::dispatch::Ctx;
 use crate::error::{ApiError, ApiResult};
@@ -87,20 +88,38 @@ pub(crate) fn abandon_vm(sim: &Sim, vmid: u32, created: &[std::path::PathBuf]) {
 pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let node = ctx.req("node")?.to_string();
     let vmid = ctx.vmid()?;
-    require(&ctx.who, &format!("/vms/{vmid}"), &["VM.Allocate"], false)?;
+    // qemu-server API2/Qemu.pm create_vm: the pool must exist (check_pool_exist), then
+    // VM.Allocate on /vms/<vmid> or on /pool/<pool>, else a bare raise_perm_exc().
+    let pool = ctx.get("pool").map(str::to_string);
+    if let Some(p) = &pool {
+        pools::check_pool_exist(sim, p)?;
+    }
+    let on_pool = |privilege: &str| {
+        pool.as_ref()
+            .is_some_and(|p| ctx.who.has(&format!("/pool/{p}"), privilege))
+    };
+    if !ctx.who.has(&format!("/vms/{vmid}"), "VM.Allocate") && !on_pool("VM.Allocate") {
+        return Err(ApiError::perm_bare());
+    }
     let sets: BTreeMap<String, String> = ctx
         .params
         .iter()
         .filter(|(k, _)| !CREATE_CONTROL.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // $check_vm_modify_config_perm -> RPCEnvironment::check_vm_perm: the pool's ACL first,
+    // then /vms/<vmid> (whose error is the one reported).
     for k in sets.keys() {
-        require(
-            &ctx.who,
-            &format!("/vms/{vmid}"),
-            &[crate::auth::config_privilege(k)],
-            false,
-        )?;
+        let privilege = crate::auth::config_privilege(k);
+        if !on_pool(privilege) {
+            require(&ctx.who, &format!("/vms/{vmid}"), &[privilege], false)?;
+        }
+    }
+    // $check_storage_access for every drive before anything is created.
+    for (_, v) in sets.iter().filter(|(k, _)| is_drive_key(k)) {
+        if let Some(volid) = crate::drive::Drive::parse(v).volid() {
+            volume_access::check_drive_access(&ctx.who, vmid, volid)?;
+        }
     }
     let start = ctx.flag("start");
     // An injected task failure skips the task body; PVE removes the new VM
@@ -151,6 +170,10 @@ pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                 "stopped".into()
             };
             sim2.with_vm(vmid, |slot| *slot = vm.clone());
+            // AccessControl::add_vm_to_pool once the VM exists.
+            if let Some(p) = &pool {
+                pools::add_vm(&sim2, vmid, p);
+            }
             sim2.save().map_err(|e| e.message)?;
             if start {
                 for (k, v) in vm.conf.iter().filter(|(k, _)| is_drive_key(k)) {
@@ -237,6 +260,8 @@ pub async fn destroy(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                 }
             }
             sim2.inner.state.lock().unwrap().vms.remove(&vmid);
+            // AccessControl::remove_vm_access: the VM leaves its pool.
+            pools::remove_vm(&sim2, vmid);
             let _ = std::fs::remove_dir_all(
                 sim2.guest_by_id_dir(vmid)
                     .parent()

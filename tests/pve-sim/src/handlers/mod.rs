@@ -4,6 +4,7 @@ pub mod access;
 pub mod apply;
 pub mod cluster;
 pub mod lifecycle;
+pub mod pools;
 pub mod power;
 pub mod qemu;
 pub mod resize;
@@ -11,6 +12,7 @@ pub mod snapshot;
 pub mod storage;
 pub mod tasks;
 pub mod vmconfig;
+pub mod volume_access;
 
 use super::dispatch::Ctx;
 use super::error::{ApiError, ApiResult};
@@ -52,6 +54,11 @@ pub async fn call(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         ("GET", "/nodes/{node}/qemu/{vmid}/status/current") => qemu::status_current(sim, ctx),
         ("POST", "/nodes/{node}/qemu/{vmid}/status/start") => power::power(sim, ctx, true).await,
         ("POST", "/nodes/{node}/qemu/{vmid}/status/stop") => power::power(sim, ctx, false).await,
+        ("GET", "/pools") => pools::index(sim, ctx),
+        ("POST", "/pools") => pools::create(sim, ctx),
+        ("PUT", "/pools") | ("PUT", "/pools/{poolid}") => pools::update(sim, ctx),
+        ("GET", "/pools/{poolid}") => pools::read(sim, ctx),
+        ("DELETE", "/pools") | ("DELETE", "/pools/{poolid}") => pools::delete(sim, ctx),
         ("GET", "/cluster/nextid") => lifecycle::nextid(sim, ctx),
         ("POST", "/nodes/{node}/qemu") => lifecycle::create(sim, ctx).await,
         ("DELETE", "/nodes/{node}/qemu/{vmid}") => lifecycle::destroy(sim, ctx).await,

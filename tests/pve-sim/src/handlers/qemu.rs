@@ -18,7 +18,8 @@ pub fn list(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     Ok(Value::Array(
         st.vms
             .values()
-            .filter(|v| v.node == node)
+            // qemu-server API2/Qemu.pm vmlist: only guests with VM.Audit.
+            .filter(|v| v.node == node && ctx.who.has(&format!("/vms/{}", v.vmid), "VM.Audit"))
             .map(|v| {
                 let mut e = json!({
                     "vmid": v.vmid, "name": v.name(), "status": v.status,

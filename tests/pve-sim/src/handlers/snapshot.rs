@@ -4,6 +4,7 @@
 use super::apply::plug_drive;
 use super::lifecycle::{abandon_vm, reserve_vm};
 use super::qemu::{check_writable, check_writable_by, node_vmid};
+use crate::auth::require;
 use crate::dispatch::Ctx;
 use crate::drive::Drive;
 use crate::error::{ApiError, ApiResult};
@@ -313,6 +314,30 @@ pub async fn clone(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         }
         None => None,
     };
+    // qemu-server API2/Qemu.pm clone_vm $load_and_check: the pool must exist, and
+    // $check_storage_access_clone wants Datastore.AllocateSpace on every disk's target storage.
+    let pool = ctx.get("pool").map(str::to_string);
+    if let Some(p) = &pool {
+        super::pools::check_pool_exist(sim, p)?;
+    }
+    for (_, v) in source_conf.iter().filter(|(k, _)| is_drive_key(k)) {
+        let d = Drive::parse(v);
+        if d.is_cdrom() {
+            continue;
+        }
+        if let Some(volid) = d.volid() {
+            let sid = match &target_storage {
+                Some(st) => st.id.clone(),
+                None => volumes::split_volid(volid)?.0.to_string(),
+            };
+            require(
+                &ctx.who,
+                &format!("/storage/{sid}"),
+                &["Datastore.AllocateSpace"],
+                false,
+            )?;
+        }
+    }
     let format = ctx.get("format").map(str::to_string);
     let name = ctx
         .get("name")
@@ -402,6 +427,10 @@ pub async fn clone(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                 }
             }
             sim2.with_vm(newid, |vm| vm.conf = conf);
+            // AccessControl::add_vm_to_pool once the clone exists.
+            if let Some(p) = &pool {
+                super::pools::add_vm(&sim2, newid, p);
+            }
             sim2.save().map_err(|e| e.message)?;
             Ok(0)
         },

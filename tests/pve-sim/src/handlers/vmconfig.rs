@@ -34,13 +34,14 @@ pub(crate) fn prepare_drive(sim: &Sim, who: &Identity, vm: &Vm, value: &str) -> 
     let (sid, volname) = volumes::split_volid(&volid)?;
     let st = volumes::storage(sim.cfg(), sid)?;
     volumes::check_available(st, &vm.node)?;
-    require(
-        who,
-        &format!("/storage/{sid}"),
-        &["Datastore.AllocateSpace"],
-        false,
-    )?;
+    // The request half checked access ($check_storage_access); allocating needs AllocateSpace.
     if let Ok(gib) = volname.parse::<f64>() {
+        require(
+            who,
+            &format!("/storage/{sid}"),
+            &["Datastore.AllocateSpace"],
+            false,
+        )?;
         let name = volumes::free_name(sim.cfg(), st, &vm.node, vm.vmid, "raw");
         let kib = (gib * 1024.0 * 1024.0) as u64;
         d.file = volumes::alloc(sim.cfg(), st, &vm.node, vm.vmid, &name, "raw", kib)?;
@@ -242,17 +243,13 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
             false,
         )?;
     }
-    // Storage permissions are checked before anything runs, as PVE's check_storage_access.
+    // Storage permissions are checked before anything runs, as qemu-server's
+    // $check_storage_access: AllocateSpace for a new disk, check_volume_access otherwise.
     for (k, v) in upd.sets.iter().filter(|(k, _)| is_drive_key(k)) {
         if let Some(volid) = Drive::parse(v).volid() {
-            let (sid, _) = volumes::split_volid(volid)
+            volumes::split_volid(volid)
                 .map_err(|_| ApiError::param(k, format!("unable to parse volume ID '{volid}'")))?;
-            require(
-                &ctx.who,
-                &format!("/storage/{sid}"),
-                &["Datastore.AllocateSpace"],
-                false,
-            )?;
+            super::volume_access::check_drive_access(&ctx.who, vmid, volid)?;
         }
     }
     // qemu-server API2/Qemu.pm $update_vm_api: $load_and_check_config->(0) (digest, VM lock)
