@@ -97,6 +97,7 @@ impl Controller {
     }
 
     /// Create a holder VM on `target.node` owning a new disk of `size` bytes.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn create_holder(
         &self,
         cluster: &Cluster,
@@ -105,6 +106,7 @@ impl Controller {
         csi_name: &str,
         size: u64,
         backup: bool,
+        format: &str,
     ) -> Result<HeldVolume> {
         let t = self.opts.task_timeout;
         let mut attempts = 0;
@@ -137,7 +139,7 @@ impl Controller {
                 }
             }
         };
-        let filename = holder_disk(vmid, target.is_file_based());
+        let filename = holder_disk(vmid, target.is_file_based().then_some(format));
         // PVE allocates under the storage's lock: a bounded number at a time
         // from here, and a lock timeout (nothing was allocated) is retried.
         let allocated = self
@@ -154,7 +156,7 @@ impl Controller {
                         vmid,
                         &filename,
                         size / 1024,
-                        "raw",
+                        format,
                     )
                     .await
                     .map_err(|e| ControllerError::Pve {

@@ -22,6 +22,8 @@ pub struct VolumeParams {
     pub backup: bool,
     /// LUKS-encrypt the volume on the node (passphrase from the node-stage secret).
     pub encrypted: bool,
+    /// Disk format (`storageFormat`): raw, or qcow2 on file storages; None = raw.
+    pub format: Option<String>,
 }
 
 const CACHE_MODES: &[&str] = &["none", "writethrough", "writeback", "unsafe", "directsync"];
@@ -67,12 +69,13 @@ pub fn parse_volume_params(
             "discard" => out.discard = parse_bool(key, v)?,
             "backup" => out.backup = parse_bool(key, v)?,
             "encrypted" => out.encrypted = parse_bool(key, v)?,
+            "storageFormat" => out.format = Some(super::features::parse_format(v)?),
             // The filesystem is chosen by the node from the volume capability.
             "fsType" | "fstype" => {}
             k if k.starts_with(K8S_PREFIX) => {}
             k => {
                 return Err(ControllerError::InvalidArgument(format!(
-                    "parameters.{k}: unknown parameter (known: storage, cache, ssd, discard, backup, encrypted)"
+                    "parameters.{k}: unknown parameter (known: storage, storageFormat, cache, ssd, discard, backup, encrypted)"
                 )))
             }
         }

@@ -3,6 +3,7 @@
 use super::cluster::Cluster;
 use super::cluster::{HeldVolume, HOLDER_SLOT};
 use super::error::{ControllerError, PveContext, Result};
+use super::features::{self, Op, Support};
 use super::lookup::{disk_key, name_key};
 use super::params::{check_capabilities, parse_volume_params, size_fits, size_for, VolumeParams};
 use super::{required, Controller};
@@ -85,6 +86,13 @@ impl Controller {
         let cluster = self
             .cluster(&placement.region)
             .expect("placement picks a configured cluster");
+        let format = params.format.as_deref().unwrap_or("raw");
+        let plugintype = placement
+            .candidates
+            .first()
+            .and_then(|c| c.plugintype.clone())
+            .unwrap_or_default();
+        features::check_format(&params.storage, &plugintype, format)?;
         let holder_name = holder_name(name);
         // Taken before anything is looked up, and held to the end: the source
         // of a clone or restore must not be deleted or changed meanwhile.
@@ -134,10 +142,20 @@ impl Controller {
         let held = match &origin {
             Origin::Empty => {
                 let target = self.pick_node(&placement, size).await?;
-                self.create_holder(cluster, &target, &holder_name, name, size, params.backup)
-                    .await?
+                self.create_holder(
+                    cluster,
+                    &target,
+                    &holder_name,
+                    name,
+                    size,
+                    params.backup,
+                    format,
+                )
+                .await?
             }
             Origin::Snapshot(snap, source) => {
+                self.require_feature(cluster, "volume_content_source", &source.id, Op::Restore)
+                    .await?;
                 self.clone_holder(
                     cluster,
                     &placement,
@@ -425,6 +443,10 @@ impl Controller {
         if params.storage != source.id.storage {
             opts.push(("storage".into(), params.storage.clone()));
         }
+        // storageFormat asked: the copy gets it (qemu-server clone_disk converts).
+        if let Some(f) = &params.format {
+            opts.push(("format".into(), f.clone()));
+        }
         // A clone that fails on PVE's storage lock leaves no VM behind (the
         // clone task removes its target), so it is retried as it was.
         self.retry_contended(|| async {
@@ -541,6 +563,18 @@ impl Controller {
         size: u64,
         params: &VolumeParams,
     ) -> Result<HeldVolume> {
+        // Storages whose snapshots cannot be copied (or that have none): a direct copy of
+        // the detached volume; refused while attached.
+        let how = self
+            .require_feature(cluster, "volume_content_source", &source.id, Op::Clone)
+            .await?;
+        if how == Support::Detached {
+            return self
+                .clone_holder(
+                    cluster, placement, source, None, name, csi_name, size, params,
+                )
+                .await;
+        }
         let temp = Self::temp_snapshot_name(csi_name);
         let h = &source.holder;
         let exists = cluster
