@@ -5,7 +5,7 @@
 #   2. csi-sanity (kubernetes-csi/csi-test) with `go install`,
 #   3. `cargo test` (unit, simulator, controller and node tests; node tests need root),
 #   4. csi-sanity against `proxmox-csi all` + `pve-sim` per storage type: mount and block volumes
-#      on lvmthin and rbd, mount on zfspool, thick lvm, dir and nfs (tests/sanity.sh),
+#      on lvmthin and rbd, mount on zfspool, thick lvm, dir (raw and qcow2) and nfs (tests/sanity.sh),
 #   5. a Python grpcio client on the CSI socket (grpcio from PyPI into a venv),
 #   6. the Helm chart and its monitoring objects (tests/chart.sh: helm lint/template,
 #      promtool check/test rules, dashboard and metric-name checks; pinned helm and
@@ -133,7 +133,7 @@ count_cargo "$LOG_DIR/cargo-test.log"
 # One run per PVE storage type (tests/sanity-sim.yaml): mount and block on lvmthin and rbd,
 # mount on the others (~20 s each). Specs a storage type cannot pass for want of a PVE feature
 # are skipped by tests/sanity.sh, which prints why.
-SANITY_RUNS=${SANITY_RUNS:-"mount:local-lvm block:local-lvm mount:ceph block:ceph mount:local-zfs mount:san mount:local-dir mount:nfs"}
+SANITY_RUNS=${SANITY_RUNS:-"mount:local-lvm block:local-lvm mount:ceph block:ceph mount:local-zfs mount:san mount:local-dir mount:local-dir:qcow2 mount:nfs"}
 for run in $SANITY_RUNS; do
     IFS=: read -r access storage format <<<"$run"
     log "csi-sanity ($access volumes on $storage${format:+, $format})"

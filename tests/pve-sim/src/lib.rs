@@ -38,6 +38,7 @@ mod handlers;
 mod hotplug;
 mod propdef;
 mod qemu;
+mod rawview;
 mod schema;
 mod simapi;
 mod tasks;

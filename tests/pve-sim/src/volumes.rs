@@ -149,8 +149,9 @@ pub fn size_info(path: &Path, format: &str) -> Option<(u64, u64, i64)> {
     let size = if format == "raw" {
         md.len()
     } else {
+        // `-U` (force-share): sizes of images a running VM holds open are read too.
         let out = Command::new("qemu-img")
-            .args(["info", "--output=json", "-f", format])
+            .args(["info", "-U", "--output=json", "-f", format])
             .arg(path)
             .output()
             .ok()?;

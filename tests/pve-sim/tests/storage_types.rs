@@ -363,3 +363,104 @@ async fn qcow2_open_in_a_running_vm_cannot_be_snapshotted_through_its_owner() {
     let r = h.delete("/nodes/pve1/qemu/300/snapshot/s1").await;
     ok_task(&h, r).await;
 }
+
+// Loop hot-plug of a qcow2 image: the guest sees its decoded contents (a storage daemon's raw
+// export backs the loop device), the daemon holds QEMU's image lock, so the owner's
+// `qemu-img snapshot` really fails, and a resize of the running disk goes through it
+// (qemu-server qemu_block_resize) and reaches the guest's device.
+#[tokio::test]
+async fn hot_plugged_qcow2_is_decoded_locked_and_grows_live() {
+    if !is_root() {
+        eprintln!("SKIP: needs root for loop devices and the FUSE export");
+        return;
+    }
+    let h = start(storages).await;
+    let (_, b) = alloc_fmt(&h, "local", "300", "vm-300-disk-0.qcow2", "qcow2").await;
+    let volid = b["data"].as_str().unwrap().to_string();
+    vm_with(&h, "300", &volid).await;
+    let image = h
+        .sim
+        .config()
+        .storage("local")
+        .unwrap()
+        .dir(&h.sim.config().data_dir, "pve1")
+        .join("images/300/vm-300-disk-0.qcow2");
+    let out = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x5a 0 64k"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let wwn = "0x5000c500feedf00d";
+    let (s, b) = h
+        .put(
+            "/nodes/pve1/qemu/101/config",
+            &[("scsi5", &format!("{volid},wwn={wwn}"))],
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let dev = h.sim.guest_by_id_dir(101).join(format!("wwn-{wwn}"));
+    assert!(is_block_device(&dev), "{} is a block device", dev.display());
+    let mut head = vec![0u8; 4096];
+    {
+        use std::io::Read;
+        std::fs::File::open(&dev)
+            .unwrap()
+            .read_exact(&mut head)
+            .unwrap();
+    }
+    assert!(
+        head.iter().all(|b| *b == 0x5a),
+        "the guest reads the decoded data"
+    );
+
+    // The daemon's lock: qemu-img's own refusal, in the task log.
+    let (s, b) = h
+        .post("/nodes/pve1/qemu/300/snapshot", &[("snapname", "s1")])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let upid = b["data"].as_str().unwrap().to_string();
+    assert!(h
+        .wait("pve1", &upid)
+        .await
+        .contains("qemu-img snapshot -c s1"));
+    let direct = std::process::Command::new("qemu-img")
+        .args(["snapshot", "-c", "s1"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&direct.stderr).contains("Failed to get \"write\" lock"),
+        "{}",
+        String::from_utf8_lossy(&direct.stderr)
+    );
+
+    // Grown while running: through the open image, seen by the guest's device.
+    let (s, b) = h
+        .put(
+            "/nodes/pve1/qemu/101/resize",
+            &[("disk", "scsi5"), ("size", "8M")],
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(h.wait("pve1", b["data"].as_str().unwrap()).await, "OK");
+    let size = {
+        use std::io::{Seek, SeekFrom};
+        std::fs::File::open(&dev)
+            .unwrap()
+            .seek(SeekFrom::End(0))
+            .unwrap()
+    };
+    assert_eq!(size, 8 << 20);
+
+    // Unplugged: the lock is gone with the view.
+    let (s, b) = h
+        .put("/nodes/pve1/qemu/101/unlink", &[("idlist", "scsi5")])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!dev.exists());
+    let r = h
+        .post("/nodes/pve1/qemu/300/snapshot", &[("snapname", "s1")])
+        .await;
+    ok_task(&h, r).await;
+}
