@@ -259,6 +259,7 @@ async fn every_storage_type_does_what_the_matrix_says_and_restores_keep_the_data
         let storage = storage_id(row.plugintype);
         let what = format!("{} ({})", row.plugintype, row.format);
         let mut seen = [Support::No(""); 5];
+        let mut made_all: Vec<String> = Vec::new();
 
         // create
         let vol = match c
@@ -397,6 +398,13 @@ async fn every_storage_type_does_what_the_matrix_says_and_restores_keep_the_data
                     "{what}: the restore has the snapshot's data"
                 );
             }
+            made_all.extend(made);
+            c.delete_snapshot(DeleteSnapshotRequest {
+                snapshot_id: snap.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{what}: delete snapshot: {e}"));
         }
 
         // clone
@@ -421,6 +429,20 @@ async fn every_storage_type_does_what_the_matrix_says_and_restores_keep_the_data
         for r in &made {
             assert_eq!(sha(&t, r), now, "{what}: the clone has the source's data");
         }
+        made_all.extend(made);
+
+        // delete: every volume made on the type goes, with its image.
+        made_all.push(vol.clone());
+        for v in &made_all {
+            c.delete_volume(DeleteVolumeRequest {
+                volume_id: v.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{what}: delete {v}: {e}"));
+            assert!(!image(&t, v).0.exists(), "{what}: the image of {v} is gone");
+        }
+        assert_eq!(volumes(&c).await, 0, "{what}: nothing is left");
 
         eprintln!(
             "measured {what}: {}",
