@@ -3,7 +3,7 @@
 //! PVE has no storage-level resize, snapshot or clone; those exist only for
 //! disks of a VM. A holder VM per volume makes them available whether or not
 //! the volume is attached to a worker, and snapshots taken through it use the
-//! storage's own copy-on-write (lvmthin, zfs, rbd). The holder is never
+//! storage's own copy-on-write (lvmthin, rbd; `features.rs`). The holder is never
 //! started; workers attach the disk as a foreign volume, so detaching from a
 //! worker can never free it. Holders carry the `proxmox-csi` tag, a
 //! `csi-vol-` name and a description that says what they are.
