@@ -23,7 +23,7 @@ pub struct VolumeParams {
     /// LUKS-encrypt the volume on the node (passphrase from the node-stage secret).
     pub encrypted: bool,
     /// Disk format (`storageFormat`): raw, or qcow2 on file storages; None = raw.
-    pub format: Option<String>,
+    pub disk_format: Option<String>,
 }
 
 const CACHE_MODES: &[&str] = &["none", "writethrough", "writeback", "unsafe", "directsync"];
@@ -69,7 +69,7 @@ pub fn parse_volume_params(
             "discard" => out.discard = parse_bool(key, v)?,
             "backup" => out.backup = parse_bool(key, v)?,
             "encrypted" => out.encrypted = parse_bool(key, v)?,
-            "storageFormat" => out.format = Some(super::features::parse_format(v)?),
+            "storageFormat" => out.disk_format = Some(super::features::parse_format(v)?),
             // The filesystem is chosen by the node from the volume capability.
             "fsType" | "fstype" => {}
             k if k.starts_with(K8S_PREFIX) => {}

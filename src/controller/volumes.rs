@@ -86,7 +86,7 @@ impl Controller {
         let cluster = self
             .cluster(&placement.region)
             .expect("placement picks a configured cluster");
-        let format = params.format.as_deref().unwrap_or("raw");
+        let format = params.disk_format.as_deref().unwrap_or("raw");
         let plugintype = placement
             .candidates
             .first()
@@ -444,7 +444,7 @@ impl Controller {
             opts.push(("storage".into(), params.storage.clone()));
         }
         // storageFormat asked: the copy gets it (qemu-server clone_disk converts).
-        if let Some(f) = &params.format {
+        if let Some(f) = &params.disk_format {
             opts.push(("format".into(), f.clone()));
         }
         // A clone that fails on PVE's storage lock leaves no VM behind (the
