@@ -361,7 +361,28 @@ async fn every_storage_type_does_what_the_matrix_says_and_restores_keep_the_data
                     )
                     .await
                 {
-                    Ok(()) => Some(format!("{vol}@{name}")),
+                    Ok(()) => {
+                        // What the driver refuses PVE refuses too: no full copy of this
+                        // snapshot (qemu-server clone_vm's 'copy' check), and no VM is made.
+                        let opts = vec![("snapname".to_string(), name.to_string())];
+                        let e = cl
+                            .client
+                            .clone_vm(
+                                &h.node,
+                                h.vmid,
+                                99_999,
+                                &opts,
+                                std::time::Duration::from_secs(10),
+                            )
+                            .await
+                            .expect_err("PVE copies no snapshot of this type");
+                        assert!(
+                            e.to_string()
+                                .contains("Full clone feature is not supported for a snapshot of"),
+                            "{what}: {e}"
+                        );
+                        Some(format!("{vol}@{name}"))
+                    }
                     Err(e) => {
                         assert!(
                             e.to_string().contains("snapshot feature is not available"),
