@@ -75,6 +75,11 @@ enum Command {
         /// MiB written through the mount and read back.
         #[arg(long, default_value_t = 64)]
         write_mib: u64,
+        /// Storage of the demo volume: a storage id of the simulated cluster or a PVE storage
+        /// type: lvmthin (local-lvm), rbd (ceph), zfspool (local-zfs), lvm (san), dir (local),
+        /// nfs (nfs). Snapshot and restore steps run where the type has them.
+        #[arg(long, default_value = "local-lvm")]
+        storage: String,
     },
     /// Measure the driver's latency and throughput against the built-in
     /// simulator: N volumes through the full CSI lifecycle, P at a time (needs
@@ -141,12 +146,14 @@ async fn main() -> anyhow::Result<()> {
             fs_type,
             size_mib,
             write_mib,
+            storage,
         } => {
             return proxmox_csi::sandbox::run(proxmox_csi::sandbox::SandboxOptions {
                 data_dir,
                 size_bytes: size_mib << 20,
                 write_bytes: write_mib << 20,
                 fs_type,
+                storage,
             })
             .await
         }

@@ -5,6 +5,7 @@
 
 pub(crate) mod harness;
 
+use crate::controller::features::{support, Op, Support};
 use crate::csi::volume_capability::AccessType;
 use crate::csi::*;
 use crate::csi_client::CsiClients;
@@ -16,8 +17,47 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Thin LVM: the storage type that gives snapshots.
-const STORAGE: &str = "local-lvm";
+/// The simulated cluster's storages beyond the simulator's default three (`local` dir,
+/// `shared` dir, `local-lvm` lvmthin): one of each other PVE storage type the driver knows.
+const EXTRA_STORAGES: &[(&str, &str, bool)] = &[
+    ("local-zfs", "zfspool", false),
+    ("ceph", "rbd", true),
+    ("san", "lvm", true),
+    ("nfs", "nfs", true),
+];
+
+/// The simulator layout of the sandbox, and the (id, type) of the storage `want` names (an id
+/// or a type); an unknown one is an error listing the choices.
+fn sim_layout(data_dir: PathBuf, want: &str) -> anyhow::Result<(SimConfig, String, String)> {
+    let mut cfg = SimConfig::default_for(data_dir);
+    for (id, kind, shared) in EXTRA_STORAGES {
+        cfg.storages.push(pve_sim::StorageConfig {
+            id: (*id).into(),
+            kind: (*kind).into(),
+            shared: *shared,
+            ..Default::default()
+        });
+    }
+    // A type names its first storage (`dir` -> `local`).
+    let st = cfg
+        .storages
+        .iter()
+        .find(|s| s.id == want)
+        .or_else(|| cfg.storages.iter().find(|s| s.kind == want))
+        .ok_or_else(|| {
+            let known: Vec<String> = cfg
+                .storages
+                .iter()
+                .map(|s| format!("{} ({})", s.id, s.kind))
+                .collect();
+            anyhow::anyhow!(
+                "--storage {want:?}: not a storage id or type of the sandbox; one of {}",
+                known.join(", ")
+            )
+        })?;
+    let (id, kind) = (st.id.clone(), st.kind.clone());
+    Ok((cfg, id, kind))
+}
 
 pub struct SandboxOptions {
     /// Where the simulator keeps disks and the driver its socket; a temp dir when None.
@@ -28,6 +68,8 @@ pub struct SandboxOptions {
     pub write_bytes: u64,
     /// Filesystem to format with (ext4 or xfs); None picks one.
     pub fs_type: Option<String>,
+    /// Storage id or PVE storage type of the demo volume (see `sim_layout`).
+    pub storage: String,
 }
 
 struct Progress {
@@ -124,14 +166,28 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
         .fs_type
         .clone()
         .unwrap_or_else(harness::default_fs_type);
-    let mut p = Progress { n: 0, total: 19 };
+    let sim_dir = data_dir.join("sim");
+    let (sim_cfg, storage, kind) = sim_layout(sim_dir.clone(), &opts.storage)?;
+    // Snapshot and restore run while the volume is mounted: only where the type takes
+    // snapshots of an attached volume and restores them (README "Storage types").
+    let no_snapshots = [Op::Snapshot, Op::Restore]
+        .into_iter()
+        .map(|op| (op, support(&kind, "raw", op)))
+        .find(|(_, s)| *s != Support::Yes);
+    let mut p = Progress {
+        n: 0,
+        total: if no_snapshots.is_some() {
+            19 - SNAPSHOT_STEPS
+        } else {
+            19
+        },
+    };
 
     // 1. Simulator.
-    let sim_dir = data_dir.join("sim");
     let (sim, base_url) = p
         .step(
             "start Proxmox VE simulator (cluster sim, nodes pve1+pve2)",
-            start_sim(SimConfig::default_for(sim_dir.clone())),
+            start_sim(sim_cfg),
         )
         .await?;
     p.note(&format!("API at {base_url}, token {TOKEN_ID}"));
@@ -161,7 +217,7 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
     let volume = p
         .step(
             &format!(
-                "CreateVolume {} MiB on thin LVM 'local-lvm' of pve1",
+                "CreateVolume {} MiB on {kind} storage '{storage}'",
                 opts.size_bytes >> 20
             ),
             async {
@@ -173,7 +229,7 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
                         limit_bytes: 0,
                     }),
                     volume_capabilities: vec![cap.clone()],
-                    parameters: HashMap::from([("storage".into(), STORAGE.into())]),
+                    parameters: HashMap::from([("storage".into(), storage.clone())]),
                     accessibility_requirements: Some(TopologyRequirement {
                         requisite: vec![topo.clone()],
                         preferred: vec![topo],
@@ -196,7 +252,26 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
     let vid = volume.volume_id.clone();
 
     let device_dir = sim.guest_by_id_dir(harness::WORKER_VMID);
-    let result = lifecycle(&mut p, &mut c, &vid, &cap, &data_dir, &device_dir, &opts).await;
+    if let Some((op, s)) = no_snapshots {
+        let why = match s {
+            Support::Detached => format!("{kind} can {} only a detached volume", op.label()),
+            Support::No(missing) => format!("{kind} cannot {}: PVE has no {missing}", op.label()),
+            Support::Yes => unreachable!("only a missing feature skips"),
+        };
+        p.note(&format!("snapshot and restore steps skipped: {why}"));
+    }
+    let snapshots = no_snapshots.is_none().then_some(storage.as_str());
+    let result = lifecycle(
+        &mut p,
+        &mut c,
+        &vid,
+        &cap,
+        &data_dir,
+        &device_dir,
+        &opts,
+        snapshots,
+    )
+    .await;
 
     // Tear-down runs whatever happened above, so a failed demo leaves nothing
     // behind. The simulator is the sandbox's own, so all in it may go.
@@ -427,6 +502,12 @@ async fn bytes_total(c: &mut CsiClients, vid: &str, target: &Path) -> anyhow::Re
 }
 
 /// The part between create and delete; errors here still get cleaned up.
+/// Steps of the snapshot and restore part of the lifecycle.
+const SNAPSHOT_STEPS: usize = 6;
+
+/// The demo on the mounted volume; the snapshot and restore steps (SNAPSHOT_STEPS of them)
+/// only with `snapshots` = the storage to restore to.
+#[allow(clippy::too_many_arguments)]
 async fn lifecycle(
     p: &mut Progress,
     c: &mut CsiClients,
@@ -435,6 +516,7 @@ async fn lifecycle(
     data_dir: &Path,
     device_dir: &Path,
     opts: &SandboxOptions,
+    snapshots: Option<&str>,
 ) -> anyhow::Result<()> {
     let (ctx, staging, target) = mount_on_worker(p, c, vid, cap, data_dir, "").await?;
     let digest = p
@@ -469,25 +551,31 @@ async fn lifecycle(
         usage.total >> 20
     ));
 
-    let snapshot = p
-        .step(
-            "CreateSnapshot (thin LVM snapshot via the holder VM)",
-            async {
-                let req = CreateSnapshotRequest {
-                    source_volume_id: vid.into(),
-                    name: "sandbox-snapshot".into(),
-                    ..Default::default()
-                };
-                Ok(c.controller
-                    .create_snapshot(req)
-                    .await?
-                    .into_inner()
-                    .snapshot
-                    .unwrap_or_default())
-            },
-        )
-        .await?;
-    p.note(&format!("snapshot_id {}", snapshot.snapshot_id));
+    let snapshot = match snapshots {
+        None => None,
+        Some(_) => Some(
+            p.step(
+                "CreateSnapshot (storage snapshot via the holder VM)",
+                async {
+                    let req = CreateSnapshotRequest {
+                        source_volume_id: vid.into(),
+                        name: "sandbox-snapshot".into(),
+                        ..Default::default()
+                    };
+                    Ok(c.controller
+                        .create_snapshot(req)
+                        .await?
+                        .into_inner()
+                        .snapshot
+                        .unwrap_or_default())
+                },
+            )
+            .await?,
+        ),
+    };
+    if let Some(s) = &snapshot {
+        p.note(&format!("snapshot_id {}", s.snapshot_id));
+    }
 
     let grown = opts.size_bytes * 2;
     let after = p
@@ -552,7 +640,29 @@ async fn lifecycle(
         p.note("this host refuses to grow a mounted ext4 (no CAP_SYS_RESOURCE): unmounted, grown with e2fsck + resize2fs, mounted again");
     }
     p.note(&format!("filesystem now {} MiB", after.total >> 20));
+    if let (Some(snapshot), Some(storage)) = (snapshot, snapshots) {
+        restore(p, c, cap, data_dir, opts, &snapshot, storage, &digest).await?;
+    }
+    p.step(
+        "NodeUnpublishVolume + NodeUnstageVolume",
+        unmount_from_worker(c, vid, &staging, &target),
+    )
+    .await?;
+    Ok(())
+}
 
+/// CreateVolume from the snapshot, mount it, compare the data, remove both.
+#[allow(clippy::too_many_arguments)]
+async fn restore(
+    p: &mut Progress,
+    c: &mut CsiClients,
+    cap: &VolumeCapability,
+    data_dir: &Path,
+    opts: &SandboxOptions,
+    snapshot: &Snapshot,
+    storage: &str,
+    digest: &str,
+) -> anyhow::Result<()> {
     let restore_dir = data_dir.join("restored");
     let restored = p
         .step(
@@ -565,7 +675,7 @@ async fn lifecycle(
                         limit_bytes: 0,
                     }),
                     volume_capabilities: vec![cap.clone()],
-                    parameters: HashMap::from([("storage".into(), STORAGE.into())]),
+                    parameters: HashMap::from([("storage".into(), storage.into())]),
                     volume_content_source: Some(VolumeContentSource {
                         r#type: Some(volume_content_source::Type::Snapshot(
                             volume_content_source::SnapshotSource {
@@ -626,10 +736,5 @@ async fn lifecycle(
         .await;
     check?;
     cleanup?;
-    p.step(
-        "NodeUnpublishVolume + NodeUnstageVolume",
-        unmount_from_worker(c, vid, &staging, &target),
-    )
-    .await?;
     Ok(())
 }

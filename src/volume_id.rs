@@ -185,11 +185,12 @@ pub fn snap_name(csi_name: &str) -> String {
 }
 
 /// The disk of holder `vmid`, as PVE names a VM's first disk.
-pub fn holder_disk(vmid: u64, file_based: bool) -> String {
-    if file_based {
-        format!("vm-{vmid}-disk-0.raw")
-    } else {
-        format!("vm-{vmid}-disk-0")
+/// The holder's disk name: with the format's extension on file storages
+/// (`Some(format)`), bare on block storages.
+pub fn holder_disk(vmid: u64, file_format: Option<&str>) -> String {
+    match file_format {
+        Some(f) => format!("vm-{vmid}-disk-0.{f}"),
+        None => format!("vm-{vmid}-disk-0"),
     }
 }
 
@@ -293,7 +294,7 @@ mod tests {
         assert_eq!(holder_name("a"), holder_name("a"));
         // Upper-case uuid is not the canonical form: hashed, so no two names map to one holder.
         assert!(holder_name(&pvc.to_uppercase()).starts_with("csi-vol-h"));
-        assert_eq!(holder_disk(100001, true), "vm-100001-disk-0.raw");
+        assert_eq!(holder_disk(100001, Some("raw")), "vm-100001-disk-0.raw");
     }
 
     #[test]

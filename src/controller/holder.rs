@@ -3,7 +3,7 @@
 //! PVE has no storage-level resize, snapshot or clone; those exist only for
 //! disks of a VM. A holder VM per volume makes them available whether or not
 //! the volume is attached to a worker, and snapshots taken through it use the
-//! storage's own copy-on-write (lvmthin, zfs, rbd). The holder is never
+//! storage's own copy-on-write (lvmthin, rbd; `features.rs`). The holder is never
 //! started; workers attach the disk as a foreign volume, so detaching from a
 //! worker can never free it. Holders carry the `proxmox-csi` tag, a
 //! `csi-vol-` name and a description that says what they are.
@@ -140,6 +140,7 @@ impl Controller {
     }
 
     /// Create a holder VM on `target.node` owning a new disk of `size` bytes.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn create_holder(
         &self,
         cluster: &Cluster,
@@ -148,6 +149,7 @@ impl Controller {
         csi_name: &str,
         size: u64,
         backup: bool,
+        format: &str,
     ) -> Result<HeldVolume> {
         let t = self.opts.task_timeout;
         let mut attempts = 0;
@@ -191,7 +193,7 @@ impl Controller {
                 }
             }
         };
-        let filename = holder_disk(vmid, target.is_file_based());
+        let filename = holder_disk(vmid, target.is_file_based().then_some(format));
         // PVE allocates under the storage's lock: a bounded number at a time
         // from here, and a lock timeout (nothing was allocated) is retried.
         let allocated = self
@@ -208,7 +210,7 @@ impl Controller {
                         vmid,
                         &filename,
                         size / 1024,
-                        "raw",
+                        format,
                     )
                     .await
                     .map_err(|e| ControllerError::Pve {

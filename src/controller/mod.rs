@@ -6,6 +6,7 @@ pub(crate) mod attach;
 pub(crate) mod cluster;
 pub mod error;
 pub(crate) mod expand;
+pub mod features;
 pub mod holder;
 pub(crate) mod inventory;
 pub(crate) mod labeller;

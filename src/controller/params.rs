@@ -29,6 +29,8 @@ pub struct VolumeParams {
     pub aio: Option<String>,
     /// mkfs block and inode size for the node to format with.
     pub format: FormatOptions,
+    /// Disk format (`storageFormat`): raw, or qcow2 on file storages; None = raw.
+    pub disk_format: Option<String>,
 }
 
 const CACHE_MODES: &[&str] = &["none", "writethrough", "writeback", "unsafe", "directsync"];
@@ -41,7 +43,7 @@ const AIO_MODES: &[&str] = &["native", "threads", "io_uring"];
 const BUFFERED_CACHE_MODES: &[&str] = &["writethrough", "writeback", "unsafe"];
 /// The keys [`parse_volume_params`] knows, for its error message.
 const KNOWN_PARAMETERS: &str =
-    "storage, cache, ssd, discard, backup, encrypted, iothread, aio, blockSize, inodeSize";
+    "storage, storageFormat, cache, ssd, discard, backup, encrypted, iothread, aio, blockSize, inodeSize";
 
 /// Keys the Kubernetes provisioner adds itself; not ours to judge.
 const K8S_PREFIX: &str = "csi.storage.k8s.io/";
@@ -96,6 +98,7 @@ pub fn parse_volume_params(
             }
             // Read together below, once both are known.
             k if k == VOLUME_CONTEXT_BLOCK_SIZE || k == VOLUME_CONTEXT_INODE_SIZE => {}
+            "storageFormat" => out.disk_format = Some(super::features::parse_format(v)?),
             // The filesystem is chosen by the node from the volume capability.
             "fsType" | "fstype" => {}
             k if k.starts_with(K8S_PREFIX) => {}

@@ -1,10 +1,12 @@
 //! CreateSnapshot, DeleteSnapshot, ListSnapshots: PVE snapshots of the
-//! volume's holder VM, which the storage takes copy-on-write (lvmthin, zfs,
-//! rbd) while the volume stays attached to its worker.
+//! volume's holder VM, which the storage takes copy-on-write (lvmthin,
+//! rbd) while the volume stays attached to its worker; what each storage type
+//! allows is decided first in `features.rs`.
 
 use super::cluster::Cluster;
 use super::cluster::{HeldVolume, HOLDER_SLOT};
 use super::error::{ControllerError, PveContext, Result};
+use super::features::Op;
 use super::lookup::{disk_key, name_key};
 use super::{required, Controller};
 use crate::csi::*;
@@ -103,6 +105,9 @@ impl Controller {
                 snapshot: Some(to_csi(&held, &snapname, s.snaptime, size)),
             });
         }
+        // Refused before PVE is asked where the storage cannot take it, or not while attached.
+        self.require_feature(cluster, "source_volume_id", &id, Op::Snapshot)
+            .await?;
         let description = format!("proxmox-csi snapshot {}", name.escape_debug());
         if let Err(e) = cluster
             .client
@@ -117,7 +122,7 @@ impl Controller {
         {
             if e.kind() == PveErrorKind::FeatureUnavailable {
                 return Err(ControllerError::FailedPrecondition(format!(
-                    "source_volume_id {source}: storage {} cannot take snapshots of raw disks (use lvmthin, zfs or rbd)",
+                    "source_volume_id {source}: storage {} cannot take snapshots of this disk (PVE: {e}; use lvmthin or rbd, or qcow2 on a file storage)",
                     id.storage
                 )));
             }
@@ -164,6 +169,8 @@ impl Controller {
         if !snaps.iter().any(|s| s.name == id.snapname) {
             return Ok(());
         }
+        self.require_feature(cluster, "snapshot_id", &id.volume, Op::DeleteSnapshot)
+            .await?;
         cluster
             .client
             .delete_snapshot(&h.node, h.vmid, &id.snapname, self.opts.task_timeout)

@@ -3,6 +3,7 @@
 use super::cluster::Cluster;
 use super::cluster::{HeldVolume, HOLDER_SLOT};
 use super::error::{ControllerError, PveContext, Result};
+use super::features::{self, Op, Support};
 use super::lookup::{disk_key, name_key};
 use super::params::{check_capabilities, parse_volume_params, size_fits, size_for, VolumeParams};
 use super::{required, Controller};
@@ -84,6 +85,13 @@ impl Controller {
         let cluster = self
             .cluster(&placement.region)
             .expect("placement picks a configured cluster");
+        let format = params.disk_format.as_deref().unwrap_or("raw");
+        let plugintype = placement
+            .candidates
+            .first()
+            .and_then(|c| c.plugintype.clone())
+            .unwrap_or_default();
+        features::check_format(&params.storage, &plugintype, format)?;
         let holder_name = cluster.tenancy.holder_name(name);
         // Taken before anything is looked up, and held to the end: the source
         // of a clone or restore must not be deleted or changed meanwhile.
@@ -133,10 +141,20 @@ impl Controller {
         let held = match &origin {
             Origin::Empty => {
                 let target = self.pick_node(&placement, size).await?;
-                self.create_holder(cluster, &target, &holder_name, name, size, params.backup)
-                    .await?
+                self.create_holder(
+                    cluster,
+                    &target,
+                    &holder_name,
+                    name,
+                    size,
+                    params.backup,
+                    format,
+                )
+                .await?
             }
             Origin::Snapshot(snap, source) => {
+                self.require_feature(cluster, "volume_content_source", &source.id, Op::Restore)
+                    .await?;
                 self.clone_holder(
                     cluster,
                     &placement,
@@ -418,6 +436,10 @@ impl Controller {
             opts.push(("storage".into(), params.storage.clone()));
         }
         opts.extend(cluster.tenancy.placement_params());
+        // storageFormat asked: the copy gets it (qemu-server clone_disk converts).
+        if let Some(f) = &params.disk_format {
+            opts.push(("format".into(), f.clone()));
+        }
         let mut attempts = 0;
         let (newid, _creating) = loop {
             attempts += 1;
@@ -567,6 +589,18 @@ impl Controller {
         size: u64,
         params: &VolumeParams,
     ) -> Result<HeldVolume> {
+        // Storages whose snapshots cannot be copied (or that have none): a direct copy of
+        // the detached volume; refused while attached.
+        let how = self
+            .require_feature(cluster, "volume_content_source", &source.id, Op::Clone)
+            .await?;
+        if how == Support::Detached {
+            return self
+                .clone_holder(
+                    cluster, placement, source, None, name, csi_name, size, params,
+                )
+                .await;
+        }
         let temp = Self::temp_snapshot_name(csi_name);
         let h = &source.holder;
         let exists = cluster

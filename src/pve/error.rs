@@ -199,7 +199,8 @@ impl PveError {
         if m.contains("already exists") || m.contains("already used") {
             return PveErrorKind::AlreadyExists;
         }
-        if m.contains("feature is not available") {
+        // qemu-server clone_vm: "Full|Linked clone feature is not supported for [a snapshot of] …".
+        if m.contains("feature is not available") || m.contains("clone feature is not supported") {
             return PveErrorKind::FeatureUnavailable;
         }
         if m.contains("shrinking disks is not supported") {
@@ -361,6 +362,14 @@ mod tests {
             ),
             (
                 api(500, "snapshot feature is not available", &[]),
+                FeatureUnavailable,
+            ),
+            (
+                api(
+                    500,
+                    "Full clone feature is not supported for a snapshot of 'local-zfs:vm-100-disk-0' (scsi0)",
+                    &[],
+                ),
                 FeatureUnavailable,
             ),
             (

@@ -94,7 +94,8 @@ impl Default for QemuConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     pub id: String,
-    /// `dir` or `lvmthin`.
+    /// PVE storage type: `dir`, `nfs` (files, raw or qcow2), `lvmthin`, `lvm` (thick),
+    /// `zfspool` or `rbd` (block devices, raw); see `volumes.rs` and `features.rs`.
     #[serde(rename = "type")]
     pub kind: String,
     pub content: String,
@@ -107,7 +108,7 @@ pub struct StorageConfig {
     pub nodes: Option<Vec<String>>,
     /// Capacity reported by status calls, in bytes.
     pub capacity: u64,
-    /// lvmthin only: LVM rounds volume sizes up to whole extents (default 4 MiB).
+    /// lvmthin and lvm only: LVM rounds volume sizes up to whole extents (default 4 MiB).
     pub extent_size: u64,
 }
 
@@ -303,12 +304,17 @@ impl SimConfig {
 }
 
 impl StorageConfig {
-    /// The size a new or grown volume really gets: LVM-backed storages round up to extents.
+    /// The size a new or grown volume really gets: LVM-backed storages round up to extents;
+    /// ZFSPoolPlugin zfs_create_zvol / volume_resize pad to 1 MiB; RBDPlugin alloc_image /
+    /// volume_resize ask `rbd` for whole MiB, rounded up.
     pub fn round_size(&self, bytes: u64) -> u64 {
-        if self.kind == "lvmthin" && self.extent_size > 0 {
-            bytes.div_ceil(self.extent_size) * self.extent_size
-        } else {
-            bytes
+        const MIB: u64 = 1024 * 1024;
+        match self.kind.as_str() {
+            "lvmthin" | "lvm" if self.extent_size > 0 => {
+                bytes.div_ceil(self.extent_size) * self.extent_size
+            }
+            "zfspool" | "rbd" => bytes.div_ceil(MIB) * MIB,
+            _ => bytes,
         }
     }
 

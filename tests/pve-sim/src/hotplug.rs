@@ -1,4 +1,5 @@
-//! Host-side stand-in for QEMU disk hot-plug: applied disks of running VMs become loop devices,
+//! Host-side stand-in for QEMU disk hot-plug: applied disks of running VMs become loop devices
+//! (qcow2 images through a storage daemon's raw export, `rawview.rs`),
 //! published under `<data>/guests/<vmid>/disk/by-id/` the way a guest's udev names them, with
 //! the guest's sysfs identity under `<data>/guests/<vmid>/sys/block/<dev>/device/`.
 //!
@@ -41,6 +42,8 @@ pub struct Hotplug {
     /// Throttle groups (`throttle-drive-<key>`) a device removal without qemu_drivedel left in
     /// the running QEMU; they live until the VM stops.
     leftover_throttle: Mutex<HashSet<(u32, String)>>,
+    /// The raw views of hot-plugged qcow2 images (`rawview.rs`), by slot.
+    views: Mutex<HashMap<(u32, String), super::rawview::RawView>>,
     qemu: Option<super::qemu::Guests>,
 }
 
@@ -144,6 +147,7 @@ impl Hotplug {
             data_dir,
             attached: Mutex::new(HashMap::new()),
             leftover_throttle: Mutex::new(HashSet::new()),
+            views: Mutex::new(HashMap::new()),
             qemu: None,
         }
     }
@@ -174,7 +178,8 @@ impl Hotplug {
             .join("by-id")
     }
 
-    /// Makes the image visible in the guest. qcow2 images get no device (loop needs raw).
+    /// Makes the image visible in the guest. A qcow2 image is opened by a storage daemon whose
+    /// raw FUSE export backs the loop device (`rawview.rs`); other formats get no device.
     pub fn plug(
         &self,
         vmid: u32,
@@ -194,11 +199,30 @@ impl Hotplug {
         if self.leftover_throttle.lock().unwrap().contains(&slot) {
             return Err(duplicate_throttle_error(key));
         }
-        if self.mode == HotplugMode::None || format != "raw" {
+        if self.mode == HotplugMode::None || !matches!(format, "raw" | "qcow2") {
             return Ok(());
         }
         self.unplug(vmid, key);
-        let dev = losetup(&["--find", "--show", &image.to_string_lossy()])?;
+        let backing = if format == "raw" {
+            image.to_path_buf()
+        } else {
+            let dir = self
+                .data_dir
+                .join("guests")
+                .join(vmid.to_string())
+                .join("views");
+            let view = super::rawview::RawView::start(image, format, &dir, key)?;
+            let file = view.file.clone();
+            self.views.lock().unwrap().insert(slot.clone(), view);
+            file
+        };
+        let dev = match losetup(&["--find", "--show", &backing.to_string_lossy()]) {
+            Ok(d) => d,
+            Err(e) => {
+                self.drop_view(vmid, key);
+                return Err(e);
+            }
+        };
         let dir = self.by_id_dir(vmid);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let mut names = Vec::new();
@@ -313,6 +337,26 @@ impl Hotplug {
                 tracing::warn!("detaching {}: {e}", a.dev);
             }
         }
+        self.drop_view(vmid, key);
+    }
+
+    /// Closes the qcow2 view of a slot, if it has one (the image's lock goes with it).
+    fn drop_view(&self, vmid: u32, key: &str) {
+        let v = self.views.lock().unwrap().remove(&(vmid, key.to_string()));
+        if let Some(mut v) = v {
+            v.stop();
+        }
+    }
+
+    /// Grows a hot-plugged qcow2 image through its open view (QMP `block_resize`, as
+    /// qemu-server's qemu_block_resize does for a running VM; `qemu-img resize` would meet
+    /// the image lock). Ok(false) when the slot has no view: the caller grows the file.
+    pub fn grow_open(&self, vmid: u32, key: &str, bytes: u64) -> Result<bool, String> {
+        let views = self.views.lock().unwrap();
+        match views.get(&(vmid, key.to_string())) {
+            Some(v) => v.resize(bytes).map(|_| true),
+            None => Ok(false),
+        }
     }
 
     /// After a resize: let the loop device pick up the new image size.
@@ -335,7 +379,16 @@ impl Hotplug {
     /// Drops loop devices left by an earlier run over images below the data dir, and the
     /// guest link dirs, so the caller can re-plug from the persisted state.
     pub fn cleanup_stale(&self) {
-        let _ = std::fs::remove_dir_all(self.data_dir.join("guests"));
+        // qcow2 views an earlier run left mounted (its daemons died with it).
+        let guests = self.data_dir.join("guests");
+        if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
+            for p in m.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+                if Path::new(p).starts_with(&guests) {
+                    let _ = Command::new("umount").arg("-l").arg(p).status();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&guests);
         if self.mode == HotplugMode::None {
             return;
         }

@@ -10,7 +10,7 @@
 //! Simulated endpoints (everything else in the schema answers 501 like PVE):
 //! - `/version`, `/cluster/status`, `/cluster/resources`, `/cluster/nextid`, `/nodes`,
 //!   `/nodes/{node}/status|version`, `POST /access/ticket`, `GET /access/permissions`
-//! - storages (`dir`, and `lvmthin` simulated with files): `/storage[/{storage}]` (config),
+//! - storages (`dir`, `nfs`, `lvmthin`, `lvm`, `zfspool`, `rbd`, simulated with files): `/storage[/{storage}]` (config),
 //!   `/nodes/{node}/storage[/{storage}/status]`, `.../content` (list, allocate),
 //!   `.../content/{volume}` (info, free, root-only copy; `{volume}` takes the rest of the path)
 //! - VMs: list, create, destroy, `config` (GET/POST/PUT), `pending`, `unlink`, `resize`,
@@ -38,11 +38,13 @@ mod dispatch;
 mod drive;
 mod error;
 pub mod faults;
+pub mod features;
 mod formats;
 mod handlers;
 mod hotplug;
 mod propdef;
 mod qemu;
+mod rawview;
 mod schema;
 mod simapi;
 mod tasks;

@@ -1,10 +1,14 @@
 //! Storage back-ends as files: volume naming, image files, sizes and snapshots.
 //!
-//! Two PVE storage types are simulated:
-//! - `dir`: volumes `<vmid>/<name>.<raw|qcow2|vmdk>` at `<path>/images/<vmid>/<name>`; only
-//!   qcow2 images can be snapshotted (qemu-img internal snapshots), as in PVE.
-//! - `lvmthin`: volumes `vm-<vmid>-<name>` (raw only) at `<path>/<name>`; snapshots are sparse
-//!   copies `<path>/snap_<volume>_<snap>`, standing in for thin LV snapshots.
+//! Two layouts cover the simulated PVE storage types:
+//! - file storages (`dir`, `nfs`): volumes `<vmid>/<name>.<raw|qcow2|vmdk>` at
+//!   `<path>/images/<vmid>/<name>`; only qcow2 images can be snapshotted (qemu-img internal
+//!   snapshots), as in PVE (Storage/Plugin.pm).
+//! - block storages (`lvmthin`, `lvm`, `zfspool`, `rbd`): volumes `vm-<vmid>-<name>` (raw only)
+//!   at `<path>/<name>`; snapshots, where the type has them (not `lvm`), are sparse copies
+//!   `<path>/snap_<volume>_<snap>`, standing in for thin LV, ZFS and RBD snapshots.
+//!
+//! What each type may do with a volume is in `features.rs`.
 
 use super::config::{SimConfig, StorageConfig};
 use super::error::{ApiError, ApiResult};
@@ -22,6 +26,14 @@ pub struct VolName {
     pub format: String,
     /// Storage type the name belongs to.
     pub kind: String,
+    /// A template's volume (`base-…`), read-only in PVE.
+    pub base: bool,
+}
+
+/// Storage types whose volumes are block devices named `vm-<vmid>-…` (no per-VM directory,
+/// no file extension, raw only).
+pub fn is_block(kind: &str) -> bool {
+    matches!(kind, "lvmthin" | "lvm" | "zfspool" | "rbd")
 }
 
 pub fn split_volid(volid: &str) -> ApiResult<(&str, &str)> {
@@ -38,27 +50,39 @@ fn dir_re() -> &'static Regex {
     R.get_or_init(|| Regex::new(r"^(\d+)/([^/\s]+\.(raw|qcow2|vmdk))$").unwrap())
 }
 
-fn lvm_re() -> &'static Regex {
+fn block_re() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
-    R.get_or_init(|| Regex::new(r"^((?:vm|base)-(\d+)-\S+)$").unwrap())
+    R.get_or_init(|| Regex::new(r"^((vm|base)-(\d+)-\S+)$").unwrap())
+}
+
+/// A block storage's volume name. Each plugin's parse_volname, without the
+/// `base-…/vm-…` names of linked clones (the simulator makes none):
+/// LvmThinPlugin (`vm-`/`base-`), LVMPlugin (`vm-` only), ZFSPoolPlugin and RBDPlugin
+/// (`vm-`/`base-`); the texts are theirs.
+fn parse_block_volname(kind: &str, volname: &str) -> ApiResult<VolName> {
+    let what = match kind {
+        "zfspool" => "zfs",
+        "rbd" => "rbd",
+        _ => "lvm",
+    };
+    let bad = || ApiError::internal(format!("unable to parse {what} volume name '{volname}'"));
+    let c = block_re()
+        .captures(volname)
+        .filter(|_| !volname.contains('/'))
+        .filter(|c| kind != "lvm" || &c[2] == "vm")
+        .ok_or_else(bad)?;
+    Ok(VolName {
+        owner: c[3].parse().map_err(|_| bad())?,
+        file: c[1].to_string(),
+        format: "raw".into(),
+        kind: kind.into(),
+        base: &c[2] == "base",
+    })
 }
 
 pub fn parse_volname(kind: &str, volname: &str) -> ApiResult<VolName> {
-    if kind == "lvmthin" {
-        let c = lvm_re()
-            .captures(volname)
-            .filter(|_| !volname.contains('/'))
-            .ok_or_else(|| {
-                ApiError::internal(format!("unable to parse lvm volume name '{volname}'"))
-            })?;
-        return Ok(VolName {
-            owner: c[2].parse().map_err(|_| {
-                ApiError::internal(format!("unable to parse lvm volume name '{volname}'"))
-            })?,
-            file: c[1].to_string(),
-            format: "raw".into(),
-            kind: kind.into(),
-        });
+    if is_block(kind) {
+        return parse_block_volname(kind, volname);
     }
     let bad = || ApiError::internal(format!("unable to parse directory volume name '{volname}'"));
     let c = dir_re().captures(volname).ok_or_else(bad)?;
@@ -67,12 +91,13 @@ pub fn parse_volname(kind: &str, volname: &str) -> ApiResult<VolName> {
         file: c[2].to_string(),
         format: c[3].to_string(),
         kind: kind.into(),
+        base: c[2].starts_with("base-"),
     })
 }
 
 /// The volume name (part after `storage:`) of a parsed volume.
 pub fn volname_of(v: &VolName) -> String {
-    if v.kind == "lvmthin" {
+    if is_block(&v.kind) {
         v.file.clone()
     } else {
         format!("{}/{}", v.owner, v.file)
@@ -97,7 +122,7 @@ pub fn check_available(st: &StorageConfig, node: &str) -> ApiResult<()> {
 
 fn image_dir(cfg: &SimConfig, st: &StorageConfig, node: &str, owner: u32) -> PathBuf {
     let base = st.dir(&cfg.data_dir, node);
-    if st.kind == "lvmthin" {
+    if is_block(&st.kind) {
         base
     } else {
         base.join("images").join(owner.to_string())
@@ -124,8 +149,9 @@ pub fn size_info(path: &Path, format: &str) -> Option<(u64, u64, i64)> {
     let size = if format == "raw" {
         md.len()
     } else {
+        // `-U` (force-share): sizes of images a running VM holds open are read too.
         let out = Command::new("qemu-img")
-            .args(["info", "--output=json", "-f", format])
+            .args(["info", "-U", "--output=json", "-f", format])
             .arg(path)
             .output()
             .ok()?;
@@ -158,7 +184,7 @@ fn dir_entries(dir: &Path) -> Vec<(String, PathBuf)> {
 pub fn list_images(cfg: &SimConfig, st: &StorageConfig, node: &str) -> Vec<ImageInfo> {
     let base = st.dir(&cfg.data_dir, node);
     let mut candidates: Vec<(String, PathBuf)> = Vec::new();
-    if st.kind == "lvmthin" {
+    if is_block(&st.kind) {
         candidates = dir_entries(&base)
             .into_iter()
             .filter(|(n, p)| p.is_file() && !n.starts_with("snap_"))
@@ -192,7 +218,7 @@ pub fn list_images(cfg: &SimConfig, st: &StorageConfig, node: &str) -> Vec<Image
 /// Next free `vm-<vmid>-disk-N` volume name.
 pub fn free_name(cfg: &SimConfig, st: &StorageConfig, node: &str, vmid: u32, fmt: &str) -> String {
     let dir = image_dir(cfg, st, node, vmid);
-    let ext = if st.kind == "lvmthin" {
+    let ext = if is_block(&st.kind) {
         String::new()
     } else {
         format!(".{fmt}")
@@ -206,6 +232,74 @@ pub fn free_name(cfg: &SimConfig, st: &StorageConfig, node: &str, vmid: u32, fmt
 /// Longest LV name LVM accepts (lvm2 lib/misc/lvm-string.h NAME_LEN 128, NUL included).
 pub const LVM_NAME_MAX: usize = 127;
 
+/// What a block plugin's alloc_image refuses, with its texts.
+fn check_block_alloc(
+    st: &StorageConfig,
+    vmid: u32,
+    name: &str,
+    fmt: &str,
+    exists: bool,
+) -> ApiResult<()> {
+    let kind = st.kind.as_str();
+    // LVMPlugin alloc_lvm_image: qcow2 on thick LVM only with `snapshot-as-volume-chain`,
+    // which the simulated storages do not have.
+    if kind == "lvm" && fmt == "qcow2" {
+        return Err(ApiError::internal(
+            "snapshot-as-volume-chain option need to be enabled to use qcow2 format",
+        ));
+    }
+    // LvmThinPlugin/LVMPlugin alloc_image: "unsupported format"; ZFSPoolPlugin alloc_image: the
+    // same for anything but raw (and subvol, a container's); RBDPlugin alloc_image ignores
+    // the format and makes a raw image.
+    if fmt != "raw" && kind != "rbd" {
+        return Err(ApiError::internal(format!("unsupported format '{fmt}'")));
+    }
+    // LvmThinPlugin/ZFSPoolPlugin/RBDPlugin alloc_image: "illegal name"; LVMPlugin's
+    // verify_volname_format -> parse_volname refuses a name without `vm-<digits>-`.
+    if !name.starts_with(&format!("vm-{vmid}-")) {
+        if kind == "lvm" && !block_re().is_match(name) {
+            return Err(ApiError::internal(format!(
+                "unable to parse lvm volume name '{name}'"
+            )));
+        }
+        return Err(ApiError::internal(format!(
+            "illegal name '{name}' - should be 'vm-{vmid}-*'"
+        )));
+    }
+    if name.contains('/') {
+        return Err(ApiError::internal(format!(
+            "unable to parse {} volume name '{name}'",
+            match kind {
+                "zfspool" => "zfs",
+                "rbd" => "rbd",
+                _ => "lvm",
+            }
+        )));
+    }
+    if exists {
+        // The tools' own words, wrapped by each plugin's run_command errmsg
+        // (LVMPlugin lvcreate, RBDPlugin alloc_image) or zfs_request ("zfs error: ").
+        return Err(ApiError::internal(match kind {
+            "zfspool" => format!(
+                "zfs error: cannot create 'rpool/data/{name}': dataset already exists"
+            ),
+            "rbd" => format!("rbd create '{name}' error: rbd: create error: (17) File exists"),
+            _ => format!(
+                "lvcreate 'pve/{name}' error:   Logical Volume \"{name}\" already exists in volume group \"pve\""
+            ),
+        }));
+    }
+    // LVM's validate_name refuses names of NAME_LEN (128) or more; lvcreate then says
+    // "Logical volume name ... is invalid." and pve-storage LVMPlugin::lvcreate wraps it
+    // in its run_command errmsg.
+    if matches!(kind, "lvmthin" | "lvm") && name.len() > LVM_NAME_MAX {
+        return Err(ApiError::internal(format!(
+            "lvcreate 'pve/{name}' error:   Logical volume name \"{name}\" is invalid."
+        )));
+    }
+    Ok(())
+}
+
 /// Creates a sparse image of `size_kib` KiB. Errors carry PVE's texts.
 pub fn alloc(
     cfg: &SimConfig,
@@ -218,34 +312,9 @@ pub fn alloc(
 ) -> ApiResult<String> {
     let dir = image_dir(cfg, st, node, vmid);
     let path = dir.join(name);
-    // Only LVM-like plugins insist on the owner prefix; the dir plugin takes any file name.
-    if st.kind == "lvmthin" {
-        if fmt != "raw" {
-            return Err(ApiError::internal(format!("unsupported format '{fmt}'")));
-        }
-        if !name.starts_with(&format!("vm-{vmid}-")) {
-            return Err(ApiError::internal(format!(
-                "illegal name '{name}' - should be 'vm-{vmid}-*'"
-            )));
-        }
-        if name.contains('/') {
-            return Err(ApiError::internal(format!(
-                "unable to parse lvm volume name '{name}'"
-            )));
-        }
-        if path.exists() {
-            return Err(ApiError::internal(format!(
-                "lvcreate 'pve/{name}' error:   Logical Volume \"{name}\" already exists in volume group \"pve\""
-            )));
-        }
-        // LVM's validate_name refuses names of NAME_LEN (128) or more; lvcreate then says
-        // "Logical volume name ... is invalid." and pve-storage LVMPlugin::lvcreate wraps it
-        // in its run_command errmsg.
-        if name.len() > LVM_NAME_MAX {
-            return Err(ApiError::internal(format!(
-                "lvcreate 'pve/{name}' error:   Logical volume name \"{name}\" is invalid."
-            )));
-        }
+    // Only the block plugins insist on the owner prefix; the dir plugin takes any file name.
+    if is_block(&st.kind) {
+        check_block_alloc(st, vmid, name, fmt, path.exists())?;
     } else {
         static R: OnceLock<Regex> = OnceLock::new();
         let re = R.get_or_init(|| Regex::new(r"^[^/\s]+\.(raw|qcow2|vmdk|subvol)$").unwrap());
@@ -273,7 +342,7 @@ pub fn alloc(
         let _ = std::fs::remove_file(&path);
         return Err(ApiError::internal(format!("unable to create image: {e}")));
     }
-    let volname = if st.kind == "lvmthin" {
+    let volname = if is_block(&st.kind) {
         name.to_string()
     } else {
         format!("{vmid}/{name}")
@@ -327,7 +396,7 @@ fn snap_path(path: &Path, snap: &str) -> PathBuf {
     path.with_file_name(format!("snap_{name}_{snap}"))
 }
 
-/// Removes an image (and, for lvmthin, its snapshots); Ok(false) if it did not exist (PVE only
+/// Removes an image (and, for block storages, its snapshots); Ok(false) if it did not exist (PVE only
 /// warns then).
 pub fn free(path: &Path) -> Result<bool, String> {
     if !path.exists() {
@@ -347,9 +416,16 @@ pub fn free(path: &Path) -> Result<bool, String> {
     Ok(true)
 }
 
-/// Whether PVE can snapshot this volume on its storage.
+/// Whether PVE can snapshot this volume on its storage (qemu-server QemuConfig has_feature
+/// 'snapshot' -> the plugin's volume_has_feature).
 pub fn can_snapshot(v: &VolName) -> bool {
-    v.kind == "lvmthin" || v.format == "qcow2"
+    use super::features::{has, Feature, State};
+    has(
+        &v.kind,
+        &v.format,
+        Feature::Snapshot,
+        State::of(v.base, false),
+    )
 }
 
 fn sparse_copy(from: &Path, to: &Path) -> Result<(), String> {
@@ -358,7 +434,7 @@ fn sparse_copy(from: &Path, to: &Path) -> Result<(), String> {
 }
 
 pub fn snapshot(path: &Path, v: &VolName, snap: &str) -> Result<(), String> {
-    if v.kind == "lvmthin" {
+    if is_block(&v.kind) {
         sparse_copy(path, &snap_path(path, snap))
     } else {
         run(Command::new("qemu-img")
@@ -367,8 +443,30 @@ pub fn snapshot(path: &Path, v: &VolName, snap: &str) -> Result<(), String> {
     }
 }
 
+/// The snapshots of a block volume taken after `snap` (by the time their copies were made,
+/// as `zfs list -s creation` orders them for ZFSPoolPlugin volume_rollback_is_possible).
+pub fn newer_snapshots(path: &Path, snap: &str) -> Vec<String> {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(at) = mtime(&snap_path(path, snap)) else {
+        return vec![];
+    };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return vec![];
+    };
+    let prefix = format!("snap_{}_", name.to_string_lossy());
+    let mut out: Vec<String> = dir_entries(dir)
+        .into_iter()
+        .filter_map(|(n, p)| {
+            let s = n.strip_prefix(&prefix)?.to_string();
+            (s != snap && mtime(&p)? > at).then_some(s)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 pub fn rollback(path: &Path, v: &VolName, snap: &str) -> Result<(), String> {
-    if v.kind == "lvmthin" {
+    if is_block(&v.kind) {
         sparse_copy(&snap_path(path, snap), path)
     } else {
         run(Command::new("qemu-img")
@@ -378,7 +476,7 @@ pub fn rollback(path: &Path, v: &VolName, snap: &str) -> Result<(), String> {
 }
 
 pub fn delete_snapshot(path: &Path, v: &VolName, snap: &str) -> Result<(), String> {
-    if v.kind == "lvmthin" {
+    if is_block(&v.kind) {
         std::fs::remove_file(snap_path(path, snap)).map_err(|e| e.to_string())
     } else {
         run(Command::new("qemu-img")
@@ -398,13 +496,13 @@ pub fn copy_image(
     if let Some(dir) = dst.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }
-    let from = match (snap, sv.kind.as_str()) {
-        (Some(s), "lvmthin") => snap_path(src, s),
+    let from = match snap {
+        Some(s) if is_block(&sv.kind) => snap_path(src, s),
         _ => src.to_path_buf(),
     };
     let mut cmd = Command::new("qemu-img");
     cmd.args(["convert", "-f", &sv.format, "-O", dst_fmt]);
-    if let (Some(s), false) = (snap, sv.kind == "lvmthin") {
+    if let (Some(s), false) = (snap, is_block(&sv.kind)) {
         cmd.arg("-l").arg(format!("snapshot.name={s}"));
     }
     run(cmd.arg(&from).arg(dst))

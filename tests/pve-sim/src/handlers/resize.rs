@@ -113,7 +113,11 @@ pub async fn resize(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                 log.line("disk is already at specified size");
                 return Ok(0);
             }
-            volumes::grow(&plan.path, &plan.vol.format, plan.actual)?;
+            // A running VM's disk grows in its QEMU (qemu-server QemuServer::qemu_block_resize);
+            // the file of a stopped VM's disk with qemu-img / truncate.
+            if !sim2.inner.hotplug.grow_open(vmid, &req.disk, plan.actual)? {
+                volumes::grow(&plan.path, &plan.vol.format, plan.actual)?;
+            }
             sim2.inner.hotplug.refresh(vmid, &req.disk)?;
             sim2.with_vm(vmid, |vm| {
                 if let Some(val) = vm.conf.get(&req.disk).cloned() {

@@ -43,6 +43,60 @@ fn snapshot_missing(snap: &str) -> ApiError {
     ApiError::internal(format!("snapshot '{snap}' does not exist"))
 }
 
+/// The running VM other than `except` whose applied config has `volid`, if any: its QEMU
+/// holds the image open, and a qcow2 image open in a QEMU is locked against every other
+/// writer (QEMU's image locking, on since 2.10), so `qemu-img snapshot` or `convert`, which
+/// pve-storage Plugin::volume_snapshot/_rollback/_delete and qemu-server's clone_disk
+/// (qemu_img_convert) run for a VM that is not running itself, fail.
+fn open_elsewhere(sim: &Sim, volid: &str, except: u32) -> Option<u32> {
+    let st = sim.inner.state.lock().unwrap();
+    st.vms
+        .values()
+        .filter(|vm| vm.vmid != except && vm.running())
+        .find(|vm| {
+            vm.conf
+                .iter()
+                .filter(|(k, _)| is_drive_key(k))
+                .any(|(_, v)| Drive::parse(v).volid() == Some(volid))
+        })
+        .map(|vm| vm.vmid)
+}
+
+/// What qemu-img answers for an image another QEMU holds, and how PVE's run_command reports
+/// the failed command (pve-common Tools::run_command: "command '…' failed: exit code 1").
+fn image_locked(log: &crate::tasks::TaskLog, args: &str, path: &std::path::Path) -> String {
+    log.line(format!(
+        "qemu-img: Could not open '{p}': Failed to get \"write\" lock",
+        p = path.display()
+    ));
+    log.line(format!(
+        "Is another process using the image [{}]?",
+        path.display()
+    ));
+    format!(
+        "command '/usr/bin/qemu-img {args} {}' failed: exit code 1",
+        path.display()
+    )
+}
+
+/// For a qcow2 drive open in another running VM: the error its qemu-img call gets.
+fn qcow2_locked(
+    sim: &Sim,
+    log: &crate::tasks::TaskLog,
+    vmid: u32,
+    d: &Drive,
+    vn: &volumes::VolName,
+    path: &std::path::Path,
+    args: &str,
+) -> Option<String> {
+    if vn.format != "qcow2" || volumes::is_block(&vn.kind) {
+        return None;
+    }
+    let volid = d.volid()?;
+    open_elsewhere(sim, volid, vmid)?;
+    Some(image_locked(log, args, path))
+}
+
 pub fn list(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
     let (node, vmid) = node_vmid(ctx)?;
     let vm = sim.vm(&node, vmid)?;
@@ -132,9 +186,17 @@ pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
             }
             set_lock(&sim2, vmid, Some("snapshot"))?;
             let mut done = Vec::new();
-            for (key, path, vn, _) in &vols {
+            for (key, path, vn, d) in &vols {
+                if d.is_cdrom() {
+                    continue;
+                }
                 log.line(format!("snapshotting '{key}' ({})", path.display()));
-                if let Err(e) = volumes::snapshot(path, vn, &snap) {
+                let args = format!("snapshot -c {snap}");
+                let res = match qcow2_locked(&sim2, &log, vmid, d, vn, path, &args) {
+                    Some(e) => Err(e),
+                    None => volumes::snapshot(path, vn, &snap),
+                };
+                if let Err(e) = res {
                     for (p, v) in done {
                         let _ = volumes::delete_snapshot(p, v, &snap);
                     }
@@ -188,7 +250,12 @@ pub async fn delete(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                 if d.is_cdrom() {
                     continue;
                 }
-                if let Err(e) = volumes::delete_snapshot(&path, &vn, &snap) {
+                let args = format!("snapshot -d {snap}");
+                let res = match qcow2_locked(&sim2, &log, vmid, &d, &vn, &path, &args) {
+                    Some(e) => Err(e),
+                    None => volumes::delete_snapshot(&path, &vn, &snap),
+                };
+                if let Err(e) = res {
                     if !force {
                         return Err(format!("{key}: {e}"));
                     }
@@ -236,8 +303,34 @@ pub async fn rollback(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         &node,
         "qmrollback",
         &vmid.to_string(),
-        move |_log| async move {
+        move |log| async move {
             let _guard = guard;
+            // pve-guest-common AbstractConfig::snapshot_rollback asks every volume first
+            // (__snapshot_rollback_vol_possible -> the plugin's volume_rollback_is_possible):
+            // ZFS rolls back only to the most recent snapshot (ZFSPoolPlugin
+            // volume_rollback_is_possible), and a qcow2 image another QEMU holds is locked.
+            for (key, path, vn, d) in volumes_of(&sim2, &vm, &section) {
+                if d.is_cdrom() {
+                    continue;
+                }
+                if vn.kind == "zfspool" && !volumes::newer_snapshots(&path, &snap).is_empty() {
+                    return Err(format!(
+                        "can't rollback, '{snap}' is not most recent snapshot on '{}'",
+                        d.file
+                    ));
+                }
+                if let Some(e) = qcow2_locked(
+                    &sim2,
+                    &log,
+                    vmid,
+                    &d,
+                    &vn,
+                    &path,
+                    &format!("snapshot -a {snap}"),
+                ) {
+                    return Err(format!("{key}: {e}"));
+                }
+            }
             // Rolling back stops the VM (no RAM state is simulated).
             for key in vm.conf.keys() {
                 sim2.inner.hotplug.unplug(vmid, key);
@@ -275,6 +368,55 @@ pub async fn rollback(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         },
     );
     Ok(json!(upid))
+}
+
+/// qemu-server API2/Qemu.pm clone_vm, $load_and_check (run before the task is forked, so
+/// refusals are errors of the request): a full clone (the default unless the source is a
+/// template) needs the `copy` feature of every disk, a linked one `clone`, each asked of the
+/// disk as of the snapshot when one is named.
+fn check_clone_features(
+    sim: &Sim,
+    src: &Vm,
+    conf: &BTreeMap<String, String>,
+    snap: Option<&str>,
+    ctx: &Ctx,
+) -> ApiResult<()> {
+    use crate::features::{has, Feature, State};
+    let template = src.conf.get("template").map(String::as_str) == Some("1");
+    let full = match ctx.get("full") {
+        Some(_) => ctx.flag("full"),
+        None => !template,
+    };
+    if !full && ctx.get("storage").is_some() {
+        return Err(ApiError::internal(
+            "parameter 'storage' not allowed for linked clones",
+        ));
+    }
+    if !full && ctx.get("format").is_some() {
+        return Err(ApiError::internal(
+            "parameter 'format' not allowed for linked clones",
+        ));
+    }
+    for (key, _, vn, d) in volumes_of(sim, src, conf) {
+        if d.is_cdrom() {
+            continue;
+        }
+        let feature = if full { Feature::Copy } else { Feature::Clone };
+        if !has(
+            &vn.kind,
+            &vn.format,
+            feature,
+            State::of(vn.base, snap.is_some()),
+        ) {
+            return Err(ApiError::internal(format!(
+                "{} clone feature is not supported for{} '{}' ({key})",
+                if full { "Full" } else { "Linked" },
+                if snap.is_some() { " a snapshot of" } else { "" },
+                d.file
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Config keys a clone does not inherit.
@@ -339,6 +481,7 @@ pub async fn clone(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
         }
     }
     let format = ctx.get("format").map(str::to_string);
+    check_clone_features(sim, &src, &source_conf, snap.as_deref(), ctx)?;
     let name = ctx
         .get("name")
         .map(str::to_string)
@@ -390,17 +533,31 @@ pub async fn clone(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                         return Err(e.clone());
                     }
                     volumes::check_available(&st, &target).map_err(|e| e.message)?;
-                    let fmt = match (&format, st.kind.as_str()) {
-                        (_, "lvmthin") => "raw".to_string(),
-                        (Some(f), _) => f.clone(),
-                        (None, _) => vn.format.clone(),
+                    let fmt = match &format {
+                        _ if volumes::is_block(&st.kind) => "raw".to_string(),
+                        Some(f) => f.clone(),
+                        None => vn.format.clone(),
                     };
+                    if fmt == "qcow2" && !volumes::is_block(&vn.kind) {
+                        if let Some(e) = qcow2_locked(
+                            &sim2,
+                            &log,
+                            vmid,
+                            &d,
+                            &vn,
+                            &path,
+                            &format!("convert -p -n -f {} -O {fmt}", vn.format),
+                        ) {
+                            return Err(format!("copy failed: {e}"));
+                        }
+                    }
                     let file = volumes::free_name(cfg, &st, &target, newid, &fmt);
                     let nv = volumes::VolName {
                         owner: newid,
                         file: file.clone(),
                         format: fmt.clone(),
                         kind: st.kind.clone(),
+                        base: false,
                     };
                     let dst = volumes::image_path(cfg, &st, &target, &nv);
                     log.line(format!("copying '{key}' to {}", dst.display()));

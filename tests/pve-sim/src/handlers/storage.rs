@@ -72,10 +72,22 @@ fn storage_config_entry(sim: &Sim, s: &StorageConfig) -> Value {
     if s.shared {
         v["shared"] = json!(1);
     }
+    // Each type's own keys (pve-storage plugin `properties`/`options`), with the values of a
+    // default install: LvmThinPlugin vgname/thinpool, LVMPlugin vgname, ZFSPoolPlugin
+    // pool/sparse, RBDPlugin pool/krbd.
     match s.kind.as_str() {
         "lvmthin" => {
             v["vgname"] = json!("pve");
             v["thinpool"] = json!("data");
+        }
+        "lvm" => v["vgname"] = json!("pve"),
+        "zfspool" => {
+            v["pool"] = json!("rpool/data");
+            v["sparse"] = json!(1);
+        }
+        "rbd" => {
+            v["pool"] = json!("rbd");
+            v["krbd"] = json!(0);
         }
         _ => {
             v["path"] = json!(s.dir(&sim.cfg().data_dir, "{node}").to_string_lossy());
@@ -274,7 +286,10 @@ pub fn free(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
                 log.line(format!("Removed volume '{id}'"));
                 Ok(0)
             }
-            Ok(false) if st.kind == "lvmthin" => Ok(0),
+            // ZFSPoolPlugin zfs_delete_zvol takes "dataset does not exist" as done, too.
+            // (Not modelled: LVMPlugin's lvremove and RBDPlugin's `rbd rm` of a missing
+            // volume fail; the simulator ends those OK as well.)
+            Ok(false) if volumes::is_block(&st.kind) => Ok(0),
             Ok(false) => {
                 log.line(format!(
                     "WARN: disk image '{}' does not exist",
