@@ -70,10 +70,19 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(config: &ConfigFile, opts: ControllerOptions) -> anyhow::Result<Controller> {
+        Self::new_observed(config, opts, Arc::new(crate::metrics::PveMetrics))
+    }
+
+    /// Like [`Controller::new`], with every PVE request and task reported to
+    /// `observer` instead of the Prometheus metrics (the request-count tests).
+    pub fn new_observed(
+        config: &ConfigFile,
+        opts: ControllerOptions,
+        observer: Arc<dyn crate::pve::Observer>,
+    ) -> anyhow::Result<Controller> {
         let mut clusters = BTreeMap::new();
         for c in &config.clusters {
-            let client =
-                PveClient::new(&c.endpoint()?)?.with_observer(Arc::new(crate::metrics::PveMetrics));
+            let client = PveClient::new(&c.endpoint()?)?.with_observer(observer.clone());
             clusters.insert(
                 c.region.clone(),
                 Arc::new(Cluster::new(c.region.clone(), client)),
