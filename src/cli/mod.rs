@@ -54,6 +54,9 @@ impl ControllerArgs {
                 task_timeout: Duration::from_secs(self.task_timeout),
                 max_volumes_per_vm: self.max_volumes_per_node,
                 storage_concurrency: self.storage_concurrency,
+                attach_claim_lease: crate::controller::attach_record::default_claim_lease(
+                    Duration::from_secs(self.task_timeout),
+                ),
                 ..Default::default()
             },
         )

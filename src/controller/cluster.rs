@@ -206,6 +206,17 @@ pub struct HeldVolume {
     pub size: u64,
     /// The holder's drive entry: where the volume's I/O limits are kept.
     pub drive: Drive,
+    /// The holder's description (it carries the attach record) and the
+    /// config digest it was read with.
+    pub description: String,
+    pub digest: Option<String>,
+}
+
+impl HeldVolume {
+    /// Where the holder says the volume is attached (see `attach_record`).
+    pub fn record(&self) -> super::attach_record::AttachRecord {
+        super::attach_record::AttachRecord::parse(&self.description)
+    }
 }
 
 pub fn is_holder(vm: &VmResource) -> bool {
@@ -313,6 +324,8 @@ impl Cluster {
             id,
             size: item.size.unwrap_or(0),
             drive,
+            description: cfg.get("description").unwrap_or_default().to_string(),
+            digest: cfg.digest().map(str::to_string),
         }))
     }
 }

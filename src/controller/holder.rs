@@ -8,6 +8,7 @@
 //! worker can never free it. Holders carry the `proxmox-csi` tag, a
 //! `csi-vol-` name and a description that says what they are.
 
+use super::attach_record::AttachRecord;
 use super::cluster::{is_holder, Cluster, HeldVolume, HOLDER_SLOT};
 use super::error::{ControllerError, PveContext, Result};
 use super::Controller;
@@ -120,7 +121,10 @@ impl Controller {
             let opts = params![
                 ("name", name),
                 ("tags", HOLDER_TAG),
-                ("description", holder_description(csi_name)),
+                (
+                    "description",
+                    AttachRecord::Detached.apply(&holder_description(csi_name))
+                ),
                 ("onboot", 0),
                 // PVE then refuses "Remove" on the holder (and with it the volume) from the UI or API.
                 ("protection", 1)

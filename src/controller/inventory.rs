@@ -187,7 +187,8 @@ impl Controller {
             .iter()
             .any(|s| s.storage == id.storage && s.shared);
         let mut published: Vec<String> = Vec::new();
-        for (_, a) in cluster.attachments_of(std::slice::from_ref(&volid)).await? {
+        let whereabouts = self.whereabouts(cluster, &held.record(), &volid).await?;
+        for a in whereabouts.attachments {
             if let Some(name) = a.vm.name {
                 if !published.contains(&name) {
                     published.push(name);

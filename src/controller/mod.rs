@@ -3,6 +3,7 @@
 //! functions on [`Controller`]; `service.rs` only adapts them to gRPC.
 
 pub(crate) mod attach;
+pub(crate) mod attach_record;
 pub(crate) mod cluster;
 pub mod error;
 pub(crate) mod expand;
@@ -45,6 +46,13 @@ pub struct ControllerOptions {
     /// Allocations and clones this controller runs at once per storage; the rest
     /// queue here instead of on PVE's storage lock (see `storage_limit`).
     pub storage_concurrency: usize,
+    /// How long a recorded publish to a VM that does not have the disk yet
+    /// counts as under way (see `attach_record`).
+    pub attach_claim_lease: Duration,
+    /// How long one read of /cluster/resources answers the VM and storage
+    /// listings of every call (dropped at once on this controller's own
+    /// writes); zero reads it afresh each time.
+    pub resources_ttl: Duration,
 }
 
 impl Default for ControllerOptions {
@@ -57,6 +65,8 @@ impl Default for ControllerOptions {
             config_attempts: 5,
             config_retry_delay: Duration::from_millis(500),
             storage_concurrency: 2,
+            attach_claim_lease: attach_record::default_claim_lease(Duration::from_secs(120)),
+            resources_ttl: Duration::from_secs(2),
         }
     }
 }
@@ -82,7 +92,9 @@ impl Controller {
     ) -> anyhow::Result<Controller> {
         let mut clusters = BTreeMap::new();
         for c in &config.clusters {
-            let client = PveClient::new(&c.endpoint()?)?.with_observer(observer.clone());
+            let client = PveClient::new(&c.endpoint()?)?
+                .with_observer(observer.clone())
+                .with_resource_cache(opts.resources_ttl);
             clusters.insert(
                 c.region.clone(),
                 Arc::new(Cluster::new(c.region.clone(), client)),

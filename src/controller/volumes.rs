@@ -417,7 +417,11 @@ impl Controller {
         };
         let mut opts = params![
             ("name", name),
-            ("description", super::holder::holder_description(csi_name))
+            (
+                "description",
+                super::attach_record::AttachRecord::Detached
+                    .apply(&super::holder::holder_description(csi_name))
+            )
         ];
         if let Some(s) = snapname {
             opts.push(("snapname".into(), s.into()));
@@ -589,11 +593,10 @@ impl Controller {
             // consistent while nothing writes, i.e. the volume is not attached.
             Err(e) if e.kind() == PveErrorKind::FeatureUnavailable => {
                 let volid = source.id.volid();
-                if let Some((_, a)) = cluster
-                    .attachments_of(std::slice::from_ref(&volid))
-                    .await?
-                    .first()
-                {
+                let whereabouts = self.whereabouts(cluster, &source.record(), &volid).await?;
+                whereabouts
+                    .refuse_if_claimed(&format!("volume_content_source: {}", source.id), None)?;
+                if let Some(a) = whereabouts.attachments.first() {
                     return Err(ControllerError::FailedPrecondition(format!(
                         "volume_content_source: {} is attached to VM {} and its storage {} has no snapshots, so it cannot be copied consistently; detach it or use a storage with snapshots",
                         source.id, a.vm.vmid, source.id.storage
@@ -770,8 +773,10 @@ impl Controller {
             return Ok(());
         };
         // PVE frees a volume even while a VM uses it; never let that happen.
-        let users = cluster.attachments_of(std::slice::from_ref(&volid)).await?;
-        if let Some((_, a)) = users.first() {
+        let (description, _) = self.holder_record(cluster, &holder).await?;
+        let record = super::attach_record::AttachRecord::parse(&description);
+        let whereabouts = self.whereabouts(cluster, &record, &volid).await?;
+        if let Some(a) = whereabouts.attachments.first() {
             let how = if a.pending {
                 " (a hot-plug or hot-unplug there is pending)"
             } else {
@@ -784,6 +789,7 @@ impl Controller {
                 a.slot
             )));
         }
+        whereabouts.refuse_if_claimed(&format!("volume {id}"), None)?;
         // Snapshots live in the holder and would go with it. A temporary
         // clone snapshot is not the user's: a clone interrupted for good
         // left it (a running clone of this process holds this disk's key).

@@ -2,6 +2,7 @@
 
 use super::error::PveError;
 use super::observer::{Observer, Silent};
+use super::resources::{ResourceCache, Resources};
 use super::types::*;
 use super::upid::{exitstatus_is_ok, Upid};
 use serde::de::DeserializeOwned;
@@ -45,7 +46,13 @@ pub struct PveEndpoint {
     pub allow_http: bool,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// HTTP requests in flight at once to this cluster; the rest wait here
+    /// (pveproxy serves a few at a time and queues the others anyway).
+    pub max_connections: usize,
 }
+
+/// `max_connections` when the config file gives none.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4;
 
 struct Ticket {
     cookie: String,
@@ -62,6 +69,10 @@ pub struct PveClient {
     credentials: Credentials,
     ticket: Mutex<Option<Ticket>>,
     observer: Arc<dyn Observer>,
+    /// Bounds the requests in flight (`PveEndpoint::max_connections`).
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// The shared `/cluster/resources` view, when enabled.
+    resources: Option<ResourceCache>,
 }
 
 #[derive(Deserialize)]
@@ -96,7 +107,8 @@ impl PveClient {
             // Never follow a redirect: reqwest would re-send the request, the ticket
             // login body (username and password) included, to wherever it points.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("proxmox-csi/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("proxmox-csi/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(endpoint.max_connections.max(1));
         if let Some(ca) = &endpoint.ca_file {
             let pem = std::fs::read(ca).map_err(|e| {
                 PveError::Config(format!("cannot read CA file {}: {e}", ca.display()))
@@ -117,7 +129,39 @@ impl PveClient {
             credentials: endpoint.credentials.clone(),
             ticket: Mutex::new(None),
             observer: Arc::new(Silent),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(endpoint.max_connections.max(1))),
+            resources: None,
         })
+    }
+
+    /// Answer `vms()` and `storages()` from one `/cluster/resources` read
+    /// shared for up to `ttl` and dropped on this client's writes (see
+    /// `resources.rs`); `ttl` zero keeps every read fresh.
+    pub fn with_resource_cache(mut self, ttl: Duration) -> PveClient {
+        self.resources = (!ttl.is_zero()).then(|| ResourceCache::new(ttl));
+        self
+    }
+
+    fn invalidate_resources(&self) {
+        if let Some(c) = &self.resources {
+            c.invalidate();
+        }
+    }
+
+    /// The shared view (a fresh read without a cache).
+    pub async fn resources(&self) -> Result<Arc<Resources>, PveError> {
+        let fetch = || async {
+            let entries: Vec<serde_json::Value> = self.get("/cluster/resources", &vec![]).await?;
+            Resources::from_entries(entries).map_err(|detail| PveError::Decode {
+                method: "GET".into(),
+                path: "/cluster/resources".into(),
+                detail,
+            })
+        };
+        match &self.resources {
+            Some(c) => c.get(fetch).await,
+            None => Ok(Arc::new(fetch().await?)),
+        }
     }
 
     /// Reports every request and task to `observer` (metrics) from now on.
@@ -259,8 +303,21 @@ impl PveClient {
                     }
                 }
             }
+            let writes = method != reqwest::Method::GET;
+            if writes {
+                self.invalidate_resources();
+            }
+            let _permit = self
+                .in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
             let sent = Instant::now();
             let resp = req.send().await.map_err(|source| {
+                if writes {
+                    self.invalidate_resources();
+                }
                 self.observer
                     .request(method.as_str(), path, None, sent.elapsed());
                 PveError::Transport {
@@ -281,6 +338,9 @@ impl PveClient {
                 continue;
             }
             let decoded = Self::decode(method.as_str(), path, resp).await;
+            if writes {
+                self.invalidate_resources();
+            }
             self.observer
                 .request(method.as_str(), path, Some(status), sent.elapsed());
             return decoded;
@@ -332,7 +392,9 @@ impl PveClient {
             encode_segment(upid)
         );
         let start = Instant::now();
-        let mut delay = Duration::from_millis(50);
+        // Asked at once (a quick task is often done by then), then after a
+        // short pause, then less and less often.
+        let mut delay = Duration::from_millis(25);
         let outcome = async {
             loop {
                 let st: TaskStatus = self.get(&path, &vec![]).await?;
@@ -354,10 +416,12 @@ impl PveClient {
                     });
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
+                delay = (delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
             }
         }
         .await;
+        // The task changed what the cluster lists (a VM made, named, locked, gone).
+        self.invalidate_resources();
         let result = match &outcome {
             Ok(()) => "ok",
             Err(PveError::TaskFailed { .. }) => "failed",
@@ -377,6 +441,9 @@ impl PveClient {
     }
 
     pub async fn vms(&self) -> Result<Vec<VmResource>, PveError> {
+        if self.resources.is_some() {
+            return Ok(self.resources().await?.vms.clone());
+        }
         let all: Vec<VmResource> = self
             .get("/cluster/resources", &params![("type", "vm")])
             .await?;
@@ -384,6 +451,9 @@ impl PveClient {
     }
 
     pub async fn storages(&self) -> Result<Vec<StorageResource>, PveError> {
+        if self.resources.is_some() {
+            return Ok(self.resources().await?.storages.clone());
+        }
         self.get("/cluster/resources", &params![("type", "storage")])
             .await
     }
@@ -538,6 +608,20 @@ impl PveClient {
             Some(u) if u.starts_with("UPID:") => self.wait_task(&u, timeout).await,
             _ => Ok(()),
         }
+    }
+
+    /// Synchronous config update (PUT): for options that apply at once
+    /// (description, tags), without a worker task to wait for.
+    pub async fn set_vm_config_sync(
+        &self,
+        node: &str,
+        vmid: u64,
+        params: &Params,
+    ) -> Result<(), PveError> {
+        let _: serde_json::Value = self
+            .put(&format!("/nodes/{node}/qemu/{vmid}/config"), params)
+            .await?;
+        Ok(())
     }
 
     /// Remove disks from a VM config without freeing volumes it does not own.
@@ -786,6 +870,7 @@ mod tests {
             ca_file: None,
             allow_http: false,
             timeout: Duration::from_secs(5),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         };
         assert!(matches!(PveClient::new(&ep), Err(PveError::Config(_))));
     }
@@ -802,6 +887,7 @@ mod tests {
             ca_file: None,
             allow_http: false,
             timeout: Duration::from_secs(5),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         };
         let err = PveClient::new(&ep)
             .err()
@@ -878,6 +964,7 @@ mod tests {
             ca_file: None,
             allow_http: true,
             timeout: Duration::from_secs(5),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 

@@ -62,6 +62,7 @@ pub(crate) async fn start_driver(
             // The simulator speaks plain HTTP on loopback.
             allow_http: true,
             timeout_seconds: 30,
+            max_connections: crate::pve::client::DEFAULT_MAX_CONNECTIONS,
         }],
     };
     let controller = Arc::new(Controller::new(&cfg, ControllerOptions::default())?);

@@ -50,6 +50,7 @@ pub fn cluster_config(url: &str) -> ConfigFile {
             // The simulator speaks plain HTTP on loopback.
             allow_http: true,
             timeout_seconds: 10,
+            max_connections: proxmox_csi::pve::DEFAULT_MAX_CONNECTIONS,
         }],
     }
 }
