@@ -23,6 +23,11 @@ const PAGE: i32 = 5;
 /// Entries per ListSnapshots page (fewer snapshots than volumes exist).
 const SNAPSHOT_PAGE: i32 = 2;
 
+/// How long the controller's shared /cluster/resources view lives here;
+/// every measured call starts after it ran out, so none is helped by the
+/// view of the call before.
+const VIEW_TTL: Duration = Duration::from_millis(200);
+
 /// Counts PVE requests by (method, path) until taken.
 #[derive(Default)]
 struct Counter {
@@ -37,8 +42,11 @@ impl proxmox_csi::pve::Observer for Counter {
 }
 
 impl Counter {
+    /// The requests since the last take; then waits out the shared view.
     fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.seen.lock().unwrap())
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        std::thread::sleep(VIEW_TTL + Duration::from_millis(50));
+        seen
     }
 }
 
@@ -134,6 +142,7 @@ async fn measure(n: usize, w: u32) -> BTreeMap<&'static str, Vec<String>> {
         proxmox_csi::controller::ControllerOptions {
             task_timeout: Duration::from_secs(10),
             config_retry_delay: Duration::from_millis(50),
+            resources_ttl: VIEW_TTL,
             ..Default::default()
         },
         counter.clone(),

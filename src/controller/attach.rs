@@ -75,6 +75,9 @@ impl Controller {
         }
         whereabouts.refuse_if_claimed(&format!("volume {id}"), Some(vm.vmid))?;
         let already = whereabouts.attachments.iter().any(|a| a.vm.vmid == vm.vmid);
+        // Read before the record is written (a write drops the shared view).
+        let holders: std::collections::HashSet<u64> =
+            cluster.holders().await?.iter().map(|h| h.vmid).collect();
         // Recorded before the hot-plug, under the holder's digest: of two
         // publishes of this volume to different VMs only one gets here.
         if !record.names(vm.vmid) {
@@ -97,7 +100,9 @@ impl Controller {
         }
         let _vm_lock = cluster.lock_vm(vm.vmid).await;
         let attached = self
-            .retry_contended(|| self.try_attach(cluster, &vm, &id, req.readonly, &options))
+            .retry_contended(|| {
+                self.try_attach(cluster, &vm, &id, req.readonly, &options, &holders)
+            })
             .await;
         let response = match attached {
             Ok(r) => r,
@@ -151,6 +156,7 @@ impl Controller {
         id: &VolumeId,
         readonly: bool,
         options: &[(&'static str, String)],
+        holders: &std::collections::HashSet<u64>,
     ) -> Result<ControllerPublishVolumeResponse> {
         let volid = id.volid();
         let client = &cluster.client;
@@ -200,8 +206,6 @@ impl Controller {
             return Ok(context(&s.slot));
         }
 
-        let holders: std::collections::HashSet<u64> =
-            cluster.holders().await?.iter().map(|h| h.vmid).collect();
         let attached = slots
             .iter()
             .filter(|s| {

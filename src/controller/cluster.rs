@@ -15,8 +15,6 @@ pub struct Cluster {
     pub region: String,
     pub client: PveClient,
     vm_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
-    /// Held from choosing a free vmid until the VM exists.
-    pub(crate) alloc_lock: tokio::sync::Mutex<()>,
     /// Holder vmids this process is creating or cloning right now.
     pub(crate) creating: Mutex<std::collections::HashSet<u64>>,
 }
@@ -39,7 +37,6 @@ impl Cluster {
             region,
             client,
             vm_locks: Mutex::new(HashMap::new()),
-            alloc_lock: tokio::sync::Mutex::new(()),
             creating: Mutex::new(Default::default()),
         }
     }
@@ -210,6 +207,8 @@ pub struct HeldVolume {
     /// config digest it was read with.
     pub description: String,
     pub digest: Option<String>,
+    /// The holder's tags as of that read (they index its snapshots).
+    pub tags: Option<String>,
 }
 
 impl HeldVolume {
@@ -326,12 +325,13 @@ impl Cluster {
             drive,
             description: cfg.get("description").unwrap_or_default().to_string(),
             digest: cfg.digest().map(str::to_string),
+            tags: cfg.get("tags").map(str::to_string),
         }))
     }
 }
 
 /// Marks a vmid as being set up by this process until dropped.
-pub(super) struct Creating<'a> {
+pub struct Creating<'a> {
     cluster: &'a Cluster,
     vmid: u64,
 }
@@ -347,15 +347,26 @@ impl Drop for Creating<'_> {
 }
 
 impl Cluster {
-    pub(super) fn mark_creating(&self, vmid: u64) -> Creating<'_> {
-        self.creating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(vmid);
-        Creating {
-            cluster: self,
+    /// The lowest id at or above `base` that is neither `used` nor being
+    /// created by this process, marked as being created (one step under
+    /// the set's lock, so concurrent claims get different ids).
+    pub(super) fn claim_free(
+        &self,
+        base: u64,
+        used: &std::collections::HashSet<u64>,
+    ) -> Option<(u64, Creating<'_>)> {
+        let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        let vmid = (base..)
+            .take(1_000_000)
+            .find(|id| !used.contains(id) && !creating.contains(id))?;
+        creating.insert(vmid);
+        Some((
             vmid,
-        }
+            Creating {
+                cluster: self,
+                vmid,
+            },
+        ))
     }
 }
 

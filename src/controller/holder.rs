@@ -9,14 +9,14 @@
 //! `csi-vol-` name and a description that says what they are.
 
 use super::attach_record::AttachRecord;
-use super::cluster::{is_holder, Cluster, HeldVolume, HOLDER_SLOT};
+use super::cluster::{is_holder, Cluster, Creating, HeldVolume, HOLDER_SLOT};
 use super::error::{ControllerError, PveContext, Result};
 use super::Controller;
 use crate::params;
 use crate::pve::drive::Drive;
 use crate::pve::types::{StorageResource, VmResource};
 use crate::pve::PveErrorKind;
-use crate::volume_id::{holder_disk, HOLDER_TAG};
+use crate::volume_id::holder_disk;
 
 /// The PVE description of a holder. The CSI name may hold any character
 /// (CSI only bounds its length): control characters are escaped so they
@@ -26,6 +26,21 @@ pub fn holder_description(csi_name: &str) -> String {
         "proxmox-csi volume {}. Holds the disk; never start or delete this VM by hand.",
         csi_name.escape_debug()
     )
+}
+
+/// The listing entry of a holder this controller just made (its VM now
+/// exists with these), without listing the cluster again.
+pub(super) fn made_holder(vmid: u64, name: &str, node: &str) -> VmResource {
+    VmResource {
+        vmid,
+        name: Some(name.to_string()),
+        node: node.to_string(),
+        kind: "qemu".into(),
+        status: Some("stopped".into()),
+        template: false,
+        tags: Some(super::snapshot_index::holder_tags()),
+        lock: None,
+    }
 }
 
 impl Controller {
@@ -71,27 +86,28 @@ impl Controller {
         Ok(found.into_iter().next())
     }
 
-    /// Lowest free vmid at or above the configured base. Serialized by the
-    /// caller so two creates of this controller never pick the same id.
-    pub(super) async fn free_vmid(&self, cluster: &Cluster) -> Result<u64> {
+    /// Lowest free vmid at or above the configured base, marked as being
+    /// created by this process until the guard drops: two creates of this
+    /// controller never pick the same id, and need no lock for it. Another
+    /// writer can still take the id first; PVE then refuses ours as existing
+    /// and the caller claims again, skipping `skip`.
+    pub(super) async fn claim_vmid<'c>(
+        &self,
+        cluster: &'c Cluster,
+        skip: &[u64],
+    ) -> Result<(u64, Creating<'c>)> {
         let vms = cluster
             .client
             .vms()
             .await
             .ctx(|| "listing VMs".to_string())?;
-        let mut used: std::collections::HashSet<u64> = vms.iter().map(|v| v.vmid).collect();
-        // Ids this process is creating or cloning right now are taken too, even
-        // before PVE lists them.
-        used.extend(
-            cluster
-                .creating
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter(),
-        );
-        (self.opts.holder_vmid_base..)
-            .take(1_000_000)
-            .find(|id| !used.contains(id))
+        let used: std::collections::HashSet<u64> = vms
+            .iter()
+            .map(|v| v.vmid)
+            .chain(skip.iter().copied())
+            .collect();
+        cluster
+            .claim_free(self.opts.holder_vmid_base, &used)
             .ok_or_else(|| {
                 ControllerError::ResourceExhausted("no free VM id for a holder VM".into())
             })
@@ -108,19 +124,13 @@ impl Controller {
         backup: bool,
     ) -> Result<HeldVolume> {
         let t = self.opts.task_timeout;
-        let mut attempts = 0;
+        let mut taken: Vec<u64> = Vec::new();
         let (vmid, _creating) = loop {
-            attempts += 1;
-            // The lock covers choosing the id and marking it taken; from then on
-            // free_vmid skips it, so creates of other volumes run in parallel.
-            let (vmid, creating) = {
-                let _alloc = cluster.alloc_lock.lock().await;
-                let vmid = self.free_vmid(cluster).await?;
-                (vmid, cluster.mark_creating(vmid))
-            };
+            // Creates of other volumes run in parallel: each claims its own id.
+            let (vmid, creating) = self.claim_vmid(cluster, &taken).await?;
             let opts = params![
                 ("name", name),
-                ("tags", HOLDER_TAG),
+                ("tags", super::snapshot_index::holder_tags()),
                 (
                     "description",
                     AttachRecord::Detached.apply(&holder_description(csi_name))
@@ -132,7 +142,10 @@ impl Controller {
             match cluster.client.create_vm(&target.node, vmid, &opts, t).await {
                 Ok(()) => break (vmid, creating),
                 // Someone else took the id between our list and the create.
-                Err(e) if e.kind() == PveErrorKind::AlreadyExists && attempts < 5 => continue,
+                Err(e) if e.kind() == PveErrorKind::AlreadyExists && taken.len() < 5 => {
+                    taken.push(vmid);
+                    continue;
+                }
                 Err(e) => {
                     return Err(ControllerError::Pve {
                         context: format!("creating holder VM {vmid} on {}", target.node),
@@ -190,14 +203,7 @@ impl Controller {
                 source: Box::new(e),
             });
         }
-        let holder = cluster
-            .holders()
-            .await?
-            .into_iter()
-            .find(|v| v.vmid == vmid)
-            .ok_or_else(|| {
-                ControllerError::Internal(format!("holder VM {vmid} vanished right after creation"))
-            })?;
+        let holder = made_holder(vmid, name, &target.node);
         let zone = if target.shared {
             holder.node.clone()
         } else {
@@ -239,7 +245,11 @@ impl Controller {
 
     /// Make a holder made by a clone look like one made by create.
     pub(super) async fn mark_holder(&self, cluster: &Cluster, node: &str, vmid: u64) -> Result<()> {
-        let mark = params![("tags", HOLDER_TAG), ("protection", 1)];
+        // Also drops the snapshot tags a clone copies from its source.
+        let mark = params![
+            ("tags", super::snapshot_index::holder_tags()),
+            ("protection", 1)
+        ];
         cluster
             .client
             .update_vm_config(node, vmid, &mark, self.opts.task_timeout)

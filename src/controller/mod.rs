@@ -15,6 +15,7 @@ pub(crate) mod modify;
 pub(crate) mod paging;
 pub(crate) mod params;
 pub mod service;
+pub(crate) mod snapshot_index;
 pub(crate) mod snapshots;
 pub(crate) mod storage_limit;
 pub(crate) mod volumes;

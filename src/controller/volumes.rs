@@ -408,13 +408,6 @@ impl Controller {
                 source.holder.node
             )));
         };
-        // The lock covers choosing the id and marking it taken (free_vmid skips
-        // ids being created); the clone itself waits only for a storage permit.
-        let (newid, _creating) = {
-            let _alloc = cluster.alloc_lock.lock().await;
-            let newid = self.free_vmid(cluster).await?;
-            (newid, cluster.mark_creating(newid))
-        };
         let mut opts = params![
             ("name", name),
             (
@@ -429,38 +422,45 @@ impl Controller {
         if params.storage != source.id.storage {
             opts.push(("storage".into(), params.storage.clone()));
         }
-        // A clone that fails on PVE's storage lock leaves no VM behind (the
-        // clone task removes its target), so it is retried as it was.
-        self.retry_contended(|| async {
-            let _permit = self
-                .storage_limit
-                .acquire(&cluster.region, &params.storage)
+        // Clones of other volumes run in parallel: each claims its own id. A
+        // clone that fails on PVE's storage lock leaves no VM behind (the
+        // clone task removes its target), so it is retried as it was; one
+        // refused because another writer took the id gets the next.
+        let mut taken: Vec<u64> = Vec::new();
+        let (newid, _creating) = loop {
+            let (newid, creating) = self.claim_vmid(cluster, &taken).await?;
+            let cloned = self
+                .retry_contended(|| async {
+                    let _permit = self
+                        .storage_limit
+                        .acquire(&cluster.region, &params.storage)
+                        .await;
+                    cluster
+                        .client
+                        .clone_vm(
+                            &source.holder.node,
+                            source.holder.vmid,
+                            newid,
+                            &opts,
+                            self.opts.task_timeout,
+                        )
+                        .await
+                        .ctx(|| format!("cloning holder VM {} into {newid}", source.holder.vmid))
+                })
                 .await;
-            cluster
-                .client
-                .clone_vm(
-                    &source.holder.node,
-                    source.holder.vmid,
-                    newid,
-                    &opts,
-                    self.opts.task_timeout,
-                )
-                .await
-                .ctx(|| format!("cloning holder VM {} into {newid}", source.holder.vmid))
-        })
-        .await?;
+            match cloned {
+                Ok(()) => break (newid, creating),
+                Err(ControllerError::Pve { source, .. })
+                    if source.kind() == PveErrorKind::AlreadyExists && taken.len() < 5 =>
+                {
+                    taken.push(newid);
+                }
+                Err(e) => return Err(e),
+            }
+        };
         self.mark_holder(cluster, &source.holder.node, newid)
             .await?;
-        let holder = cluster
-            .holders()
-            .await?
-            .into_iter()
-            .find(|v| v.vmid == newid)
-            .ok_or_else(|| {
-                ControllerError::Internal(format!(
-                    "cloned holder VM {newid} not found (is it tagged?)"
-                ))
-            })?;
+        let holder = super::holder::made_holder(newid, name, &source.holder.node);
         let zone = self.zone_of(placement, &target_node);
         let mut held = cluster.held_volume(&holder, &zone).await?.ok_or_else(|| {
             ControllerError::Internal(format!(
