@@ -3,7 +3,7 @@
 //! functions on [`Controller`]; `service.rs` only adapts them to gRPC.
 
 pub(crate) mod attach;
-pub(crate) mod attach_record;
+pub mod attach_record;
 pub(crate) mod cluster;
 pub mod error;
 pub(crate) mod expand;
