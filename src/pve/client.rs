@@ -901,6 +901,79 @@ mod tests {
         assert!(PveClient::new(&ep).is_ok());
     }
 
+    /// Requests a listener is answering at once, at most, over its life:
+    /// each is answered 100 ms after it arrived.
+    fn slow_listener(
+        listener: tokio::net::TcpListener,
+    ) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let active = std::sync::Arc::new(AtomicUsize::new(0));
+        let most = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = most.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (active, most) = (active.clone(), most.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        active.fetch_sub(1, Ordering::SeqCst);
+                        let body = r#"{"data":{"version":"8.4.1"}}"#;
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if sock.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        seen
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_are_bounded_per_cluster() {
+        for (bound, calls) in [(2usize, 8usize), (8, 8)] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/api2/json", listener.local_addr().unwrap());
+            let most = slow_listener(listener);
+            let mut ep = endpoint(
+                &url,
+                Credentials::Token {
+                    id: "a@pve!b".into(),
+                    secret: "s".into(),
+                },
+            );
+            ep.max_connections = bound;
+            let client = PveClient::new(&ep).unwrap();
+            let all = futures::future::join_all((0..calls).map(|_| client.version())).await;
+            assert!(all.iter().all(|r| r.is_ok()), "{all:?}");
+            let most = most.load(std::sync::atomic::Ordering::SeqCst);
+            if bound < calls {
+                assert!(
+                    most <= bound,
+                    "{most} requests at once with max_connections {bound}"
+                );
+            } else {
+                // Without a tighter bound they do overlap: the check above can fail.
+                assert!(most > 2, "only {most} at once with max_connections {bound}");
+            }
+        }
+    }
+
     /// Everything a listener received, connection by connection, until the test ends.
     fn recording_listener(
         listener: tokio::net::TcpListener,
