@@ -70,8 +70,16 @@ impl Controller {
             let Some(cluster) = self.cluster(&key.region) else {
                 continue;
             };
-            let Some(held) = cluster.held_volume(&holder, "").await? else {
-                continue;
+            // A holder on a node that does not answer now is left out of
+            // this page, as its storage would be.
+            let held = match cluster.held_volume(&holder, "").await {
+                Ok(Some(h)) => h,
+                Ok(None) => continue,
+                Err(e @ super::error::ControllerError::Pve { .. }) => {
+                    tracing::warn!(holder = holder.vmid, error = %e, "volume left out of the listing");
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             let shared = cluster.is_shared(&held.id.storage).await?;
             held_page.push((cluster, held, shared));

@@ -299,7 +299,15 @@ impl Controller {
             };
             let slot = (key.region.clone(), key.vmid);
             if !held_of.contains_key(&slot) {
-                let held = cluster.held_volume(&holder, "").await?;
+                // A holder on a node that does not answer now is left out.
+                let held = match cluster.held_volume(&holder, "").await {
+                    Ok(h) => h,
+                    Err(e @ ControllerError::Pve { .. }) => {
+                        tracing::warn!(holder = holder.vmid, error = %e, "snapshots left out of the listing");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
                 held_of.insert(slot.clone(), held);
             }
             let Some(held) = held_of[&slot].as_ref() else {

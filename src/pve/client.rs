@@ -444,6 +444,12 @@ impl PveClient {
         if self.resources.is_some() {
             return Ok(self.resources().await?.vms.clone());
         }
+        self.vms_uncached().await
+    }
+
+    /// The VM listing read now, past the shared view: for readers that run
+    /// seldom and must see changes of other writers at once (the labeller).
+    pub async fn vms_uncached(&self) -> Result<Vec<VmResource>, PveError> {
         let all: Vec<VmResource> = self
             .get("/cluster/resources", &params![("type", "vm")])
             .await?;
