@@ -3,6 +3,7 @@
 use super::error::PveError;
 use super::observer::{Observer, Silent};
 use super::resources::{ResourceCache, Resources};
+use super::task_pace::TaskPace;
 use super::types::*;
 use super::upid::{exitstatus_is_ok, Upid};
 use serde::de::DeserializeOwned;
@@ -73,6 +74,7 @@ pub struct PveClient {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// The shared `/cluster/resources` view, when enabled.
     resources: Option<ResourceCache>,
+    task_pace: TaskPace,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +133,7 @@ impl PveClient {
             observer: Arc::new(Silent),
             in_flight: Arc::new(tokio::sync::Semaphore::new(endpoint.max_connections.max(1))),
             resources: None,
+            task_pace: TaskPace::default(),
         })
     }
 
@@ -392,13 +395,16 @@ impl PveClient {
             encode_segment(upid)
         );
         let start = Instant::now();
-        // Asked at once (a quick task is often done by then), then after a
-        // short pause, then less and less often.
-        let mut delay = Duration::from_millis(25);
+        // Asked at once, then when tasks of this type took lately (task_pace.rs).
+        let mut delay: Option<Duration> = None;
+        let mut asks = 0;
         let outcome = async {
             loop {
                 let st: TaskStatus = self.get(&path, &vec![]).await?;
+                asks += 1;
                 if st.status == "stopped" {
+                    self.task_pace
+                        .learn(&parsed.task_type, start.elapsed(), asks);
                     let exit = st.exitstatus.unwrap_or_default();
                     return if exitstatus_is_ok(&exit) {
                         Ok(())
@@ -415,8 +421,14 @@ impl PveClient {
                         waited_secs: start.elapsed().as_secs(),
                     });
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
+                let pause = match delay {
+                    None => self
+                        .task_pace
+                        .first_pause(&parsed.task_type, start.elapsed()),
+                    Some(d) => d,
+                };
+                delay = Some(TaskPace::next_pause(delay));
+                tokio::time::sleep(pause).await;
             }
         }
         .await;

@@ -6,6 +6,7 @@ pub mod drive;
 pub(crate) mod error;
 pub mod observer;
 pub mod resources;
+pub(crate) mod task_pace;
 pub mod types;
 pub(crate) mod upid;
 
