@@ -50,6 +50,14 @@ pub struct ClusterConfig {
     /// parameter). Privileges granted on `/pool/<pool>` then cover every holder.
     #[serde(default)]
     pub pool: Option<String>,
+    /// HTTP requests the driver has in flight to this cluster at once
+    /// (pveproxy runs 3 workers by default and queues the rest).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    crate::pve::client::DEFAULT_MAX_CONNECTIONS
 }
 
 fn default_timeout() -> u64 {
@@ -118,6 +126,12 @@ impl ClusterConfig {
                 self.region
             ),
         };
+        if self.max_connections == 0 {
+            anyhow::bail!(
+                "clusters[{}].max_connections: must be at least 1",
+                self.region
+            );
+        }
         if self.url.starts_with("http://") && !self.allow_http {
             anyhow::bail!(
                 "clusters[{}].url {:?} is plain http://: the credentials would cross the network unencrypted; \
@@ -133,6 +147,7 @@ impl ClusterConfig {
             ca_file: self.ca_file.clone(),
             allow_http: self.allow_http,
             timeout: Duration::from_secs(self.timeout_seconds),
+            max_connections: self.max_connections,
         })
     }
 }

@@ -65,6 +65,9 @@ impl ControllerArgs {
                 storage_concurrency: self.storage_concurrency,
                 cluster_id: self.cluster_id.clone(),
                 claim_legacy_holders: self.claim_legacy_holders,
+                attach_claim_lease: crate::controller::attach_record::default_claim_lease(
+                    Duration::from_secs(self.task_timeout),
+                ),
                 ..Default::default()
             },
         )

@@ -1,6 +1,7 @@
 //! ControllerPublishVolume / ControllerUnpublishVolume: hot-plug a disk into
 //! the worker VM and out again, and ValidateVolumeCapabilities.
 
+use super::attach_record::AttachRecord;
 use super::cluster::{owner_vmid, Cluster};
 use super::error::{ControllerError, PveContext, Result};
 use super::lookup::disk_key;
@@ -54,7 +55,10 @@ impl Controller {
         }
         // Single-node volumes: refuse while another VM has the disk, also
         // while its hot-unplug there is still pending (the guest has it).
-        for (_, a) in cluster.attachments_of(std::slice::from_ref(&volid)).await? {
+        // Where it is comes from the holder's record, verified (attach_record).
+        let record = held.record();
+        let whereabouts = self.whereabouts(cluster, &record, &volid).await?;
+        for a in &whereabouts.attachments {
             if a.vm.vmid != vm.vmid {
                 let how = if a.pending && a.running {
                     " (its hot-unplug there is still pending)"
@@ -69,6 +73,23 @@ impl Controller {
                 )));
             }
         }
+        whereabouts.refuse_if_claimed(&format!("volume {id}"), Some(vm.vmid))?;
+        let already = whereabouts.attachments.iter().any(|a| a.vm.vmid == vm.vmid);
+        // Read before the record is written (a write drops the shared view).
+        let holders: std::collections::HashSet<u64> =
+            cluster.holders().await?.iter().map(|h| h.vmid).collect();
+        // Recorded before the hot-plug, under the holder's digest: of two
+        // publishes of this volume to different VMs only one gets here.
+        if !record.names(vm.vmid) {
+            self.write_record(
+                cluster,
+                &held.holder,
+                &held.description,
+                held.digest.as_deref(),
+                &AttachRecord::at_now(vm.vmid),
+            )
+            .await?;
+        }
 
         let mut options = drive_options(&req.volume_context)?;
         // I/O limits (VolumeAttributesClass) travel with the volume, in its holder.
@@ -78,8 +99,54 @@ impl Controller {
             }
         }
         let _vm_lock = cluster.lock_vm(vm.vmid).await;
-        self.retry_contended(|| self.try_attach(cluster, &vm, &id, req.readonly, &options))
-            .await
+        let attached = self
+            .retry_contended(|| {
+                self.try_attach(cluster, &vm, &id, req.readonly, &options, &holders)
+            })
+            .await;
+        let response = match attached {
+            Ok(r) => r,
+            Err(e) => {
+                if !already {
+                    self.release_if_absent(cluster, &held.holder, &vm, &volid)
+                        .await;
+                }
+                return Err(e);
+            }
+        };
+        if !already {
+            // Another writer may have recorded another VM while this
+            // hot-plug ran (possible only past the claim lease): then it is
+            // that VM's, and ours is taken out again.
+            let (description, _) = self.holder_record(cluster, &held.holder).await?;
+            if !AttachRecord::parse(&description).names(vm.vmid) {
+                tracing::warn!(volume = %id, vmid = vm.vmid, "attach record changed during the hot-plug; detaching again");
+                self.retry_contended(|| self.try_detach(cluster, &vm, &volid))
+                    .await?;
+                return Err(ControllerError::Aborted(format!(
+                    "volume {id} was claimed for another VM while it was hot-plugged into VM {}; detached again, retry",
+                    vm.vmid
+                )));
+            }
+        }
+        Ok(response)
+    }
+
+    /// A publish to `vm` failed: if the VM has no trace of the disk, its
+    /// record goes, so publishes elsewhere need not wait for the lease.
+    async fn release_if_absent(
+        &self,
+        cluster: &Cluster,
+        holder: &VmResource,
+        vm: &VmResource,
+        volid: &str,
+    ) {
+        match cluster.client.vm_slots(&vm.node, vm.vmid).await {
+            Ok(slots) if !slots.iter().any(|s| s.holds(volid)) => {
+                self.clear_record(cluster, holder, vm.vmid).await
+            }
+            _ => {}
+        }
     }
 
     async fn try_attach(
@@ -89,6 +156,7 @@ impl Controller {
         id: &VolumeId,
         readonly: bool,
         options: &[(&'static str, String)],
+        holders: &std::collections::HashSet<u64>,
     ) -> Result<ControllerPublishVolumeResponse> {
         let volid = id.volid();
         let client = &cluster.client;
@@ -138,8 +206,6 @@ impl Controller {
             return Ok(context(&s.slot));
         }
 
-        let holders: std::collections::HashSet<u64> =
-            cluster.holders().await?.iter().map(|h| h.vmid).collect();
         let attached = slots
             .iter()
             .filter(|s| {
@@ -304,7 +370,11 @@ impl Controller {
         tracing::debug!(volume = %id, holder = holder.vmid, vmid = vm.vmid, "detaching");
         let _vm_lock = cluster.lock_vm(vm.vmid).await;
         self.retry_contended(|| self.try_detach(cluster, &vm, &volid))
-            .await
+            .await?;
+        // Only once the VM no longer has the disk: while its hot-unplug is
+        // pending the record keeps naming it.
+        self.clear_record(cluster, &holder, vm.vmid).await;
+        Ok(())
     }
 
     async fn try_detach(&self, cluster: &Cluster, vm: &VmResource, volid: &str) -> Result<()> {

@@ -17,8 +17,6 @@ pub struct Cluster {
     /// Which holders are this controller's, and the pool they go into.
     pub tenancy: super::tenancy::Tenancy,
     vm_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
-    /// Held from choosing a free vmid until the VM exists.
-    pub(crate) alloc_lock: tokio::sync::Mutex<()>,
     /// Holder vmids this process is creating or cloning right now.
     pub(crate) creating: Mutex<std::collections::HashSet<u64>>,
     /// Vmids PVE refused as taken that the VM listing does not show (VMs this
@@ -45,7 +43,6 @@ impl Cluster {
             client,
             tenancy: Default::default(),
             vm_locks: Mutex::new(HashMap::new()),
-            alloc_lock: tokio::sync::Mutex::new(()),
             creating: Mutex::new(Default::default()),
             hidden_taken: Mutex::new(Default::default()),
         }
@@ -56,6 +53,12 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(vmid);
+    }
+
+    /// The `tags` a holder of this cluster is created (or, after a clone,
+    /// re-marked) with: the holder and cluster tags and the snapshot-index mark.
+    pub(super) fn holder_tags(&self) -> String {
+        super::snapshot_index::holder_tags(&self.tenancy.holder_tags())
     }
 
     pub fn with_tenancy(mut self, tenancy: super::tenancy::Tenancy) -> Cluster {
@@ -225,6 +228,19 @@ pub struct HeldVolume {
     pub size: u64,
     /// The holder's drive entry: where the volume's I/O limits are kept.
     pub drive: Drive,
+    /// The holder's description (it carries the attach record) and the
+    /// config digest it was read with.
+    pub description: String,
+    pub digest: Option<String>,
+    /// The holder's tags as of that read (they index its snapshots).
+    pub tags: Option<String>,
+}
+
+impl HeldVolume {
+    /// Where the holder says the volume is attached (see `attach_record`).
+    pub fn record(&self) -> super::attach_record::AttachRecord {
+        super::attach_record::AttachRecord::parse(&self.description)
+    }
 }
 
 pub fn is_holder(vm: &VmResource) -> bool {
@@ -334,12 +350,15 @@ impl Cluster {
             id,
             size: item.size.unwrap_or(0),
             drive,
+            description: cfg.get("description").unwrap_or_default().to_string(),
+            digest: cfg.digest().map(str::to_string),
+            tags: cfg.get("tags").map(str::to_string),
         }))
     }
 }
 
 /// Marks a vmid as being set up by this process until dropped.
-pub(super) struct Creating<'a> {
+pub struct Creating<'a> {
     cluster: &'a Cluster,
     vmid: u64,
 }
@@ -355,15 +374,26 @@ impl Drop for Creating<'_> {
 }
 
 impl Cluster {
-    pub(super) fn mark_creating(&self, vmid: u64) -> Creating<'_> {
-        self.creating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(vmid);
-        Creating {
-            cluster: self,
+    /// The lowest id at or above `base` that is neither `used` nor being
+    /// created by this process, marked as being created (one step under
+    /// the set's lock, so concurrent claims get different ids).
+    pub(super) fn claim_free(
+        &self,
+        base: u64,
+        used: &std::collections::HashSet<u64>,
+    ) -> Option<(u64, Creating<'_>)> {
+        let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        let vmid = (base..)
+            .take(1_000_000)
+            .find(|id| !used.contains(id) && !creating.contains(id))?;
+        creating.insert(vmid);
+        Some((
             vmid,
-        }
+            Creating {
+                cluster: self,
+                vmid,
+            },
+        ))
     }
 }
 

@@ -46,9 +46,10 @@ impl Controller {
         }
         let volid = id.volid();
         // Through the VM that runs with the disk, so QEMU tells its guest.
-        let users = cluster.attachments_of(std::slice::from_ref(&volid)).await?;
-        let (vm, slot) = match users.iter().find(|(_, a)| a.running) {
-            Some((_, a)) => (a.vm.clone(), a.slot.clone()),
+        let whereabouts = self.whereabouts(cluster, &held.record(), &volid).await?;
+        whereabouts.refuse_if_claimed(&format!("volume {id}"), None)?;
+        let (vm, slot) = match whereabouts.attachments.iter().find(|a| a.running) {
+            Some(a) => (a.vm.clone(), a.slot.clone()),
             None => (held.holder.clone(), HOLDER_SLOT.to_string()),
         };
         let _vm_lock = cluster.lock_vm(vm.vmid).await;

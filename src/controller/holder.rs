@@ -8,7 +8,8 @@
 //! worker can never free it. Holders carry the `proxmox-csi` tag, a
 //! `csi-vol-` name and a description that says what they are.
 
-use super::cluster::{Cluster, HeldVolume, HOLDER_SLOT};
+use super::attach_record::AttachRecord;
+use super::cluster::{Cluster, Creating, HeldVolume, HOLDER_SLOT};
 use super::error::{ControllerError, PveContext, Result};
 use super::Controller;
 use crate::params;
@@ -25,6 +26,21 @@ pub fn holder_description(csi_name: &str) -> String {
         "proxmox-csi volume {}. Holds the disk; never start or delete this VM by hand.",
         csi_name.escape_debug()
     )
+}
+
+/// The listing entry of a holder this controller just made (its VM now
+/// exists with these), without listing the cluster again.
+pub(super) fn made_holder(vmid: u64, name: &str, node: &str, tags: String) -> VmResource {
+    VmResource {
+        vmid,
+        name: Some(name.to_string()),
+        node: node.to_string(),
+        kind: "qemu".into(),
+        status: Some("stopped".into()),
+        template: false,
+        tags: Some(tags),
+        lock: None,
+    }
 }
 
 impl Controller {
@@ -105,15 +121,26 @@ impl Controller {
         Ok(!users.is_empty() && users.iter().all(|u| u != me))
     }
 
-    /// Lowest free vmid at or above the configured base. Serialized by the
-    /// caller so two creates of this controller never pick the same id.
-    pub(super) async fn free_vmid(&self, cluster: &Cluster) -> Result<u64> {
+    /// Lowest free vmid at or above the configured base, marked as being
+    /// created by this process until the guard drops: two creates of this
+    /// controller never pick the same id, and need no lock for it. Another
+    /// writer can still take the id first; PVE then refuses ours as existing
+    /// and the caller claims again, skipping `skip`.
+    pub(super) async fn claim_vmid<'c>(
+        &self,
+        cluster: &'c Cluster,
+        skip: &[u64],
+    ) -> Result<(u64, Creating<'c>)> {
         let vms = cluster
             .client
             .vms()
             .await
             .ctx(|| "listing VMs".to_string())?;
-        let mut used: std::collections::HashSet<u64> = vms.iter().map(|v| v.vmid).collect();
+        let mut used: std::collections::HashSet<u64> = vms
+            .iter()
+            .map(|v| v.vmid)
+            .chain(skip.iter().copied())
+            .collect();
         // Ids PVE said are taken by VMs this token cannot see (other tenants' VMs).
         used.extend(
             cluster
@@ -122,18 +149,8 @@ impl Controller {
                 .unwrap_or_else(|p| p.into_inner())
                 .iter(),
         );
-        // Ids this process is creating or cloning right now are taken too, even
-        // before PVE lists them.
-        used.extend(
-            cluster
-                .creating
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter(),
-        );
-        (self.opts.holder_vmid_base..)
-            .take(1_000_000)
-            .find(|id| !used.contains(id))
+        cluster
+            .claim_free(self.opts.holder_vmid_base, &used)
             .ok_or_else(|| {
                 ControllerError::ResourceExhausted("no free VM id for a holder VM".into())
             })
@@ -152,20 +169,17 @@ impl Controller {
         format: &str,
     ) -> Result<HeldVolume> {
         let t = self.opts.task_timeout;
-        let mut attempts = 0;
+        let mut taken: Vec<u64> = Vec::new();
         let (vmid, _creating) = loop {
-            attempts += 1;
-            // The lock covers choosing the id and marking it taken; from then on
-            // free_vmid skips it, so creates of other volumes run in parallel.
-            let (vmid, creating) = {
-                let _alloc = cluster.alloc_lock.lock().await;
-                let vmid = self.free_vmid(cluster).await?;
-                (vmid, cluster.mark_creating(vmid))
-            };
+            // Creates of other volumes run in parallel: each claims its own id.
+            let (vmid, creating) = self.claim_vmid(cluster, &taken).await?;
             let mut opts = params![
                 ("name", name),
-                ("tags", cluster.tenancy.holder_tags()),
-                ("description", holder_description(csi_name)),
+                ("tags", cluster.holder_tags()),
+                (
+                    "description",
+                    AttachRecord::Detached.apply(&holder_description(csi_name))
+                ),
                 ("onboot", 0),
                 // PVE then refuses "Remove" on the holder (and with it the volume) from the UI or API.
                 ("protection", 1)
@@ -175,8 +189,9 @@ impl Controller {
                 Ok(()) => break (vmid, creating),
                 // Someone else took the id between our list and the create, or it belongs
                 // to a VM this token cannot list: remembered, so the next pick skips it.
-                Err(e) if e.kind() == PveErrorKind::AlreadyExists && attempts < 32 => {
+                Err(e) if e.kind() == PveErrorKind::AlreadyExists && taken.len() < 32 => {
                     cluster.note_hidden_vmid(vmid);
+                    taken.push(vmid);
                     continue;
                 }
                 Err(e) => {
@@ -242,22 +257,7 @@ impl Controller {
                 source: Box::new(e),
             });
         }
-        let holder = cluster
-            .holders()
-            .await?
-            .into_iter()
-            .find(|v| v.vmid == vmid);
-        let Some(holder) = holder else {
-            let e = match super::visibility::unseen_holder(cluster, vmid).await {
-                Some(e) => e,
-                None => ControllerError::Internal(format!(
-                    "holder VM {vmid} vanished right after creation"
-                )),
-            };
-            // Not listed, so not found again: nothing may be left behind.
-            self.discard_holder(cluster, &target.node, vmid).await;
-            return Err(e);
-        };
+        let holder = made_holder(vmid, name, &target.node, cluster.holder_tags());
         let zone = if target.shared {
             holder.node.clone()
         } else {
@@ -299,7 +299,8 @@ impl Controller {
 
     /// Make a holder made by a clone look like one made by create.
     pub(super) async fn mark_holder(&self, cluster: &Cluster, node: &str, vmid: u64) -> Result<()> {
-        let mark = params![("tags", cluster.tenancy.holder_tags()), ("protection", 1)];
+        // Also drops the snapshot tags a clone copies from its source.
+        let mark = params![("tags", cluster.holder_tags()), ("protection", 1)];
         cluster
             .client
             .update_vm_config(node, vmid, &mark, self.opts.task_timeout)

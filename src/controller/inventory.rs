@@ -1,13 +1,14 @@
 //! ListVolumes and GetCapacity: what the driver has on Proxmox, and how much room is left.
 
-use super::cluster::owner_vmid;
+use super::attach_record::AttachRecord;
 use super::error::{PveContext, Result};
+use super::paging::{PageKey, PageRequest};
 use super::Controller;
 use crate::csi::*;
 use crate::volume_id::{VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-/// One volume of this driver found on a storage.
+/// One volume of this driver, as a listing shows it.
 #[derive(Debug, Clone)]
 pub struct Found {
     pub id: VolumeId,
@@ -20,79 +21,17 @@ impl Controller {
     /// Every volume of this driver in every cluster, sorted by id, with the
     /// nodes (VM names) it is attached to.
     pub async fn all_volumes(&self) -> Result<Vec<Found>> {
-        let mut out: BTreeMap<String, Found> = BTreeMap::new();
-        for cluster in self.clusters() {
-            let holders: HashMap<u64, (String, String)> = cluster
-                .holders()
-                .await?
-                .into_iter()
-                .map(|h| (h.vmid, (h.node, h.name.unwrap_or_default())))
-                .collect();
-            if holders.is_empty() {
-                continue;
-            }
-            let storages = cluster.image_storages().await?;
-            let mut seen_shared = std::collections::HashSet::new();
-            let mut volids = Vec::new();
-            for s in storages.iter().filter(|s| s.is_available()) {
-                if s.shared && !seen_shared.insert(s.storage.clone()) {
-                    continue;
-                }
-                let items = cluster
-                    .client
-                    .storage_content(&s.node, &s.storage, None)
-                    .await
-                    .ctx(|| format!("listing {} on {}", s.storage, s.node))?;
-                for item in items {
-                    let Some(owner) = owner_vmid(&item.volid) else {
-                        continue;
-                    };
-                    let Some((holder_node, holder_name)) = holders.get(&owner) else {
-                        continue;
-                    };
-                    if !item.volid.contains(&format!("vm-{owner}-disk-0")) {
-                        continue;
-                    }
-                    // Same zone as CreateVolume gave: the holder's node for shared storages.
-                    let zone = if s.shared { holder_node } else { &s.node };
-                    let Some(id) =
-                        VolumeId::from_volid(&cluster.region, zone, &item.volid, holder_name)
-                    else {
-                        continue;
-                    };
-                    volids.push(item.volid.clone());
-                    out.insert(
-                        item.volid.clone() + "\0" + &cluster.region,
-                        Found {
-                            id,
-                            size: item.size.unwrap_or(0),
-                            shared: s.shared,
-                            published_to: vec![],
-                        },
-                    );
-                }
-            }
-            for (volid, a) in cluster.attachments_of(&volids).await? {
-                if let Some(f) = out.get_mut(&(volid + "\0" + &cluster.region)) {
-                    if let Some(name) = a.vm.name.clone() {
-                        if !f.published_to.contains(&name) {
-                            f.published_to.push(name);
-                        }
-                    }
-                }
-            }
-        }
-        let mut v: Vec<Found> = out.into_values().collect();
-        v.sort_by_key(|f| f.id.to_string());
-        Ok(v)
+        let (mut all, _) = self.volume_page(&PageRequest::parse(0, "")?).await?;
+        all.sort_by_key(|f| f.id.to_string());
+        Ok(all)
     }
 
+    /// ListVolumes, in the order of [`Controller::volume_page`].
     pub async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse> {
-        let page = super::paging::PageRequest::parse(req.max_entries, &req.starting_token)?;
-        let all = self.all_volumes().await?;
-        let (found, next_token) = page.cut(&all)?;
+        let page = PageRequest::parse(req.max_entries, &req.starting_token)?;
+        let (found, next_token) = self.volume_page(&page).await?;
         let entries = found
-            .iter()
+            .into_iter()
             .map(|f| list_volumes_response::Entry {
                 volume: Some(Volume {
                     capacity_bytes: f.size as i64,
@@ -102,7 +41,7 @@ impl Controller {
                     accessible_topology: vec![f.id.topology(f.shared)],
                 }),
                 status: Some(list_volumes_response::VolumeStatus {
-                    published_node_ids: f.published_to.clone(),
+                    published_node_ids: f.published_to,
                     volume_condition: None,
                 }),
             })
@@ -111,6 +50,87 @@ impl Controller {
             entries,
             next_token,
         })
+    }
+
+    /// A page of volumes: the holders in the VM listing give the order
+    /// (region, holder vmid) and the page; only the page's volumes are read
+    /// (their holder, disk and attach record), so a page costs the same
+    /// however many volumes there are. Holders without a disk (a create
+    /// under way) are left out.
+    async fn volume_page(&self, page: &PageRequest) -> Result<(Vec<Found>, String)> {
+        let mut keys = Vec::new();
+        for cluster in self.clusters() {
+            for h in cluster.holders().await? {
+                keys.push((PageKey::new(&cluster.region, h.vmid, ""), h));
+            }
+        }
+        let (keys, next_token) = page.cut(keys);
+        let mut held_page = Vec::new();
+        for (key, holder) in keys {
+            let Some(cluster) = self.cluster(&key.region) else {
+                continue;
+            };
+            // A holder on a node that does not answer now is left out of
+            // this page, as its storage would be.
+            let held = match cluster.held_volume(&holder, "").await {
+                Ok(Some(h)) => h,
+                Ok(None) => continue,
+                Err(e @ super::error::ControllerError::Pve { .. }) => {
+                    tracing::warn!(holder = holder.vmid, error = %e, "volume left out of the listing");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let shared = cluster.is_shared(&held.id.storage).await?;
+            held_page.push((cluster, held, shared));
+        }
+        // Holders from before attach records: one read of every VM for all of them.
+        let mut legacy: HashMap<(String, String), Vec<String>> = HashMap::new();
+        for (cluster, held, _) in &held_page {
+            if held.record() == AttachRecord::Unknown {
+                legacy.insert((cluster.region.clone(), held.id.volid()), vec![]);
+            }
+        }
+        for cluster in self.clusters() {
+            let volids: Vec<String> = legacy
+                .keys()
+                .filter(|(r, _)| r == &cluster.region)
+                .map(|(_, v)| v.clone())
+                .collect();
+            if volids.is_empty() {
+                continue;
+            }
+            for (volid, a) in cluster.attachments_of(&volids).await? {
+                if let (Some(names), Some(name)) =
+                    (legacy.get_mut(&(cluster.region.clone(), volid)), a.vm.name)
+                {
+                    names.push(name);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        for (cluster, held, shared) in held_page {
+            let volid = held.id.volid();
+            let mut published_to: Vec<String> =
+                match legacy.remove(&(cluster.region.clone(), volid.clone())) {
+                    Some(names) => names,
+                    None => self
+                        .whereabouts(cluster, &held.record(), &volid)
+                        .await?
+                        .attachments
+                        .into_iter()
+                        .filter_map(|a| a.vm.name)
+                        .collect(),
+                };
+            published_to.dedup();
+            found.push(Found {
+                id: held.id,
+                size: held.size,
+                shared,
+                published_to,
+            });
+        }
+        Ok((found, next_token))
     }
 
     /// Free space for new volumes: the storage named in `parameters.storage`
@@ -187,7 +207,8 @@ impl Controller {
             .iter()
             .any(|s| s.storage == id.storage && s.shared);
         let mut published: Vec<String> = Vec::new();
-        for (_, a) in cluster.attachments_of(std::slice::from_ref(&volid)).await? {
+        let whereabouts = self.whereabouts(cluster, &held.record(), &volid).await?;
+        for a in whereabouts.attachments {
             if let Some(name) = a.vm.name {
                 if !published.contains(&name) {
                     published.push(name);

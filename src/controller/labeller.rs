@@ -28,7 +28,7 @@ impl Controller {
         let nodes = nodes_topology(api).await?;
         let mut placement: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for cluster in self.clusters() {
-            for vm in cluster.client.vms().await? {
+            for vm in cluster.client.vms_uncached().await? {
                 if vm.template || is_holder(&vm) {
                     continue;
                 }

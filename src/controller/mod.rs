@@ -3,6 +3,7 @@
 //! functions on [`Controller`]; `service.rs` only adapts them to gRPC.
 
 pub(crate) mod attach;
+pub mod attach_record;
 pub(crate) mod cluster;
 pub mod error;
 pub(crate) mod expand;
@@ -15,6 +16,7 @@ pub(crate) mod modify;
 pub(crate) mod paging;
 pub(crate) mod params;
 pub mod service;
+pub(crate) mod snapshot_index;
 pub(crate) mod snapshots;
 pub(crate) mod storage_limit;
 pub mod tenancy;
@@ -53,6 +55,13 @@ pub struct ControllerOptions {
     pub cluster_id: Option<String>,
     /// With a cluster id: also own the holders that carry no cluster tag.
     pub claim_legacy_holders: bool,
+    /// How long a recorded publish to a VM that does not have the disk yet
+    /// counts as under way (see `attach_record`).
+    pub attach_claim_lease: Duration,
+    /// How long one read of /cluster/resources answers the VM and storage
+    /// listings of every call (dropped at once on this controller's own
+    /// writes); zero reads it afresh each time.
+    pub resources_ttl: Duration,
 }
 
 impl Default for ControllerOptions {
@@ -67,6 +76,8 @@ impl Default for ControllerOptions {
             storage_concurrency: 2,
             cluster_id: None,
             claim_legacy_holders: true,
+            attach_claim_lease: attach_record::default_claim_lease(Duration::from_secs(120)),
+            resources_ttl: Duration::from_secs(2),
         }
     }
 }
@@ -80,10 +91,18 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(config: &ConfigFile, opts: ControllerOptions) -> anyhow::Result<Controller> {
+        Self::new_observed(config, opts, Arc::new(crate::metrics::PveMetrics))
+    }
+
+    /// Like [`Controller::new`], with every PVE request and task reported to
+    /// `observer` instead of the Prometheus metrics (the request-count tests).
+    pub fn new_observed(
+        config: &ConfigFile,
+        opts: ControllerOptions,
+        observer: Arc<dyn crate::pve::Observer>,
+    ) -> anyhow::Result<Controller> {
         let mut clusters = BTreeMap::new();
         for c in &config.clusters {
-            let client =
-                PveClient::new(&c.endpoint()?)?.with_observer(Arc::new(crate::metrics::PveMetrics));
             if let Some(id) = &opts.cluster_id {
                 tenancy::validate_cluster_id(id).map_err(anyhow::Error::msg)?;
             }
@@ -92,6 +111,9 @@ impl Controller {
                 claim_legacy: opts.claim_legacy_holders,
                 pool: c.pool.clone(),
             };
+            let client = PveClient::new(&c.endpoint()?)?
+                .with_observer(observer.clone())
+                .with_resource_cache(opts.resources_ttl);
             clusters.insert(
                 c.region.clone(),
                 Arc::new(Cluster::new(c.region.clone(), client).with_tenancy(tenancy)),

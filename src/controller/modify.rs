@@ -28,7 +28,8 @@ impl Controller {
         }
         self.store_limits(cluster, &held, &limits).await?;
         let volid = id.volid();
-        for (_, a) in cluster.attachments_of(std::slice::from_ref(&volid)).await? {
+        let whereabouts = self.whereabouts(cluster, &held.record(), &volid).await?;
+        for a in whereabouts.attachments {
             let _vm_lock = cluster.lock_vm(a.vm.vmid).await;
             self.retry_contended(|| self.limit_attached(cluster, &a.vm, &a.slot, &volid, &limits))
                 .await?;

@@ -8,6 +8,8 @@ use super::cluster::{HeldVolume, HOLDER_SLOT};
 use super::error::{ControllerError, PveContext, Result};
 use super::features::Op;
 use super::lookup::{disk_key, name_key};
+use super::paging::PageKey;
+use super::snapshot_index::{is_indexed, snapshot_tag, tagged_snapshots};
 use super::{required, Controller};
 use crate::csi::*;
 use crate::pve::drive::{parse_disk_size, Drive};
@@ -16,7 +18,7 @@ use crate::volume_id::{snap_name, SnapshotId, VolumeId};
 
 /// Snapshots this driver made: `s` + 32 hex digits (see `snap_name`).
 /// Snapshots an admin took of a holder by hand are not CSI snapshots.
-fn is_ours(snapname: &str) -> bool {
+pub(super) fn is_ours(snapname: &str) -> bool {
     snapname.len() == 33
         && snapname.starts_with('s')
         && snapname[1..].chars().all(|c| c.is_ascii_hexdigit())
@@ -49,17 +51,28 @@ impl Controller {
         held: &HeldVolume,
         snapname: &str,
     ) -> Result<u64> {
+        Ok(self.snapshot_facts(cluster, held, snapname).await?.0)
+    }
+
+    /// Size and creation time of a snapshot, from its config section (one read).
+    async fn snapshot_facts(
+        &self,
+        cluster: &Cluster,
+        held: &HeldVolume,
+        snapname: &str,
+    ) -> Result<(u64, Option<i64>)> {
         let h = &held.holder;
         let cfg = cluster
             .client
             .vm_snapshot_config(&h.node, h.vmid, snapname)
             .await
             .ctx(|| format!("reading snapshot {snapname} of holder VM {}", h.vmid))?;
-        Ok(cfg
+        let size = cfg
             .get(HOLDER_SLOT)
             .and_then(Drive::parse)
             .and_then(|d| d.get("size").and_then(parse_disk_size))
-            .unwrap_or(held.size))
+            .unwrap_or(held.size);
+        Ok((size, cfg.get("snaptime").and_then(|t| t.parse().ok())))
     }
 
     pub async fn create_snapshot(
@@ -79,18 +92,11 @@ impl Controller {
         let h = &held.holder;
 
         // A snapshot name is unique across volumes: the same name on another
-        // volume is a different snapshot.
-        for other in cluster.holders().await? {
-            if other.vmid == h.vmid {
-                continue;
-            }
-            let snaps = cluster.holder_snapshots(&other).await?;
-            if snaps.iter().any(|s| s.name == snapname) {
-                return Err(ControllerError::AlreadyExists(format!(
-                    "name {name:?}: a snapshot of that name exists for another volume (holder VM {})",
-                    other.vmid
-                )));
-            }
+        // volume is a different snapshot. The holders' tags say where it is.
+        if let Some(other) = self.snapshot_elsewhere(cluster, h, &snapname).await? {
+            return Err(ControllerError::AlreadyExists(format!(
+                "name {name:?}: a snapshot of that name exists for another volume (holder VM {other})"
+            )));
         }
         let existing = cluster
             .client
@@ -108,6 +114,26 @@ impl Controller {
         // Refused before PVE is asked where the storage cannot take it, or not while attached.
         self.require_feature(cluster, "source_volume_id", &id, Op::Snapshot)
             .await?;
+        // The tag goes first, so no snapshot is ever without one; a holder
+        // not yet indexed gets tags for its earlier snapshots too.
+        let mut tags = vec![snapshot_tag(&snapname)];
+        if !is_indexed(h) {
+            tags.extend(
+                existing
+                    .iter()
+                    .filter(|s| is_ours(&s.name))
+                    .map(|s| snapshot_tag(&s.name)),
+            );
+        }
+        self.retag_holder(
+            cluster,
+            h,
+            held.tags.as_deref(),
+            held.digest.as_deref(),
+            &tags,
+            &[],
+        )
+        .await?;
         let description = format!("proxmox-csi snapshot {}", name.escape_debug());
         if let Err(e) = cluster
             .client
@@ -131,17 +157,8 @@ impl Controller {
                 source: Box::new(e),
             });
         }
-        let snaps = cluster
-            .client
-            .snapshots(&h.node, h.vmid)
-            .await
-            .ctx(|| format!("listing snapshots of holder VM {}", h.vmid))?;
-        let taken = snaps
-            .iter()
-            .find(|s| s.name == snapname)
-            .and_then(|s| s.snaptime);
         tracing::info!(volume = %source, snapshot = %snapname, "snapshot created");
-        let size = self.snapshot_size(cluster, &held, &snapname).await?;
+        let (size, taken) = self.snapshot_facts(cluster, &held, &snapname).await?;
         Ok(CreateSnapshotResponse {
             snapshot: Some(to_csi(&held, &snapname, taken, size)),
         })
@@ -166,18 +183,28 @@ impl Controller {
             .snapshots(&h.node, h.vmid)
             .await
             .ctx(|| format!("listing snapshots of holder VM {}", h.vmid))?;
-        if !snaps.iter().any(|s| s.name == id.snapname) {
+        let tag = snapshot_tag(&id.snapname);
+        if snaps.iter().any(|s| s.name == id.snapname) {
+            self.require_feature(cluster, "snapshot_id", &id.volume, Op::DeleteSnapshot)
+                .await?;
+            cluster
+                .client
+                .delete_snapshot(&h.node, h.vmid, &id.snapname, self.opts.task_timeout)
+                .await
+                .ctx(|| format!("deleting snapshot {raw}"))?;
+            tracing::info!(snapshot = %raw, "snapshot deleted");
+        } else if !h.has_tag(&tag) {
             return Ok(());
         }
-        self.require_feature(cluster, "snapshot_id", &id.volume, Op::DeleteSnapshot)
-            .await?;
-        cluster
+        // The tag goes after the snapshot (the delete changed the config:
+        // read it again for its digest).
+        let cfg = cluster
             .client
-            .delete_snapshot(&h.node, h.vmid, &id.snapname, self.opts.task_timeout)
+            .vm_config(&h.node, h.vmid, false)
             .await
-            .ctx(|| format!("deleting snapshot {raw}"))?;
-        tracing::info!(snapshot = %raw, "snapshot deleted");
-        Ok(())
+            .ctx(|| format!("reading config of holder VM {}", h.vmid))?;
+        self.retag_holder(cluster, h, cfg.get("tags"), cfg.digest(), &[], &[tag])
+            .await
     }
 
     async fn snapshots_of(&self, cluster: &Cluster, held: &HeldVolume) -> Result<Vec<Snapshot>> {
@@ -197,46 +224,111 @@ impl Controller {
 
     pub async fn list_snapshots(&self, req: ListSnapshotsRequest) -> Result<ListSnapshotsResponse> {
         let page = super::paging::PageRequest::parse(req.max_entries, &req.starting_token)?;
-        let mut all: Vec<Snapshot> = Vec::new();
-        if !req.snapshot_id.is_empty() {
-            if let Some(id) = SnapshotId::parse(&req.snapshot_id) {
-                if let Some(cluster) = self.cluster(&id.volume.region) {
-                    if let Some(held) = self.held(cluster, &id.volume).await? {
+        let (snaps, next_token) = if !req.snapshot_id.is_empty() || !req.source_volume_id.is_empty()
+        {
+            // One volume's snapshots: one holder to read.
+            let mut all: Vec<(PageKey, Snapshot)> = Vec::new();
+            let wanted = SnapshotId::parse(&req.snapshot_id);
+            let volume = match &wanted {
+                Some(id) => Some(id.volume.clone()),
+                None if req.snapshot_id.is_empty() => VolumeId::parse(&req.source_volume_id),
+                None => None,
+            };
+            if let Some(vol) = volume {
+                if let Some(cluster) = self.cluster(&vol.region) {
+                    if let Some(held) = self.held(cluster, &vol).await? {
                         all = self
                             .snapshots_of(cluster, &held)
                             .await?
                             .into_iter()
-                            .filter(|s| s.snapshot_id == req.snapshot_id)
+                            .filter(|s| wanted.is_none() || s.snapshot_id == req.snapshot_id)
+                            .map(|s| {
+                                let name = SnapshotId::parse(&s.snapshot_id)
+                                    .map(|i| i.snapname)
+                                    .unwrap_or_default();
+                                (PageKey::new(&cluster.region, held.holder.vmid, &name), s)
+                            })
                             .collect();
                     }
                 }
             }
-        } else if !req.source_volume_id.is_empty() {
-            if let Some(id) = VolumeId::parse(&req.source_volume_id) {
-                if let Some(cluster) = self.cluster(&id.region) {
-                    if let Some(held) = self.held(cluster, &id).await? {
-                        all = self.snapshots_of(cluster, &held).await?;
-                    }
-                }
-            }
+            page.cut(all)
         } else {
-            for cluster in self.clusters() {
-                for holder in cluster.holders().await? {
-                    if let Some(held) = cluster.held_volume(&holder, "").await? {
-                        all.extend(self.snapshots_of(cluster, &held).await?);
-                    }
-                }
-            }
-        }
-        all.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
-        let (snaps, next_token) = page.cut(&all)?;
+            self.snapshot_page(&page).await?
+        };
         let entries = snaps
             .into_iter()
-            .map(|s| list_snapshots_response::Entry { snapshot: Some(s) })
+            .map(|(_, s)| list_snapshots_response::Entry { snapshot: Some(s) })
             .collect();
         Ok(ListSnapshotsResponse {
             entries,
             next_token,
         })
+    }
+
+    /// A page of every CSI snapshot: the keys come from the holders' tags in
+    /// the VM listing (holders not yet indexed are listed one by one), and
+    /// only the page's snapshots are read. A tag whose snapshot is gone (or
+    /// whose holder no longer holds its volume) is skipped.
+    async fn snapshot_page(
+        &self,
+        page: &super::paging::PageRequest,
+    ) -> Result<(Vec<(PageKey, Snapshot)>, String)> {
+        let mut keys: Vec<(PageKey, crate::pve::types::VmResource)> = Vec::new();
+        for cluster in self.clusters() {
+            for holder in cluster.holders().await? {
+                let names = if is_indexed(&holder) {
+                    tagged_snapshots(&holder)
+                } else {
+                    cluster
+                        .holder_snapshots(&holder)
+                        .await?
+                        .into_iter()
+                        .map(|s| s.name)
+                        .filter(|n| is_ours(n))
+                        .collect()
+                };
+                for n in names {
+                    keys.push((
+                        PageKey::new(&cluster.region, holder.vmid, &n),
+                        holder.clone(),
+                    ));
+                }
+            }
+        }
+        let (keys, next) = page.cut(keys);
+        let mut out = Vec::new();
+        let mut held_of: std::collections::HashMap<(String, u64), Option<HeldVolume>> =
+            Default::default();
+        for (key, holder) in keys {
+            let Some(cluster) = self.cluster(&key.region) else {
+                continue;
+            };
+            let slot = (key.region.clone(), key.vmid);
+            if !held_of.contains_key(&slot) {
+                // A holder on a node that does not answer now is left out.
+                let held = match cluster.held_volume(&holder, "").await {
+                    Ok(h) => h,
+                    Err(e @ ControllerError::Pve { .. }) => {
+                        tracing::warn!(holder = holder.vmid, error = %e, "snapshots left out of the listing");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
+                held_of.insert(slot.clone(), held);
+            }
+            let Some(held) = held_of[&slot].as_ref() else {
+                continue;
+            };
+            match self.snapshot_facts(cluster, held, &key.name).await {
+                Ok((size, taken)) => {
+                    let s = to_csi(held, &key.name, taken, size);
+                    out.push((key, s));
+                }
+                Err(ControllerError::Pve { source, .. }) if source.is_not_found() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((out, next))
     }
 }

@@ -35,14 +35,3 @@ pub(crate) async fn unseen_storage(cluster: &Cluster, storage: &str) -> Option<C
     )
     .await
 }
-
-/// A holder VM this controller just made that the listing does not show.
-pub(crate) async fn unseen_holder(cluster: &Cluster, vmid: u64) -> Option<ControllerError> {
-    missing_audit(
-        cluster,
-        &format!("/vms/{vmid}"),
-        "VM.Audit",
-        &format!("finding holder VM {vmid}"),
-    )
-    .await
-}

@@ -427,7 +427,11 @@ impl Controller {
         };
         let mut opts = params![
             ("name", name),
-            ("description", super::holder::holder_description(csi_name))
+            (
+                "description",
+                super::attach_record::AttachRecord::Detached
+                    .apply(&super::holder::holder_description(csi_name))
+            )
         ];
         if let Some(s) = snapname {
             opts.push(("snapname".into(), s.into()));
@@ -440,18 +444,13 @@ impl Controller {
         if let Some(f) = &params.disk_format {
             opts.push(("format".into(), f.clone()));
         }
-        let mut attempts = 0;
+        // Clones of other volumes run in parallel: each claims its own id. A
+        // clone that fails on PVE's storage lock leaves no VM behind (the
+        // clone task removes its target), so it is retried as it was; one
+        // refused because another writer took the id gets the next.
+        let mut taken: Vec<u64> = Vec::new();
         let (newid, _creating) = loop {
-            attempts += 1;
-            // The lock covers choosing the id and marking it taken (free_vmid skips
-            // ids being created); the clone itself waits only for a storage permit.
-            let (newid, creating) = {
-                let _alloc = cluster.alloc_lock.lock().await;
-                let newid = self.free_vmid(cluster).await?;
-                (newid, cluster.mark_creating(newid))
-            };
-            // A clone that fails on PVE's storage lock leaves no VM behind (the
-            // clone task removes its target), so it is retried as it was.
+            let (newid, creating) = self.claim_vmid(cluster, &taken).await?;
             let cloned = self
                 .retry_contended(|| async {
                     let _permit = self
@@ -482,29 +481,19 @@ impl Controller {
                 Ok(()) => break (newid, creating),
                 // The id belongs to a VM this token cannot list (another tenant's), or
                 // was taken since the listing: skip it from now on (see create_holder).
-                Err(ControllerError::Pve { source: e, .. })
-                    if e.kind() == PveErrorKind::AlreadyExists && attempts < 32 =>
+                Err(ControllerError::Pve { source, .. })
+                    if source.kind() == PveErrorKind::AlreadyExists && taken.len() < 32 =>
                 {
                     cluster.note_hidden_vmid(newid);
+                    taken.push(newid);
                 }
                 Err(e) => return Err(e),
             }
         };
         self.mark_holder(cluster, &source.holder.node, newid)
             .await?;
-        let holder = cluster
-            .holders()
-            .await?
-            .into_iter()
-            .find(|v| v.vmid == newid);
-        let Some(holder) = holder else {
-            if let Some(e) = super::visibility::unseen_holder(cluster, newid).await {
-                return Err(e);
-            }
-            return Err(ControllerError::Internal(format!(
-                "cloned holder VM {newid} not found (is it tagged?)"
-            )));
-        };
+        let holder =
+            super::holder::made_holder(newid, name, &source.holder.node, cluster.holder_tags());
         let zone = self.zone_of(placement, &target_node);
         let mut held = cluster.held_volume(&holder, &zone).await?.ok_or_else(|| {
             ControllerError::Internal(format!(
@@ -649,11 +638,10 @@ impl Controller {
             // consistent while nothing writes, i.e. the volume is not attached.
             Err(e) if e.kind() == PveErrorKind::FeatureUnavailable => {
                 let volid = source.id.volid();
-                if let Some((_, a)) = cluster
-                    .attachments_of(std::slice::from_ref(&volid))
-                    .await?
-                    .first()
-                {
+                let whereabouts = self.whereabouts(cluster, &source.record(), &volid).await?;
+                whereabouts
+                    .refuse_if_claimed(&format!("volume_content_source: {}", source.id), None)?;
+                if let Some(a) = whereabouts.attachments.first() {
                     return Err(ControllerError::FailedPrecondition(format!(
                         "volume_content_source: {} is attached to VM {} and its storage {} has no snapshots, so it cannot be copied consistently; detach it or use a storage with snapshots",
                         source.id, a.vm.vmid, source.id.storage
@@ -835,8 +823,10 @@ impl Controller {
             return Ok(());
         };
         // PVE frees a volume even while a VM uses it; never let that happen.
-        let users = cluster.attachments_of(std::slice::from_ref(&volid)).await?;
-        if let Some((_, a)) = users.first() {
+        let (description, _) = self.holder_record(cluster, &holder).await?;
+        let record = super::attach_record::AttachRecord::parse(&description);
+        let whereabouts = self.whereabouts(cluster, &record, &volid).await?;
+        if let Some(a) = whereabouts.attachments.first() {
             let how = if a.pending {
                 " (a hot-plug or hot-unplug there is pending)"
             } else {
@@ -849,6 +839,7 @@ impl Controller {
                 a.slot
             )));
         }
+        whereabouts.refuse_if_claimed(&format!("volume {id}"), None)?;
         // Snapshots live in the holder and would go with it. A temporary
         // clone snapshot is not the user's: a clone interrupted for good
         // left it (a running clone of this process holds this disk's key).

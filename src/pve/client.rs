@@ -2,6 +2,8 @@
 
 use super::error::PveError;
 use super::observer::{Observer, Silent};
+use super::resources::{ResourceCache, Resources};
+use super::task_pace::TaskPace;
 use super::types::*;
 use super::upid::{exitstatus_is_ok, Upid};
 use serde::de::DeserializeOwned;
@@ -45,7 +47,13 @@ pub struct PveEndpoint {
     pub allow_http: bool,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// HTTP requests in flight at once to this cluster; the rest wait here
+    /// (pveproxy serves a few at a time and queues the others anyway).
+    pub max_connections: usize,
 }
+
+/// `max_connections` when the config file gives none.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4;
 
 struct Ticket {
     cookie: String,
@@ -62,6 +70,11 @@ pub struct PveClient {
     credentials: Credentials,
     ticket: Mutex<Option<Ticket>>,
     observer: Arc<dyn Observer>,
+    /// Bounds the requests in flight (`PveEndpoint::max_connections`).
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// The shared `/cluster/resources` view, when enabled.
+    resources: Option<ResourceCache>,
+    task_pace: TaskPace,
 }
 
 #[derive(Deserialize)]
@@ -104,7 +117,8 @@ impl PveClient {
             // Never follow a redirect: reqwest would re-send the request, the ticket
             // login body (username and password) included, to wherever it points.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("proxmox-csi/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("proxmox-csi/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(endpoint.max_connections.max(1));
         if let Some(ca) = &endpoint.ca_file {
             let pem = std::fs::read(ca).map_err(|e| {
                 PveError::Config(format!("cannot read CA file {}: {e}", ca.display()))
@@ -125,7 +139,40 @@ impl PveClient {
             credentials: endpoint.credentials.clone(),
             ticket: Mutex::new(None),
             observer: Arc::new(Silent),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(endpoint.max_connections.max(1))),
+            resources: None,
+            task_pace: TaskPace::default(),
         })
+    }
+
+    /// Answer `vms()` and `storages()` from one `/cluster/resources` read
+    /// shared for up to `ttl` and dropped on this client's writes (see
+    /// `resources.rs`); `ttl` zero keeps every read fresh.
+    pub fn with_resource_cache(mut self, ttl: Duration) -> PveClient {
+        self.resources = (!ttl.is_zero()).then(|| ResourceCache::new(ttl));
+        self
+    }
+
+    fn invalidate_resources(&self) {
+        if let Some(c) = &self.resources {
+            c.invalidate();
+        }
+    }
+
+    /// The shared view (a fresh read without a cache).
+    pub async fn resources(&self) -> Result<Arc<Resources>, PveError> {
+        let fetch = || async {
+            let entries: Vec<serde_json::Value> = self.get("/cluster/resources", &vec![]).await?;
+            Resources::from_entries(entries).map_err(|detail| PveError::Decode {
+                method: "GET".into(),
+                path: "/cluster/resources".into(),
+                detail,
+            })
+        };
+        match &self.resources {
+            Some(c) => c.get(fetch).await,
+            None => Ok(Arc::new(fetch().await?)),
+        }
     }
 
     /// Reports every request and task to `observer` (metrics) from now on.
@@ -267,8 +314,21 @@ impl PveClient {
                     }
                 }
             }
+            let writes = method != reqwest::Method::GET;
+            if writes {
+                self.invalidate_resources();
+            }
+            let _permit = self
+                .in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
             let sent = Instant::now();
             let resp = req.send().await.map_err(|source| {
+                if writes {
+                    self.invalidate_resources();
+                }
                 self.observer
                     .request(method.as_str(), path, None, sent.elapsed());
                 PveError::Transport {
@@ -289,6 +349,9 @@ impl PveClient {
                 continue;
             }
             let decoded = Self::decode(method.as_str(), path, resp).await;
+            if writes {
+                self.invalidate_resources();
+            }
             self.observer
                 .request(method.as_str(), path, Some(status), sent.elapsed());
             return decoded;
@@ -340,11 +403,16 @@ impl PveClient {
             encode_segment(upid)
         );
         let start = Instant::now();
-        let mut delay = Duration::from_millis(50);
+        // Asked at once, then when tasks of this type took lately (task_pace.rs).
+        let mut delay: Option<Duration> = None;
+        let mut asks = 0;
         let outcome = async {
             loop {
                 let st: TaskStatus = self.get(&path, &vec![]).await?;
+                asks += 1;
                 if st.status == "stopped" {
+                    self.task_pace
+                        .learn(&parsed.task_type, start.elapsed(), asks);
                     let exit = st.exitstatus.unwrap_or_default();
                     return if exitstatus_is_ok(&exit) {
                         Ok(())
@@ -361,11 +429,19 @@ impl PveClient {
                         waited_secs: start.elapsed().as_secs(),
                     });
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
+                let pause = match delay {
+                    None => self
+                        .task_pace
+                        .first_pause(&parsed.task_type, start.elapsed()),
+                    Some(d) => d,
+                };
+                delay = Some(TaskPace::next_pause(delay));
+                tokio::time::sleep(pause).await;
             }
         }
         .await;
+        // The task changed what the cluster lists (a VM made, named, locked, gone).
+        self.invalidate_resources();
         let result = match &outcome {
             Ok(()) => "ok",
             Err(PveError::TaskFailed { .. }) => "failed",
@@ -385,6 +461,15 @@ impl PveClient {
     }
 
     pub async fn vms(&self) -> Result<Vec<VmResource>, PveError> {
+        if self.resources.is_some() {
+            return Ok(self.resources().await?.vms.clone());
+        }
+        self.vms_uncached().await
+    }
+
+    /// The VM listing read now, past the shared view: for readers that run
+    /// seldom and must see changes of other writers at once (the labeller).
+    pub async fn vms_uncached(&self) -> Result<Vec<VmResource>, PveError> {
         let all: Vec<VmResource> = self
             .get("/cluster/resources", &params![("type", "vm")])
             .await?;
@@ -392,6 +477,9 @@ impl PveClient {
     }
 
     pub async fn storages(&self) -> Result<Vec<StorageResource>, PveError> {
+        if self.resources.is_some() {
+            return Ok(self.resources().await?.storages.clone());
+        }
         self.get("/cluster/resources", &params![("type", "storage")])
             .await
     }
@@ -546,6 +634,20 @@ impl PveClient {
             Some(u) if u.starts_with("UPID:") => self.wait_task(&u, timeout).await,
             _ => Ok(()),
         }
+    }
+
+    /// Synchronous config update (PUT): for options that apply at once
+    /// (description, tags), without a worker task to wait for.
+    pub async fn set_vm_config_sync(
+        &self,
+        node: &str,
+        vmid: u64,
+        params: &Params,
+    ) -> Result<(), PveError> {
+        let _: serde_json::Value = self
+            .put(&format!("/nodes/{node}/qemu/{vmid}/config"), params)
+            .await?;
+        Ok(())
     }
 
     /// Remove disks from a VM config without freeing volumes it does not own.
@@ -794,6 +896,7 @@ mod tests {
             ca_file: None,
             allow_http: false,
             timeout: Duration::from_secs(5),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         };
         assert!(matches!(PveClient::new(&ep), Err(PveError::Config(_))));
     }
@@ -810,6 +913,7 @@ mod tests {
             ca_file: None,
             allow_http: false,
             timeout: Duration::from_secs(5),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         };
         let err = PveClient::new(&ep)
             .err()
@@ -821,6 +925,79 @@ mod tests {
         );
         ep.allow_http = true;
         assert!(PveClient::new(&ep).is_ok());
+    }
+
+    /// Requests a listener is answering at once, at most, over its life:
+    /// each is answered 100 ms after it arrived.
+    fn slow_listener(
+        listener: tokio::net::TcpListener,
+    ) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let active = std::sync::Arc::new(AtomicUsize::new(0));
+        let most = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = most.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (active, most) = (active.clone(), most.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        active.fetch_sub(1, Ordering::SeqCst);
+                        let body = r#"{"data":{"version":"8.4.1"}}"#;
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if sock.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        seen
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_are_bounded_per_cluster() {
+        for (bound, calls) in [(2usize, 8usize), (8, 8)] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/api2/json", listener.local_addr().unwrap());
+            let most = slow_listener(listener);
+            let mut ep = endpoint(
+                &url,
+                Credentials::Token {
+                    id: "a@pve!b".into(),
+                    secret: "s".into(),
+                },
+            );
+            ep.max_connections = bound;
+            let client = PveClient::new(&ep).unwrap();
+            let all = futures::future::join_all((0..calls).map(|_| client.version())).await;
+            assert!(all.iter().all(|r| r.is_ok()), "{all:?}");
+            let most = most.load(std::sync::atomic::Ordering::SeqCst);
+            if bound < calls {
+                assert!(
+                    most <= bound,
+                    "{most} requests at once with max_connections {bound}"
+                );
+            } else {
+                // Without a tighter bound they do overlap: the check above can fail.
+                assert!(most > 2, "only {most} at once with max_connections {bound}");
+            }
+        }
     }
 
     /// Everything a listener received, connection by connection, until the test ends.
@@ -886,6 +1063,7 @@ mod tests {
             ca_file: None,
             allow_http: true,
             timeout: Duration::from_secs(5),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 

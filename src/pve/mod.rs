@@ -6,9 +6,11 @@ pub(crate) mod client;
 pub mod drive;
 pub(crate) mod error;
 pub mod observer;
+pub mod resources;
+pub(crate) mod task_pace;
 pub mod types;
 pub(crate) mod upid;
 
-pub use client::{Credentials, PveClient, PveEndpoint};
+pub use client::{Credentials, PveClient, PveEndpoint, DEFAULT_MAX_CONNECTIONS};
 pub use error::{MissingPrivilege, PveError, PveErrorKind};
 pub use observer::Observer;

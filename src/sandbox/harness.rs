@@ -63,6 +63,7 @@ pub(crate) async fn start_driver(
             allow_http: true,
             timeout_seconds: 30,
             pool: None,
+            max_connections: crate::pve::client::DEFAULT_MAX_CONNECTIONS,
         }],
     };
     let controller = Arc::new(Controller::new(&cfg, ControllerOptions::default())?);

@@ -51,6 +51,7 @@ pub fn cluster_config(url: &str) -> ConfigFile {
             allow_http: true,
             timeout_seconds: 10,
             pool: None,
+            max_connections: proxmox_csi::pve::DEFAULT_MAX_CONNECTIONS,
         }],
     }
 }
