@@ -167,9 +167,6 @@ mod tests {
             edit_tags(vm.tags.as_deref(), &[], &[tag]),
             "proxmox-csi;proxmox-csi-by-hand;other"
         );
-        assert_eq!(
-            holder_tags(HOLDER_TAG),
-            "proxmox-csi;proxmox-csi-snaptags"
-        );
+        assert_eq!(holder_tags(HOLDER_TAG), "proxmox-csi;proxmox-csi-snaptags");
     }
 }
