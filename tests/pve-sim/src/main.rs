@@ -19,12 +19,36 @@ struct Args {
     /// `loop` attaches disks as loop devices (root), `none` keeps config only.
     #[arg(long)]
     hotplug: Option<String>,
-    /// Latency added to every task, in milliseconds.
+    /// Latency model: how long every worker task runs, in milliseconds.
     #[arg(long)]
     task_ms: Option<u64>,
+    /// Latency model: how long tasks of one type run, `TYPE=MS` (e.g. `qmclone=900`);
+    /// repeatable, wins over --task-ms for that type.
+    #[arg(long, value_name = "TYPE=MS", value_parser = parse_task_type_ms)]
+    task_type_ms: Vec<(String, u64)>,
+    /// Latency model: time every API request spends in service, in milliseconds.
+    #[arg(long)]
+    request_ms: Option<u64>,
+    /// Latency model: at most this many API requests in service at once, the rest queue
+    /// (pveproxy's default is 3 workers); 0 = no limit.
+    #[arg(long)]
+    max_workers: Option<usize>,
     /// Config lock wait, in milliseconds.
     #[arg(long)]
     lock_timeout_ms: Option<u64>,
+}
+
+fn parse_task_type_ms(s: &str) -> Result<(String, u64), String> {
+    let (kind, ms) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not TYPE=MS"))?;
+    let ms = ms
+        .parse()
+        .map_err(|_| format!("'{ms}' in '{s}' is not a number of milliseconds"))?;
+    if kind.is_empty() {
+        return Err(format!("'{s}' names no task type"));
+    }
+    Ok((kind.to_string(), ms))
 }
 
 #[tokio::main]
@@ -48,6 +72,13 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(ms) = args.task_ms {
         cfg.task_ms = ms;
+    }
+    cfg.task_type_ms.extend(args.task_type_ms);
+    if let Some(ms) = args.request_ms {
+        cfg.request_ms = ms;
+    }
+    if let Some(n) = args.max_workers {
+        cfg.max_workers = n;
     }
     if let Some(ms) = args.lock_timeout_ms {
         cfg.lock_timeout_ms = ms;
