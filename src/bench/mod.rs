@@ -203,6 +203,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     if args.controller_only {
         cfg.hotplug = HotplugMode::None;
     }
+    // Room for every volume of the run (the default 100 GiB holds 100 of 1 GiB).
+    let all = (args.existing + args.burst_creates + args.volumes) as u64;
+    let room = all * ((args.size_mib + 64) << 20);
+    for st in cfg.storages.iter_mut() {
+        st.capacity = st.capacity.max(2 * room);
+    }
     let Some(kind) = cfg.storage(&args.storage).map(|s| s.kind.clone()) else {
         let known: Vec<&str> = cfg.storages.iter().map(|s| s.id.as_str()).collect();
         anyhow::bail!(
