@@ -25,7 +25,7 @@ use crate::sandbox::harness::{
     check_clean, default_fs_type, mount_cap, start_driver, start_sim, WORKER, WORKER_VMID,
 };
 use lifecycle::{Clients, Plan, Volume};
-use pve_sim::{HotplugMode, LatencyModel, SimConfig};
+use pve_sim::{parse_task_type_ms, HotplugMode, LatencyModel, SimConfig};
 use report::{Report, RunInfo};
 use std::io::Write;
 use std::path::Path;
@@ -87,19 +87,6 @@ pub struct BenchArgs {
     pub controller_only: bool,
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
-}
-
-fn parse_task_type_ms(s: &str) -> Result<(String, u64), String> {
-    let (kind, ms) = s
-        .split_once('=')
-        .ok_or_else(|| format!("'{s}' is not TYPE=MS"))?;
-    let ms = ms
-        .parse()
-        .map_err(|_| format!("'{ms}' in '{s}' is not a number of milliseconds"))?;
-    if kind.is_empty() {
-        return Err(format!("'{s}' names no task type"));
-    }
-    Ok((kind.to_string(), ms))
 }
 
 /// Parallelism of making and removing the existing volumes.

@@ -39,6 +39,20 @@ pub struct LatencyModel {
     pub task_type_ms: BTreeMap<String, u64>,
 }
 
+/// Parses a command line's `TYPE=MS` task duration (`qmclone=900`).
+pub fn parse_task_type_ms(s: &str) -> Result<(String, u64), String> {
+    let (kind, ms) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not TYPE=MS"))?;
+    let ms = ms
+        .parse()
+        .map_err(|_| format!("'{ms}' in '{s}' is not a number of milliseconds"))?;
+    if kind.is_empty() {
+        return Err(format!("'{s}' names no task type"));
+    }
+    Ok((kind.to_string(), ms))
+}
+
 impl LatencyModel {
     /// How long a task of type `kind` runs.
     pub fn task_ms(&self, kind: &str) -> u64 {

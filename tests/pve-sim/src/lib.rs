@@ -51,7 +51,7 @@ pub use config::{
     HotplugMode, QemuConfig, QemuVm, SimConfig, StorageConfig, TokenConfig, UserConfig, VmConfig,
 };
 pub use faults::{Fault, FaultAction, Faults};
-pub use latency::{LatencyModel, Traffic};
+pub use latency::{parse_task_type_ms, LatencyModel, Traffic};
 
 use error::{ApiError, ApiResult};
 use serde::{Deserialize, Serialize};

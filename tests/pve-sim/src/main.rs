@@ -1,7 +1,7 @@
 //! `pve-sim`: runs the Proxmox VE API simulator as a standalone server.
 
 use clap::Parser;
-use pve_sim::{HotplugMode, Sim, SimConfig};
+use pve_sim::{parse_task_type_ms, HotplugMode, Sim, SimConfig};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -36,19 +36,6 @@ struct Args {
     /// Config lock wait, in milliseconds.
     #[arg(long)]
     lock_timeout_ms: Option<u64>,
-}
-
-fn parse_task_type_ms(s: &str) -> Result<(String, u64), String> {
-    let (kind, ms) = s
-        .split_once('=')
-        .ok_or_else(|| format!("'{s}' is not TYPE=MS"))?;
-    let ms = ms
-        .parse()
-        .map_err(|_| format!("'{ms}' in '{s}' is not a number of milliseconds"))?;
-    if kind.is_empty() {
-        return Err(format!("'{s}' names no task type"));
-    }
-    Ok((kind.to_string(), ms))
 }
 
 #[tokio::main]
