@@ -1,12 +1,14 @@
-//! One volume's way through the driver, each CSI call timed: create, attach,
-//! stage, publish, snapshot, then the same undone in reverse.
+//! One volume's way through the driver, each CSI call timed and, when the run
+//! measures them, its PVE requests and response bytes counted: create, attach,
+//! stage, publish, expand, snapshot, then the same undone in reverse.
 
 use super::report::{Op, Sample};
 use crate::csi::controller_client::ControllerClient;
 use crate::csi::node_client::NodeClient;
 use crate::csi::*;
 use crate::csi_client::CsiClients;
-use crate::sandbox::harness::{worker_topology, WORKER};
+use crate::sandbox::harness::worker_topology;
+use pve_sim::Sim;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,8 +18,8 @@ use tonic::transport::Channel;
 /// The controller and node clients, cloned per worker: they share the one connection.
 #[derive(Clone)]
 pub(super) struct Clients {
-    controller: ControllerClient<Channel>,
-    node: NodeClient<Channel>,
+    pub controller: ControllerClient<Channel>,
+    pub node: NodeClient<Channel>,
 }
 
 impl Clients {
@@ -30,6 +32,7 @@ impl Clients {
 }
 
 /// What every volume of the run shares.
+#[derive(Clone)]
 pub(super) struct Plan {
     pub storage: String,
     pub size_bytes: u64,
@@ -39,11 +42,18 @@ pub(super) struct Plan {
     pub snapshots: bool,
     /// Each volume gets `<dir>/<name>/staging` and `.../target`.
     pub dir: PathBuf,
+    /// ControllerExpandVolume grows each volume to this size.
+    pub expand_bytes: u64,
+    /// Count every call's PVE requests and response bytes on this simulator; only
+    /// set when one call runs at a time, so that the counts are that call's.
+    pub meter: Option<Sim>,
 }
 
 /// What one volume got to, so that exactly that is undone.
 pub(super) struct Volume {
     id: String,
+    /// The worker VM (Kubernetes node) it is published to.
+    node_id: String,
     dir: PathBuf,
     attached: bool,
     staged: bool,
@@ -60,41 +70,67 @@ impl Volume {
     }
 }
 
-/// Time one call and record it; the response on success.
-async fn call<T>(
+/// Time one call (and count its PVE traffic on `meter`) and record it; the
+/// response on success.
+pub(super) async fn call<T>(
     s: &mut Vec<Sample>,
+    meter: Option<&Sim>,
     op: Op,
     f: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Option<T> {
+    let before = meter.map(Sim::traffic);
     let start = Instant::now();
     let r = f.await;
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    match r {
-        Ok(r) => {
-            s.push(Sample {
-                op,
-                ms,
-                error: None,
-            });
-            Some(r.into_inner())
-        }
-        Err(e) => {
-            s.push(Sample {
-                op,
-                ms,
-                error: Some(format!("{:?}: {}", e.code(), e.message())),
-            });
-            None
-        }
-    }
+    let pve = meter.zip(before).map(|(m, b)| m.traffic() - b);
+    let (error, out) = match r {
+        Ok(r) => (None, Some(r.into_inner())),
+        Err(e) => (Some(format!("{:?}: {}", e.code(), e.message())), None),
+    };
+    s.push(Sample { op, ms, error, pve });
+    out
 }
 
 /// The whole lifecycle of volume `name`. Returns every call made and, when
 /// the tear-down did not complete, the volume so it can be tried again.
-pub(super) async fn run(c: &mut Clients, plan: &Plan, name: &str) -> (Vec<Sample>, Option<Volume>) {
+pub(super) async fn run(
+    c: &mut Clients,
+    plan: &Plan,
+    name: &str,
+    node_id: &str,
+) -> (Vec<Sample>, Option<Volume>) {
     let mut s = Vec::new();
+    let req = create_request(plan, name);
+    let meter = plan.meter.as_ref();
+    let Some(created) = call(
+        &mut s,
+        meter,
+        Op::CreateVolume,
+        c.controller.create_volume(req),
+    )
+    .await
+    else {
+        return (s, None);
+    };
+    let mut v = Volume {
+        id: created.volume.unwrap_or_default().volume_id,
+        node_id: node_id.into(),
+        dir: plan.dir.join(name),
+        attached: false,
+        staged: false,
+        published: false,
+        snapshot: None,
+    };
+    // Whatever failed on the way up, undo what was started.
+    let _ = forward(c, plan, &mut v, &mut s).await;
+    let clean = teardown(c, plan, &v, &mut s).await;
+    (s, (!clean).then_some(v))
+}
+
+/// CreateVolume of `name` as the run's volumes are made (on worker-1's node).
+pub(super) fn create_request(plan: &Plan, name: &str) -> CreateVolumeRequest {
     let topo = worker_topology();
-    let req = CreateVolumeRequest {
+    CreateVolumeRequest {
         name: name.into(),
         capacity_range: Some(CapacityRange {
             required_bytes: plan.size_bytes as i64,
@@ -107,35 +143,21 @@ pub(super) async fn run(c: &mut Clients, plan: &Plan, name: &str) -> (Vec<Sample
             preferred: vec![topo],
         }),
         ..Default::default()
-    };
-    let Some(created) = call(&mut s, Op::CreateVolume, c.controller.create_volume(req)).await
-    else {
-        return (s, None);
-    };
-    let mut v = Volume {
-        id: created.volume.unwrap_or_default().volume_id,
-        dir: plan.dir.join(name),
-        attached: false,
-        staged: false,
-        published: false,
-        snapshot: None,
-    };
-    // Whatever failed on the way up, undo what was started.
-    let _ = forward(c, plan, &mut v, &mut s).await;
-    let clean = teardown(c, &v, &mut s).await;
-    (s, (!clean).then_some(v))
+    }
 }
 
 async fn forward(c: &mut Clients, plan: &Plan, v: &mut Volume, s: &mut Vec<Sample>) -> Option<()> {
+    let meter = plan.meter.as_ref();
     v.attached = true;
     let req = ControllerPublishVolumeRequest {
         volume_id: v.id.clone(),
-        node_id: WORKER.into(),
+        node_id: v.node_id.clone(),
         volume_capability: Some(plan.cap.clone()),
         ..Default::default()
     };
     let ctx = call(
         s,
+        meter,
         Op::ControllerPublishVolume,
         c.controller.controller_publish_volume(req),
     )
@@ -149,6 +171,7 @@ async fn forward(c: &mut Clients, plan: &Plan, v: &mut Volume, s: &mut Vec<Sampl
                 op: Op::NodeStageVolume,
                 ms: 0.0,
                 error: Some(format!("creating {}: {e}", v.staging())),
+                pve: None,
             });
             return None;
         }
@@ -159,7 +182,7 @@ async fn forward(c: &mut Clients, plan: &Plan, v: &mut Volume, s: &mut Vec<Sampl
             volume_capability: Some(plan.cap.clone()),
             ..Default::default()
         };
-        call(s, Op::NodeStageVolume, c.node.node_stage_volume(req)).await?;
+        call(s, meter, Op::NodeStageVolume, c.node.node_stage_volume(req)).await?;
         v.published = true;
         let req = NodePublishVolumeRequest {
             volume_id: v.id.clone(),
@@ -169,8 +192,31 @@ async fn forward(c: &mut Clients, plan: &Plan, v: &mut Volume, s: &mut Vec<Sampl
             volume_capability: Some(plan.cap.clone()),
             ..Default::default()
         };
-        call(s, Op::NodePublishVolume, c.node.node_publish_volume(req)).await?;
+        call(
+            s,
+            meter,
+            Op::NodePublishVolume,
+            c.node.node_publish_volume(req),
+        )
+        .await?;
     }
+    // Online, as a PVC resize of a volume in use; the node side is not grown.
+    let req = ControllerExpandVolumeRequest {
+        volume_id: v.id.clone(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: plan.expand_bytes as i64,
+            limit_bytes: 0,
+        }),
+        volume_capability: Some(plan.cap.clone()),
+        secrets: Default::default(),
+    };
+    call(
+        s,
+        meter,
+        Op::ControllerExpandVolume,
+        c.controller.controller_expand_volume(req),
+    )
+    .await?;
     if plan.snapshots {
         let name = format!(
             "{}-snap",
@@ -181,7 +227,13 @@ async fn forward(c: &mut Clients, plan: &Plan, v: &mut Volume, s: &mut Vec<Sampl
             name,
             ..Default::default()
         };
-        let snap = call(s, Op::CreateSnapshot, c.controller.create_snapshot(req)).await?;
+        let snap = call(
+            s,
+            meter,
+            Op::CreateSnapshot,
+            c.controller.create_snapshot(req),
+        )
+        .await?;
         v.snapshot = snap.snapshot.map(|x| x.snapshot_id);
     }
     Some(())
@@ -189,7 +241,13 @@ async fn forward(c: &mut Clients, plan: &Plan, v: &mut Volume, s: &mut Vec<Sampl
 
 /// Undo what `v` got to, in reverse; every step is tried even after one
 /// fails. True when all succeeded.
-pub(super) async fn teardown(c: &mut Clients, v: &Volume, s: &mut Vec<Sample>) -> bool {
+pub(super) async fn teardown(
+    c: &mut Clients,
+    plan: &Plan,
+    v: &Volume,
+    s: &mut Vec<Sample>,
+) -> bool {
+    let meter = plan.meter.as_ref();
     let before = s.len();
     if v.published {
         let req = NodeUnpublishVolumeRequest {
@@ -198,6 +256,7 @@ pub(super) async fn teardown(c: &mut Clients, v: &Volume, s: &mut Vec<Sample>) -
         };
         call(
             s,
+            meter,
             Op::NodeUnpublishVolume,
             c.node.node_unpublish_volume(req),
         )
@@ -208,16 +267,23 @@ pub(super) async fn teardown(c: &mut Clients, v: &Volume, s: &mut Vec<Sample>) -
             volume_id: v.id.clone(),
             staging_target_path: v.staging(),
         };
-        call(s, Op::NodeUnstageVolume, c.node.node_unstage_volume(req)).await;
+        call(
+            s,
+            meter,
+            Op::NodeUnstageVolume,
+            c.node.node_unstage_volume(req),
+        )
+        .await;
     }
     if v.attached {
         let req = ControllerUnpublishVolumeRequest {
             volume_id: v.id.clone(),
-            node_id: WORKER.into(),
+            node_id: v.node_id.clone(),
             secrets: Default::default(),
         };
         call(
             s,
+            meter,
             Op::ControllerUnpublishVolume,
             c.controller.controller_unpublish_volume(req),
         )
@@ -228,12 +294,18 @@ pub(super) async fn teardown(c: &mut Clients, v: &Volume, s: &mut Vec<Sample>) -
             snapshot_id: id.clone(),
             secrets: Default::default(),
         };
-        call(s, Op::DeleteSnapshot, c.controller.delete_snapshot(req)).await;
+        call(
+            s,
+            meter,
+            Op::DeleteSnapshot,
+            c.controller.delete_snapshot(req),
+        )
+        .await;
     }
     let req = DeleteVolumeRequest {
         volume_id: v.id.clone(),
         secrets: Default::default(),
     };
-    call(s, Op::DeleteVolume, c.controller.delete_volume(req)).await;
+    call(s, meter, Op::DeleteVolume, c.controller.delete_volume(req)).await;
     s[before..].iter().all(|x| x.error.is_none())
 }

@@ -28,8 +28,17 @@ pub struct SimConfig {
     /// Resource pools present at first start (later changes go through `/pools` and persist).
     pub pools: Vec<PoolConfig>,
     pub hotplug: HotplugMode,
-    /// Latency added to every task before it finishes.
+    /// Latency model (see `latency.rs`), all off by default: how long every worker task runs,
+    /// in ms, unless `task_type_ms` names its type.
     pub task_ms: u64,
+    /// Task duration per task type (`qmcreate`, `qmclone`, `qmdestroy`, `qmconfig`,
+    /// `qmsnapshot`, `resize`, `imgdel`, ...), in ms.
+    pub task_type_ms: BTreeMap<String, u64>,
+    /// Time every API request spends in service, in ms.
+    pub request_ms: u64,
+    /// At most this many API requests in service at once (pveproxy's and pvedaemon's
+    /// `max_workers`: 3); 0 = no limit.
+    pub max_workers: usize,
     /// How long a config writer waits for the per-VM lock (PVE: 10 s).
     pub lock_timeout_ms: u64,
     /// How long an allocation, free or clone waits for the storage lock (pve-storage
@@ -270,6 +279,9 @@ impl Default for SimConfig {
                 HotplugMode::None
             },
             task_ms: 0,
+            task_type_ms: BTreeMap::new(),
+            request_ms: 0,
+            max_workers: 0,
             lock_timeout_ms: 10_000,
             storage_lock_timeout_ms: 10_000,
             storage_op_ms: 0,
@@ -292,6 +304,16 @@ impl SimConfig {
     /// Parses YAML (a superset of JSON, so JSON files work too).
     pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
         Ok(serde_yaml_ng::from_str(text)?)
+    }
+
+    /// The latency model these fields describe.
+    pub fn latency_model(&self) -> crate::LatencyModel {
+        crate::LatencyModel {
+            request_ms: self.request_ms,
+            max_workers: self.max_workers,
+            task_ms: self.task_ms,
+            task_type_ms: self.task_type_ms.clone(),
+        }
     }
 
     pub fn storage(&self, id: &str) -> Option<&StorageConfig> {

@@ -113,13 +113,25 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match pipeline(&sim, &method, &uri, &headers, &body).await {
-        Ok(data) => axum::Json(serde_json::json!({ "data": data })).into_response(),
-        Err(e) => {
-            tracing::debug!("{method} {} -> {} {}", uri.path(), e.status, e.message);
-            e.into_response()
-        }
-    }
+    // The latency model: a free API worker, the request latency, then the request.
+    let load = &sim.inner.load;
+    let resp = load
+        .serve(async {
+            match pipeline(&sim, &method, &uri, &headers, &body).await {
+                Ok(data) => axum::Json(serde_json::json!({ "data": data })).into_response(),
+                Err(e) => {
+                    tracing::debug!("{method} {} -> {} {}", uri.path(), e.status, e.message);
+                    e.into_response()
+                }
+            }
+        })
+        .await;
+    // Bodies are built whole, so their size is known exactly.
+    let bytes = axum::body::HttpBody::size_hint(resp.body())
+        .exact()
+        .unwrap_or(0);
+    load.count(bytes);
+    resp
 }
 
 async fn pipeline(

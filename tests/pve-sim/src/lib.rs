@@ -30,7 +30,9 @@
 //! `SimConfig` fields with PVE's values as defaults.
 //!
 //! Control endpoints outside the PVE API: `GET|POST|DELETE /_sim/faults`, `GET /_sim/state`,
-//! `POST /_sim/vms/{vmid}` (`{"node", "running"}`).
+//! `POST /_sim/vms/{vmid}` (`{"node", "running"}`), `GET|POST /_sim/latency` (the latency
+//! model: per-request latency, API worker count, task durations; see `latency.rs`),
+//! `GET /_sim/traffic` (requests answered, response bytes).
 
 mod auth;
 pub mod config;
@@ -42,6 +44,7 @@ pub mod features;
 mod formats;
 mod handlers;
 mod hotplug;
+mod latency;
 mod propdef;
 mod qemu;
 mod rawview;
@@ -57,6 +60,7 @@ pub use config::{
     VmConfig,
 };
 pub use faults::{Fault, FaultAction, Faults};
+pub use latency::{parse_task_type_ms, LatencyModel, Traffic};
 
 use error::{ApiError, ApiResult};
 use serde::{Deserialize, Serialize};
@@ -88,6 +92,8 @@ struct Inner {
     tickets: auth::Tickets,
     faults: Faults,
     hotplug: hotplug::Hotplug,
+    /// The latency model in force and the traffic counters.
+    load: latency::Load,
 }
 
 impl Drop for Inner {
@@ -137,8 +143,10 @@ impl Sim {
                 qemu::Guests::start(q, &cfg.data_dir, scsihw).map_err(anyhow::Error::msg)?,
             );
         }
+        let load = latency::Load::new(cfg.latency_model());
         let sim = Sim {
             inner: Arc::new(Inner {
+                load,
                 cfg,
                 schema,
                 state: Mutex::new(state),
@@ -248,12 +256,12 @@ impl Sim {
     where
         F: std::future::Future<Output = tasks::TaskOutcome> + Send + 'static,
     {
-        let delay = Duration::from_millis(self.inner.cfg.task_ms);
+        let delay = Duration::from_millis(self.task_ms(kind));
         self.spawn_task_delayed(ctx, node, kind, id, delay, body)
     }
 
     /// [`Sim::spawn_task`] with the latency before the body chosen by the caller (zero for a
-    /// worker that takes a lock first and spends `task_ms` holding it).
+    /// worker that takes a lock first and spends its task duration holding it).
     fn spawn_task_delayed<F>(
         &self,
         ctx: &dispatch::Ctx,

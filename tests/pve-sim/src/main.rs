@@ -1,7 +1,7 @@
 //! `pve-sim`: runs the Proxmox VE API simulator as a standalone server.
 
 use clap::Parser;
-use pve_sim::{HotplugMode, Sim, SimConfig};
+use pve_sim::{parse_task_type_ms, HotplugMode, Sim, SimConfig};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -19,9 +19,20 @@ struct Args {
     /// `loop` attaches disks as loop devices (root), `none` keeps config only.
     #[arg(long)]
     hotplug: Option<String>,
-    /// Latency added to every task, in milliseconds.
+    /// Latency model: how long every worker task runs, in milliseconds.
     #[arg(long)]
     task_ms: Option<u64>,
+    /// Latency model: how long tasks of one type run, `TYPE=MS` (e.g. `qmclone=900`);
+    /// repeatable, wins over --task-ms for that type.
+    #[arg(long, value_name = "TYPE=MS", value_parser = parse_task_type_ms)]
+    task_type_ms: Vec<(String, u64)>,
+    /// Latency model: time every API request spends in service, in milliseconds.
+    #[arg(long)]
+    request_ms: Option<u64>,
+    /// Latency model: at most this many API requests in service at once, the rest queue
+    /// (pveproxy's default is 3 workers); 0 = no limit.
+    #[arg(long)]
+    max_workers: Option<usize>,
     /// Config lock wait, in milliseconds.
     #[arg(long)]
     lock_timeout_ms: Option<u64>,
@@ -48,6 +59,13 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(ms) = args.task_ms {
         cfg.task_ms = ms;
+    }
+    cfg.task_type_ms.extend(args.task_type_ms);
+    if let Some(ms) = args.request_ms {
+        cfg.request_ms = ms;
+    }
+    if let Some(n) = args.max_workers {
+        cfg.max_workers = n;
     }
     if let Some(ms) = args.lock_timeout_ms {
         cfg.lock_timeout_ms = ms;

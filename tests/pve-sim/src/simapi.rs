@@ -1,8 +1,8 @@
 //! The simulator's own control endpoints under `/_sim/` (outside the PVE API): fault injection
-//! and a state dump for debugging.
+//! and a state dump for debugging, the latency model and the traffic counters.
 
 use super::faults::Fault;
-use super::Sim;
+use super::{LatencyModel, Sim};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -16,6 +16,8 @@ pub fn routes() -> axum::Router<Sim> {
             get(list_faults).post(add_fault).delete(clear_faults),
         )
         .route("/_sim/state", get(state))
+        .route("/_sim/latency", get(get_latency).post(set_latency))
+        .route("/_sim/traffic", get(traffic))
         .route("/_sim/vms/{vmid}", axum::routing::post(update_vm))
 }
 
@@ -53,6 +55,28 @@ async fn add_fault(State(sim): State<Sim>, Json(body): Json<Value>) -> (StatusCo
 async fn clear_faults(State(sim): State<Sim>) -> Json<Value> {
     sim.faults().clear();
     Json(json!({ "data": null }))
+}
+
+async fn get_latency(State(sim): State<Sim>) -> Json<Value> {
+    Json(json!({ "data": sim.latency() }))
+}
+
+/// Replaces the whole latency model (fields left out are off).
+async fn set_latency(State(sim): State<Sim>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    match serde_json::from_value::<LatencyModel>(body) {
+        Ok(m) => {
+            sim.set_latency(m);
+            (StatusCode::OK, Json(json!({ "data": null })))
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "data": null, "message": e.to_string() })),
+        ),
+    }
+}
+
+async fn traffic(State(sim): State<Sim>) -> Json<Value> {
+    Json(json!({ "data": sim.traffic() }))
 }
 
 async fn state(State(sim): State<Sim>) -> Json<Value> {

@@ -15,6 +15,14 @@ async fn binary_serves_and_stops_on_sigterm() {
             "none",
             "--task-ms",
             "10",
+            "--task-type-ms",
+            "qmclone=900",
+            "--task-type-ms",
+            "qmcreate=300",
+            "--request-ms",
+            "2",
+            "--max-workers",
+            "3",
         ])
         .arg("--data-dir")
         .arg(dir.path())
@@ -74,6 +82,23 @@ async fn binary_serves_and_stops_on_sigterm() {
         .unwrap();
     let privs = p["data"]["/"].as_object().unwrap();
     assert!(privs.contains_key("VM.Audit") && !privs.contains_key("VM.Config.Disk"));
+    // The latency model flags.
+    let l: serde_json::Value = c
+        .get(format!(
+            "{}/_sim/latency",
+            base.trim_end_matches("/api2/json")
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        l["data"],
+        serde_json::json!({"request_ms": 2, "max_workers": 3, "task_ms": 10,
+            "task_type_ms": {"qmclone": 900, "qmcreate": 300}})
+    );
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -90,4 +115,27 @@ async fn binary_serves_and_stops_on_sigterm() {
     }
     assert!(status.expect("pve-sim exits on SIGTERM").success());
     assert!(dir.path().join("state.json").exists());
+}
+
+#[test]
+fn bad_task_type_ms_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (arg, says) in [
+        ("qmclone", "is not TYPE=MS"),
+        ("qmclone=fast", "is not a number of milliseconds"),
+        ("=5", "names no task type"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pve-sim"))
+            .args(["--listen", "127.0.0.1:0", "--task-type-ms", arg])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{arg}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--task-type-ms") && err.contains(says),
+            "{arg}: {err}"
+        );
+    }
 }

@@ -173,7 +173,7 @@ pub async fn create(sim: &Sim, ctx: &Ctx) -> ApiResult<Value> {
             if vm.snapshots.contains_key(&snap) {
                 return Err(format!("snapshot name '{snap}' already used"));
             }
-            let latency = sim2.cfg().task_ms;
+            let latency = sim2.task_ms("qmsnapshot");
             if latency > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
             }

@@ -297,7 +297,7 @@ async fn run_update(sim: &Sim, ctx: &Ctx, upd: Update, sync: bool) -> ApiResult<
                 .lock_vm(vmid)
                 .await
                 .map_err(|e| e.message.trim_end().to_string())?;
-            let latency = sim2.cfg().task_ms;
+            let latency = sim2.task_ms("qmconfig");
             if latency > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
             }
