@@ -137,10 +137,15 @@ fn scale_flags_report_pve_traffic() {
     assert_eq!(r["errors"], 0, "{}", r["error_messages"]);
     assert_eq!(r["cleanup"]["ok"], true, "{}", r["cleanup"]);
     for o in r["operations"].as_array().unwrap() {
-        // Every controller call asks PVE something and gets an answer.
-        let req = o["pve_requests_per_call"].as_f64().unwrap_or(0.0);
-        let bytes = o["pve_response_bytes_per_call"].as_f64().unwrap_or(0.0);
-        assert!(req >= 1.0 && bytes > 0.0, "{o}");
+        // Every controller call but a List page asks PVE something and gets an
+        // answer; a ListSnapshots page of volumes without snapshots can be
+        // answered from the client's shared listing view alone.
+        let req = o["pve_requests_per_call"].as_f64();
+        let bytes = o["pve_response_bytes_per_call"].as_f64();
+        assert!(req.is_some() && bytes.is_some(), "counted: {o}");
+        if o["operation"] != "ListSnapshots" {
+            assert!(req >= Some(1.0) && bytes > Some(0.0), "{o}");
+        }
         let (lo, hi) = (
             o["pve_requests_min"].as_u64(),
             o["pve_requests_max"].as_u64(),

@@ -82,8 +82,9 @@ async fn create_survives_a_killed_driver() {
     let mut clients = connect(&sock).await.unwrap();
     let call = tokio::spawn(async move { clients.controller.create_volume(request()).await });
 
-    // Kill as soon as PVE has started on the holder VM.
-    let cluster = controller(&t.url);
+    // Kill as soon as PVE has started on the holder VM: asked afresh each
+    // time, past the client's shared listing view.
+    let cluster = controller_with(&t.url, |o| o.resources_ttl = Duration::ZERO);
     let start = Instant::now();
     loop {
         let vms = cluster.cluster("sim").unwrap().client.vms().await.unwrap();

@@ -284,10 +284,13 @@ impl Controller {
         vmid: u64,
     ) -> Result<()> {
         let t = self.opts.task_timeout;
+        // PUT, PVE's synchronous config API (qemu-server API2/Qemu.pm
+        // update_vm): `protection` needs no hot-plug or allocation, so there
+        // is no worker task to wait for.
         let unprotect = params![("delete", "protection")];
         cluster
             .client
-            .update_vm_config(node, vmid, &unprotect, t)
+            .set_vm_config_sync(node, vmid, &unprotect)
             .await
             .ctx(|| format!("lifting protection of holder VM {vmid}"))?;
         cluster
@@ -300,10 +303,12 @@ impl Controller {
     /// Make a holder made by a clone look like one made by create.
     pub(super) async fn mark_holder(&self, cluster: &Cluster, node: &str, vmid: u64) -> Result<()> {
         // Also drops the snapshot tags a clone copies from its source.
+        // Neither option needs a hot-plug or an allocation: the synchronous
+        // PUT (see unprotect_and_destroy), no task to wait for.
         let mark = params![("tags", cluster.holder_tags()), ("protection", 1)];
         cluster
             .client
-            .update_vm_config(node, vmid, &mark, self.opts.task_timeout)
+            .set_vm_config_sync(node, vmid, &mark)
             .await
             .ctx(|| format!("marking holder VM {vmid}"))
     }
