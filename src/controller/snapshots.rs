@@ -112,7 +112,7 @@ impl Controller {
             });
         }
         // Refused before PVE is asked where the storage cannot take it, or not while attached.
-        self.require_feature(cluster, "source_volume_id", &id, Op::Snapshot)
+        self.require_feature(cluster, "source_volume_id", &held, Op::Snapshot)
             .await?;
         // The tag goes first, so no snapshot is ever without one; a holder
         // not yet indexed gets tags for its earlier snapshots too.
@@ -185,7 +185,7 @@ impl Controller {
             .ctx(|| format!("listing snapshots of holder VM {}", h.vmid))?;
         let tag = snapshot_tag(&id.snapname);
         if snaps.iter().any(|s| s.name == id.snapname) {
-            self.require_feature(cluster, "snapshot_id", &id.volume, Op::DeleteSnapshot)
+            self.require_feature(cluster, "snapshot_id", &held, Op::DeleteSnapshot)
                 .await?;
             cluster
                 .client

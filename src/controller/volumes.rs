@@ -153,7 +153,7 @@ impl Controller {
                 .await?
             }
             Origin::Snapshot(snap, source) => {
-                self.require_feature(cluster, "volume_content_source", &source.id, Op::Restore)
+                self.require_feature(cluster, "volume_content_source", source, Op::Restore)
                     .await?;
                 self.clone_holder(
                     cluster,
@@ -444,52 +444,9 @@ impl Controller {
         if let Some(f) = &params.disk_format {
             opts.push(("format".into(), f.clone()));
         }
-        // Clones of other volumes run in parallel: each claims its own id. A
-        // clone that fails on PVE's storage lock leaves no VM behind (the
-        // clone task removes its target), so it is retried as it was; one
-        // refused because another writer took the id gets the next.
-        let mut taken: Vec<u64> = Vec::new();
-        let (newid, _creating) = loop {
-            let (newid, creating) = self.claim_vmid(cluster, &taken).await?;
-            let cloned = self
-                .retry_contended(|| async {
-                    let _permit = self
-                        .storage_limit
-                        .acquire(&cluster.region, &params.storage)
-                        .await;
-                    cluster
-                        .client
-                        .clone_vm(
-                            &source.holder.node,
-                            source.holder.vmid,
-                            newid,
-                            &opts,
-                            self.opts.task_timeout,
-                        )
-                        .await
-                        .ctx(|| {
-                            format!(
-                                "cloning holder VM {} into {newid} (needs VM.Clone on /vms/{} and {})",
-                                source.holder.vmid,
-                                source.holder.vmid,
-                                cluster.tenancy.allocate_need(newid)
-                            )
-                        })
-                })
-                .await;
-            match cloned {
-                Ok(()) => break (newid, creating),
-                // The id belongs to a VM this token cannot list (another tenant's), or
-                // was taken since the listing: skip it from now on (see create_holder).
-                Err(ControllerError::Pve { source, .. })
-                    if source.kind() == PveErrorKind::AlreadyExists && taken.len() < 32 =>
-                {
-                    cluster.note_hidden_vmid(newid);
-                    taken.push(newid);
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let (newid, _creating) = self
+            .clone_claimed(cluster, &source.holder, &params.storage, &opts)
+            .await?;
         self.mark_holder(cluster, &source.holder.node, newid)
             .await?;
         let holder =
@@ -518,6 +475,62 @@ impl Controller {
                 .ok_or_else(|| ControllerError::Internal("clone vanished".into()))?;
         }
         Ok(held)
+    }
+
+    /// Full clone of the VM `source` with `opts` into a vmid claimed without a lock,
+    /// within the per-storage limit on `storage`; answers the new vmid, marked as being
+    /// made by this process until the guard drops.
+    ///
+    /// Clones of other volumes run in parallel: each claims its own id. A clone that
+    /// fails on PVE's storage lock leaves no VM behind (the clone task removes its
+    /// target), so it is retried as it was; one refused because another writer took the
+    /// id gets the next.
+    pub(super) async fn clone_claimed<'c>(
+        &self,
+        cluster: &'c Cluster,
+        source: &crate::pve::types::VmResource,
+        storage: &str,
+        opts: &crate::pve::client::Params,
+    ) -> Result<(u64, super::cluster::Creating<'c>)> {
+        let mut taken: Vec<u64> = Vec::new();
+        loop {
+            let (newid, creating) = self.claim_vmid(cluster, &taken).await?;
+            let cloned = self
+                .retry_contended(|| async {
+                    let _permit = self.storage_limit.acquire(&cluster.region, storage).await;
+                    cluster
+                        .client
+                        .clone_vm(
+                            &source.node,
+                            source.vmid,
+                            newid,
+                            opts,
+                            self.opts.task_timeout,
+                        )
+                        .await
+                        .ctx(|| {
+                            format!(
+                                "cloning VM {} into {newid} (needs VM.Clone on /vms/{} and {})",
+                                source.vmid,
+                                source.vmid,
+                                cluster.tenancy.allocate_need(newid)
+                            )
+                        })
+                })
+                .await;
+            match cloned {
+                Ok(()) => return Ok((newid, creating)),
+                // The id belongs to a VM this token cannot list (another tenant's), or
+                // was taken since the listing: skip it from now on (see create_holder).
+                Err(ControllerError::Pve { source, .. })
+                    if source.kind() == PveErrorKind::AlreadyExists && taken.len() < 32 =>
+                {
+                    cluster.note_hidden_vmid(newid);
+                    taken.push(newid);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The name of the temporary snapshot a clone of `source` for the CSI
@@ -581,7 +594,7 @@ impl Controller {
         // Storages whose snapshots cannot be copied (or that have none): a direct copy of
         // the detached volume; refused while attached.
         let how = self
-            .require_feature(cluster, "volume_content_source", &source.id, Op::Clone)
+            .require_feature(cluster, "volume_content_source", source, Op::Clone)
             .await?;
         if how == Support::Detached {
             return self
