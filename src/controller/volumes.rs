@@ -51,6 +51,8 @@ fn source_disk(source: Option<&VolumeContentSource>) -> Option<VolumeId> {
 enum Origin {
     Empty,
     Snapshot(SnapshotId, HeldVolume),
+    /// A copy snapshot: its snapshot holder, read as a volume.
+    Copy(HeldVolume),
     Volume(HeldVolume),
 }
 
@@ -160,6 +162,20 @@ impl Controller {
                     &placement,
                     source,
                     Some(&snap.snapname),
+                    &holder_name,
+                    name,
+                    size,
+                    &params,
+                )
+                .await?
+            }
+            // A full copy of the snapshot holder, which no VM ever has.
+            Origin::Copy(copy) => {
+                self.clone_holder(
+                    cluster,
+                    &placement,
+                    copy,
+                    None,
                     &holder_name,
                     name,
                     size,
@@ -350,6 +366,22 @@ impl Controller {
                         "volume_content_source: snapshot {raw} is in region {}, the new volume in {}",
                         id.volume.region, cluster.region
                     )));
+                }
+                if id.is_copy() {
+                    let copy = self
+                        .find_copy(cluster, &id)
+                        .await?
+                        .ok_or_else(not_found)?;
+                    if !copy.ready() {
+                        return Err(ControllerError::Aborted(format!(
+                            "volume_content_source: snapshot {raw} is still being made; retry"
+                        )));
+                    }
+                    let held = cluster
+                        .held_volume(&copy.holder, "")
+                        .await?
+                        .ok_or_else(not_found)?;
+                    return Ok(Origin::Copy(held));
                 }
                 let held = self
                     .held(cluster, &id.volume)
@@ -863,10 +895,16 @@ impl Controller {
             .ctx(|| format!("listing snapshots of holder VM {}", holder.vmid))?;
         let (temp, kept): (Vec<_>, Vec<_>) =
             snaps.into_iter().partition(|s| is_temp_snapshot(&s.name));
-        if !kept.is_empty() {
+        // Copy snapshots do not live in the holder, but are refused the same way: a
+        // volume goes after its snapshots, whatever their kind.
+        let copies = self
+            .copies_of(cluster, holder.tags.as_deref(), &id)
+            .await?
+            .len();
+        if !kept.is_empty() || copies > 0 {
             return Err(ControllerError::FailedPrecondition(format!(
                 "volume {id} has {} snapshot(s); delete them before the volume",
-                kept.len()
+                kept.len() + copies
             )));
         }
         for s in temp {
