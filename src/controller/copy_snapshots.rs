@@ -82,9 +82,9 @@ impl CopySnapshot {
     /// A copy of the volume `id` (the zone is not compared: on a shared storage two
     /// spellings name one disk).
     pub fn is_of(&self, id: &VolumeId) -> bool {
-        self.source.as_ref().is_some_and(|s| {
-            s.region == id.region && s.volid() == id.volid() && s.tag == id.tag
-        })
+        self.source
+            .as_ref()
+            .is_some_and(|s| s.region == id.region && s.volid() == id.volid() && s.tag == id.tag)
     }
 
     pub fn ready(&self) -> bool {
@@ -140,9 +140,7 @@ impl Controller {
             .await
             .ctx(|| format!("listing VMs of cluster {}", cluster.region))?
             .into_iter()
-            .filter(|v| {
-                cluster.tenancy.owns_snapshot_holder(v) && v.name.as_deref() == Some(&name)
-            })
+            .filter(|v| cluster.tenancy.owns_snapshot_holder(v) && v.name.as_deref() == Some(&name))
             .collect();
         found.sort_by_key(|v| v.vmid);
         Ok(found.into_iter().next())
@@ -285,7 +283,10 @@ impl Controller {
             )));
         }
         let owns = |v: &VmResource| cluster.tenancy.owns_snapshot_holder(v);
-        if let Some(vm) = self.find_vm_when_settled(cluster, &holder_name, owns).await? {
+        if let Some(vm) = self
+            .find_vm_when_settled(cluster, &holder_name, owns)
+            .await?
+        {
             match self.read_copy(cluster, &vm).await? {
                 None => {} // removed meanwhile
                 Some(c) if c.source.is_none() => {

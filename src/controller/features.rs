@@ -26,8 +26,8 @@
 //!   the live disk, which is consistent only while no VM writes it: detached only.
 
 use super::cluster::Cluster;
-use super::error::{ControllerError, Result};
 use super::cluster::HeldVolume;
+use super::error::{ControllerError, Result};
 use super::Controller;
 
 /// A volume operation that depends on the storage.

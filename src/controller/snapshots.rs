@@ -277,7 +277,8 @@ impl Controller {
                         if wanted.is_none() {
                             for (copy, c) in self
                                 .copies_of(cluster, held.tags.as_deref(), &held.id)
-                                .await? {
+                                .await?
+                            {
                                 if let Some(s) = c.to_csi(&copy) {
                                     all.push((PageKey::new(region, c.holder.vmid, &copy), s));
                                 }

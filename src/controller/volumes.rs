@@ -368,10 +368,7 @@ impl Controller {
                     )));
                 }
                 if id.is_copy() {
-                    let copy = self
-                        .find_copy(cluster, &id)
-                        .await?
-                        .ok_or_else(not_found)?;
+                    let copy = self.find_copy(cluster, &id).await?.ok_or_else(not_found)?;
                     if !copy.ready() {
                         return Err(ControllerError::Aborted(format!(
                             "volume_content_source: snapshot {raw} is still being made; retry"
