@@ -345,3 +345,64 @@ async fn with_a_cluster_id_the_snapshot_holder_is_the_clusters() {
     delete_volume(&c, &vol).await.unwrap();
     assert!(snapshot_holders(&t).is_empty());
 }
+
+/// A CreateSnapshot cut off when its snapshot holder existed without a disk (or a VM that
+/// only looks like a snapshot holder): the retry makes the copy anew, and never removes a
+/// VM that does not say what it copies.
+#[tokio::test]
+async fn a_snapshot_holder_left_without_a_disk_is_made_again() {
+    use proxmox_csi::controller::copy_snapshots::copy_description;
+    use proxmox_csi::volume_id::copy_snap_name;
+    let t = start_sim(HotplugMode::None, layout).await;
+    let c = controller(&t.url);
+    let vol = c
+        .create_volume(req("pvc-src", "zfs", None))
+        .await
+        .unwrap()
+        .volume
+        .unwrap()
+        .volume_id;
+    let cluster = c.cluster("sim").unwrap();
+    let id = VolumeId::parse(&vol).unwrap();
+    let make = |vmid: u64, name: &str, description: String| {
+        let opts = vec![
+            (
+                "name".to_string(),
+                format!("csi-snap-{}", copy_snap_name(name)),
+            ),
+            ("tags".to_string(), "proxmox-csi".to_string()),
+            ("description".to_string(), description),
+        ];
+        async move {
+            cluster
+                .client
+                .create_vm("pve1", vmid, &opts, std::time::Duration::from_secs(5))
+                .await
+                .unwrap()
+        }
+    };
+    make(100_500, "snap-1", copy_description(&id, 1, "snap-1")).await;
+    let snap = snapshot(&c, &vol, "snap-1").await.unwrap();
+    assert!(snap.ready_to_use && snap.creation_time.unwrap().seconds > 1);
+    let holders = snapshot_holders(&t);
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert_ne!(
+        holders[0].0, 100_500,
+        "the empty one went, a new copy was made"
+    );
+
+    make(100_501, "snap-2", "some VM of someone's".into()).await;
+    let e = snapshot(&c, &vol, "snap-2").await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert!(e.message().contains("by hand"), "{}", e.message());
+    assert_eq!(snapshot_holders(&t).len(), 2, "that VM is left alone");
+
+    c.delete_snapshot(DeleteSnapshotRequest {
+        snapshot_id: snap.snapshot_id,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    delete_volume(&c, &vol).await.unwrap();
+    assert_eq!(snapshot_holders(&t).len(), 1, "only the foreign VM is left");
+}
