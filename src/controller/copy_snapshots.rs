@@ -339,6 +339,9 @@ impl Controller {
         // Only a detached volume: the copy reads the live disk.
         self.require_feature(cluster, "source_volume_id", held, Op::Snapshot)
             .await?;
+        // Its id is claimed from the VM listing this call has read, before the tag
+        // write drops that listing.
+        let claimed = self.claim_vmid(cluster, &[]).await?;
         // The tag goes first, so no copy is ever without one.
         self.retag_holder(
             cluster,
@@ -356,7 +359,13 @@ impl Controller {
         ];
         opts.extend(cluster.tenancy.placement_params());
         let (newid, _creating) = self
-            .clone_claimed(cluster, &held.holder, &held.id.storage, &opts)
+            .clone_claimed(
+                cluster,
+                &held.holder,
+                &held.id.storage,
+                &opts,
+                Some(claimed),
+            )
             .await?;
         self.mark_snapshot_holder(cluster, &held.holder.node, newid)
             .await?;
@@ -386,6 +395,9 @@ impl Controller {
         cluster: &Cluster,
         id: &SnapshotId,
     ) -> Result<()> {
+        // The source is read before anything is written (the writes drop the shared VM
+        // listing); destroying the snapshot holder leaves its config as read.
+        let source = self.held(cluster, &id.volume).await?;
         if let Some(c) = self.find_copy(cluster, id).await? {
             let vm = &c.holder;
             if let Some(lock) = &c.lock {
@@ -410,7 +422,7 @@ impl Controller {
         }
         // The source's tag goes after its snapshot holder.
         let tag = snapshot_tag(&id.snapname);
-        if let Some(held) = self.held(cluster, &id.volume).await? {
+        if let Some(held) = source {
             if tagged_copies(held.tags.as_deref()).contains(&id.snapname) {
                 self.retag_holder(
                     cluster,

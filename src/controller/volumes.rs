@@ -474,7 +474,7 @@ impl Controller {
             opts.push(("format".into(), f.clone()));
         }
         let (newid, _creating) = self
-            .clone_claimed(cluster, &source.holder, &params.storage, &opts)
+            .clone_claimed(cluster, &source.holder, &params.storage, &opts, None)
             .await?;
         self.mark_holder(cluster, &source.holder.node, newid)
             .await?;
@@ -514,16 +514,23 @@ impl Controller {
     /// fails on PVE's storage lock leaves no VM behind (the clone task removes its
     /// target), so it is retried as it was; one refused because another writer took the
     /// id gets the next.
+    ///
+    /// `claimed`: an id the caller claimed already (before writes of its own, which
+    /// drop the shared VM listing), tried first.
     pub(super) async fn clone_claimed<'c>(
         &self,
         cluster: &'c Cluster,
         source: &crate::pve::types::VmResource,
         storage: &str,
         opts: &crate::pve::client::Params,
+        mut claimed: Option<(u64, super::cluster::Creating<'c>)>,
     ) -> Result<(u64, super::cluster::Creating<'c>)> {
         let mut taken: Vec<u64> = Vec::new();
         loop {
-            let (newid, creating) = self.claim_vmid(cluster, &taken).await?;
+            let (newid, creating) = match claimed.take() {
+                Some(c) => c,
+                None => self.claim_vmid(cluster, &taken).await?,
+            };
             let cloned = self
                 .retry_contended(|| async {
                     let _permit = self.storage_limit.acquire(&cluster.region, storage).await;
