@@ -108,12 +108,7 @@ impl Tenancy {
     /// One cut off before it was marked carries the tags its clone copied from the
     /// volume's holder, the holder and cluster tags among them, so it is found too.
     pub fn owns_snapshot_holder(&self, vm: &VmResource) -> bool {
-        vm.has_tag(HOLDER_TAG)
-            && vm
-                .name
-                .as_deref()
-                .is_some_and(|n| n.starts_with(SNAPSHOT_HOLDER_PREFIX))
-            && self.same_cluster(vm)
+        super::cluster::is_snapshot_holder(vm) && self.same_cluster(vm)
     }
 
     /// Is `vm` a holder of this controller's cluster?
@@ -197,6 +192,18 @@ mod tests {
             b.placement_params(),
             vec![("pool".to_string(), "k8s-b".to_string())]
         );
+
+        // Snapshot holders: the cluster's, never holders, and a DNS label at the longest id.
+        let copy = crate::volume_id::copy_snap_name("snap-1");
+        let snap_a = vm(&a.snapshot_holder_name(&copy), &a.holder_tags());
+        let snap_b = vm(&b.snapshot_holder_name(&copy), &b.holder_tags());
+        assert_eq!(
+            snap_a.name.as_deref(),
+            Some(&*format!("csi-snap-alpha-{copy}"))
+        );
+        assert!(a.owns_snapshot_holder(&snap_a) && !a.owns_snapshot_holder(&snap_b));
+        assert!(!a.owns(&snap_a) && !a.owns_snapshot_holder(&of_a));
+        assert!(longest.snapshot_holder_name(&copy).len() <= 63);
     }
 
     #[test]
