@@ -184,6 +184,28 @@ pub fn snap_name(csi_name: &str) -> String {
     format!("s{}", &hash_hex(csi_name)[..32])
 }
 
+/// Prefix of the name of every snapshot holder: the stopped VM that owns a
+/// full copy of a volume, taken as a CSI snapshot on storages whose own
+/// snapshots PVE cannot copy (see `controller::copy_snapshots`). Not a
+/// holder prefix: a snapshot holder is never a volume.
+pub const SNAPSHOT_HOLDER_PREFIX: &str = "csi-snap-";
+
+/// The name a copy snapshot goes by in its snapshot id and tags: `c` and
+/// the same 32 hex digits as `snap_name`, so the two kinds never collide
+/// and an id says which kind it names without asking PVE.
+pub fn copy_snap_name(csi_name: &str) -> String {
+    format!("c{}", &snap_name(csi_name)[1..])
+}
+
+/// Whether `name` is a copy snapshot's name (`c` + 32 hex digits).
+pub fn is_copy_snap_name(name: &str) -> bool {
+    name.len() == 33
+        && name.starts_with('c')
+        && name[1..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+}
+
 /// The disk of holder `vmid`, as PVE names a VM's first disk.
 /// The holder's disk name: with the format's extension on file storages
 /// (`Some(format)`), bare on block storages.
@@ -194,7 +216,9 @@ pub fn holder_disk(vmid: u64, file_format: Option<&str>) -> String {
     }
 }
 
-/// A CSI snapshot id: `<volume id>@<PVE snapshot name>`.
+/// A CSI snapshot id: `<volume id>@<PVE snapshot name>` for a PVE snapshot
+/// of the volume's holder, `<volume id>@c<32 hex>` for a copy snapshot (a
+/// snapshot holder; see [`copy_snap_name`]). Both parse the same way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotId {
     pub volume: VolumeId,
@@ -216,6 +240,13 @@ impl SnapshotId {
             volume: VolumeId::parse(vol)?,
             snapname: snap.to_string(),
         })
+    }
+}
+
+impl SnapshotId {
+    /// A copy snapshot (a snapshot holder), not a PVE snapshot of the volume's holder.
+    pub fn is_copy(&self) -> bool {
+        is_copy_snap_name(&self.snapname)
     }
 }
 
@@ -311,5 +342,11 @@ mod tests {
         assert!(SnapshotId::parse("sim/pve1/x/v").is_none());
         assert!(SnapshotId::parse("sim/pve1/x/v@Bad").is_none());
         assert!(SnapshotId::parse("junk@s1").is_none());
+        assert!(!id.is_copy());
+        let c = copy_snap_name("snapshot-1");
+        assert_eq!(c[1..], s[1..]);
+        let copy = SnapshotId::parse(&format!("sim/pve1/local-zfs/0a1b2c3d/vm-100000-disk-0@{c}"))
+            .unwrap();
+        assert!(copy.is_copy() && is_copy_snap_name(&c) && !is_copy_snap_name(&s));
     }
 }

@@ -417,7 +417,7 @@ async fn snapshots_restore_and_clone() {
 }
 
 #[tokio::test]
-async fn snapshot_on_a_storage_without_snapshots_is_refused_clearly() {
+async fn snapshot_on_a_storage_without_snapshots_is_refused_clearly_while_attached() {
     let t = start_sim(HotplugMode::None, |_| {}).await;
     let c = controller(&t.url);
     let v = c
@@ -425,6 +425,10 @@ async fn snapshot_on_a_storage_without_snapshots_is_refused_clearly() {
         .await
         .unwrap()
         .volume
+        .unwrap();
+    // Raw files have no snapshots: a snapshot is a copy, only of a detached volume.
+    c.publish_volume(publish(&v.volume_id, "worker-1"))
+        .await
         .unwrap();
     let (k, m) = code(
         c.create_snapshot(CreateSnapshotRequest {
@@ -436,7 +440,7 @@ async fn snapshot_on_a_storage_without_snapshots_is_refused_clearly() {
         .unwrap_err(),
     );
     assert_eq!(k, Code::FailedPrecondition, "{m}");
-    assert!(m.contains("shared"), "{m}");
+    assert!(m.contains("shared") && m.contains("detach"), "{m}");
     let (k, _) = code(
         c.create_snapshot(CreateSnapshotRequest {
             name: "s".into(),
@@ -457,6 +461,31 @@ async fn snapshot_on_a_storage_without_snapshots_is_refused_clearly() {
         .unwrap_err(),
     );
     assert_eq!(k, Code::InvalidArgument);
+    c.unpublish_volume(ControllerUnpublishVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        node_id: "worker-1".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Detached: the snapshot is a copy.
+    let snap = c
+        .create_snapshot(CreateSnapshotRequest {
+            name: "s".into(),
+            source_volume_id: v.volume_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .snapshot
+        .unwrap();
+    assert!(snap.snapshot_id.starts_with(&format!("{}@c", v.volume_id)));
+    c.delete_snapshot(DeleteSnapshotRequest {
+        snapshot_id: snap.snapshot_id,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     // An unattached volume on such a storage can still be cloned (nothing writes to it).
     let mut r = create("pvc-dir-clone", "shared", 64 * MIB, None);
     r.volume_content_source = Some(VolumeContentSource {

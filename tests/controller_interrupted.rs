@@ -3,8 +3,8 @@
 //! going on), or the caller giving up there (the CO's deadline) — and then
 //! asked again as a CO would: the retry must give the answer an
 //! uninterrupted call gives, and once the test undoes the operation nothing
-//! may be left (holder VMs, disks, snapshots, worker disk slots, pending
-//! changes).
+//! may be left (holder VMs, snapshot holders, disks, snapshots, worker disk
+//! slots, pending changes).
 
 mod support;
 
@@ -31,6 +31,10 @@ enum Op {
     Clone,
     Restore,
     Snapshot,
+    /// A snapshot on raw files (storage `local`): a copy into a snapshot holder.
+    CopySnapshot,
+    /// A restore from such a copy, to a larger size.
+    CopyRestore,
     Expand,
     Publish,
     Unpublish,
@@ -67,6 +71,24 @@ fn cap() -> VolumeCapability {
 }
 
 fn create_req(name: &str, size: i64, source: Option<VolumeContentSource>) -> CreateVolumeRequest {
+    create_req_on("local-lvm", name, size, source)
+}
+
+/// The storage of the volumes an operation works on: copy snapshots need one whose
+/// snapshots PVE cannot copy (`local`: raw files).
+fn storage_of(op: Op) -> &'static str {
+    match op {
+        Op::CopySnapshot | Op::CopyRestore => "local",
+        _ => "local-lvm",
+    }
+}
+
+fn create_req_on(
+    storage: &str,
+    name: &str,
+    size: i64,
+    source: Option<VolumeContentSource>,
+) -> CreateVolumeRequest {
     let t = Topology {
         segments: HashMap::from([
             ("topology.kubernetes.io/region".into(), "sim".into()),
@@ -80,7 +102,7 @@ fn create_req(name: &str, size: i64, source: Option<VolumeContentSource>) -> Cre
             limit_bytes: 0,
         }),
         volume_capabilities: vec![cap()],
-        parameters: HashMap::from([("storage".into(), "local-lvm".into())]),
+        parameters: HashMap::from([("storage".into(), storage.into())]),
         mutable_parameters: HashMap::from([("iopsRead".into(), "500".into())]),
         accessibility_requirements: Some(TopologyRequirement {
             requisite: vec![t.clone()],
@@ -168,7 +190,7 @@ async fn setup(op: Op, c: &Controller) -> World {
         return w;
     }
     w.volume = c
-        .create_volume(create_req(SOURCE, 64 * MIB, None))
+        .create_volume(create_req_on(storage_of(op), SOURCE, 64 * MIB, None))
         .await
         .unwrap()
         .volume
@@ -179,7 +201,7 @@ async fn setup(op: Op, c: &Controller) -> World {
         Op::Clone | Op::Expand | Op::Unpublish => {
             c.publish_volume(publish_req(&w.volume)).await.unwrap();
         }
-        Op::Restore => {
+        Op::Restore | Op::CopyRestore => {
             w.snapshot = c
                 .create_snapshot(snapshot_req(&w.volume))
                 .await
@@ -208,8 +230,9 @@ async fn call(c: &Controller, op: Op, w: &World) -> Result<Answer, ControllerErr
                 .volume
                 .unwrap(),
         ),
-        Op::Restore => vol_answer(
-            c.create_volume(create_req(
+        Op::Restore | Op::CopyRestore => vol_answer(
+            c.create_volume(create_req_on(
+                storage_of(op),
                 NAME,
                 128 * MIB,
                 Some(from_snapshot(&w.snapshot)),
@@ -218,7 +241,7 @@ async fn call(c: &Controller, op: Op, w: &World) -> Result<Answer, ControllerErr
             .volume
             .unwrap(),
         ),
-        Op::Snapshot => snap_answer(
+        Op::Snapshot | Op::CopySnapshot => snap_answer(
             c.create_snapshot(snapshot_req(&w.volume))
                 .await?
                 .snapshot
@@ -269,8 +292,9 @@ async fn call_service(s: ControllerService, op: Op, w: World) -> Result<Answer, 
             .volume
             .unwrap(),
         ),
-        Op::Restore => vol_answer(
-            s.create_volume(Request::new(create_req(
+        Op::Restore | Op::CopyRestore => vol_answer(
+            s.create_volume(Request::new(create_req_on(
+                storage_of(op),
                 NAME,
                 128 * MIB,
                 Some(from_snapshot(&w.snapshot)),
@@ -280,7 +304,7 @@ async fn call_service(s: ControllerService, op: Op, w: World) -> Result<Answer, 
             .volume
             .unwrap(),
         ),
-        Op::Snapshot => snap_answer(
+        Op::Snapshot | Op::CopySnapshot => snap_answer(
             s.create_snapshot(Request::new(snapshot_req(&w.volume)))
                 .await?
                 .into_inner()
@@ -425,8 +449,18 @@ async fn clean_run(op: Op) -> (Answer, u64) {
         .await
         .unwrap_or_else(|e| panic!("{op:?}: {e}"));
     let n = t.sim.faults().seen() - before;
+    if op == Op::CopySnapshot {
+        assert!(
+            matches!(&a, Answer::Snapshot(id, _, _, true) if id.contains("@c")),
+            "a copy snapshot: {a:?}"
+        );
+    }
+    if op == Op::CopyRestore {
+        assert!(w.snapshot.contains("@c"), "from a copy: {}", w.snapshot);
+    }
     teardown(&c, op, &w, &a).await;
     assert_clean(&c, &format!("{op:?} uninterrupted")).await;
+    eprintln!("{op:?}: {n} PVE requests uninterrupted");
     (a, n)
 }
 
@@ -550,6 +584,8 @@ interrupted! {
     clone_killed_at_every_step, clone_cancelled => Op::Clone;
     restore_larger_killed_at_every_step, restore_larger_cancelled => Op::Restore;
     snapshot_killed_at_every_step, snapshot_cancelled => Op::Snapshot;
+    copy_snapshot_killed_at_every_step, copy_snapshot_cancelled => Op::CopySnapshot;
+    copy_restore_killed_at_every_step, copy_restore_cancelled => Op::CopyRestore;
     expand_killed_at_every_step, expand_cancelled => Op::Expand;
     publish_killed_at_every_step, publish_cancelled => Op::Publish;
     unpublish_killed_at_every_step, unpublish_cancelled => Op::Unpublish;

@@ -63,6 +63,11 @@ fn cap() -> VolumeCapability {
 }
 
 fn create(name: &str) -> CreateVolumeRequest {
+    create_on(name, "local-lvm")
+}
+
+/// On `local` (raw files) a snapshot is a copy snapshot.
+fn create_on(name: &str, storage: &str) -> CreateVolumeRequest {
     let t = Topology {
         segments: HashMap::from([
             (TOPOLOGY_REGION.into(), "sim".into()),
@@ -76,7 +81,7 @@ fn create(name: &str) -> CreateVolumeRequest {
             limit_bytes: 0,
         }),
         volume_capabilities: vec![cap()],
-        parameters: HashMap::from([("storage".into(), "local-lvm".into())]),
+        parameters: HashMap::from([("storage".into(), storage.into())]),
         accessibility_requirements: Some(TopologyRequirement {
             requisite: vec![t.clone()],
             preferred: vec![t],
@@ -133,7 +138,7 @@ fn workers(cfg: &mut pve_sim::SimConfig, w: u32) {
 
 /// Requests per call at one size: `n` volumes exist before the measured
 /// ones (every third attached to a worker on pve1, every fourth with a
-/// snapshot), `w` worker VMs.
+/// snapshot, every fifth on raw files with a copy snapshot), `w` worker VMs.
 async fn measure(n: usize, w: u32) -> BTreeMap<&'static str, Vec<String>> {
     let t = start_sim(HotplugMode::None, |cfg| workers(cfg, w)).await;
     let counter = Arc::new(Counter::default());
@@ -153,17 +158,25 @@ async fn measure(n: usize, w: u32) -> BTreeMap<&'static str, Vec<String>> {
         .map(|i| format!("worker-{i}"))
         .collect();
     for i in 0..n {
+        // Every fifth on raw files, with a copy snapshot (taken while detached).
+        let copies = i % 5 == 1;
+        let storage = if copies { "local" } else { "local-lvm" };
         let v = c
-            .create_volume(create(&format!("pvc-existing-{i}")))
+            .create_volume(create_on(&format!("pvc-existing-{i}"), storage))
             .await
             .unwrap()
             .volume
             .unwrap();
+        if copies {
+            c.create_snapshot(snapshot(&format!("copy-existing-{i}"), &v.volume_id))
+                .await
+                .unwrap();
+        }
         if i % 3 == 0 {
             let node = &pve1_workers[(i / 3) % pve1_workers.len()];
             c.publish_volume(publish(&v.volume_id, node)).await.unwrap();
         }
-        if i % 4 == 0 {
+        if i % 4 == 0 && !copies {
             c.create_snapshot(snapshot(&format!("snap-existing-{i}"), &v.volume_id))
                 .await
                 .unwrap();
@@ -302,6 +315,69 @@ async fn measure(n: usize, w: u32) -> BTreeMap<&'static str, Vec<String>> {
     .await
     .unwrap();
     counter.take();
+
+    // Copy snapshots: a detached volume on raw files.
+    let raw = c
+        .create_volume(create_on("pvc-measured-raw", "local"))
+        .await
+        .unwrap()
+        .volume
+        .unwrap();
+    counter.take();
+    let copy = c
+        .create_snapshot(snapshot("copy-measured", &raw.volume_id))
+        .await
+        .unwrap()
+        .snapshot
+        .unwrap();
+    assert!(copy.snapshot_id.contains("@c"), "{copy:?}");
+    out.insert("CreateSnapshot (copy)", counter.take());
+    let from_copy = c
+        .create_volume(CreateVolumeRequest {
+            volume_content_source: Some(VolumeContentSource {
+                r#type: Some(volume_content_source::Type::Snapshot(
+                    volume_content_source::SnapshotSource {
+                        snapshot_id: copy.snapshot_id.clone(),
+                    },
+                )),
+            }),
+            ..create_on("pvc-from-copy", "local")
+        })
+        .await
+        .unwrap()
+        .volume
+        .unwrap();
+    out.insert("CreateVolume (restore from a copy)", counter.take());
+    c.list_snapshots(ListSnapshotsRequest {
+        source_volume_id: raw.volume_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    out.insert("ListSnapshots (by source, a copy)", counter.take());
+    c.list_snapshots(ListSnapshotsRequest {
+        snapshot_id: copy.snapshot_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    out.insert("ListSnapshots (by id, a copy)", counter.take());
+    c.delete_snapshot(DeleteSnapshotRequest {
+        snapshot_id: copy.snapshot_id.clone(),
+        secrets: Default::default(),
+    })
+    .await
+    .unwrap();
+    out.insert("DeleteSnapshot (copy)", counter.take());
+    for v in [&raw, &from_copy] {
+        c.delete_volume(DeleteVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            secrets: Default::default(),
+        })
+        .await
+        .unwrap();
+    }
+    counter.take();
     out
 }
 
@@ -310,6 +386,7 @@ async fn measure(n: usize, w: u32) -> BTreeMap<&'static str, Vec<String>> {
 fn budget(call: &str) -> Option<usize> {
     Some(match call {
         "CreateSnapshot" => 8,
+        "CreateSnapshot (copy)" => 12,
         "ControllerPublishVolume" => 12,
         "ControllerExpandVolume" => 8,
         "DeleteVolume" => 8,

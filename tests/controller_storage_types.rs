@@ -12,7 +12,7 @@
 mod support;
 
 use proxmox_csi::controller::error::ControllerError;
-use proxmox_csi::controller::features::{Support, MATRIX, OPS};
+use proxmox_csi::controller::features::{snapshot_kind, SnapshotKind, Support, MATRIX, OPS};
 use proxmox_csi::controller::Controller;
 use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use proxmox_csi::csi::*;
@@ -201,6 +201,19 @@ async fn detach(c: &Controller, vol: &str) {
     .expect("unpublish");
 }
 
+/// The snapshot holders (copy snapshots) in the simulator, by name.
+fn snapshot_holders(t: &TestSim) -> Vec<String> {
+    let state = t.sim.state_json();
+    state["vms"]
+        .as_object()
+        .into_iter()
+        .flat_map(|vms| vms.values())
+        .filter_map(|vm| vm["conf"]["name"].as_str())
+        .filter(|n| n.starts_with(proxmox_csi::volume_id::SNAPSHOT_HOLDER_PREFIX))
+        .map(str::to_string)
+        .collect()
+}
+
 async fn volumes(c: &Controller) -> usize {
     c.all_volumes().await.unwrap().len()
 }
@@ -336,6 +349,40 @@ async fn every_storage_type_does_what_the_matrix_says_and_restores_keep_the_data
                 .expect("the same snapshot again (idempotent)");
             Some(r.snapshot.unwrap().snapshot_id)
         };
+        let copies = snapshot_kind(row.plugintype, row.format) == SnapshotKind::Copy;
+        if let (true, Some(snap)) = (copies, &snapshot_id) {
+            // A copy snapshot: its own VM, never a volume; listed with its source; the
+            // source is not deleted before it.
+            assert_eq!(volumes(&c).await, 1, "{what}: a copy snapshot is no volume");
+            assert_eq!(snapshot_holders(&t).len(), 1, "{what}: one snapshot holder");
+            let listed = c
+                .list_snapshots(ListSnapshotsRequest {
+                    snapshot_id: snap.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let s = listed.entries[0].snapshot.clone().unwrap();
+            assert_eq!(
+                (s.source_volume_id.as_str(), s.ready_to_use),
+                (vol.as_str(), true),
+                "{what}"
+            );
+            let e = c
+                .delete_volume(DeleteVolumeRequest {
+                    volume_id: vol.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect_err("a volume with snapshots stays");
+            let st: tonic::Status = e.into();
+            assert_eq!(
+                st.code(),
+                Code::FailedPrecondition,
+                "{what}: {}",
+                st.message()
+            );
+        }
         write(&t, &vol, 0xb2);
         let now = sha(&t, &vol);
         assert_ne!(now, at_snapshot, "{what}: the overwrite changed the data");
@@ -426,6 +473,10 @@ async fn every_storage_type_does_what_the_matrix_says_and_restores_keep_the_data
             })
             .await
             .unwrap_or_else(|e| panic!("{what}: delete snapshot: {e}"));
+            assert!(
+                snapshot_holders(&t).is_empty(),
+                "{what}: DeleteSnapshot leaves no snapshot holder"
+            );
         }
 
         // clone

@@ -35,8 +35,9 @@ fn sandbox_passes_with_ext4() {
     assert!(stdout.contains("filesystem now"), "{stdout}");
 }
 
-/// `--storage` by PVE storage type: on one without restorable snapshots (zfspool) the
-/// sandbox says which feature is missing and runs every other step; an unknown storage is
+/// `--storage` by PVE storage type: on one without snapshots of a mounted volume (zfspool:
+/// copies of detached volumes only) the sandbox says why it skips them and runs every
+/// other step; an unknown storage is
 /// refused naming the choices.
 #[test]
 fn sandbox_runs_on_a_storage_type_and_skips_what_it_lacks() {
@@ -69,7 +70,10 @@ fn sandbox_runs_on_a_storage_type_and_skips_what_it_lacks() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("snapshot and restore steps skipped: zfspool cannot snapshot: PVE has no copies of a snapshot"),
+        // Its snapshots are copies of a detached volume; the sandbox snapshots a mounted one.
+        stdout.contains(
+            "snapshot and restore steps skipped: zfspool can snapshot only a detached volume"
+        ),
         "{stdout}"
     );
     assert!(!stdout.contains("CreateSnapshot"), "{stdout}");

@@ -150,7 +150,10 @@ impl Cluster {
         // Holder VMs only ever hold their own disk, and there is one per
         // volume: reading their configs would make every publish and delete
         // cost a request per volume in the cluster.
-        let vms: Vec<VmResource> = vms.into_iter().filter(|vm| !is_holder(vm)).collect();
+        let vms: Vec<VmResource> = vms
+            .into_iter()
+            .filter(|vm| !is_holder(vm) && !is_snapshot_holder(vm))
+            .collect();
         let views =
             futures::future::join_all(vms.iter().map(|vm| async move {
                 (vm.clone(), self.client.vm_slots(&vm.node, vm.vmid).await)
@@ -249,6 +252,15 @@ pub fn is_holder(vm: &VmResource) -> bool {
             .name
             .as_deref()
             .is_some_and(|n| n.starts_with(HOLDER_PREFIX))
+}
+
+/// A snapshot holder of any cluster (`copy_snapshots.rs`): it too holds only its own disk.
+pub fn is_snapshot_holder(vm: &VmResource) -> bool {
+    vm.has_tag(HOLDER_TAG)
+        && vm
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with(crate::volume_id::SNAPSHOT_HOLDER_PREFIX))
 }
 
 impl Cluster {

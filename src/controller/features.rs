@@ -12,22 +12,23 @@
 //! Per type (pve-storage 9.1):
 //! - lvmthin, rbd: snapshots, and full copies of a snapshot (`copy` in state `snap`).
 //! - zfspool: snapshots, but no copy and no clone of a snapshot (ZFSPoolPlugin: copy {base,
-//!   current}, clone {base}); a snapshot could only ever be rolled back onto the volume itself,
-//!   which is not a CSI restore, so CreateSnapshot is refused rather than leaving a snapshot
-//!   that can never be restored.
+//!   current}, clone {base}); a snapshot could only ever be rolled back onto the volume itself
+//!   (destroying newer data), which is not a CSI restore. A CSI snapshot there is a full copy
+//!   of the detached volume instead ([`SnapshotKind::Copy`], `copy_snapshots.rs`), which any
+//!   later restore copies again, whatever the source's state.
 //! - lvm (thick): no snapshots of raw volumes (LVMPlugin: snapshot only for qcow2 with
-//!   `snapshot-as-volume-chain`).
+//!   `snapshot-as-volume-chain`): copies, as on ZFS.
 //! - dir, nfs and other file storages: raw files have no snapshots (Plugin.pm: snapshot only
-//!   for qcow2); qcow2 images have internal snapshots, taken by `qemu-img` through the stopped
-//!   holder VM, which fails while the worker's QEMU has the image open (QEMU's image locking),
-//!   so they need the volume detached.
+//!   for qcow2): copies, as on ZFS; qcow2 images have internal snapshots, taken by `qemu-img`
+//!   through the stopped holder VM, which fails while the worker's QEMU has the image open
+//!   (QEMU's image locking), so they need the volume detached.
 //! - Copies without a snapshot (clones of a volume on storages without usable snapshots) read
 //!   the live disk, which is consistent only while no VM writes it: detached only.
 
 use super::cluster::Cluster;
+use super::cluster::HeldVolume;
 use super::error::{ControllerError, Result};
 use super::Controller;
-use crate::volume_id::VolumeId;
 
 /// A volume operation that depends on the storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,12 +86,6 @@ pub struct Row {
     pub ops: [Support; 5],
 }
 
-const NO_RAW_SNAPSHOTS: &str =
-    "snapshots of raw disks (pve-storage volume_has_feature: snapshot only for qcow2)";
-const ZFS_NO_SNAP_COPY: &str =
-    "copies of a snapshot (ZFSPoolPlugin volume_has_feature: no copy or clone of a snapshot, so a snapshot could never be restored)";
-const NO_SNAPSHOT_TO_RESTORE: &str = "snapshots, so there is nothing to restore";
-
 use Support::{Detached, No, Yes};
 
 /// The feature matrix. Order of `ops`: [`OPS`].
@@ -108,35 +103,17 @@ pub const MATRIX: &[Row] = &[
     Row {
         plugintype: "zfspool",
         format: "raw",
-        ops: [
-            Yes,
-            Yes,
-            No(ZFS_NO_SNAP_COPY),
-            No(ZFS_NO_SNAP_COPY),
-            Detached,
-        ],
+        ops: [Yes, Yes, Detached, Yes, Detached],
     },
     Row {
         plugintype: "lvm",
         format: "raw",
-        ops: [
-            Yes,
-            Yes,
-            No(NO_RAW_SNAPSHOTS),
-            No(NO_SNAPSHOT_TO_RESTORE),
-            Detached,
-        ],
+        ops: [Yes, Yes, Detached, Yes, Detached],
     },
     Row {
         plugintype: "dir",
         format: "raw",
-        ops: [
-            Yes,
-            Yes,
-            No(NO_RAW_SNAPSHOTS),
-            No(NO_SNAPSHOT_TO_RESTORE),
-            Detached,
-        ],
+        ops: [Yes, Yes, Detached, Yes, Detached],
     },
     Row {
         plugintype: "dir",
@@ -146,13 +123,7 @@ pub const MATRIX: &[Row] = &[
     Row {
         plugintype: "nfs",
         format: "raw",
-        ops: [
-            Yes,
-            Yes,
-            No(NO_RAW_SNAPSHOTS),
-            No(NO_SNAPSHOT_TO_RESTORE),
-            Detached,
-        ],
+        ops: [Yes, Yes, Detached, Yes, Detached],
     },
     Row {
         plugintype: "nfs",
@@ -160,6 +131,27 @@ pub const MATRIX: &[Row] = &[
         ops: [Yes, Yes, Detached, Detached, Detached],
     },
 ];
+
+/// What a CSI snapshot is on a storage type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// A PVE snapshot of the volume's holder (lvmthin, rbd; qcow2 images).
+    Native,
+    /// A full copy of the detached volume into a snapshot holder of its own: raw disks on
+    /// every type but lvmthin and rbd, whose snapshots PVE either cannot copy (zfspool) or
+    /// does not have (thick lvm, raw files). PVE copies the current state of a volume on
+    /// all of them (`copy` in state `current`), which is the state of the snapshot while no
+    /// VM writes the disk.
+    Copy,
+}
+
+pub fn snapshot_kind(plugintype: &str, format: &str) -> SnapshotKind {
+    if format == "raw" && !matches!(plugintype, "lvmthin" | "rbd") {
+        SnapshotKind::Copy
+    } else {
+        SnapshotKind::Native
+    }
+}
 
 /// Storage types whose volumes are files (`<vmid>/<name>.<format>`), the only ones with a
 /// choice of format (qcow2); the others store raw block devices.
@@ -260,6 +252,8 @@ pub fn refusal_attached(
 ) -> ControllerError {
     let why = if format == "qcow2" {
         "a qcow2 image open in a running VM's QEMU is locked against qemu-img, which PVE runs for the stopped holder VM"
+    } else if op == Op::Snapshot {
+        "PVE has no snapshot of this storage type that it can copy, so the snapshot is a full copy of the disk, which is consistent only while no VM writes it"
     } else {
         "without a snapshot the copy reads the live disk, which is consistent only while no VM writes it"
     };
@@ -282,17 +276,18 @@ impl Controller {
             .unwrap_or_else(|| "unknown".into()))
     }
 
-    /// Refuses `op` on the volume `id` (named by request field `field`) when its storage
-    /// cannot do it, or cannot while the volume is attached and it is. Only reads: nothing
-    /// is made before this says yes. Answers what the matrix says (`Yes`, or `Detached` for a
-    /// detached volume).
+    /// Refuses `op` on the volume `held` (named by request field `field`) when its storage
+    /// cannot do it, or cannot while the volume is attached and it is (its attach record,
+    /// verified against the one VM it names). Only reads: nothing is made before this says
+    /// yes. Answers what the matrix says (`Yes`, or `Detached` for a detached volume).
     pub(super) async fn require_feature(
         &self,
         cluster: &Cluster,
         field: &str,
-        id: &VolumeId,
+        held: &HeldVolume,
         op: Op,
     ) -> Result<Support> {
+        let id = &held.id;
         let plugintype = self.storage_type(cluster, &id.storage).await?;
         let format = format_of(&id.volname);
         let s = support(&plugintype, format, op);
@@ -302,11 +297,10 @@ impl Controller {
                 return Err(refusal(field, &id.storage, &plugintype, op, missing))
             }
             Support::Detached => {
-                if let Some((_, a)) = cluster
-                    .attachments_of(std::slice::from_ref(&id.volid()))
-                    .await?
-                    .first()
-                {
+                let volid = id.volid();
+                let whereabouts = self.whereabouts(cluster, &held.record(), &volid).await?;
+                whereabouts.refuse_if_claimed(&format!("{field} {id}"), None)?;
+                if let Some(a) = whereabouts.attachments.first() {
                     return Err(refusal_attached(
                         field,
                         &id.storage,
@@ -371,6 +365,10 @@ mod tests {
         assert_eq!(format_of("vm-100-disk-0"), "raw");
         // Unknown types get the generic rules.
         assert_eq!(support("cifs", "qcow2", Op::Snapshot), Detached);
-        assert!(matches!(support("iscsi", "raw", Op::Snapshot), No(_)));
+        assert_eq!(support("iscsi", "raw", Op::Snapshot), Detached);
+        assert_eq!(snapshot_kind("iscsi", "raw"), SnapshotKind::Copy);
+        assert_eq!(snapshot_kind("zfspool", "raw"), SnapshotKind::Copy);
+        assert_eq!(snapshot_kind("rbd", "raw"), SnapshotKind::Native);
+        assert_eq!(snapshot_kind("nfs", "qcow2"), SnapshotKind::Native);
     }
 }

@@ -57,6 +57,18 @@ impl Controller {
         cluster: &Cluster,
         name: &str,
     ) -> Result<Option<VmResource>> {
+        self.find_vm_when_settled(cluster, name, |v| cluster.tenancy.owns(v))
+            .await
+    }
+
+    /// [`Controller::find_holder_when_settled`] for VMs that `accept` accepts (holders,
+    /// or snapshot holders).
+    pub(super) async fn find_vm_when_settled(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+        accept: impl Fn(&VmResource) -> bool,
+    ) -> Result<Option<VmResource>> {
         let vms = cluster
             .client
             .vms()
@@ -84,7 +96,7 @@ impl Controller {
         }
         let mut found: Vec<VmResource> = vms
             .into_iter()
-            .filter(|v| cluster.tenancy.owns(v) && v.name.as_deref() == Some(name))
+            .filter(|v| accept(v) && v.name.as_deref() == Some(name))
             .collect();
         found.sort_by_key(|v| v.vmid);
         Ok(found.into_iter().next())

@@ -4,7 +4,7 @@
 //! when a VM migrates. Optional (`--label-nodes`): clusters with a Proxmox
 //! cloud controller manager already have these labels.
 
-use super::cluster::is_holder;
+use super::cluster::{is_holder, is_snapshot_holder};
 use super::Controller;
 use crate::kube::{nodes_topology, set_labels, ApiServer};
 use crate::volume_id::{TOPOLOGY_REGION, TOPOLOGY_ZONE};
@@ -29,7 +29,7 @@ impl Controller {
         let mut placement: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for cluster in self.clusters() {
             for vm in cluster.client.vms_uncached().await? {
-                if vm.template || is_holder(&vm) {
+                if vm.template || is_holder(&vm) || is_snapshot_holder(&vm) {
                     continue;
                 }
                 if let Some(name) = vm.name {

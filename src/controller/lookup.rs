@@ -110,7 +110,7 @@ impl Controller {
                 cluster.region
             ))
         })?;
-        if is_holder(&vm) {
+        if is_holder(&vm) || cluster.tenancy.owns_snapshot_holder(&vm) {
             return Err(ControllerError::NotFound(format!(
                 "node_id {node_id:?}: VM {} is a holder VM of this driver, not a Kubernetes node",
                 vm.vmid

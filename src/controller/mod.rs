@@ -5,6 +5,7 @@
 pub(crate) mod attach;
 pub mod attach_record;
 pub(crate) mod cluster;
+pub mod copy_snapshots;
 pub mod error;
 pub(crate) mod expand;
 pub mod features;

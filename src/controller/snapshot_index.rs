@@ -57,6 +57,16 @@ pub fn tagged_snapshots(vm: &VmResource) -> Vec<String> {
         .collect()
 }
 
+/// The copy snapshots (`copy_snapshots.rs`) a holder's tags name.
+pub fn tagged_copies(tags: Option<&str>) -> Vec<String> {
+    split_tags(tags)
+        .iter()
+        .filter_map(|t| t.strip_prefix(&format!("{HOLDER_TAG}-")))
+        .filter(|s| crate::volume_id::is_copy_snap_name(s))
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn is_indexed(vm: &VmResource) -> bool {
     vm.has_tag(SNAPSHOT_INDEX_TAG)
 }

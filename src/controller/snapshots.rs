@@ -1,12 +1,14 @@
 //! CreateSnapshot, DeleteSnapshot, ListSnapshots: PVE snapshots of the
 //! volume's holder VM, which the storage takes copy-on-write (lvmthin,
 //! rbd) while the volume stays attached to its worker; what each storage type
-//! allows is decided first in `features.rs`.
+//! allows is decided first in `features.rs`. On storages whose snapshots PVE
+//! cannot copy, a snapshot is a full copy of the detached volume instead
+//! (`copy_snapshots.rs`); both kinds are answered here.
 
 use super::cluster::Cluster;
 use super::cluster::{HeldVolume, HOLDER_SLOT};
 use super::error::{ControllerError, PveContext, Result};
-use super::features::Op;
+use super::features::{format_of, snapshot_kind, Op, SnapshotKind};
 use super::lookup::{disk_key, name_key};
 use super::paging::PageKey;
 use super::snapshot_index::{is_indexed, snapshot_tag, tagged_snapshots};
@@ -14,7 +16,7 @@ use super::{required, Controller};
 use crate::csi::*;
 use crate::pve::drive::{parse_disk_size, Drive};
 use crate::pve::PveErrorKind;
-use crate::volume_id::{snap_name, SnapshotId, VolumeId};
+use crate::volume_id::{copy_snap_name, is_copy_snap_name, snap_name, SnapshotId, VolumeId};
 
 /// Snapshots this driver made: `s` + 32 hex digits (see `snap_name`).
 /// Snapshots an admin took of a holder by hand are not CSI snapshots.
@@ -88,6 +90,13 @@ impl Controller {
         let _guard = self.begin(&disk_key(&id))?;
         let _name_guard = self.begin(&name_key("snapshot", name))?;
         let held = self.require_volume(cluster, &id).await?;
+        let plugintype = self.storage_type(cluster, &id.storage).await?;
+        if snapshot_kind(&plugintype, format_of(&id.volname)) == SnapshotKind::Copy {
+            let snapshot = self.create_copy_snapshot(cluster, name, &held).await?;
+            return Ok(CreateSnapshotResponse {
+                snapshot: Some(snapshot),
+            });
+        }
         let snapname = snap_name(name);
         let h = &held.holder;
 
@@ -96,6 +105,12 @@ impl Controller {
         if let Some(other) = self.snapshot_elsewhere(cluster, h, &snapname).await? {
             return Err(ControllerError::AlreadyExists(format!(
                 "name {name:?}: a snapshot of that name exists for another volume (holder VM {other})"
+            )));
+        }
+        if let Some(other) = self.snapshot_holder(cluster, &copy_snap_name(name)).await? {
+            return Err(ControllerError::AlreadyExists(format!(
+                "name {name:?}: a snapshot of that name exists for another volume (snapshot holder VM {})",
+                other.vmid
             )));
         }
         let existing = cluster
@@ -112,7 +127,7 @@ impl Controller {
             });
         }
         // Refused before PVE is asked where the storage cannot take it, or not while attached.
-        self.require_feature(cluster, "source_volume_id", &id, Op::Snapshot)
+        self.require_feature(cluster, "source_volume_id", &held, Op::Snapshot)
             .await?;
         // The tag goes first, so no snapshot is ever without one; a holder
         // not yet indexed gets tags for its earlier snapshots too.
@@ -174,6 +189,9 @@ impl Controller {
             return Ok(());
         };
         let _guard = self.begin(&disk_key(&id.volume))?;
+        if id.is_copy() {
+            return self.delete_copy_snapshot(cluster, &id).await;
+        }
         let Some(held) = self.held(cluster, &id.volume).await? else {
             return Ok(());
         };
@@ -185,7 +203,7 @@ impl Controller {
             .ctx(|| format!("listing snapshots of holder VM {}", h.vmid))?;
         let tag = snapshot_tag(&id.snapname);
         if snaps.iter().any(|s| s.name == id.snapname) {
-            self.require_feature(cluster, "snapshot_id", &id.volume, Op::DeleteSnapshot)
+            self.require_feature(cluster, "snapshot_id", &held, Op::DeleteSnapshot)
                 .await?;
             cluster
                 .client
@@ -236,7 +254,14 @@ impl Controller {
             };
             if let Some(vol) = volume {
                 if let Some(cluster) = self.cluster(&vol.region) {
-                    if let Some(held) = self.held(cluster, &vol).await? {
+                    let region = &cluster.region;
+                    if let Some(w) = wanted.as_ref().filter(|w| w.is_copy()) {
+                        if let Some(c) = self.find_copy(cluster, w).await? {
+                            if let Some(s) = c.to_csi(&w.snapname) {
+                                all.push((PageKey::new(region, c.holder.vmid, &w.snapname), s));
+                            }
+                        }
+                    } else if let Some(held) = self.held(cluster, &vol).await? {
                         all = self
                             .snapshots_of(cluster, &held)
                             .await?
@@ -246,9 +271,19 @@ impl Controller {
                                 let name = SnapshotId::parse(&s.snapshot_id)
                                     .map(|i| i.snapname)
                                     .unwrap_or_default();
-                                (PageKey::new(&cluster.region, held.holder.vmid, &name), s)
+                                (PageKey::new(region, held.holder.vmid, &name), s)
                             })
                             .collect();
+                        if wanted.is_none() {
+                            for (copy, c) in self
+                                .copies_of(cluster, held.tags.as_deref(), &held.id)
+                                .await?
+                            {
+                                if let Some(s) = c.to_csi(&copy) {
+                                    all.push((PageKey::new(region, c.holder.vmid, &copy), s));
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -295,6 +330,9 @@ impl Controller {
                     ));
                 }
             }
+            for (copy, vm) in self.snapshot_holders(cluster).await? {
+                keys.push((PageKey::new(&cluster.region, vm.vmid, &copy), vm));
+            }
         }
         let (keys, next) = page.cut(keys);
         let mut out = Vec::new();
@@ -304,6 +342,22 @@ impl Controller {
             let Some(cluster) = self.cluster(&key.region) else {
                 continue;
             };
+            if is_copy_snap_name(&key.name) {
+                // A snapshot holder: its own config says all (one read).
+                match self.read_copy(cluster, &holder).await {
+                    Ok(Some(c)) => {
+                        if let Some(s) = c.to_csi(&key.name) {
+                            out.push((key, s));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e @ ControllerError::Pve { .. }) => {
+                        tracing::warn!(holder = holder.vmid, error = %e, "copy snapshot left out of the listing");
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             let slot = (key.region.clone(), key.vmid);
             if !held_of.contains_key(&slot) {
                 // A holder on a node that does not answer now is left out.

@@ -17,7 +17,7 @@
 //! parameter), so a token with ACLs on `/pool/<pool>` has the privileges on every holder.
 
 use crate::pve::types::VmResource;
-use crate::volume_id::{holder_name, HOLDER_PREFIX, HOLDER_TAG};
+use crate::volume_id::{holder_name, HOLDER_PREFIX, HOLDER_TAG, SNAPSHOT_HOLDER_PREFIX};
 
 /// Prefix of the tag that names a holder's cluster.
 pub const CLUSTER_TAG_PREFIX: &str = "csi-cluster-";
@@ -96,11 +96,27 @@ impl Tenancy {
         }
     }
 
+    /// The name of the snapshot holder of copy snapshot `copy_name` (`copy_snap_name`).
+    pub fn snapshot_holder_name(&self, copy_name: &str) -> String {
+        match &self.cluster_id {
+            None => format!("{SNAPSHOT_HOLDER_PREFIX}{copy_name}"),
+            Some(id) => format!("{SNAPSHOT_HOLDER_PREFIX}{id}-{copy_name}"),
+        }
+    }
+
+    /// Is `vm` a snapshot holder of this controller's cluster (tagged, named as one)?
+    /// One cut off before it was marked carries the tags its clone copied from the
+    /// volume's holder, the holder and cluster tags among them, so it is found too.
+    pub fn owns_snapshot_holder(&self, vm: &VmResource) -> bool {
+        super::cluster::is_snapshot_holder(vm) && self.same_cluster(vm)
+    }
+
     /// Is `vm` a holder of this controller's cluster?
     pub fn owns(&self, vm: &VmResource) -> bool {
-        if !super::cluster::is_holder(vm) {
-            return false;
-        }
+        super::cluster::is_holder(vm) && self.same_cluster(vm)
+    }
+
+    fn same_cluster(&self, vm: &VmResource) -> bool {
         match (cluster_of(vm), self.cluster_id.as_deref()) {
             (Some(theirs), Some(ours)) => theirs == ours,
             (None, None) => true,
@@ -176,6 +192,18 @@ mod tests {
             b.placement_params(),
             vec![("pool".to_string(), "k8s-b".to_string())]
         );
+
+        // Snapshot holders: the cluster's, never holders, and a DNS label at the longest id.
+        let copy = crate::volume_id::copy_snap_name("snap-1");
+        let snap_a = vm(&a.snapshot_holder_name(&copy), &a.holder_tags());
+        let snap_b = vm(&b.snapshot_holder_name(&copy), &b.holder_tags());
+        assert_eq!(
+            snap_a.name.as_deref(),
+            Some(&*format!("csi-snap-alpha-{copy}"))
+        );
+        assert!(a.owns_snapshot_holder(&snap_a) && !a.owns_snapshot_holder(&snap_b));
+        assert!(!a.owns(&snap_a) && !a.owns_snapshot_holder(&of_a));
+        assert!(longest.snapshot_holder_name(&copy).len() <= 63);
     }
 
     #[test]

@@ -51,6 +51,8 @@ fn source_disk(source: Option<&VolumeContentSource>) -> Option<VolumeId> {
 enum Origin {
     Empty,
     Snapshot(SnapshotId, HeldVolume),
+    /// A copy snapshot: its snapshot holder, read as a volume.
+    Copy(HeldVolume),
     Volume(HeldVolume),
 }
 
@@ -153,13 +155,27 @@ impl Controller {
                 .await?
             }
             Origin::Snapshot(snap, source) => {
-                self.require_feature(cluster, "volume_content_source", &source.id, Op::Restore)
+                self.require_feature(cluster, "volume_content_source", source, Op::Restore)
                     .await?;
                 self.clone_holder(
                     cluster,
                     &placement,
                     source,
                     Some(&snap.snapname),
+                    &holder_name,
+                    name,
+                    size,
+                    &params,
+                )
+                .await?
+            }
+            // A full copy of the snapshot holder, which no VM ever has.
+            Origin::Copy(copy) => {
+                self.clone_holder(
+                    cluster,
+                    &placement,
+                    copy,
+                    None,
                     &holder_name,
                     name,
                     size,
@@ -351,6 +367,19 @@ impl Controller {
                         id.volume.region, cluster.region
                     )));
                 }
+                if id.is_copy() {
+                    let copy = self.find_copy(cluster, &id).await?.ok_or_else(not_found)?;
+                    if !copy.ready() {
+                        return Err(ControllerError::Aborted(format!(
+                            "volume_content_source: snapshot {raw} is still being made; retry"
+                        )));
+                    }
+                    let held = cluster
+                        .held_volume(&copy.holder, "")
+                        .await?
+                        .ok_or_else(not_found)?;
+                    return Ok(Origin::Copy(held));
+                }
                 let held = self
                     .held(cluster, &id.volume)
                     .await?
@@ -444,52 +473,9 @@ impl Controller {
         if let Some(f) = &params.disk_format {
             opts.push(("format".into(), f.clone()));
         }
-        // Clones of other volumes run in parallel: each claims its own id. A
-        // clone that fails on PVE's storage lock leaves no VM behind (the
-        // clone task removes its target), so it is retried as it was; one
-        // refused because another writer took the id gets the next.
-        let mut taken: Vec<u64> = Vec::new();
-        let (newid, _creating) = loop {
-            let (newid, creating) = self.claim_vmid(cluster, &taken).await?;
-            let cloned = self
-                .retry_contended(|| async {
-                    let _permit = self
-                        .storage_limit
-                        .acquire(&cluster.region, &params.storage)
-                        .await;
-                    cluster
-                        .client
-                        .clone_vm(
-                            &source.holder.node,
-                            source.holder.vmid,
-                            newid,
-                            &opts,
-                            self.opts.task_timeout,
-                        )
-                        .await
-                        .ctx(|| {
-                            format!(
-                                "cloning holder VM {} into {newid} (needs VM.Clone on /vms/{} and {})",
-                                source.holder.vmid,
-                                source.holder.vmid,
-                                cluster.tenancy.allocate_need(newid)
-                            )
-                        })
-                })
-                .await;
-            match cloned {
-                Ok(()) => break (newid, creating),
-                // The id belongs to a VM this token cannot list (another tenant's), or
-                // was taken since the listing: skip it from now on (see create_holder).
-                Err(ControllerError::Pve { source, .. })
-                    if source.kind() == PveErrorKind::AlreadyExists && taken.len() < 32 =>
-                {
-                    cluster.note_hidden_vmid(newid);
-                    taken.push(newid);
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let (newid, _creating) = self
+            .clone_claimed(cluster, &source.holder, &params.storage, &opts, None)
+            .await?;
         self.mark_holder(cluster, &source.holder.node, newid)
             .await?;
         let holder =
@@ -518,6 +504,69 @@ impl Controller {
                 .ok_or_else(|| ControllerError::Internal("clone vanished".into()))?;
         }
         Ok(held)
+    }
+
+    /// Full clone of the VM `source` with `opts` into a vmid claimed without a lock,
+    /// within the per-storage limit on `storage`; answers the new vmid, marked as being
+    /// made by this process until the guard drops.
+    ///
+    /// Clones of other volumes run in parallel: each claims its own id. A clone that
+    /// fails on PVE's storage lock leaves no VM behind (the clone task removes its
+    /// target), so it is retried as it was; one refused because another writer took the
+    /// id gets the next.
+    ///
+    /// `claimed`: an id the caller claimed already (before writes of its own, which
+    /// drop the shared VM listing), tried first.
+    pub(super) async fn clone_claimed<'c>(
+        &self,
+        cluster: &'c Cluster,
+        source: &crate::pve::types::VmResource,
+        storage: &str,
+        opts: &crate::pve::client::Params,
+        mut claimed: Option<(u64, super::cluster::Creating<'c>)>,
+    ) -> Result<(u64, super::cluster::Creating<'c>)> {
+        let mut taken: Vec<u64> = Vec::new();
+        loop {
+            let (newid, creating) = match claimed.take() {
+                Some(c) => c,
+                None => self.claim_vmid(cluster, &taken).await?,
+            };
+            let cloned = self
+                .retry_contended(|| async {
+                    let _permit = self.storage_limit.acquire(&cluster.region, storage).await;
+                    cluster
+                        .client
+                        .clone_vm(
+                            &source.node,
+                            source.vmid,
+                            newid,
+                            opts,
+                            self.opts.task_timeout,
+                        )
+                        .await
+                        .ctx(|| {
+                            format!(
+                                "cloning VM {} into {newid} (needs VM.Clone on /vms/{} and {})",
+                                source.vmid,
+                                source.vmid,
+                                cluster.tenancy.allocate_need(newid)
+                            )
+                        })
+                })
+                .await;
+            match cloned {
+                Ok(()) => return Ok((newid, creating)),
+                // The id belongs to a VM this token cannot list (another tenant's), or
+                // was taken since the listing: skip it from now on (see create_holder).
+                Err(ControllerError::Pve { source, .. })
+                    if source.kind() == PveErrorKind::AlreadyExists && taken.len() < 32 =>
+                {
+                    cluster.note_hidden_vmid(newid);
+                    taken.push(newid);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The name of the temporary snapshot a clone of `source` for the CSI
@@ -581,7 +630,7 @@ impl Controller {
         // Storages whose snapshots cannot be copied (or that have none): a direct copy of
         // the detached volume; refused while attached.
         let how = self
-            .require_feature(cluster, "volume_content_source", &source.id, Op::Clone)
+            .require_feature(cluster, "volume_content_source", source, Op::Clone)
             .await?;
         if how == Support::Detached {
             return self
@@ -850,10 +899,16 @@ impl Controller {
             .ctx(|| format!("listing snapshots of holder VM {}", holder.vmid))?;
         let (temp, kept): (Vec<_>, Vec<_>) =
             snaps.into_iter().partition(|s| is_temp_snapshot(&s.name));
-        if !kept.is_empty() {
+        // Copy snapshots do not live in the holder, but are refused the same way: a
+        // volume goes after its snapshots, whatever their kind.
+        let copies = self
+            .copies_of(cluster, holder.tags.as_deref(), &id)
+            .await?
+            .len();
+        if !kept.is_empty() || copies > 0 {
             return Err(ControllerError::FailedPrecondition(format!(
                 "volume {id} has {} snapshot(s); delete them before the volume",
-                kept.len()
+                kept.len() + copies
             )));
         }
         for s in temp {
