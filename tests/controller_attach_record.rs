@@ -10,7 +10,6 @@ mod support;
 use proxmox_csi::controller::attach_record::AttachRecord;
 use proxmox_csi::controller::error::ControllerError;
 use proxmox_csi::controller::Controller;
-use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use proxmox_csi::csi::*;
 use proxmox_csi::volume_id::VolumeId;
 use pve_sim::{Fault, FaultAction, HotplugMode};
@@ -20,18 +19,6 @@ use std::time::Duration;
 use support::*;
 use tonic::Code;
 
-fn cap() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-    }
-}
-
 fn create(name: &str) -> CreateVolumeRequest {
     CreateVolumeRequest {
         name: name.into(),
@@ -39,7 +26,7 @@ fn create(name: &str) -> CreateVolumeRequest {
             required_bytes: 16 << 20,
             limit_bytes: 0,
         }),
-        volume_capabilities: vec![cap()],
+        volume_capabilities: vec![ext4_writer()],
         parameters: HashMap::from([("storage".into(), "shared".into())]),
         ..Default::default()
     }
@@ -49,7 +36,7 @@ fn publish(vol: &str, node: &str) -> ControllerPublishVolumeRequest {
     ControllerPublishVolumeRequest {
         volume_id: vol.into(),
         node_id: node.into(),
-        volume_capability: Some(cap()),
+        volume_capability: Some(ext4_writer()),
         ..Default::default()
     }
 }

@@ -10,7 +10,6 @@
 mod support;
 
 use proxmox_csi::controller::Controller;
-use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use proxmox_csi::csi::*;
 use proxmox_csi::volume_id::{holder_tag, VolumeId, SNAPSHOT_HOLDER_PREFIX, TOPOLOGY_REGION};
 use pve_sim::{HotplugMode, StorageConfig};
@@ -32,18 +31,6 @@ fn layout(c: &mut pve_sim::SimConfig) {
     });
 }
 
-fn cap() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-    }
-}
-
 fn req(
     name: &str,
     storage: &str,
@@ -55,7 +42,7 @@ fn req(
             required_bytes: 8 * MIB,
             limit_bytes: 0,
         }),
-        volume_capabilities: vec![cap()],
+        volume_capabilities: vec![ext4_writer()],
         parameters: HashMap::from([("storage".into(), storage.into())]),
         accessibility_requirements: Some(TopologyRequirement {
             requisite: vec![Topology {
@@ -185,7 +172,7 @@ async fn a_copy_snapshot_is_no_volume_restores_its_data_and_goes_with_delete_sna
         .publish_volume(ControllerPublishVolumeRequest {
             volume_id: copy_disk.clone(),
             node_id: "worker-1".into(),
-            volume_capability: Some(cap()),
+            volume_capability: Some(ext4_writer()),
             ..Default::default()
         })
         .await
@@ -244,7 +231,7 @@ async fn a_copy_snapshot_is_no_volume_restores_its_data_and_goes_with_delete_sna
     c.publish_volume(ControllerPublishVolumeRequest {
         volume_id: vol.clone(),
         node_id: "worker-1".into(),
-        volume_capability: Some(cap()),
+        volume_capability: Some(ext4_writer()),
         ..Default::default()
     })
     .await

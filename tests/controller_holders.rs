@@ -4,7 +4,6 @@
 mod support;
 
 use proxmox_csi::controller::error::ControllerError;
-use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use proxmox_csi::csi::*;
 use proxmox_csi::volume_id::HOLDER_TAG;
 use proxmox_csi::volume_id::{VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
@@ -15,18 +14,6 @@ use tonic::Code;
 
 const MIB: i64 = 1 << 20;
 
-fn cap() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-    }
-}
-
 fn create(name: &str, storage: &str, size: i64, zone: Option<&str>) -> CreateVolumeRequest {
     let mut r = CreateVolumeRequest {
         name: name.into(),
@@ -34,7 +21,7 @@ fn create(name: &str, storage: &str, size: i64, zone: Option<&str>) -> CreateVol
             required_bytes: size,
             limit_bytes: 0,
         }),
-        volume_capabilities: vec![cap()],
+        volume_capabilities: vec![ext4_writer()],
         parameters: HashMap::from([("storage".into(), storage.into())]),
         ..Default::default()
     };
@@ -62,7 +49,7 @@ fn publish(vol: &str, node: &str) -> ControllerPublishVolumeRequest {
     ControllerPublishVolumeRequest {
         volume_id: vol.into(),
         node_id: node.into(),
-        volume_capability: Some(cap()),
+        volume_capability: Some(ext4_writer()),
         ..Default::default()
     }
 }
@@ -172,7 +159,7 @@ async fn expand_offline_through_the_holder_and_online_through_the_worker() {
             required_bytes: to,
             limit_bytes: 0,
         }),
-        volume_capability: Some(cap()),
+        volume_capability: Some(ext4_writer()),
         ..Default::default()
     };
     let r = c.expand_volume(grow(128 * MIB)).await.unwrap();

@@ -12,7 +12,6 @@ use proxmox_csi::controller::error::ControllerError;
 use proxmox_csi::controller::service::ControllerService;
 use proxmox_csi::controller::Controller;
 use proxmox_csi::csi::controller_server::Controller as _;
-use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use proxmox_csi::csi::*;
 use pve_sim::{Fault, FaultAction, HotplugMode};
 use std::collections::HashMap;
@@ -58,18 +57,6 @@ struct World {
     snapshot: String,
 }
 
-fn cap() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-    }
-}
-
 fn create_req(name: &str, size: i64, source: Option<VolumeContentSource>) -> CreateVolumeRequest {
     create_req_on("local-lvm", name, size, source)
 }
@@ -101,7 +88,7 @@ fn create_req_on(
             required_bytes: size,
             limit_bytes: 0,
         }),
-        volume_capabilities: vec![cap()],
+        volume_capabilities: vec![ext4_writer()],
         parameters: HashMap::from([("storage".into(), storage.into())]),
         mutable_parameters: HashMap::from([("iopsRead".into(), "500".into())]),
         accessibility_requirements: Some(TopologyRequirement {
@@ -137,7 +124,7 @@ fn publish_req(vol: &str) -> ControllerPublishVolumeRequest {
     ControllerPublishVolumeRequest {
         volume_id: vol.into(),
         node_id: "worker-1".into(),
-        volume_capability: Some(cap()),
+        volume_capability: Some(ext4_writer()),
         ..Default::default()
     }
 }
@@ -157,7 +144,7 @@ fn expand_req(vol: &str) -> ControllerExpandVolumeRequest {
             required_bytes: 128 * MIB,
             limit_bytes: 0,
         }),
-        volume_capability: Some(cap()),
+        volume_capability: Some(ext4_writer()),
         ..Default::default()
     }
 }

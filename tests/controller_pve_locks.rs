@@ -6,7 +6,6 @@ mod support;
 
 use proxmox_csi::controller::error::ControllerError;
 use proxmox_csi::controller::Controller;
-use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, BlockVolume};
 use proxmox_csi::csi::*;
 use pve_sim::HotplugMode;
 use std::collections::HashMap;
@@ -17,15 +16,6 @@ use tonic::Code;
 
 const GIB: i64 = 1 << 30;
 
-fn block_cap() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Block(BlockVolume {})),
-    }
-}
-
 fn create_req(name: &str, storage: &str) -> CreateVolumeRequest {
     CreateVolumeRequest {
         name: name.into(),
@@ -33,7 +23,7 @@ fn create_req(name: &str, storage: &str) -> CreateVolumeRequest {
             required_bytes: GIB,
             limit_bytes: 0,
         }),
-        volume_capabilities: vec![block_cap()],
+        volume_capabilities: vec![block_writer()],
         parameters: HashMap::from([("storage".into(), storage.into())]),
         ..Default::default()
     }
@@ -134,7 +124,7 @@ fn publish_req(vol: &str) -> ControllerPublishVolumeRequest {
     ControllerPublishVolumeRequest {
         volume_id: vol.into(),
         node_id: "worker-1".into(),
-        volume_capability: Some(block_cap()),
+        volume_capability: Some(block_writer()),
         ..Default::default()
     }
 }

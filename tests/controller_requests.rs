@@ -8,7 +8,6 @@
 mod support;
 
 use proxmox_csi::controller::Controller;
-use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use proxmox_csi::csi::*;
 use proxmox_csi::volume_id::{TOPOLOGY_REGION, TOPOLOGY_ZONE};
 use pve_sim::HotplugMode;
@@ -50,18 +49,6 @@ impl Counter {
     }
 }
 
-fn cap() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-    }
-}
-
 fn create(name: &str) -> CreateVolumeRequest {
     create_on(name, "local-lvm")
 }
@@ -80,7 +67,7 @@ fn create_on(name: &str, storage: &str) -> CreateVolumeRequest {
             required_bytes: 16 * MIB,
             limit_bytes: 0,
         }),
-        volume_capabilities: vec![cap()],
+        volume_capabilities: vec![ext4_writer()],
         parameters: HashMap::from([("storage".into(), storage.into())]),
         accessibility_requirements: Some(TopologyRequirement {
             requisite: vec![t.clone()],
@@ -94,7 +81,7 @@ fn publish(vol: &str, node: &str) -> ControllerPublishVolumeRequest {
     ControllerPublishVolumeRequest {
         volume_id: vol.into(),
         node_id: node.into(),
-        volume_capability: Some(cap()),
+        volume_capability: Some(ext4_writer()),
         ..Default::default()
     }
 }
@@ -213,7 +200,7 @@ async fn measure(n: usize, w: u32) -> BTreeMap<&'static str, Vec<String>> {
             required_bytes: 32 * MIB,
             limit_bytes: 0,
         }),
-        volume_capability: Some(cap()),
+        volume_capability: Some(ext4_writer()),
         ..Default::default()
     })
     .await

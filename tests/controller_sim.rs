@@ -5,9 +5,7 @@
 mod support;
 
 use proxmox_csi::controller::error::ControllerError;
-use proxmox_csi::csi::volume_capability::{
-    access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume,
-};
+use proxmox_csi::csi::volume_capability::AccessType;
 use proxmox_csi::csi::*;
 use proxmox_csi::pve::drive::Drive;
 use proxmox_csi::volume_id::{VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
@@ -19,27 +17,6 @@ use tonic::Code;
 
 const GIB: i64 = 1 << 30;
 
-fn mount_cap() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn block_cap() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Block(BlockVolume {})),
-    }
-}
-
 fn create_req(name: &str, storage: &str, size: i64) -> CreateVolumeRequest {
     CreateVolumeRequest {
         name: name.into(),
@@ -47,7 +24,7 @@ fn create_req(name: &str, storage: &str, size: i64) -> CreateVolumeRequest {
             required_bytes: size,
             limit_bytes: 0,
         }),
-        volume_capabilities: vec![mount_cap()],
+        volume_capabilities: vec![ext4_writer()],
         parameters: HashMap::from([("storage".into(), storage.into())]),
         ..Default::default()
     }
@@ -71,7 +48,7 @@ fn publish_req(vol: &str, node: &str, readonly: bool) -> ControllerPublishVolume
     ControllerPublishVolumeRequest {
         volume_id: vol.into(),
         node_id: node.into(),
-        volume_capability: Some(block_cap()),
+        volume_capability: Some(block_writer()),
         readonly,
         ..Default::default()
     }

@@ -14,7 +14,6 @@ mod support;
 use proxmox_csi::controller::error::ControllerError;
 use proxmox_csi::controller::features::{snapshot_kind, SnapshotKind, Support, MATRIX, OPS};
 use proxmox_csi::controller::Controller;
-use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use proxmox_csi::csi::*;
 use proxmox_csi::volume_id::{VolumeId, TOPOLOGY_REGION, TOPOLOGY_ZONE};
 use pve_sim::{HotplugMode, StorageConfig};
@@ -52,18 +51,6 @@ fn layout(c: &mut pve_sim::SimConfig) {
     }
 }
 
-fn cap() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-    }
-}
-
 fn req(name: &str, storage: &str, format: &str, size: i64) -> CreateVolumeRequest {
     let t = Topology {
         segments: HashMap::from([
@@ -77,7 +64,7 @@ fn req(name: &str, storage: &str, format: &str, size: i64) -> CreateVolumeReques
             required_bytes: size,
             limit_bytes: 0,
         }),
-        volume_capabilities: vec![cap()],
+        volume_capabilities: vec![ext4_writer()],
         parameters: HashMap::from([
             ("storage".into(), storage.into()),
             ("storageFormat".into(), format.into()),
@@ -184,7 +171,7 @@ async fn attach(c: &Controller, vol: &str) {
     c.publish_volume(ControllerPublishVolumeRequest {
         volume_id: vol.into(),
         node_id: "worker-1".into(),
-        volume_capability: Some(cap()),
+        volume_capability: Some(ext4_writer()),
         ..Default::default()
     })
     .await

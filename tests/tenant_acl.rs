@@ -8,7 +8,6 @@ mod support;
 use proxmox_csi::config::ConfigFile;
 use proxmox_csi::controller::error::ControllerError;
 use proxmox_csi::controller::{Controller, ControllerOptions};
-use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use proxmox_csi::csi::*;
 use proxmox_csi::doctor::{self, DoctorOptions, Status};
 use proxmox_csi::volume_id::{TOPOLOGY_REGION, TOPOLOGY_ZONE};
@@ -106,18 +105,6 @@ fn tenant_controller(url: &str) -> Controller {
     Controller::new(&tenant_config(url), opts).unwrap()
 }
 
-fn cap() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-    }
-}
-
 fn create(name: &str, source: Option<VolumeContentSource>) -> CreateVolumeRequest {
     let t = Topology {
         segments: HashMap::from([
@@ -131,7 +118,7 @@ fn create(name: &str, source: Option<VolumeContentSource>) -> CreateVolumeReques
             required_bytes: 64 * MIB,
             limit_bytes: 0,
         }),
-        volume_capabilities: vec![cap()],
+        volume_capabilities: vec![ext4_writer()],
         parameters: HashMap::from([("storage".into(), STORAGE.into())]),
         accessibility_requirements: Some(TopologyRequirement {
             requisite: vec![t.clone()],
@@ -163,7 +150,7 @@ async fn exercise(c: &Controller) -> Result<(), Failure> {
     c.publish_volume(ControllerPublishVolumeRequest {
         volume_id: v.volume_id.clone(),
         node_id: "worker-1".into(),
-        volume_capability: Some(cap()),
+        volume_capability: Some(ext4_writer()),
         ..Default::default()
     })
     .await

@@ -403,16 +403,22 @@ impl PveClient {
             encode_segment(upid)
         );
         let start = Instant::now();
-        // Asked at once, then when tasks of this type took lately (task_pace.rs).
+        // First asked when tasks of this type took lately, or at once for
+        // quick ones (task_pace.rs).
+        let initial = self.task_pace.initial_wait(&parsed.task_type);
+        let waited = !initial.is_zero();
         let mut delay: Option<Duration> = None;
         let mut asks = 0;
         let outcome = async {
+            if waited {
+                tokio::time::sleep(initial.min(timeout)).await;
+            }
             loop {
                 let st: TaskStatus = self.get(&path, &vec![]).await?;
                 asks += 1;
                 if st.status == "stopped" {
                     self.task_pace
-                        .learn(&parsed.task_type, start.elapsed(), asks);
+                        .learn(&parsed.task_type, start.elapsed(), asks, waited);
                     let exit = st.exitstatus.unwrap_or_default();
                     return if exitstatus_is_ok(&exit) {
                         Ok(())
@@ -430,9 +436,10 @@ impl PveClient {
                     });
                 }
                 let pause = match delay {
-                    None => self
+                    None if !waited => self
                         .task_pace
                         .first_pause(&parsed.task_type, start.elapsed()),
+                    None => TaskPace::next_pause(None),
                     Some(d) => d,
                 };
                 delay = Some(TaskPace::next_pause(delay));

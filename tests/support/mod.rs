@@ -69,3 +69,32 @@ pub fn controller_with(url: &str, tweak: impl FnOnce(&mut ControllerOptions)) ->
     tweak(&mut opts);
     Controller::new(&cluster_config(url), opts).unwrap()
 }
+
+/// The capability most tests ask for: an ext4 mount, single-node writer.
+pub fn ext4_writer() -> proxmox_csi::csi::VolumeCapability {
+    use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType};
+    proxmox_csi::csi::VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(
+            proxmox_csi::csi::volume_capability::MountVolume {
+                fs_type: "ext4".into(),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// A raw block volume, single-node writer.
+pub fn block_writer() -> proxmox_csi::csi::VolumeCapability {
+    use proxmox_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType};
+    proxmox_csi::csi::VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Block(
+            proxmox_csi::csi::volume_capability::BlockVolume {},
+        )),
+    }
+}
