@@ -1,142 +1,12 @@
 //! End-to-end tests of the PVE API simulator over HTTP.
 
+mod support;
+
 use pve_sim::{Fault, FaultAction, HotplugMode, Sim, SimConfig, TokenConfig};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
-
-const TOKEN: &str = "PVEAPIToken=csi@pve!csi=sim-secret";
-
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
-
-/// A simulator on an ephemeral port; detaches its loop devices even when a test panics.
-struct Harness {
-    sim: Sim,
-    base: String,
-    client: reqwest::Client,
-    auth: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.sim.detach_all();
-    }
-}
-
-async fn start_at(dir: &Path, tweak: impl FnOnce(&mut SimConfig)) -> Harness {
-    let mut cfg = SimConfig::default_for(dir.to_path_buf());
-    cfg.hotplug = if is_root() {
-        HotplugMode::Loop
-    } else {
-        HotplugMode::None
-    };
-    tweak(&mut cfg);
-    let sim = Sim::new(cfg).expect("sim starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/api2/json", listener.local_addr().unwrap());
-    tokio::spawn(sim.clone().serve(listener));
-    Harness {
-        sim,
-        base,
-        client: reqwest::Client::new(),
-        auth: TOKEN.into(),
-        _dir: None,
-    }
-}
-
-async fn start(tweak: impl FnOnce(&mut SimConfig)) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let mut h = start_at(dir.path(), tweak).await;
-    h._dir = Some(dir);
-    h
-}
-
-/// (status, body) of a request.
-type Resp = (u16, Value);
-
-impl Harness {
-    async fn send(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> Resp {
-        let url = format!("{}{}", self.base, path);
-        let mut req = self
-            .client
-            .request(method.clone(), &url)
-            .header("Authorization", &self.auth);
-        if method == reqwest::Method::GET || method == reqwest::Method::DELETE {
-            req = req.query(form);
-        } else {
-            req = req.form(form);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-    async fn get(&self, path: &str, q: &[(&str, &str)]) -> Resp {
-        self.send(reqwest::Method::GET, path, q).await
-    }
-    async fn post(&self, path: &str, f: &[(&str, &str)]) -> Resp {
-        self.send(reqwest::Method::POST, path, f).await
-    }
-    async fn put(&self, path: &str, f: &[(&str, &str)]) -> Resp {
-        self.send(reqwest::Method::PUT, path, f).await
-    }
-    async fn delete(&self, path: &str) -> Resp {
-        self.send(reqwest::Method::DELETE, path, &[]).await
-    }
-
-    /// Waits for a task and returns its exitstatus.
-    async fn wait(&self, node: &str, upid: &str) -> String {
-        let path = format!("/nodes/{node}/tasks/{}/status", urlencode(upid));
-        for _ in 0..200 {
-            let (s, b) = self.get(&path, &[]).await;
-            assert_eq!(s, 200, "task status: {b}");
-            if b["data"]["status"] == "stopped" {
-                return b["data"]["exitstatus"].as_str().unwrap().to_string();
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("task {upid} did not finish");
-    }
-
-    async fn alloc(&self, node: &str, storage: &str, vmid: &str, name: &str, size: &str) -> Resp {
-        self.post(
-            &format!("/nodes/{node}/storage/{storage}/content"),
-            &[("vmid", vmid), ("filename", name), ("size", size)],
-        )
-        .await
-    }
-
-    async fn config(&self, node: &str, vmid: u32, current: bool) -> Value {
-        let (s, b) = self
-            .get(
-                &format!("/nodes/{node}/qemu/{vmid}/config"),
-                &[("current", if current { "1" } else { "0" })],
-            )
-            .await;
-        assert_eq!(s, 200, "{b}");
-        b["data"].clone()
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn is_block_device(p: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata(p)
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false)
-}
+use support::*;
 
 const WWN: &str = "0x5000c500deadbeef";
 
@@ -305,24 +175,24 @@ async fn authentication_and_permissions() {
     })
     .await;
     // pveproxy's texts; authentication comes before routing, so unknown paths say the same.
-    h.auth = String::new();
+    h.auth = Some(String::new());
     let (s, b) = h.get("/version", &[]).await;
     assert_eq!((s, b["message"].as_str()), (401, Some("No ticket\n")));
     assert_eq!(h.get("/no/such/path", &[]).await.0, 401);
-    h.auth = "PVEAPIToken=csi@pve!csi=wrong".into();
+    h.auth = Some("PVEAPIToken=csi@pve!csi=wrong".into());
     let (s, b) = h.get("/version", &[]).await;
     assert_eq!(
         (s, b["message"].as_str()),
         (401, Some("invalid token value!\n"))
     );
-    h.auth = "PVEAPIToken=csi@pve!other=sim-secret".into();
+    h.auth = Some("PVEAPIToken=csi@pve!other=sim-secret".into());
     let (s, b) = h.get("/version", &[]).await;
     assert_eq!(
         (s, b["message"].as_str()),
         (401, Some("no such token 'other' for user 'csi@pve'\n"))
     );
     // A space may replace the first '='.
-    h.auth = "PVEAPIToken csi@pve!csi=sim-secret".into();
+    h.auth = Some("PVEAPIToken csi@pve!csi=sim-secret".into());
     assert_eq!(h.get("/version", &[]).await.0, 200);
     let (s, b) = h
         .put(
@@ -345,7 +215,7 @@ async fn authentication_and_permissions() {
         )
     );
 
-    h.auth = "PVEAPIToken=ro@pve!ro=ro".into();
+    h.auth = Some("PVEAPIToken=ro@pve!ro=ro".into());
     assert_eq!(h.get("/nodes/pve1/qemu/101/config", &[]).await.0, 200);
     let (s, b) = h.alloc("pve1", "local", "101", "vm-101-x.raw", "1M").await;
     assert_eq!(s, 403);
@@ -363,7 +233,7 @@ async fn authentication_and_permissions() {
     );
 
     // ACL-scoped token: privileges only on the listed paths and below.
-    h.auth = "PVEAPIToken=scoped@pve!csi=s".into();
+    h.auth = Some("PVEAPIToken=scoped@pve!csi=s".into());
     assert_eq!(
         h.alloc("pve1", "shared", "101", "vm-101-s.raw", "1M")
             .await
@@ -383,7 +253,7 @@ async fn authentication_and_permissions() {
     let (_, b) = h.get("/access/permissions", &[]).await;
     assert!(b["data"]["/storage/shared"]["Datastore.AllocateSpace"] == 1);
     assert!(b["data"]["/"].as_object().unwrap().is_empty());
-    h.auth = "PVEAPIToken=ro@pve!ro=ro".into();
+    h.auth = Some("PVEAPIToken=ro@pve!ro=ro".into());
 
     // Ticket login: writes need the CSRF token.
     let r = h

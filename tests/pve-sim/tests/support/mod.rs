@@ -22,7 +22,8 @@ pub struct Harness {
     /// Authorization header (token) or None with `cookie`/`csrf` set (ticket).
     pub auth: Option<String>,
     pub cookie: Option<(String, String)>,
-    _dir: tempfile::TempDir,
+    /// The data directory when the harness made it (`start`); None with `start_at`.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Harness {
@@ -33,7 +34,14 @@ impl Drop for Harness {
 
 pub async fn start(tweak: impl FnOnce(&mut SimConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = SimConfig::default_for(dir.path().to_path_buf());
+    let mut h = start_at(dir.path(), tweak).await;
+    h._dir = Some(dir);
+    h
+}
+
+/// A simulator on data directory `dir`, which the caller keeps (to start another on it).
+pub async fn start_at(dir: &Path, tweak: impl FnOnce(&mut SimConfig)) -> Harness {
+    let mut cfg = SimConfig::default_for(dir.to_path_buf());
     cfg.hotplug = if is_root() {
         HotplugMode::Loop
     } else {
@@ -50,7 +58,7 @@ pub async fn start(tweak: impl FnOnce(&mut SimConfig)) -> Harness {
         client: reqwest::Client::new(),
         auth: Some(TOKEN.into()),
         cookie: None,
-        _dir: dir,
+        _dir: None,
     }
 }
 
